@@ -1,0 +1,92 @@
+"""Input validation shared by every op and layer.
+
+Each helper raises ``ValueError`` or ``TypeError`` with a message that names
+the argument, what was expected and what came, e.g.::
+
+    ValueError: expected x of shape (T, N, 8), got (5, 3, 7)
+"""
+
+import numpy as np
+
+from .backend import get_array_module, is_array
+
+
+def _fmt_shape(expected, symbols):
+    parts = []
+    for i, size in enumerate(expected):
+        if size is None:
+            parts.append(symbols[i] if symbols else "*")
+        else:
+            parts.append(str(size))
+    return "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
+
+
+def check_array(name, a):
+    """``a`` must be a NumPy or CuPy array."""
+    if not is_array(a):
+        raise TypeError(f"expected {name} to be a numpy or cupy array, got {type(a).__name__}")
+    return a
+
+
+def check_float(name, a, dtype=None):
+    """``a`` must be a floating-point array, of ``dtype`` when one is given."""
+    check_array(name, a)
+    if a.dtype.kind != "f":
+        raise TypeError(f"expected {name} to be a floating-point array, got dtype {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"expected {name} of dtype {np.dtype(dtype)} (the dtype of the "
+                        f"other inputs), got {a.dtype}")
+    return a
+
+
+def check_shape(name, a, expected, symbols=None):
+    """``a.shape`` must match ``expected``, a tuple of ints or None (any size).
+
+    ``symbols`` names the dimensions for the message, e.g. ``"TND"`` gives
+    ``expected x of shape (T, N, 8), got (5, 3, 7)``.
+    """
+    shape = tuple(a.shape)
+    if len(shape) != len(expected) or any(
+            e is not None and e != s for e, s in zip(expected, shape)):
+        raise ValueError(f"expected {name} of shape {_fmt_shape(expected, symbols)}, got {shape}")
+    return a
+
+
+def check_same_backend(**arrays):
+    """All non-None arrays must live on the same backend (all NumPy or all CuPy)."""
+    present = {k: v for k, v in arrays.items() if v is not None}
+    modules = {k: get_array_module(v) for k, v in present.items()}
+    if len(set(modules.values())) > 1:
+        where = ", ".join(f"{k} on {m.__name__}" for k, m in modules.items())
+        raise TypeError(f"expected all arrays on one backend, got {where}")
+
+
+def check_integer(name, a):
+    """``a`` must be an integer array (indices, targets, lengths)."""
+    check_array(name, a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"expected {name} to be an integer array, got dtype {a.dtype}")
+    return a
+
+
+def check_index_range(name, a, low, high, allowed=None):
+    """Every entry of ``a`` must lie in [low, high) (or equal ``allowed``)."""
+    if a.size == 0:
+        return a
+    xp = get_array_module(a)
+    bad = (a < low) | (a >= high)
+    if allowed is not None:
+        bad &= a != allowed
+    if bool(xp.any(bad)):
+        value = a[bad].ravel()[0]
+        extra = f" or {allowed}" if allowed is not None else ""
+        raise ValueError(f"expected {name} in [{low}, {high}){extra}, got {int(value)}")
+    return a
+
+
+def check_choice(name, value, choices):
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"expected {name} to be one of {options}, got {value!r}")
+    return value

@@ -1,0 +1,30 @@
+"""Pure forward/backward pairs: ``out, cache = op_forward(...)`` and
+``grads = op_backward(dout, cache)``. No state, no call-order protocol.
+
+Every module numbers its equations in its docstring; backward comments cite
+them, and docs/derivations.md derives them with the same names.
+"""
+
+from ._recurrent import length_mask
+from .activations import (log_softmax, relu, relu_backward, sigmoid, sigmoid_backward,
+                          softmax, softmax_backward, tanh, tanh_backward)
+from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
+from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_forward,
+                     linear_backward, linear_forward)
+from .losses import (CrossEntropyCache, MSECache, mse_loss, mse_loss_backward,
+                     softmax_cross_entropy, softmax_cross_entropy_backward)
+from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from .rnn import RNNCache, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+
+__all__ = [
+    "length_mask",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward",
+    "log_softmax", "softmax", "softmax_backward",
+    "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "RNNCache",
+    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "LSTMCache",
+    "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "GRUCache",
+    "linear_forward", "linear_backward", "LinearCache",
+    "embedding_forward", "embedding_backward", "EmbeddingCache",
+    "softmax_cross_entropy", "softmax_cross_entropy_backward", "CrossEntropyCache",
+    "mse_loss", "mse_loss_backward", "MSECache",
+]

@@ -1,0 +1,166 @@
+"""GRU: forward and backpropagation through time, gate order r, z, n (PyTorch's form).
+
+Shapes: T time steps, N sequences, D input features, H hidden units, G = 3.
+Parameters as PyTorch's ``nn.GRU``: W_ih (3H, D), W_hh (3H, H), b_ih, b_hh (3H,),
+the three gate blocks stacked in the order of ``GATES``. Blocks of a (., 3H)
+array are written with a suffix: gi_r = gi[:, :H], gi_z = gi[:, H:2H], gi_n = gi[:, 2H:].
+
+Forward, for t = 1 .. T, starting from h_0:
+
+    (1) gi_t = x_t W_ih^T + b_ih                               (N, 3H)
+    (2) gh_t = h_{t-1} W_hh^T + b_hh                           (N, 3H)
+    (3) r_t = sigmoid(gi_r + gh_r),   z_t = sigmoid(gi_z + gh_z)
+    (4) n_t = tanh(gi_n + r_t * gh_n)        (b_hn sits inside r * (...), as in PyTorch)
+    (5) h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+    (6) out_t = h_t
+
+Backward (docs/derivations.md, section "GRU"), t = T .. 1, with dh_t the
+gradient reaching h_t (dh_T from the final state):
+
+    (7)  dh_t += dout_t
+    (8)  dn_t = dh_t * (1 - z_t),   dz_t = dh_t * (h_{t-1} - n_t),   dh_{t-1} = dh_t * z_t
+    (9)  da_n = dn_t * (1 - n_t^2)                (gradient of n's pre-activation)
+    (10) dr_t = da_n * gh_n
+    (11) da_r = dr_t * r(1 - r),   da_z = dz_t * z(1 - z)
+    (12) dgi_t = [da_r, da_z, da_n],   dgh_t = [da_r, da_z, da_n * r_t]
+    (13) dh_{t-1} += dgh_t W_hh
+    (14) dx_t = dgi_t W_ih
+    (15) dW_ih = sum_t dgi_t^T x_t,  dW_hh = sum_t dgh_t^T h_{t-1},
+         db_ih = sum dgi_t,  db_hh = sum dgh_t
+"""
+
+from typing import Any, NamedTuple, Optional
+
+from ..backend import get_array_module
+from .activations import sigmoid
+from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
+                         check_step_input, initial_state)
+
+GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
+
+
+class GRUCache(NamedTuple):
+    """What the backward pass needs, all stacked over time."""
+    x: Any              # (T, N, D) input
+    h: Any              # (T + 1, N, H) h[0] = h_0, h[t] = h_t
+    gates: Any          # (T, N, 3H) post-activation r, z, n
+    gh_n: Any           # (T, N, H) W_hn h_{t-1} + b_hn, needed by (10)
+    W_ih: Any           # (3H, D)
+    W_hh: Any           # (3H, H)
+    has_bias: bool
+    mask: Optional[Any]  # (T, N, 1) valid-step mask, or None
+
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+    """Run a GRU over a whole sequence.
+
+    Args:
+        x: (T, N, D) input.
+        h0: (N, H) initial state, or None for zeros.
+        W_ih: (3H, D), W_hh: (3H, H), b_ih, b_hh: (3H,) or both None.
+        mask: optional (T, N) valid-step mask (see ``_recurrent``).
+
+    Returns:
+        out (T, N, H), h_n (N, H), cache (GRUCache).
+    ``out`` and ``h_n`` are views of the cache: do not modify them in place.
+    """
+    xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    dt = x.dtype
+    m = as_step_mask(mask, dt)
+    h = xp.empty((T + 1, N, H), dtype=dt)
+    h[0] = initial_state(xp, h0, N, H, dt)
+    gh_n = xp.empty((T, N, H), dtype=dt)
+    # (1) for every step at once: (T*N, D) @ (D, 3H); b_hr, b_hz folded in too
+    gates = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)
+    if b_ih is not None:
+        gates += b_ih
+        gates[:, :, :2 * H] += b_hh[:2 * H]
+    W_hh_T = W_hh.T
+    for t in range(T):
+        a = gates[t]
+        gh = h[t] @ W_hh_T                          # (2)
+        a[:, :2 * H] += gh[:, :2 * H]               # (3)
+        sigmoid(a[:, :2 * H], out=a[:, :2 * H])
+        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        gh_n[t] = gh[:, 2 * H:]
+        if b_ih is not None:
+            gh_n[t] += b_hh[2 * H:]
+        n += r * gh_n[t]                            # (4)
+        xp.tanh(n, out=n)
+        xp.subtract(h[t], n, out=h[t + 1])          # (5) h = n + z * (h_{t-1} - n)
+        h[t + 1] *= z
+        h[t + 1] += n
+        if m is not None:                           # padded steps keep h_{t-1}
+            h[t + 1] -= h[t]
+            h[t + 1] *= m[t]
+            h[t + 1] += h[t]
+    out = h[1:] if m is None else h[1:] * m         # (6)
+    cache = GRUCache(x, h, gates, gh_n, W_ih, W_hh, b_ih is not None, m)
+    return out, h[T], cache
+
+
+def gru_backward(dout, dh_n, cache):
+    """Backpropagation through time for ``gru_forward``.
+
+    Args:
+        dout: (T, N, H) gradient of every step's output, or None.
+        dh_n: (N, H) gradient of the final state, or None.
+        cache: from ``gru_forward``.
+
+    Returns:
+        dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
+        'b_ih', 'b_hh' when the forward had biases).
+    """
+    x, h, gates, gh_n, W_ih, W_hh, has_bias, m = cache
+    T, N, D = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
+    xp = get_array_module(x)
+    dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
+    dh_n = check_output_grad("dh_n", dh_n, (N, H), dt, xp)
+    dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
+    dgi = xp.empty((T, N, 3 * H), dtype=dt)
+    dgh = xp.empty((T, N, 3 * H), dtype=dt)
+    for t in range(T - 1, -1, -1):
+        if dout is not None:                        # (7)
+            dh += dout[t] if m is None else dout[t] * m[t]
+        if m is not None:                           # padded steps pass dh straight back
+            carry = dh * (1 - m[t])
+            dh *= m[t]
+        a = gates[t]
+        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        gi, gh = dgi[t], dgh[t]
+        da_r, da_z, da_n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
+        xp.multiply(dh, 1 - z, out=da_n)            # (8) dn
+        xp.multiply(dh, h[t] - n, out=da_z)         #     dz
+        da_n *= 1 - n * n                           # (9)
+        xp.multiply(da_n, gh_n[t], out=da_r)        # (10) dr
+        da_r *= r * (1 - r)                         # (11)
+        da_z *= z * (1 - z)
+        gh[:, :2 * H] = gi[:, :2 * H]               # (12)
+        xp.multiply(da_n, r, out=gh[:, 2 * H:])
+        dh *= z                                     # (8) direct path
+        dh += gh @ W_hh                             # (13)
+        if m is not None:
+            dh += carry
+    dgi2 = dgi.reshape(T * N, 3 * H)                # (T*N, 3H)
+    dgh2 = dgh.reshape(T * N, 3 * H)
+    dx = (dgi2 @ W_ih).reshape(T, N, D)             # (14)
+    grads = {"W_ih": dgi2.T @ x.reshape(T * N, D),  # (15)
+             "W_hh": dgh2.T @ h[:-1].reshape(T * N, H)}
+    if has_bias:
+        grads["b_ih"] = dgi2.sum(axis=0)
+        grads["b_hh"] = dgh2.sum(axis=0)
+    return dx, dh, grads
+
+
+def gru_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
+    """One GRU step: x (N, D), h (N, H) or None -> h_next (N, H), cache."""
+    _, h_next, cache = gru_forward(check_step_input(x), h, W_ih, W_hh, b_ih, b_hh)
+    return h_next, cache
+
+
+def gru_step_backward(dh_next, cache):
+    """Backward of one step -> dx (N, D), dh (N, H), grads."""
+    dx, dh, grads = gru_backward(None, dh_next, cache)
+    return dx[0], dh, grads

@@ -1,0 +1,101 @@
+"""Affine maps and embedding lookups.
+
+Linear, over any leading dimensions (... stands for them, M = their product),
+with PyTorch's ``nn.Linear`` layout W (O, D), b (O,):
+
+    (1) y = x W^T + b                                   x (..., D) -> y (..., O)
+    (2) dx = dy W,   dW = sum over ... of dy^T x,   db = sum over ... of dy
+
+Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
+
+    (3) y[...] = W[idx[...]]                            idx (...) -> y (..., E)
+    (4) dW[v] = sum of dy[...] over the positions where idx[...] == v
+        (a scatter-add: an index that occurs k times collects k gradients);
+        the row ``padding_idx`` gets no gradient.
+"""
+
+from typing import Any, NamedTuple, Optional
+
+from .._checks import (check_float, check_index_range, check_integer, check_same_backend,
+                       check_shape)
+from ..backend import get_array_module, scatter_add
+
+
+class LinearCache(NamedTuple):
+    x: Any          # (..., D)
+    W: Any          # (O, D)
+    has_bias: bool
+
+
+def linear_forward(x, W, b=None):
+    """(1) y = x W^T + b for x (..., D), W (O, D), b (O,) or None -> y (..., O), cache."""
+    check_float("x", x)
+    check_float("W", W, x.dtype)
+    if W.ndim != 2:
+        check_shape("W", W, (None, None), "OD")
+    O, D = W.shape
+    if x.ndim < 1 or x.shape[-1] != D:
+        raise ValueError(f"expected x of shape (..., {D}), got {tuple(x.shape)}")
+    if b is not None:
+        check_float("b", b, x.dtype)
+        check_shape("b", b, (O,))
+    check_same_backend(x=x, W=W, b=b)
+    y = x @ W.T
+    if b is not None:
+        y += b
+    return y, LinearCache(x, W, b is not None)
+
+
+def linear_backward(dy, cache):
+    """(2) dy (..., O) -> dx (..., D), grads {'W': (O, D), 'b': (O,)}."""
+    x, W, has_bias = cache
+    O, D = W.shape
+    check_float("dy", dy, x.dtype)
+    check_shape("dy", dy, tuple(x.shape[:-1]) + (O,))
+    dy2 = dy.reshape(-1, O)                         # (M, O)
+    dx = dy @ W
+    grads = {"W": dy2.T @ x.reshape(-1, D)}
+    if has_bias:
+        grads["b"] = dy2.sum(axis=0)
+    return dx, grads
+
+
+class EmbeddingCache(NamedTuple):
+    idx: Any                     # (...) integer indices
+    num_embeddings: int          # V
+    W_dtype: Any
+    padding_idx: Optional[int]
+
+
+def embedding_forward(idx, W, padding_idx=None):
+    """(3) y = W[idx] for integer idx (...) and W (V, E) -> y (..., E), cache."""
+    check_float("W", W)
+    if W.ndim != 2:
+        check_shape("W", W, (None, None), "VE")
+    check_integer("idx", idx)
+    V = W.shape[0]
+    check_index_range("idx", idx, 0, V)
+    if padding_idx is not None:
+        padding_idx = _normalise_padding_idx(padding_idx, V)
+    check_same_backend(idx=idx, W=W)
+    return W[idx], EmbeddingCache(idx, V, W.dtype, padding_idx)
+
+
+def _normalise_padding_idx(padding_idx, V):
+    if not isinstance(padding_idx, int) or not -V <= padding_idx < V:
+        raise ValueError(f"expected padding_idx in [-{V}, {V}), got {padding_idx!r}")
+    return padding_idx % V
+
+
+def embedding_backward(dy, cache):
+    """(4) dy (..., E) -> grads {'W': (V, E)} (indices have no gradient)."""
+    idx, V, dtype, padding_idx = cache
+    check_float("dy", dy, dtype)
+    E = dy.shape[-1] if dy.ndim else 0
+    check_shape("dy", dy, tuple(idx.shape) + (E,))
+    xp = get_array_module(dy)
+    dW = xp.zeros((V, E), dtype=dtype)
+    scatter_add(dW, idx.reshape(-1), dy.reshape(-1, E))
+    if padding_idx is not None:
+        dW[padding_idx] = 0
+    return {"W": dW}

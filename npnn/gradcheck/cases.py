@@ -1,0 +1,213 @@
+"""Every op of ``npnn.functional`` wrapped for ``check_gradients``.
+
+Each ``*_case`` builder takes a ``numpy.random.Generator`` and sizes and
+returns ``(f, inputs)``: ``f(**inputs) -> (outputs, vjp)``. The test suite
+draws the sizes with Hypothesis; ``python -m npnn.gradcheck`` uses
+``builtin_cases`` with one fixed set. Values are drawn from N(0, 0.5^2) so
+that no gate saturates and finite differences stay accurate.
+"""
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import to_backend
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _normal(rng, shape, backend, scale=0.5):
+    return to_backend(scale * rng.standard_normal(shape), backend)
+
+
+def _recurrent_params(rng, cell, D, H, bias, backend):
+    G = _GATES[cell]
+    params = {"W_ih": _normal(rng, (G * H, D), backend), "W_hh": _normal(rng, (G * H, H), backend)}
+    if bias:
+        params["b_ih"] = _normal(rng, (G * H,), backend)
+        params["b_hh"] = _normal(rng, (G * H,), backend)
+    return params
+
+
+def _random_mask(rng, T, N, backend):
+    """A length mask with lengths drawn from 1..T, at least one full length."""
+    lengths = rng.integers(1, T + 1, size=N)
+    lengths[rng.integers(N)] = T
+    return F.length_mask(to_backend(lengths, backend), T)
+
+
+def rnn_case(rng, T=3, N=2, D=4, H=3, bias=True, nonlinearity="tanh", masked=False,
+             backend="numpy"):
+    """Sequence RNN: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
+              **_recurrent_params(rng, "rnn", D, H, bias, backend)}
+
+    def f(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
+        out, h_n, cache = F.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, nonlinearity, mask)
+
+        def vjp(d):
+            dx, dh0, grads = F.rnn_backward(d[0], d[1], cache)
+            return {"x": dx, "h0": dh0, **grads}
+        return (out, h_n), vjp
+    return f, inputs
+
+
+def lstm_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
+    """Sequence LSTM: gradients of (out, h_n, c_n) w.r.t. x, h0, c0 and every parameter."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
+              "c0": _normal(rng, (N, H), backend),
+              **_recurrent_params(rng, "lstm", D, H, bias, backend)}
+
+    def f(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
+        out, h_n, c_n, cache = F.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask)
+
+        def vjp(d):
+            dx, dh0, dc0, grads = F.lstm_backward(d[0], d[1], d[2], cache)
+            return {"x": dx, "h0": dh0, "c0": dc0, **grads}
+        return (out, h_n, c_n), vjp
+    return f, inputs
+
+
+def gru_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
+    """Sequence GRU: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
+              **_recurrent_params(rng, "gru", D, H, bias, backend)}
+
+    def f(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
+        out, h_n, cache = F.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, mask)
+
+        def vjp(d):
+            dx, dh0, grads = F.gru_backward(d[0], d[1], cache)
+            return {"x": dx, "h0": dh0, **grads}
+        return (out, h_n), vjp
+    return f, inputs
+
+
+def step_case(rng, cell, N=2, D=4, H=3, bias=True, nonlinearity="tanh", backend="numpy"):
+    """One step of ``cell`` ('rnn', 'lstm', 'gru') through the *_step_* functions."""
+    inputs = {"x": _normal(rng, (N, D), backend, 1.0), "h": _normal(rng, (N, H), backend),
+              **_recurrent_params(rng, cell, D, H, bias, backend)}
+    if cell == "lstm":
+        inputs["c"] = _normal(rng, (N, H), backend)
+
+        def f(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
+            h1, c1, cache = F.lstm_step_forward(x, h, c, W_ih, W_hh, b_ih, b_hh)
+
+            def vjp(d):
+                dx, dh, dc, grads = F.lstm_step_backward(d[0], d[1], cache)
+                return {"x": dx, "h": dh, "c": dc, **grads}
+            return (h1, c1), vjp
+        return f, inputs
+
+    def f(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
+        if cell == "rnn":
+            h1, cache = F.rnn_step_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity)
+            backward = F.rnn_step_backward
+        else:
+            h1, cache = F.gru_step_forward(x, h, W_ih, W_hh, b_ih, b_hh)
+            backward = F.gru_step_backward
+
+        def vjp(d):
+            dx, dh, grads = backward(d, cache)
+            return {"x": dx, "h": dh, **grads}
+        return h1, vjp
+    return f, inputs
+
+
+def linear_case(rng, lead=(2, 3), D=4, O=3, bias=True, backend="numpy"):
+    """Affine map over any leading dimensions."""
+    inputs = {"x": _normal(rng, tuple(lead) + (D,), backend, 1.0),
+              "W": _normal(rng, (O, D), backend)}
+    if bias:
+        inputs["b"] = _normal(rng, (O,), backend)
+
+    def f(x, W, b=None):
+        y, cache = F.linear_forward(x, W, b)
+
+        def vjp(dy):
+            dx, grads = F.linear_backward(dy, cache)
+            return {"x": dx, **grads}
+        return y, vjp
+    return f, inputs
+
+
+def embedding_case(rng, lead=(3, 2), V=5, E=3, padding_idx=None, backend="numpy"):
+    """Embedding lookup; indices repeat, so the scatter-add is exercised."""
+    idx = to_backend(rng.integers(0, V, size=tuple(lead)), backend)
+    inputs = {"W": _normal(rng, (V, E), backend, 1.0)}
+
+    def f(W):
+        y, cache = F.embedding_forward(idx, W, padding_idx)
+
+        def vjp(dy):
+            return F.embedding_backward(dy, cache)
+        return y, vjp
+    return f, inputs
+
+
+def cross_entropy_case(rng, lead=(3, 2), C=5, reduction="mean", label_smoothing=0.0,
+                       ignore=True, weighted=False, backend="numpy"):
+    """Softmax cross-entropy with ignored positions and optional per-position weights."""
+    target = rng.integers(0, C, size=tuple(lead))
+    if ignore and target.size > 1:
+        target.reshape(-1)[rng.integers(target.size)] = -100
+    target = to_backend(target, backend)
+    weights = to_backend(rng.uniform(0.5, 2.0, size=tuple(lead)), backend) if weighted else None
+    inputs = {"logits": _normal(rng, tuple(lead) + (C,), backend, 2.0)}
+
+    def f(logits):
+        loss, cache = F.softmax_cross_entropy(logits, target, weights, reduction=reduction,
+                                              label_smoothing=label_smoothing)
+        return loss, lambda d: {"logits": F.softmax_cross_entropy_backward(d, cache)}
+    return f, inputs
+
+
+def mse_case(rng, shape=(3, 2), reduction="mean", backend="numpy"):
+    """Mean-squared error."""
+    target = _normal(rng, shape, backend, 1.0)
+    inputs = {"pred": _normal(rng, shape, backend, 1.0)}
+
+    def f(pred):
+        loss, cache = F.mse_loss(pred, target, reduction)
+        return loss, lambda d: {"pred": F.mse_loss_backward(d, cache)}
+    return f, inputs
+
+
+def activation_case(rng, name, shape=(3, 4), backend="numpy"):
+    """sigmoid, tanh, relu, softmax through their ``*_backward`` helpers."""
+    forward = {"sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu, "softmax": F.softmax}[name]
+    backward = {"sigmoid": F.sigmoid_backward, "tanh": F.tanh_backward,
+                "relu": F.relu_backward, "softmax": F.softmax_backward}[name]
+    inputs = {"a": _normal(rng, shape, backend, 2.0)}
+
+    def f(a):
+        y = forward(a)
+        return y, lambda dy: {"a": backward(dy, y)}
+    return f, inputs
+
+
+def builtin_cases(rng, backend="numpy"):
+    """(name, (f, inputs)) for every op, at fixed small sizes."""
+    b = backend
+    yield "rnn_tanh", rnn_case(rng, T=4, N=3, D=3, H=4, backend=b)
+    yield "rnn_relu", rnn_case(rng, T=4, N=3, D=3, H=4, nonlinearity="relu", backend=b)
+    yield "rnn_tanh(masked)", rnn_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
+    yield "rnn_step", step_case(rng, "rnn", backend=b)
+    yield "lstm", lstm_case(rng, T=4, N=3, D=3, H=4, backend=b)
+    yield "lstm(masked)", lstm_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
+    yield "lstm(no bias)", lstm_case(rng, T=3, N=2, D=3, H=2, bias=False, backend=b)
+    yield "lstm_step", step_case(rng, "lstm", backend=b)
+    yield "gru", gru_case(rng, T=4, N=3, D=3, H=4, backend=b)
+    yield "gru(masked)", gru_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
+    yield "gru_step", step_case(rng, "gru", backend=b)
+    yield "linear", linear_case(rng, backend=b)
+    yield "embedding", embedding_case(rng, padding_idx=0, backend=b)
+    for reduction in ("mean", "sum", "none"):
+        yield f"cross_entropy({reduction})", cross_entropy_case(rng, reduction=reduction,
+                                                               label_smoothing=0.1, backend=b)
+    yield "cross_entropy(weights)", cross_entropy_case(rng, weighted=True, backend=b)
+    yield "mse", mse_case(rng, backend=b)
+    for name in ("sigmoid", "tanh", "relu", "softmax"):
+        yield name, activation_case(rng, name, backend=b)
