@@ -182,12 +182,9 @@ def _numeric_gradient(f, inputs, name, douts, eps):
 def _compare(op, name, a, n, tol):
     diff = np.abs(a - n)
     scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(n).max(initial=0.0)))
-    if diff.size == 0 or scale == 0.0:
-        err, where = 0.0, ()
-    else:
-        where = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        err = float(diff[where]) / scale
+    where = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
     where = tuple(int(i) for i in where)
+    err = float(diff[where]) / scale if diff.size and scale > 0 else 0.0
     a_at = float(a[where]) if a.size else 0.0
     n_at = float(n[where]) if n.size else 0.0
     passed = bool(np.isfinite(err) and err <= tol and np.all(np.isfinite(a)))

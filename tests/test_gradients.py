@@ -1,0 +1,87 @@
+"""Every backward against central finite differences, in float64, over
+Hypothesis-drawn shapes (each dimension from 1): relative error < 1e-6."""
+
+import numpy as np
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from npnn.gradcheck import check_gradients
+from npnn.gradcheck import cases
+
+TOL = 1e-6
+dims = st.integers(1, 6)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _check(built, seed):
+    f, inputs = built
+    check_gradients(f, inputs, tol=TOL, seed=seed, raise_on_failure=True)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(),
+       nonlinearity=st.sampled_from(["tanh", "relu"]), masked=st.booleans(), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, nonlinearity="tanh", masked=False, seed=0)
+@example(T=1, N=1, D=1, H=1, bias=False, nonlinearity="relu", masked=True, seed=1)
+def test_rnn(backend, T, N, D, H, bias, nonlinearity, masked, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.rnn_case(rng, T, N, D, H, bias, nonlinearity, masked, backend), seed)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+def test_lstm(backend, T, N, D, H, bias, masked, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.lstm_case(rng, T, N, D, H, bias, masked, backend), seed)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+def test_gru(backend, T, N, D, H, bias, masked, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.gru_case(rng, T, N, D, H, bias, masked, backend), seed)
+
+
+@given(cell=st.sampled_from(["rnn", "lstm", "gru"]), N=dims, D=dims, H=dims, bias=st.booleans(),
+       nonlinearity=st.sampled_from(["tanh", "relu"]), seed=seeds)
+@example(cell="lstm", N=1, D=1, H=1, bias=True, nonlinearity="tanh", seed=0)
+def test_steps(backend, cell, N, D, H, bias, nonlinearity, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.step_case(rng, cell, N, D, H, bias, nonlinearity, backend), seed)
+
+
+@given(lead=st.lists(dims, min_size=0, max_size=3), D=dims, O=dims, bias=st.booleans(), seed=seeds)
+def test_linear(backend, lead, D, O, bias, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.linear_case(rng, tuple(lead), D, O, bias, backend), seed)
+
+
+@given(lead=st.lists(dims, min_size=1, max_size=3), V=dims, E=dims,
+       pad=st.booleans(), seed=seeds)
+def test_embedding(backend, lead, V, E, pad, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.embedding_case(rng, tuple(lead), V, E, 0 if pad else None, backend), seed)
+
+
+@given(lead=st.lists(dims, min_size=1, max_size=3), C=dims,
+       reduction=st.sampled_from(["mean", "sum", "none"]),
+       label_smoothing=st.sampled_from([0.0, 0.1, 0.5]), ignore=st.booleans(),
+       weighted=st.booleans(), seed=seeds)
+@example(lead=[1], C=1, reduction="mean", label_smoothing=0.0, ignore=False, weighted=False, seed=0)
+def test_cross_entropy(backend, lead, C, reduction, label_smoothing, ignore, weighted, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.cross_entropy_case(rng, tuple(lead), C, reduction, label_smoothing,
+                                    ignore, weighted, backend), seed)
+
+
+@given(shape=st.lists(dims, min_size=0, max_size=3),
+       reduction=st.sampled_from(["mean", "sum", "none"]), seed=seeds)
+def test_mse(backend, shape, reduction, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.mse_case(rng, tuple(shape), reduction, backend), seed)
+
+
+@given(name=st.sampled_from(["sigmoid", "tanh", "relu", "softmax"]),
+       shape=st.lists(dims, min_size=1, max_size=3), seed=seeds)
+def test_activations(backend, name, shape, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.activation_case(rng, name, tuple(shape), backend), seed)
