@@ -1,9 +1,17 @@
 """npnn: recurrent neural networks in NumPy/CuPy with hand-derived backpropagation.
 
 ``npnn.functional`` holds the pure forward/backward pairs, ``npnn.gradcheck``
-the finite-difference checker, ``npnn.backend`` the NumPy/CuPy switch.
+the finite-difference checker, ``npnn.backend`` the NumPy/CuPy switch, and
+the layers below wrap them with PyTorch's constructors, names and shapes.
 """
 
 __version__ = "0.1.0"
 
 from . import backend, functional  # noqa: E402,F401
+from .layers import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Linear,  # noqa: E402
+                     LSTMCell, Module, MSELoss, RNNCell, Sequential, SoftmaxCrossEntropy,
+                     no_grad)
+
+__all__ = ["backend", "functional", "Module", "no_grad", "RNN", "LSTM", "GRU", "RNNCell",
+           "LSTMCell", "GRUCell", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy",
+           "MSELoss", "Sequential"]

@@ -201,5 +201,7 @@ def check_all_ops(seed: int = 0, tol: float = 1e-6, backend: str = "numpy") -> G
     return report
 
 
-__all__ = ["check_gradients", "check_all_ops", "GradCheckReport", "TensorCheck",
+from .modules import check_module  # noqa: E402
+
+__all__ = ["check_gradients", "check_module", "check_all_ops", "GradCheckReport", "TensorCheck",
            "GradientCheckError"]

@@ -1,0 +1,112 @@
+"""Gradient checks of whole layers and models (anything with forward/backward).
+
+``check_module(module, args)`` checks the gradients that ``module.backward``
+returns for the floating-point arguments of ``module.forward(*args)`` and the
+gradients it accumulates in every parameter, against central differences.
+The module must be float64. The random generators of dropout layers are
+rewound before every forward, so each evaluation draws the same masks.
+
+The protocol is the one every npnn layer follows: ``forward(*args)`` returns
+an array or a (nested) tuple of arrays, ``backward(*douts)`` takes gradients
+with the same structure and returns the argument gradients (one array, or a
+tuple mirroring ``args``).
+"""
+
+import numpy as np
+
+from ..backend import is_array
+from . import check_gradients
+
+
+def _flatten(obj, name, out):
+    """Leaves of nested tuples/lists as (name, value) pairs: x, hx[0], hx[1], ..."""
+    if isinstance(obj, (tuple, list)):
+        for i, o in enumerate(obj):
+            _flatten(o, f"{name}[{i}]", out)
+    else:
+        out.append((name, obj))
+    return out
+
+
+def _rebuild(template, leaves):
+    """Nested structure of ``template`` with leaves taken in order from the iterator."""
+    if isinstance(template, (tuple, list)):
+        return type(template)(_rebuild(t, leaves) for t in template)
+    return next(leaves)
+
+
+def _generators(module):
+    return [m.rng for _, m in module.named_modules() if isinstance(getattr(m, "rng", None),
+                                                                   np.random.Generator)]
+
+
+def _pair(arg, grad, name):
+    """Yield (name, gradient) for every leaf of ``arg``, walking ``grad`` alongside."""
+    if isinstance(arg, (tuple, list)):
+        for i, a in enumerate(arg):
+            yield from _pair(a, grad[i], f"{name}[{i}]")
+    else:
+        yield name, grad
+
+
+def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=1e-6,
+                 tol=1e-6, seed=0, op=None, raise_on_failure=False):
+    """Finite-difference check of a module's backward.
+
+    Args:
+        module: an npnn Module (float64 parameters).
+        args: tuple of positional arguments of ``forward``; floating-point
+            arrays among them (also inside tuples, e.g. LSTM's ``(h0, c0)``)
+            are checked, others (indices, None) are passed as they are.
+        kwargs: keyword arguments of ``forward`` (e.g. ``lengths``), not checked.
+        arg_names: names of the positional arguments for the report
+            (default x, hx, arg2, ...).
+        params: also check every parameter's accumulated gradient.
+        eps, tol, seed, op, raise_on_failure: as for ``check_gradients``.
+    """
+    args, kwargs = tuple(args), dict(kwargs or {})
+    for name, p, _ in module.named_parameters():
+        if p.dtype != np.float64:
+            raise ValueError(f"expected a float64 module for gradient checks, got {name} "
+                             f"of dtype {p.dtype}; build it with dtype='float64'")
+    names = (list(arg_names) if arg_names else
+             ["x", "hx"] + [f"arg{i}" for i in range(2, len(args))])[:len(args)]
+    leaves = []
+    for a, n in zip(args, names):
+        _flatten(a, n, leaves)
+    checked = {n for n, v in leaves if is_array(v) and v.dtype.kind == "f"}
+    param_refs = {name: p for name, p, _ in module.named_parameters()} if params else {}
+    states = [g.bit_generator.state for g in _generators(module)]
+
+    def f(**inputs):
+        for g, s in zip(_generators(module), states):     # same dropout masks every call
+            g.bit_generator.state = s
+        for name, p in param_refs.items():
+            p[...] = inputs[name]
+        values = iter([inputs[n] if n in checked else v for n, v in leaves])
+        outputs = module(*_rebuild(args, values), **kwargs)
+        single = not isinstance(outputs, tuple)
+
+        def vjp(douts):
+            module.zero_grad()
+            structured = _rebuild((outputs,) if single else outputs, iter(douts))
+            result = module.backward(*structured)
+            arg_grads = (result,) if len(args) == 1 else tuple(result)
+            grads = {}
+            for a, g, n in zip(args, arg_grads, names):
+                grads.update(_pair(a, g, n))
+            grads.update({name: g.copy() for name, _, g in module.named_parameters()
+                          if name in param_refs})
+            return grads
+
+        return tuple(v for _, v in _flatten(outputs, "out", [])), vjp
+
+    inputs = {n: v for n, v in leaves if n in checked}
+    inputs.update({name: p.copy() for name, p in param_refs.items()})
+    module.clear_caches()
+    try:
+        return check_gradients(f, inputs, eps=eps, tol=tol, seed=seed,
+                               op=op or type(module).__name__,
+                               raise_on_failure=raise_on_failure)
+    finally:
+        module.clear_caches()

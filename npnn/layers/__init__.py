@@ -1,0 +1,9 @@
+"""Layers: thin stateful wrappers around ``npnn.functional``."""
+
+from .base import Module, no_grad
+from .basic import Dropout, Embedding, Linear, MSELoss, Sequential, SoftmaxCrossEntropy
+from .cells import GRUCell, LSTMCell, RNNCell
+from .recurrent import GRU, LSTM, RNN
+
+__all__ = ["Module", "no_grad", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+           "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss", "Sequential"]

@@ -1,0 +1,169 @@
+"""Linear, Embedding, Dropout, the losses, and Sequential, as layers with a backward."""
+
+import math
+
+from .. import functional as F
+from .._checks import check_choice
+from .base import Module, check_dtype, check_positive_int, make_rng
+from .recurrent import check_dropout, dropout_mask
+
+
+class Linear(Module):
+    """``y = x W^T + b`` over any leading dims; weight (out, in), bias (out,).
+
+    Initialised as PyTorch: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", seed=None):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self.dtype = check_dtype(dtype)
+        rng = make_rng(seed)
+        k = 1.0 / math.sqrt(self.in_features)
+        self._add_param("weight", rng.uniform(-k, k, (self.out_features, self.in_features))
+                        .astype(self.dtype))
+        if bias:
+            self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}"
+                + ("" if "bias" in self.params else ", bias=False"))
+
+    def forward(self, x):
+        """x (..., in) -> y (..., out)."""
+        y, cache = F.linear_forward(x, self.params["weight"], self.params.get("bias"))
+        self._push(cache)
+        return y
+
+    def backward(self, dy):
+        """dy (..., out) -> dx (..., in); adds to grads['weight'], grads['bias']."""
+        dx, grads = F.linear_backward(dy, self._pop())
+        self._accumulate("weight", grads["W"])
+        if "b" in grads:
+            self._accumulate("bias", grads["b"])
+        return dx
+
+
+class Embedding(Module):
+    """Lookup table, weight (num_embeddings, embedding_dim) ~ N(0, 1) as PyTorch;
+    the ``padding_idx`` row starts at zero and receives no gradient."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype="float32",
+                 seed=None):
+        super().__init__()
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.dtype = check_dtype(dtype)
+        if padding_idx is not None:
+            padding_idx = F.linear._normalise_padding_idx(padding_idx, self.num_embeddings)
+        self.padding_idx = padding_idx
+        W = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim))
+        if padding_idx is not None:
+            W[padding_idx] = 0
+        self._add_param("weight", W.astype(self.dtype))
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+    def forward(self, idx):
+        """Integer idx (...) -> (..., embedding_dim)."""
+        y, cache = F.embedding_forward(idx, self.params["weight"], self.padding_idx)
+        self._push(cache)
+        return y
+
+    def backward(self, dy):
+        """dy (..., embedding_dim) -> None (indices have no gradient); adds to grads['weight']."""
+        self._accumulate("weight", F.embedding_backward(dy, self._pop())["W"])
+        return None
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and scale
+    the rest by 1 / (1 - p); the identity in eval mode. Backward reuses the mask."""
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        self.p = check_dropout(p)
+        self.rng = make_rng(seed)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        mask = dropout_mask(self.rng, x.shape, self.p, x) if self.training and self.p else None
+        self._push(mask)
+        return x if mask is None else x * mask
+
+    def backward(self, dy):
+        mask = self._pop()
+        return dy if mask is None else dy * mask
+
+
+class SoftmaxCrossEntropy(Module):
+    """Cross-entropy from logits (..., C) with class-last layout; see
+    ``functional.softmax_cross_entropy``."""
+
+    def __init__(self, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.reduction = check_choice("reduction", reduction, F.losses.REDUCTIONS)
+        if not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"expected label_smoothing in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits, target, weights=None):
+        """logits (..., C), integer target (...), optional weights (...) -> loss."""
+        loss, cache = F.softmax_cross_entropy(logits, target, weights, self.ignore_index,
+                                              self.reduction, self.label_smoothing)
+        self._push(cache)
+        return loss
+
+    def backward(self, dloss=None):
+        """-> dlogits; ``dloss`` None means 1."""
+        return F.softmax_cross_entropy_backward(dloss, self._pop())
+
+
+class MSELoss(Module):
+    """Mean-squared error; see ``functional.mse_loss``."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = check_choice("reduction", reduction, F.losses.REDUCTIONS)
+
+    def forward(self, pred, target):
+        loss, cache = F.mse_loss(pred, target, self.reduction)
+        self._push(cache)
+        return loss
+
+    def backward(self, dloss=None):
+        return F.mse_loss_backward(dloss, self._pop())
+
+
+class Sequential(Module):
+    """Modules applied in order; ``backward`` runs them in reverse. Children are
+    named '0', '1', ... as in PyTorch, so state-dict keys match (``0.weight``)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"expected npnn modules, got {type(m).__name__} at position {i}")
+            setattr(self, str(i), m)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, dy):
+        for m in reversed(list(self._modules.values())):
+            dy = m.backward(dy)
+        return dy

@@ -1,0 +1,350 @@
+"""``npnn.RNN``, ``npnn.LSTM``, ``npnn.GRU``: PyTorch's recurrent layers, with a backward.
+
+Stacking, both directions, dropout between layers and variable lengths are
+composition here; the maths stays in ``npnn.functional``:
+
+* layer l > 0 reads the (dropped-out) output of layer l - 1, both directions
+  concatenated: (T, N, num_directions * H);
+* the reverse direction runs the same kernel on each sequence reversed
+  *within its length*, and its output is reversed back, so with ``lengths`` it
+  starts at each sequence's last valid element (PyTorch's packed semantics);
+* ``lengths`` becomes a (T, N) mask that holds the state after each
+  sequence's end and zeroes its outputs (see ``functional/_recurrent.py``).
+
+Parameters are named and shaped as in PyTorch (``weight_ih_l0``,
+``bias_hh_l1_reverse``, ...), so ``load_state_dict(torch_module.state_dict())``
+and back moves weights unchanged.
+"""
+
+import math
+from typing import Any, List, NamedTuple, Optional
+
+import numpy as np
+
+from .. import functional as F
+from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
+from ..backend import backend_name, get_array_module, is_array, to_backend
+from .base import Module, check_dtype, check_positive_int, make_rng
+
+
+class _StackCache(NamedTuple):
+    caches: List[Any]          # one kernel cache per (layer, direction)
+    drops: List[Optional[Any]]  # dropout mask applied to each layer's output, or None
+    rev: Optional[Any]         # (T, N) within-length reversal index, or None
+    batched: bool
+    T: int
+    N: int
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"expected {name} to be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_dropout(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+def dropout_mask(rng, shape, p, like):
+    """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p); drawn on the
+    host from ``rng`` (reproducible on every backend) and moved next to ``like``."""
+    keep = (rng.random(shape) >= p).astype(like.dtype) / (1.0 - p)
+    return to_backend(keep, backend_name(get_array_module(like)))
+
+
+class _Recurrent(Module):
+    """What RNN, LSTM and GRU share; subclasses set ``gates``/``n_states`` and the two
+    kernel hooks ``_run`` and ``_run_backward``."""
+    gates = 1
+    n_states = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.bias = _check_bool("bias", bias)
+        self.batch_first = _check_bool("batch_first", batch_first)
+        self.dropout = check_dropout(dropout)
+        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        self.dtype = check_dtype(dtype)
+        self.rng = make_rng(seed)
+        self.num_directions = 2 if self.bidirectional else 1
+        H, G = self.hidden_size, self.gates
+        k = 1.0 / math.sqrt(H)  # PyTorch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
+        for layer in range(self.num_layers):
+            d_in = self.input_size if layer == 0 else H * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = self._suffix(layer, direction)
+                shapes = [("weight_ih", (G * H, d_in)), ("weight_hh", (G * H, H))]
+                if self.bias:
+                    shapes += [("bias_ih", (G * H,)), ("bias_hh", (G * H,))]
+                for name, shape in shapes:
+                    self._add_param(name + sfx,
+                                    self.rng.uniform(-k, k, size=shape).astype(self.dtype))
+
+    @staticmethod
+    def _suffix(layer, direction):
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _weights(self, layer, direction):
+        sfx = self._suffix(layer, direction)
+        p = self.params
+        if not self.bias:
+            return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
+        return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+    # -- argument handling ---------------------------------------------------
+    def _layout(self):
+        return "(N, T, {D})" if self.batch_first else "(T, N, {D})"
+
+    def _check_x(self, x):
+        """-> time-major (T, N, D) input and whether the input was batched."""
+        check_float("x", x)
+        D = self.input_size
+        if x.dtype != self.dtype:
+            raise TypeError(f"expected x of dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        check_same_backend(x=x, weights=self.params["weight_ih_l0"])
+        if x.ndim not in (2, 3) or x.shape[-1] != D or 0 in x.shape:
+            raise ValueError(f"expected x of shape {self._layout().format(D=D)} or (T, {D}), "
+                             f"got {tuple(x.shape)}")
+        if x.ndim == 2:
+            return x[:, None, :], False
+        return (x.transpose(1, 0, 2) if self.batch_first else x), True
+
+    def _check_states(self, name, states, N, batched):
+        """None, or an array (L*dirs, N, H) ((L*dirs, H) unbatched) -> batched array or None."""
+        if states is None:
+            return None
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        check_float(name, states, self.dtype)
+        check_same_backend(**{name: states, "weights": self.params["weight_ih_l0"]})
+        if batched:
+            check_shape(name, states, (LD, N, H))
+            return states
+        check_shape(name, states, (LD, H))
+        return states[:, None, :]
+
+    def _split_states(self, name, hx, N, batched):
+        """hx (array, or (h, c) for LSTM, or None) -> list of n_states arrays or Nones."""
+        if self.n_states == 1:
+            return [self._check_states(name, hx, N, batched)]
+        if hx is None:
+            return [None, None]
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"expected {name} to be a tuple (h, c) or None, got {type(hx).__name__}")
+        if name == "hx" and (hx[0] is None or hx[1] is None):
+            raise TypeError("expected hx = (h0, c0) with both arrays given")
+        return [self._check_states(f"{name}[{i}]", s, N, batched)
+                for i, s in enumerate(hx)]
+
+    def _check_lengths(self, lengths, T, N, batched, xp):
+        if not batched:
+            raise ValueError("expected batched input (with an N axis) when lengths are given, "
+                             "got unbatched x of shape (T, D)")
+        if hasattr(lengths, "detach"):
+            lengths = lengths.detach().cpu().numpy()
+        arr = lengths if is_array(lengths) else np.asarray(lengths)
+        check_integer("lengths", arr)
+        check_shape("lengths", arr, (N,), "N")
+        arr = to_backend(arr, backend_name(xp))
+        mask = F.length_mask(arr, T)                                     # (T, N)
+        t = xp.arange(T)[:, None]
+        rev = xp.where(t < arr[None, :], arr[None, :] - 1 - t, t)        # (T, N)
+        return mask, rev
+
+    @staticmethod
+    def _reverse(a, rev):
+        """Reverse each sequence in time (within its length when ``rev`` is given)."""
+        if rev is None:
+            return a[::-1]
+        xp = get_array_module(a)
+        return a[rev, xp.arange(a.shape[1])[None, :]]
+
+    # -- forward and backward -----------------------------------------------
+    def forward(self, x, hx=None, lengths=None):
+        """Run the stack over a batch of sequences.
+
+        Args:
+            x: (T, N, D), (N, T, D) with ``batch_first``, or unbatched (T, D).
+            hx: initial states (L * num_directions, N, H) or None for zeros;
+                a tuple (h0, c0) for LSTM.
+            lengths: optional N sequence lengths in 1..T, any order.
+
+        Returns:
+            out (T, N, num_directions * H) (batch-first or unbatched like x),
+            h_n (L * num_directions, N, H) (a tuple (h_n, c_n) for LSTM).
+        """
+        x, batched = self._check_x(x)
+        xp = get_array_module(x)
+        T, N, _ = x.shape
+        init = self._split_states("hx", hx, N, batched)
+        mask, rev = (None, None) if lengths is None else self._check_lengths(
+            lengths, T, N, batched, xp)
+        H, dirs = self.hidden_size, self.num_directions
+        caches, drops = [], []
+        finals = [[] for _ in range(self.n_states)]
+        layer_in = x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(dirs):
+                idx = layer * dirs + direction
+                xin = layer_in if direction == 0 else self._reverse(layer_in, rev)
+                s0 = [None if s is None else s[idx] for s in init]
+                out, final, cache = self._run(xin, s0, self._weights(layer, direction), mask)
+                outs.append(out if direction == 0 else self._reverse(out, rev))
+                for k in range(self.n_states):
+                    finals[k].append(final[k])
+                caches.append(cache)
+            layer_out = outs[0].copy() if dirs == 1 else xp.concatenate(outs, axis=2)
+            drop = None
+            if layer < self.num_layers - 1 and self.training and self.dropout > 0:
+                drop = dropout_mask(self.rng, layer_out.shape, self.dropout, layer_out)
+                layer_out *= drop
+            drops.append(drop)
+            layer_in = layer_out
+        self._push(_StackCache(caches, drops, rev, batched, T, N))
+        h_n = [xp.stack(f) for f in finals]                  # (L*dirs, N, H) each
+        out = layer_in
+        if not batched:
+            out, h_n = out[:, 0], [h[:, 0] for h in h_n]
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, (h_n[0] if self.n_states == 1 else tuple(h_n))
+
+    def backward(self, d_out, d_hn=None):
+        """Backpropagation through time, through every layer and direction.
+
+        Args:
+            d_out: gradient of ``out`` (same shape), or None.
+            d_hn: gradient of ``h_n`` (for LSTM a tuple (d_hn, d_cn), either may
+                be None), or None.
+
+        Returns:
+            dx (shaped like x) and dhx (shaped like hx; a tuple for LSTM).
+            Parameter gradients are added to ``self.grads``.
+        """
+        c = self._pop()
+        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
+        x_cache = c.caches[0].x
+        xp = get_array_module(x_cache)
+        shape = (c.T, c.N, dirs * H)
+        if d_out is None:
+            d_layer = xp.zeros(shape, dtype=self.dtype)
+        else:
+            check_float("d_out", d_out, self.dtype)
+            if not c.batched:
+                check_shape("d_out", d_out, (c.T, dirs * H))
+                d_layer = d_out[:, None, :]
+            elif self.batch_first:
+                check_shape("d_out", d_out, (c.N, c.T, dirs * H))
+                d_layer = d_out.transpose(1, 0, 2)
+            else:
+                check_shape("d_out", d_out, shape)
+                d_layer = d_out
+        d_final = self._split_states("d_hn", d_hn, c.N, c.batched)
+        d_init = [xp.empty((L * dirs, c.N, H), dtype=self.dtype) for _ in range(self.n_states)]
+        for layer in range(L - 1, -1, -1):
+            if c.drops[layer] is not None:
+                d_layer = d_layer * c.drops[layer]
+            dx_layer = None
+            for direction in range(dirs):
+                idx = layer * dirs + direction
+                d = d_layer[:, :, direction * H:(direction + 1) * H]
+                if direction == 1:
+                    d = self._reverse(d, c.rev)
+                dfin = [None if s is None else s[idx] for s in d_final]
+                dx, dinit, grads = self._run_backward(d, dfin, c.caches[idx])
+                if direction == 1:
+                    dx = self._reverse(dx, c.rev)
+                sfx = self._suffix(layer, direction)
+                for k, g in grads.items():
+                    self._accumulate(_PARAM_NAMES[k] + sfx, g)
+                for k in range(self.n_states):
+                    d_init[k][idx] = dinit[k]
+                dx_layer = dx if dx_layer is None else dx_layer + dx
+            d_layer = dx_layer
+        dx = d_layer
+        if not c.batched:
+            dx, d_init = dx[:, 0], [d[:, 0] for d in d_init]
+        elif self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, (d_init[0] if self.n_states == 1 else tuple(d_init))
+
+
+_PARAM_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+
+
+class RNN(_Recurrent):
+    """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
+
+    ``npnn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
+
+    def _run(self, x, s0, W, mask):
+        out, h_n, cache = F.rnn_forward(x, s0[0], *W, nonlinearity=self.nonlinearity, mask=mask)
+        return out, (h_n,), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dh0, grads = F.rnn_backward(dout, dfinal[0], cache)
+        return dx, (dh0,), grads
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s + (f", nonlinearity='{self.nonlinearity}'" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(_Recurrent):
+    """LSTM with gate order i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c).
+
+    ``npnn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    """
+    gates = 4
+    n_states = 2
+
+    def _run(self, x, s0, W, mask):
+        out, h_n, c_n, cache = F.lstm_forward(x, s0[0], s0[1], *W, mask=mask)
+        return out, (h_n, c_n), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dh0, dc0, grads = F.lstm_backward(dout, dfinal[0], dfinal[1], cache)
+        return dx, (dh0, dc0), grads
+
+
+class GRU(_Recurrent):
+    """GRU with gate order r, z, n and PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``.
+
+    ``npnn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    """
+    gates = 3
+
+    def _run(self, x, s0, W, mask):
+        out, h_n, cache = F.gru_forward(x, s0[0], *W, mask=mask)
+        return out, (h_n,), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dh0, grads = F.gru_backward(dout, dfinal[0], cache)
+        return dx, (dh0,), grads
