@@ -91,7 +91,8 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
             module.zero_grad()
             structured = _rebuild((outputs,) if single else outputs, iter(douts))
             result = module.backward(*structured)
-            arg_grads = (result,) if len(args) == 1 else tuple(result)
+            # one gradient (the first argument's) or a tuple mirroring args
+            arg_grads = result if isinstance(result, tuple) and len(args) > 1 else (result,)
             grads = {}
             for a, g, n in zip(args, arg_grads, names):
                 grads.update(_pair(a, g, n))
