@@ -71,7 +71,27 @@ class _Cell(Module):
         return a if batched else a[0]
 
 
-class RNNCell(_Cell):
+class _SingleStateCell(_Cell):
+    """Cells whose state is one array h (RNN, GRU); subclasses give the step pair."""
+
+    def forward(self, x, hx=None):
+        """x (N, D) or (D,), hx (N, H)/(H,) or None -> h' (N, H)/(H,)."""
+        x, batched = self._check_x(x)
+        h = self._check_state("hx", hx, x.shape[0], batched)
+        h1, cache = self._step_forward(x, h)
+        self._push((cache, batched))
+        return self._unbatch(h1.copy(), batched)
+
+    def backward(self, dh):
+        """dh shaped like h' -> dx (like x), dhx (like hx)."""
+        cache, batched = self._pop()
+        dh = self._check_state("dh", dh, cache.x.shape[1], batched)
+        dx, dh0, grads = self._step_backward(dh, cache)
+        self._grads(grads)
+        return self._unbatch(dx, batched), self._unbatch(dh0, batched)
+
+
+class RNNCell(_SingleStateCell):
     """``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu)."""
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
@@ -79,42 +99,22 @@ class RNNCell(_Cell):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
         super().__init__(input_size, hidden_size, bias, dtype, seed)
 
-    def forward(self, x, hx=None):
-        """x (N, D) or (D,), hx (N, H)/(H,) or None -> h' (N, H)/(H,)."""
-        x, batched = self._check_x(x)
-        h = self._check_state("hx", hx, x.shape[0], batched)
-        h1, cache = F.rnn_step_forward(x, h, *self._weights(), self.nonlinearity)
-        self._push((cache, batched))
-        return self._unbatch(h1.copy(), batched)
+    def _step_forward(self, x, h):
+        return F.rnn_step_forward(x, h, *self._weights(), self.nonlinearity)
 
-    def backward(self, dh):
-        """dh shaped like h' -> dx (like x), dhx (like hx)."""
-        cache, batched = self._pop()
-        dh = self._check_state("dh", dh, cache.x.shape[1], batched)
-        dx, dh0, grads = F.rnn_step_backward(dh, cache)
-        self._grads(grads)
-        return self._unbatch(dx, batched), self._unbatch(dh0, batched)
+    def _step_backward(self, dh, cache):
+        return F.rnn_step_backward(dh, cache)
 
 
-class GRUCell(_Cell):
+class GRUCell(_SingleStateCell):
     """PyTorch's GRU step, gate order r, z, n."""
     gates = 3
 
-    def forward(self, x, hx=None):
-        """x (N, D) or (D,), hx (N, H)/(H,) or None -> h' (N, H)/(H,)."""
-        x, batched = self._check_x(x)
-        h = self._check_state("hx", hx, x.shape[0], batched)
-        h1, cache = F.gru_step_forward(x, h, *self._weights())
-        self._push((cache, batched))
-        return self._unbatch(h1.copy(), batched)
+    def _step_forward(self, x, h):
+        return F.gru_step_forward(x, h, *self._weights())
 
-    def backward(self, dh):
-        """dh shaped like h' -> dx (like x), dhx (like hx)."""
-        cache, batched = self._pop()
-        dh = self._check_state("dh", dh, cache.x.shape[1], batched)
-        dx, dh0, grads = F.gru_step_backward(dh, cache)
-        self._grads(grads)
-        return self._unbatch(dx, batched), self._unbatch(dh0, batched)
+    def _step_backward(self, dh, cache):
+        return F.gru_step_backward(dh, cache)
 
 
 class LSTMCell(_Cell):
