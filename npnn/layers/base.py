@@ -99,10 +99,17 @@ class Module:
             yield from child.named_modules(f"{prefix}{name}.")
 
     def named_parameters(self):
-        """Yield (dotted name, parameter, gradient) for every parameter of the tree."""
+        """Yield (dotted name, parameter, gradient) for every parameter of the tree.
+
+        A parameter shared by two modules (tied weights share both the array
+        and its gradient) is yielded once, under its first name.
+        """
+        seen = set()
         for prefix, module in self.named_modules():
             for name, p in module.params.items():
-                yield prefix + name, p, module.grads[name]
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield prefix + name, p, module.grads[name]
 
     def parameters(self):
         """List of (parameter, gradient) pairs, for optimizers and clipping."""
@@ -161,10 +168,16 @@ class Module:
         Arrays are replaced, so create optimizers after moving a model.
         """
         get_backend(backend)
+        moved = {}  # id -> new array, so shared (tied) arrays stay shared
+
+        def move(a):
+            if id(a) not in moved:
+                moved[id(a)] = to_backend(a, backend)
+            return moved[id(a)]
         for _, m in self.named_modules():
             for k in list(m.params):
-                m.params[k] = to_backend(m.params[k], backend)
-                m.grads[k] = to_backend(m.grads[k], backend)
+                m.params[k] = move(m.params[k])
+                m.grads[k] = move(m.grads[k])
             m._caches.clear()
         return self
 

@@ -1,0 +1,224 @@
+"""A recurrent language model: tokens -> embedding (or one-hot) -> RNN/LSTM/GRU -> logits.
+
+    (1) e_t = E[x_t]  (embedding)   or   e_t = onehot(x_t)  (d2l's input)
+    (2) h_t, state = rnn(e_t, state)          any cell, layers, dropout between layers
+    (3) logits_t = dropout(h_t) W_dec^T + b_dec        W_dec may be tied to E (E must be H wide)
+
+Tokens and logits are batch-major, as in d2l: X (N, T) -> logits (N, T, V).
+The state returned by ``forward`` can be passed to the next call: it carries
+no graph, so training on consecutive batches this way is truncated BPTT.
+"""
+
+import numpy as np
+
+from .._checks import check_choice, check_index_range, check_integer
+from ..backend import backend_name, get_array_module, to_backend, to_numpy
+from ..functional import log_softmax
+from ..layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, no_grad
+from ..layers.base import check_dtype, check_positive_int, make_rng
+from ..layers.recurrent import check_dropout
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+STRATEGIES = ("greedy", "sample", "beam")
+
+
+class RNNLM(Module):
+    """Recurrent language model.
+
+    Args:
+        vocab_size: V.
+        hidden_size: H.
+        cell: 'rnn', 'lstm' or 'gru'.
+        num_layers: stacked recurrent layers.
+        embedding_dim: E, or 0/None for one-hot inputs (d2l's models).
+        dropout: between recurrent layers and before the decoder.
+        tie_weights: share the decoder's weight with the embedding (needs E == H).
+        nonlinearity: 'tanh' or 'relu' for cell='rnn'.
+        vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
+    """
+
+    def __init__(self, vocab_size, hidden_size=256, cell="gru", num_layers=1, embedding_dim=None,
+                 dropout=0.0, tie_weights=False, nonlinearity="tanh", dtype="float32", seed=None,
+                 vocab=None, token="char"):
+        super().__init__()
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.cell = check_choice("cell", cell, tuple(CELLS))
+        self.embedding_dim = int(embedding_dim or 0)
+        self.dtype = check_dtype(dtype)
+        check_dropout(dropout)
+        self.vocab, self.token = vocab, token
+        self.rng = make_rng(seed)
+        if tie_weights and self.embedding_dim != self.hidden_size:
+            raise ValueError(f"expected embedding_dim == hidden_size ({self.hidden_size}) to tie "
+                             f"weights, got embedding_dim={embedding_dim}")
+        if self.embedding_dim:
+            self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype, seed=self.rng)
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.rnn = CELLS[cell](self.embedding_dim or self.vocab_size, self.hidden_size, num_layers,
+                               dropout=dropout, dtype=dtype, seed=self.rng, **extra)
+        self.drop = Dropout(dropout, seed=self.rng)
+        self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
+        self.tie_weights = bool(tie_weights)
+        if self.tie_weights:  # one array, one gradient, two uses
+            self.decoder.params["weight"] = self.embedding.params["weight"]
+            self.decoder.grads["weight"] = self.embedding.grads["weight"]
+
+    def extra_repr(self):
+        return f"vocab_size={self.vocab_size}, cell='{self.cell}'" + (
+            ", tied" if self.tie_weights else "")
+
+    def _inputs(self, X):
+        """(N, T) token ids -> (T, N, E) inputs to the recurrent stack."""
+        xp = get_array_module(self.decoder.params["weight"])
+        if not hasattr(X, "dtype"):
+            X = np.asarray(X)
+        check_integer("X", X)
+        if X.ndim != 2:
+            raise ValueError(f"expected X of shape (N, T), got {tuple(X.shape)}")
+        check_index_range("X", X, 0, self.vocab_size)
+        Xt = to_backend(X, backend_name(xp)).T                        # (T, N)
+        if self.embedding_dim:
+            return self.embedding(xp.ascontiguousarray(Xt))
+        return xp.eye(self.vocab_size, dtype=self.dtype)[Xt]           # (1) one-hot (T, N, V)
+
+    def forward(self, X, state=None):
+        """X (N, T) ids, state from the previous call or None -> logits (N, T, V), state."""
+        out, state = self.rnn(self._inputs(X), state)                  # (2) (T, N, H)
+        logits = self.decoder(self.drop(out))                          # (3) (T, N, V)
+        return logits.transpose(1, 0, 2), state
+
+    def backward(self, dlogits, d_state=None):
+        """dlogits (N, T, V) and optionally the gradient of the returned state -> None;
+        gradients accumulate in every parameter."""
+        xp = get_array_module(dlogits)
+        d = self.drop.backward(self.decoder.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2))))
+        dx, _ = self.rnn.backward(d, d_state)
+        if self.embedding_dim:
+            self.embedding.backward(dx)
+
+    # -- generation ----------------------------------------------------------
+    def _encode(self, prefix):
+        if isinstance(prefix, str):
+            if self.vocab is None:
+                raise ValueError("this model has no vocabulary: pass token ids, or build it "
+                                 "with vocab=...")
+            tokens = list(prefix) if self.token == "char" else prefix.split()
+            return [self.vocab[t] for t in tokens]
+        return [int(t) for t in prefix]
+
+    def _decode(self, ids):
+        if self.vocab is None:
+            return list(ids)
+        tokens = self.vocab.to_tokens(list(ids))
+        return "".join(tokens) if self.token == "char" else " ".join(tokens)
+
+    def generate(self, prefix, n, strategy="greedy", temperature=1.0, top_k=None, top_p=None,
+                 beam_width=4, length_penalty=0.75, end_token=None, seed=None):
+        """Continue ``prefix`` by ``n`` tokens; returns prefix + continuation.
+
+        The prefix warms up the state (d2l's ``predict_ch8``), then:
+          greedy: the most likely token each step;
+          sample: draw from softmax(logits / temperature), optionally only among the
+                  ``top_k`` most likely tokens and/or the smallest set whose
+                  probability reaches ``top_p``; reproducible with ``seed``;
+          beam:   keep the ``beam_width`` best partial sequences by summed log
+                  probability; a sequence ends at ``end_token`` (if given) and
+                  the winner maximises log P / length ** length_penalty.
+        ``prefix`` is text (with a vocabulary) or a list of token ids.
+        """
+        check_choice("strategy", strategy, STRATEGIES)
+        ids = self._encode(prefix)
+        if not ids:
+            raise ValueError("expected a prefix of at least one token, got an empty prefix")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"expected n to be a non-negative integer, got {n!r}")
+        if temperature <= 0:
+            raise ValueError(f"expected temperature > 0, got {temperature!r}")
+        end = self._encode([end_token] if isinstance(end_token, str) else
+                           ([] if end_token is None else [end_token]))
+        end = end[0] if end else None
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                logits, state = self.forward(np.asarray([ids]))        # warm-up on the prefix
+                last = to_numpy(logits[0, -1]).astype(np.float64)
+                if strategy == "beam":
+                    out = self._beam(ids, last, state, n, beam_width, length_penalty, end)
+                else:
+                    out = self._step_decode(ids, last, state, n, strategy, temperature,
+                                            top_k, top_p, end, np.random.default_rng(seed))
+        finally:
+            self.train(was_training)
+        return self._decode(out)
+
+    def _step_decode(self, ids, last, state, n, strategy, temperature, top_k, top_p, end, rng):
+        out = list(ids)
+        for _ in range(n):
+            if strategy == "greedy":
+                tok = int(np.argmax(last))
+            else:
+                tok = int(rng.choice(last.size, p=sampling_probs(last, temperature, top_k, top_p)))
+            out.append(tok)
+            if tok == end:
+                break
+            logits, state = self.forward(np.asarray([[tok]]), state)
+            last = to_numpy(logits[0, -1]).astype(np.float64)
+        return out
+
+    def _beam(self, ids, last, state, n, width, alpha, end):
+        width = check_positive_int("beam_width", width)
+        if n == 0:
+            return list(ids)
+        scores, seqs = np.zeros(1), [[]]          # summed log-probabilities, one per beam
+        finished = []                             # (normalised score, tokens)
+        logp = log_softmax(last[None])            # (beams, V)
+        for step in range(n):
+            total = (scores[:, None] + logp).ravel()
+            order = np.argsort(-total, kind="stable")[:width]
+            beam_idx, toks = np.divmod(order, logp.shape[1])
+            scores = total[order]
+            seqs = [seqs[b] + [int(t)] for b, t in zip(beam_idx, toks)]
+            ended = toks == end if end is not None else np.zeros(toks.size, dtype=bool)
+            finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in np.flatnonzero(ended)]
+            live = np.flatnonzero(~ended)
+            if live.size == 0 or step == n - 1:
+                break
+            seqs, scores = [seqs[i] for i in live], scores[live]
+            state = _select_state(state, beam_idx[live])
+            logits, state = self.forward(toks[live][:, None], state)
+            logp = log_softmax(to_numpy(logits[:, -1]).astype(np.float64))
+        finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
+        return list(ids) + max(finished, key=lambda f: f[0])[1]
+
+
+def _select_state(state, idx):
+    """Pick beams ``idx`` from a state (L, B, H) (or a tuple of them, for LSTM)."""
+    if isinstance(state, tuple):
+        return tuple(_select_state(s, idx) for s in state)
+    xp = get_array_module(state)
+    return state[:, to_backend(np.asarray(idx), backend_name(xp))]
+
+
+def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    """Next-token probabilities from logits (V,): temperature, then top-k, then top-p."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if top_k is not None:
+        k = check_positive_int("top_k", top_k)
+        if k < z.size:
+            kth = np.partition(z, -k)[-k]
+            z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p is not None:
+        if not 0.0 < float(top_p) <= 1.0:
+            raise ValueError(f"expected top_p in (0, 1], got {top_p!r}")
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[:int(np.searchsorted(cum, top_p)) + 1]       # smallest set reaching top_p
+        mask = np.zeros_like(p, dtype=bool)
+        mask[keep] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return p

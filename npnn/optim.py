@@ -1,0 +1,268 @@
+"""Optimizers, gradient clipping and learning-rate schedules.
+
+Each optimizer follows ``torch.optim``'s update rule (so the two agree step
+for step on the same gradients) and updates parameters *in place*. It takes a
+model (anything with ``parameters()`` returning (param, grad) pairs) or such a
+list; parameters and gradients keep their identity, so create optimizers after
+``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
+step count and every buffer (momentum, moments), for exact resumption.
+"""
+
+import math
+
+from .backend import backend_name, get_array_module, to_backend, to_numpy
+
+
+def _pairs(params):
+    pairs = params.parameters() if hasattr(params, "parameters") else list(params)
+    if not pairs:
+        raise ValueError("expected at least one (parameter, gradient) pair, got none")
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"expected (parameter, gradient) pairs, got {type(pair).__name__} "
+                            f"at position {i}")
+    return pairs
+
+
+def _check_hyper(name, value, low=0.0, high=None, low_open=False):
+    v = float(value)
+    if (v <= low if low_open else v < low) or (high is not None and v >= high) or math.isnan(v):
+        bound = f"({low}" if low_open else f"[{low}"
+        bound += f", {high})" if high is not None else ", inf)"
+        raise ValueError(f"expected {name} in {bound}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: ``step()`` updates every parameter, ``zero_grad()`` clears gradients."""
+
+    buffers = ()   # names of the per-parameter state arrays
+
+    def __init__(self, params, lr):
+        self.pairs = _pairs(params)
+        self.lr = _check_hyper("lr", lr)
+        self.step_count = 0
+        self.state = [{} for _ in self.pairs]
+
+    def zero_grad(self):
+        for _, g in self.pairs:
+            g[...] = 0
+
+    def _buffer(self, i, name, like, fill=0.0):
+        s = self.state[i]
+        if name not in s:
+            s[name] = get_array_module(like).full_like(like, fill)
+        return s[name]
+
+    def step(self):
+        self.step_count += 1
+        for i, (p, g) in enumerate(self.pairs):
+            self._update(i, p, g)
+
+    def _update(self, i, p, g):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Step count, learning rate and every buffer (as NumPy arrays)."""
+        return {"step_count": self.step_count, "lr": self.lr,
+                "state": [{k: to_numpy(v) for k, v in s.items()} for s in self.state]}
+
+    def load_state_dict(self, state):
+        if len(state["state"]) != len(self.pairs):
+            raise ValueError(f"expected optimizer state for {len(self.pairs)} parameters, "
+                             f"got {len(state['state'])}")
+        restored = []
+        for i, (s, (p, _)) in enumerate(zip(state["state"], self.pairs)):
+            entry = {}
+            for k, v in s.items():
+                if tuple(v.shape) != tuple(p.shape):
+                    raise ValueError(f"expected optimizer buffer {k} of parameter {i} of shape "
+                                     f"{tuple(p.shape)}, got {tuple(v.shape)}")
+                entry[k] = to_backend(v, backend_name(get_array_module(p))).astype(p.dtype)
+            restored.append(entry)
+        self.state = restored
+        self.step_count = int(state["step_count"])
+        self.lr = float(state["lr"])
+
+
+class SGD(Optimizer):
+    """SGD with optional momentum, dampening, Nesterov momentum and weight decay (L2)."""
+
+    def __init__(self, params, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False):
+        super().__init__(params, lr)
+        self.momentum = _check_hyper("momentum", momentum)
+        self.dampening = _check_hyper("dampening", dampening)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("expected momentum > 0 and dampening = 0 with nesterov=True, got "
+                             f"momentum={momentum}, dampening={dampening}")
+        self.nesterov = bool(nesterov)
+
+    def _update(self, i, p, g):
+        d = g + self.weight_decay * p if self.weight_decay else g
+        if self.momentum:
+            if "momentum" not in self.state[i]:
+                self.state[i]["momentum"] = d.copy()
+            else:
+                buf = self.state[i]["momentum"]
+                buf *= self.momentum
+                buf += (1 - self.dampening) * d
+            buf = self.state[i]["momentum"]
+            d = d + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is L2 added to the gradient."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.beta1 = _check_hyper("betas[0]", betas[0], 0.0, 1.0)
+        self.beta2 = _check_hyper("betas[1]", betas[1], 0.0, 1.0)
+        self.eps = _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+
+    def _decay(self, p, g):
+        return g + self.weight_decay * p if self.weight_decay else g
+
+    def _update(self, i, p, g):
+        xp = get_array_module(p)
+        g = self._decay(p, g)
+        m = self._buffer(i, "exp_avg", p)
+        v = self._buffer(i, "exp_avg_sq", p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        t = self.step_count
+        bias1 = 1 - self.beta1 ** t
+        bias2 = 1 - self.beta2 ** t
+        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps
+        p -= (self.lr / bias1) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * wd first."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def _decay(self, p, g):
+        if self.weight_decay:
+            p *= 1 - self.lr * self.weight_decay
+        return g
+
+
+class Adagrad(Optimizer):
+    """Adagrad (as in min-char-rnn): p -= lr g / (sqrt(sum of g^2) + eps)."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(params, lr)
+        self.lr_decay = _check_hyper("lr_decay", lr_decay)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.initial = _check_hyper("initial_accumulator_value", initial_accumulator_value)
+        self.eps = _check_hyper("eps", eps)
+
+    def _update(self, i, p, g):
+        xp = get_array_module(p)
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        acc = self._buffer(i, "sum", p, self.initial)
+        acc += g * g
+        clr = self.lr / (1 + (self.step_count - 1) * self.lr_decay)
+        p -= clr * g / (xp.sqrt(acc) + self.eps)
+
+
+class RMSprop(Optimizer):
+    """RMSprop with optional momentum and centering, PyTorch's form."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(params, lr)
+        self.alpha = _check_hyper("alpha", alpha)
+        self.eps = _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.momentum = _check_hyper("momentum", momentum)
+        self.centered = bool(centered)
+
+    def _update(self, i, p, g):
+        xp = get_array_module(p)
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        sq = self._buffer(i, "square_avg", p)
+        sq *= self.alpha
+        sq += (1 - self.alpha) * g * g
+        if self.centered:
+            ga = self._buffer(i, "grad_avg", p)
+            ga *= self.alpha
+            ga += (1 - self.alpha) * g
+            avg = xp.sqrt(sq - ga * ga) + self.eps
+        else:
+            avg = xp.sqrt(sq) + self.eps
+        if self.momentum:
+            buf = self._buffer(i, "momentum_buffer", p)
+            buf *= self.momentum
+            buf += g / avg
+            p -= self.lr * buf
+        else:
+            p -= self.lr * g / avg
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "rmsprop": RMSprop}
+
+
+# -- clipping ------------------------------------------------------------------
+def clip_grad_norm(params, max_norm, eps=1e-6):
+    """Scale all gradients together so their global L2 norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: the factor is max_norm / (norm + 1e-6),
+    applied only when it is below 1. Returns the norm before clipping (a float).
+    """
+    max_norm = _check_hyper("max_norm", max_norm, low_open=True)
+    grads = [g for _, g in _pairs(params)]
+    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
+    scale = max_norm / (total + eps)
+    if scale < 1:
+        for g in grads:
+            g *= scale
+    return total
+
+
+def clip_grad_value(params, clip_value):
+    """Clip every gradient element to [-clip_value, clip_value], in place."""
+    clip_value = _check_hyper("clip_value", clip_value, low_open=True)
+    for _, g in _pairs(params):
+        get_array_module(g).clip(g, -clip_value, clip_value, out=g)
+
+
+# -- schedules -----------------------------------------------------------------
+class StepLR:
+    """Multiply the learning rate by ``gamma`` every ``step_size`` calls of ``step()``."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        self.optimizer, self.base_lr = optimizer, optimizer.lr
+        self.step_size, self.gamma, self.last = int(step_size), float(gamma), 0
+
+    def step(self):
+        self.last += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.last // self.step_size)
+
+
+class CosineAnnealingLR:
+    """Cosine decay from the initial rate to ``eta_min`` over ``T_max`` calls of ``step()``."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        self.optimizer, self.base_lr = optimizer, optimizer.lr
+        self.T_max, self.eta_min, self.last = int(T_max), float(eta_min), 0
+
+    def step(self):
+        self.last = min(self.last + 1, self.T_max)
+        cos = (1 + math.cos(math.pi * self.last / self.T_max)) / 2
+        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * cos
+
+
+def perplexity(mean_nll):
+    """exp of the mean negative log-likelihood per token."""
+    return math.exp(min(float(mean_nll), 700.0))
