@@ -70,9 +70,11 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
     a = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
     if b_ih is not None:
         a += b_ih + b_hh
-    W_hh_T = W_hh.T
+    W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
+    rec = xp.empty((N, H), dtype=x.dtype)
     for t in range(T):
-        a[t] += h[t] @ W_hh_T                       # (1) recurrent half
+        xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
+        a[t] += rec
         if nonlinearity == "tanh":                  # (2)
             xp.tanh(a[t], out=h[t + 1])
         else:
@@ -118,7 +120,7 @@ def rnn_backward(dout, dh_n, cache):
             da[t] *= g
         else:
             xp.multiply(g, h[t + 1] > 0, out=da[t])
-        g = da[t] @ W_hh                            # (6)
+        xp.matmul(da[t], W_hh, out=g)               # (6)
         if m is not None:
             g += carry
     da2 = da.reshape(T * N, H)                      # (T*N, H)

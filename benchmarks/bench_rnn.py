@@ -1,0 +1,223 @@
+"""Recurrent kernels, npnn against PyTorch, side by side in one process.
+
+    python benchmarks/bench_rnn.py                       # CPU, every cell and size
+    python benchmarks/bench_rnn.py --sizes S,L --cells gru --repeat 9
+    python benchmarks/bench_rnn.py --backend cupy        # GPU: npnn on CuPy vs cuDNN
+    python benchmarks/bench_rnn.py --write               # also update benchmarks/RESULTS.md
+
+asv-shaped: parameters (cell x size x mode x dtype), a setup per case, and
+time functions for npnn and for the peer; the table comes last. Times are the
+median of ``--repeat`` runs after a warm-up, with device synchronisation on
+GPU (CUDA events for both sides, cuDNN with TF32 off, npnn in full fp32).
+FLOPs of one layer: forward 2*T*N*G*H*(D+H), forward+backward three times that.
+The GEMM roofline is measured in the same run: the throughput of one large
+matrix product of the same dtype, the best a matmul-bound kernel could reach.
+Memory: peak bytes allocated by npnn's training step (tracemalloc, NumPy) and
+the minimal cache BPTT must keep, T*N*(G*H + S*H) values (gates and states).
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import npnn.functional as F  # noqa: E402
+from npnn.backend import get_backend, to_backend  # noqa: E402
+
+SIZES = {"S": (32, 35, 28, 256), "M": (64, 100, 512, 512), "L": (16, 200, 128, 128),
+         "XL": (128, 50, 1024, 1024)}                                   # (N, T, D, H)
+CELLS = {"rnn_tanh": (1, 1), "lstm": (4, 2), "gru": (3, 1)}             # G, states
+MODES = ("forward", "forward+backward")
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+        return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}), "
+                         f"{i.get('num_threads')} threads" for i in threadpool_info()
+                         if i.get("user_api") == "blas")
+    except ImportError:
+        cfg = np.show_config(mode="dicts") if "mode" in np.show_config.__code__.co_varnames else {}
+        blas = cfg.get("Build Dependencies", {}).get("blas", {}) if cfg else {}
+        return (f"{blas.get('name', '?')} {blas.get('version', '')}, OPENBLAS_NUM_THREADS="
+                f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+
+
+def machine(torch):
+    core = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    t = f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else \
+        ", torch not installed"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; numpy "
+            f"{np.__version__}; BLAS {blas_info()}; OPENBLAS_CORETYPE={core}{t}")
+
+
+class Case:
+    """One (cell, size, mode, dtype) on one backend."""
+
+    def __init__(self, cell, size, mode, dtype, xp, torch, device):
+        self.cell, self.size, self.mode, self.dtype = cell, size, mode, dtype
+        N, T, D, H = SIZES[size]
+        G, S = CELLS[cell]
+        self.flops = 2 * T * N * G * H * (D + H) * (3 if mode == "forward+backward" else 1)
+        self.min_cache = T * N * (G * H + S * H) * np.dtype(dtype).itemsize
+        rng = np.random.default_rng(0)
+        k = 1 / np.sqrt(H)
+        W = [rng.uniform(-k, k, s).astype(dtype) for s in ((G * H, D), (G * H, H), (G * H,), (G * H,))]
+        x = rng.standard_normal((T, N, D)).astype(dtype)
+        dout = rng.standard_normal((T, N, H)).astype(dtype)
+        self.np_args = (x, W, dout)
+        be = "cupy" if device == "cuda" else "numpy"
+        self.x, self.W, self.dout = (to_backend(x, be), [to_backend(w, be) for w in W],
+                                     to_backend(dout, be))
+        self.xp = xp
+        self.forward = {"rnn_tanh": F.rnn_forward, "lstm": F.lstm_forward, "gru": F.gru_forward}[cell]
+        self.backward = {"rnn_tanh": F.rnn_backward, "lstm": F.lstm_backward,
+                         "gru": F.gru_backward}[cell]
+        self.states = [None] * S
+        self.torch = torch
+        if torch is not None:
+            cls = {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+            tdtype = getattr(torch, dtype)
+            self.tmod = cls(D, H, dtype=tdtype, device=device)
+            with torch.no_grad():
+                for name, w in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), W):
+                    getattr(self.tmod, name).copy_(torch.tensor(w))
+            self.tx = torch.tensor(x, device=device, requires_grad=mode != "forward")
+            self.tdout = torch.tensor(dout, device=device)
+
+    def time_npnn(self):
+        *res, cache = self.forward(self.x, *self.states, *self.W)
+        if self.mode == "forward+backward":
+            self.backward(self.dout, *self.states, cache)
+
+    def time_torch(self):
+        if self.mode == "forward":
+            with self.torch.no_grad():
+                self.tmod(self.tx)
+        else:
+            out, _ = self.tmod(self.tx)
+            out.backward(self.tdout)
+
+    def peak_memory(self):
+        """Peak bytes allocated during one npnn training step (NumPy only)."""
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        self.time_npnn()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+
+def median_ms(fn, repeat, sync=None):
+    fn()                                                    # warm-up
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def gemm_gflops(xp, dtype, sync, n=2048):
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)).astype(dtype))
+    ms = median_ms(lambda: a @ a, 5, sync)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--sizes", default=",".join(SIZES))
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--no-torch", action="store_true", help="npnn-only figures")
+    p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    p.add_argument("--label", default="", help="a note for the RESULTS.md heading")
+    args = p.parse_args(argv)
+    xp = get_backend(args.backend)
+    device = "cuda" if args.backend == "cupy" else "cpu"
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            if device == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.allow_tf32 = False
+        except ImportError:
+            print("PyTorch is not installed: npnn-only figures")
+    sync = None
+    if device == "cuda":
+        def sync():
+            xp.cuda.runtime.deviceSynchronize()
+            if torch is not None:
+                torch.cuda.synchronize()
+    info = machine(torch)
+    print(info)
+    roof = gemm_gflops(xp, args.dtype, sync)
+    print(f"GEMM roofline ({args.dtype}, 2048^3 on {args.backend}): {roof:.0f} GFLOP/s")
+    rows = []
+    for cell in args.cells.split(","):
+        for size in args.sizes.split(","):
+            for mode in args.modes.split(","):
+                case = Case(cell, size, mode, args.dtype, xp, torch, device)
+                ours = median_ms(case.time_npnn, args.repeat, sync)
+                theirs = median_ms(case.time_torch, args.repeat, sync) if torch else float("nan")
+                gflops = case.flops / (ours * 1e-3) / 1e9
+                mem = ""
+                if mode == "forward+backward" and args.backend == "numpy":
+                    mem = f"{case.peak_memory() / case.min_cache:.1f}x"
+                rows.append((cell, size, mode, ours, theirs, ours / theirs, gflops,
+                             gflops / roof, mem))
+                print(f"{cell:8s} {size:2s} {mode:16s} npnn {ours:9.2f} ms  torch {theirs:9.2f} ms"
+                      f"  ratio {ours / theirs:5.2f}  {gflops:6.1f} GFLOP/s "
+                      f"({100 * gflops / roof:4.1f}% of GEMM)  {mem}", flush=True)
+    header = ("| cell | size | mode | npnn ms | PyTorch ms | npnn/PyTorch | npnn GFLOP/s | "
+              "% of GEMM roofline | peak mem / min cache |")
+    lines = [header, "|" + "---|" * 9]
+    for cell, size, mode, ours, theirs, ratio, gf, frac, mem in rows:
+        lines.append(f"| {cell} | {size} | {mode} | {ours:.2f} | {theirs:.2f} | {ratio:.2f} | "
+                     f"{gf:.1f} | {100 * frac:.0f}% | {mem} |")
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.write:
+        section = (f"## Recurrent kernels vs PyTorch ({args.backend}, {args.dtype}"
+                   f"{', ' + args.label if args.label else ''})\n\n"
+                   f"`python benchmarks/bench_rnn.py` — {info}. GEMM roofline "
+                   f"{roof:.0f} GFLOP/s. Median of {args.repeat}; sizes (N, T, D, H): "
+                   + ", ".join(f"{k} {v}" for k, v in SIZES.items()) + ".\n\n" + table + "\n")
+        write_section(os.path.join(HERE, "RESULTS.md"),
+                      f"bench_rnn:{args.backend}:{os.environ.get('OPENBLAS_CORETYPE', 'default')}",
+                      section)
+    return 0
+
+
+def write_section(path, key, section):
+    """Replace (or append) the block between markers ``key`` in RESULTS.md."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    if begin in old:
+        head, rest = old.split(begin, 1)
+        new = head + begin + "\n" + section + end + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + begin + "\n" + section + end + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
