@@ -107,6 +107,30 @@ def to_backend(a, backend):
     return xp.asarray(a)
 
 
+_KERNELS = {}
+
+
+def elementwise_kernel(in_params, out_params, body, name):
+    """A compiled ``cupy.ElementwiseKernel`` (built once, then cached by name)."""
+    if name not in _KERNELS:
+        _KERNELS[name] = _require_cupy().ElementwiseKernel(in_params, out_params, body, name)
+    return _KERNELS[name]
+
+
+def fused_kernels(xp):
+    """The fused per-step GPU kernels for arrays of module ``xp``, or None.
+
+    This is the one place where the accelerated path is chosen: CuPy arrays get
+    the fused kernels of ``npnn.functional._fused`` unless the environment sets
+    ``NPNN_FUSED=0``; NumPy arrays always run the plain ufunc path.
+    """
+    import os
+    if _cupy is None or xp is not _cupy or os.environ.get("NPNN_FUSED", "1") == "0":
+        return None
+    from .functional import _fused
+    return _fused.KERNELS
+
+
 def scatter_add(target, indices, values):
     """``target[indices] += values`` with repeated indices accumulated.
 
@@ -114,8 +138,8 @@ def scatter_add(target, indices, values):
     fancy-index assignment would keep only one of the repeated updates.
     """
     xp = get_array_module(target)
-    if xp is np:
-        np.add.at(target, indices, values)
+    if xp is np or hasattr(xp.add, "at"):       # NumPy, and CuPy >= 13
+        xp.add.at(target, indices, values)
     else:
         _cupyx.scatter_add(target, indices, values)
     return target

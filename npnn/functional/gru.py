@@ -36,12 +36,57 @@ pass (11). Buffers are allocated once per call; the loops only write into them.
 
 from typing import Any, NamedTuple, Optional
 
-from ..backend import get_array_module
+from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
                          check_step_input, initial_state)
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
+
+
+class _Plain:
+    """The per-step elementwise work with NumPy/CuPy ufuncs into preallocated buffers
+    (``_fused`` holds the same two steps as single GPU kernels)."""
+
+    def __init__(self, xp, H, N, dtype):
+        self.xp, self.H = xp, H
+        self.tmp = xp.empty((N, H), dtype=dtype)
+        self.slope = xp.empty((N, 2 * H), dtype=dtype)
+
+    def forward_step(self, a, gh, b_hn, h_prev, gh_n, h):
+        xp, H = self.xp, self.H
+        rz = a[:, :2 * H]
+        rz += gh[:, :2 * H]                         # (3) r, z = sigmoid(.) in one pass
+        xp.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        xp.add(gh[:, 2 * H:], b_hn, out=gh_n)
+        xp.multiply(r, gh_n, out=self.tmp)          # (4)
+        n += self.tmp
+        xp.tanh(n, out=n)
+        xp.subtract(h_prev, n, out=h)               # (5) h = n + z * (h_{t-1} - n)
+        h *= z
+        h += n
+
+    def backward_step(self, y, h_prev, gh_n, dh, gi, gh, dh_z):
+        xp, H, tmp, slope = self.xp, self.H, self.tmp, self.slope
+        r, z, n = y[:, :H], y[:, H:2 * H], y[:, 2 * H:]
+        da_r, da_z, da_n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
+        xp.multiply(dh, z, out=dh_z)                # (8) direct path dh * z
+        xp.subtract(dh, dh_z, out=da_n)             #     dn = dh (1 - z)
+        xp.subtract(h_prev, n, out=da_z)            #     dz = dh (h_{t-1} - n)
+        da_z *= dh
+        xp.multiply(n, n, out=tmp)                  # (9) da_n = dn (1 - n^2)
+        xp.subtract(1, tmp, out=tmp)
+        da_n *= tmp
+        xp.multiply(da_n, gh_n, out=da_r)           # (10) dr
+        xp.subtract(y[:, :2 * H], 0.5, out=slope)   # (11) sigmoid' = 1/4 - (y - 1/2)^2
+        slope *= slope
+        xp.subtract(0.25, slope, out=slope)
+        gi[:, :2 * H] *= slope
+        gh[:, :2 * H] = gi[:, :2 * H]               # (12)
+        xp.multiply(da_n, r, out=gh[:, 2 * H:])
 
 
 class GRUCache(NamedTuple):
@@ -84,26 +129,12 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         gates[:, :, :2 * H] += b_hh[:2 * H] * 0.5
     W_hh_sT = xp.ascontiguousarray((W_hh * scale[:, None]).T)   # (H, 3H)
     gh = xp.empty((N, 3 * H), dtype=dt)
-    rg = xp.empty((N, H), dtype=dt)
+    b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)
+    kernels = fused_kernels(xp)
+    step = kernels.gru_forward_step if kernels else _Plain(xp, H, N, dt).forward_step
     for t in range(T):
-        a = gates[t]
         xp.matmul(h[t], W_hh_sT, out=gh)            # (2)
-        rz = a[:, :2 * H]
-        rz += gh[:, :2 * H]                         # (3) r, z = sigmoid(.) in one pass
-        xp.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
-        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-        if b_ih is not None:
-            xp.add(gh[:, 2 * H:], b_hh[2 * H:], out=gh_n[t])
-        else:
-            gh_n[t] = gh[:, 2 * H:]
-        xp.multiply(r, gh_n[t], out=rg)             # (4)
-        n += rg
-        xp.tanh(n, out=n)
-        xp.subtract(h[t], n, out=h[t + 1])          # (5) h = n + z * (h_{t-1} - n)
-        h[t + 1] *= z
-        h[t + 1] += n
+        step(gates[t], gh, b_hn, h[t], gh_n[t], h[t + 1])            # (3)-(5)
         if m is not None:                           # padded steps keep h_{t-1}
             h[t + 1] -= h[t]
             h[t + 1] *= m[t]
@@ -136,32 +167,16 @@ def gru_backward(dout, dh_n, cache):
     dgi = xp.empty((T, N, 3 * H), dtype=dt)
     dgh = xp.empty((T, N, 3 * H), dtype=dt)
     dh_z = xp.empty((N, H), dtype=dt)
-    tmp = xp.empty((N, H), dtype=dt)
-    slope = xp.empty((N, 2 * H), dtype=dt)
+    kernels = fused_kernels(xp)
+    step = kernels.gru_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (7)
             dh += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass dh straight back
             carry = dh * (1 - m[t])
             dh *= m[t]
-        a = gates[t]
-        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-        gi, gh = dgi[t], dgh[t]
-        da_r, da_z, da_n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
-        xp.multiply(dh, z, out=dh_z)                # (8) direct path dh * z
-        xp.subtract(dh, dh_z, out=da_n)             #     dn = dh (1 - z)
-        xp.subtract(h[t], n, out=da_z)              #     dz = dh (h_{t-1} - n)
-        da_z *= dh
-        xp.multiply(n, n, out=tmp)                  # (9) da_n = dn (1 - n^2)
-        xp.subtract(1, tmp, out=tmp)
-        da_n *= tmp
-        xp.multiply(da_n, gh_n[t], out=da_r)        # (10) dr
-        xp.subtract(a[:, :2 * H], 0.5, out=slope)   # (11) sigmoid' = 1/4 - (y - 1/2)^2
-        slope *= slope
-        xp.subtract(0.25, slope, out=slope)
-        gi[:, :2 * H] *= slope
-        gh[:, :2 * H] = gi[:, :2 * H]               # (12)
-        xp.multiply(da_n, r, out=gh[:, 2 * H:])
+        gh = dgh[t]
+        step(gates[t], h[t], gh_n[t], dh, dgi[t], gh, dh_z)           # (8)-(12)
         xp.matmul(gh, W_hh, out=dh)                 # (13) dh_{t-1} = dh z + dgh W_hh
         dh += dh_z
         if m is not None:

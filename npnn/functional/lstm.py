@@ -38,7 +38,7 @@ write into them.
 
 from typing import Any, NamedTuple, Optional
 
-from ..backend import get_array_module
+from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
                          check_step_input, initial_state)
@@ -53,6 +53,49 @@ def _gate_affine(xp, H, dtype):
     a[2 * H:3 * H] = 1.0
     b[2 * H:3 * H] = 0.0
     return a, b
+
+
+class _Plain:
+    """The per-step elementwise work with NumPy/CuPy ufuncs into preallocated buffers
+    (``_fused`` holds the same two steps as single GPU kernels)."""
+
+    def __init__(self, xp, H, N, dtype):
+        self.xp, self.H = xp, H
+        self.a, self.b = _gate_affine(xp, H, dtype)
+        self.a2 = self.a * self.a
+        self.tmp = xp.empty((N, H), dtype=dtype)
+        self.slope = xp.empty((N, 4 * H), dtype=dtype)
+
+    def forward_step(self, z, rec, c_prev, c, tanh_c, h):
+        xp, H = self.xp, self.H
+        z += rec                                    # (1)
+        xp.tanh(z, out=z)                           # (2) all four gates: a tanh(a z) + b
+        z *= self.a
+        z += self.b
+        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+        xp.multiply(f, c_prev, out=c)               # (3)
+        xp.multiply(i, g, out=self.tmp)
+        c += self.tmp
+        xp.tanh(c, out=tanh_c)                      # (4)
+        xp.multiply(o, tanh_c, out=h)
+
+    def backward_step(self, y, c_prev, tc, dh, dc, dz):
+        xp, H, tmp = self.xp, self.H, self.tmp
+        i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
+        xp.multiply(dh, tc, out=dz[:, 3 * H:])      # (7) do
+        xp.multiply(tc, tc, out=tmp)                # (8) dc += dh o (1 - tanh(c)^2)
+        xp.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= dh
+        dc += tmp
+        xp.multiply(dc, g, out=dz[:, :H])           # (9) di
+        xp.multiply(dc, c_prev, out=dz[:, H:2 * H])  #    df
+        xp.multiply(dc, i, out=dz[:, 2 * H:3 * H])  #     dg
+        dc *= f                                     # (10)
+        xp.subtract(y, self.b, out=self.slope)      # (11') dz = dy (a^2 - (y - b)^2)
+        self.slope *= self.slope
+        xp.subtract(self.a2, self.slope, out=self.slope)
+        dz *= self.slope
 
 
 class LSTMCache(NamedTuple):
@@ -97,20 +140,11 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         gates += (b_ih + b_hh) * a
     W_hh_aT = xp.ascontiguousarray((W_hh * a[:, None]).T)    # (H, 4H)
     rec = xp.empty((N, 4 * H), dtype=dt)
-    ig = xp.empty((N, H), dtype=dt)
+    kernels = fused_kernels(xp)
+    step = kernels.lstm_forward_step if kernels else _Plain(xp, H, N, dt).forward_step
     for t in range(T):
-        z = gates[t]
         xp.matmul(h[t], W_hh_aT, out=rec)           # (1) recurrent half
-        z += rec
-        xp.tanh(z, out=z)                           # (2) all four gates: a tanh(a z) + b
-        z *= a
-        z += b
-        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
-        xp.multiply(f, c[t], out=c[t + 1])          # (3)
-        xp.multiply(i, g, out=ig)
-        c[t + 1] += ig
-        xp.tanh(c[t + 1], out=tanh_c[t])            # (4)
-        xp.multiply(o, tanh_c[t], out=h[t + 1])
+        step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])      # (2)-(4)
         if m is not None:                           # padded steps keep (h, c)_{t-1}
             for st in (h, c):
                 st[t + 1] -= st[t]
@@ -144,10 +178,8 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
     dc = xp.zeros((N, H), dtype=dt) if dc_n is None else dc_n.copy()
     dz = xp.empty((T, N, 4 * H), dtype=dt)
-    a, b = _gate_affine(xp, H, dt)
-    a2 = a * a
-    tmp = xp.empty((N, H), dtype=dt)
-    slope = xp.empty((N, 4 * H), dtype=dt)
+    kernels = fused_kernels(xp)
+    step = kernels.lstm_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (6)
             dh += dout[t] if m is None else dout[t] * m[t]
@@ -155,24 +187,8 @@ def lstm_backward(dout, dh_n, dc_n, cache):
             carry_h, carry_c = dh * (1 - m[t]), dc * (1 - m[t])
             dh *= m[t]
             dc *= m[t]
-        y = gates[t]
-        i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
-        tc = tanh_c[t]
         dzt = dz[t]
-        xp.multiply(dh, tc, out=dzt[:, 3 * H:])     # (7) do
-        xp.multiply(tc, tc, out=tmp)                # (8) dc += dh o (1 - tanh(c)^2)
-        xp.subtract(1, tmp, out=tmp)
-        tmp *= o
-        tmp *= dh
-        dc += tmp
-        xp.multiply(dc, g, out=dzt[:, :H])          # (9) di
-        xp.multiply(dc, c[t], out=dzt[:, H:2 * H])  #     df
-        xp.multiply(dc, i, out=dzt[:, 2 * H:3 * H])  #    dg
-        dc *= f                                     # (10)
-        xp.subtract(y, b, out=slope)                # (11') dz = dy (a^2 - (y - b)^2)
-        slope *= slope
-        xp.subtract(a2, slope, out=slope)
-        dzt *= slope
+        step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
         xp.matmul(dzt, W_hh, out=dh)                # (12)
         if m is not None:
             dh += carry_h

@@ -24,14 +24,34 @@ loop, and (7)-(8) are single products over all steps after it; only the
 recurrent product and the elementwise work run per step.
 """
 
+from functools import partial
 from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
-from ..backend import get_array_module
+from ..backend import fused_kernels, get_array_module
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
                          check_step_input, initial_state)
 
 NONLINEARITIES = ("tanh", "relu")
+
+
+def _plain_forward_step(xp, a, rec, h, relu):
+    """(1)-(2) with ufuncs (``_fused`` has the same step as one GPU kernel)."""
+    a += rec
+    if relu:
+        xp.maximum(a, 0, out=h)
+    else:
+        xp.tanh(a, out=h)
+
+
+def _plain_backward_step(xp, g, h, da, relu):
+    """(5): da = g * phi'(a), from the output h."""
+    if relu:
+        xp.multiply(g, h > 0, out=da)
+    else:
+        xp.multiply(h, h, out=da)
+        xp.subtract(1, da, out=da)
+        da *= g
 
 
 class RNNCache(NamedTuple):
@@ -72,13 +92,12 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
         a += b_ih + b_hh
     W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
     rec = xp.empty((N, H), dtype=x.dtype)
+    kernels = fused_kernels(xp)
+    step = kernels.rnn_forward_step if kernels else partial(_plain_forward_step, xp)
+    relu = nonlinearity == "relu"
     for t in range(T):
         xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
-        a[t] += rec
-        if nonlinearity == "tanh":                  # (2)
-            xp.tanh(a[t], out=h[t + 1])
-        else:
-            xp.maximum(a[t], 0, out=h[t + 1])
+        step(a[t], rec, h[t + 1], relu)             # (1)-(2)
         if m is not None:                           # padded steps keep h_{t-1}
             h[t + 1] -= h[t]
             h[t + 1] *= m[t]
@@ -108,18 +127,16 @@ def rnn_backward(dout, dh_n, cache):
     dh_n = check_output_grad("dh_n", dh_n, (N, H), x.dtype, xp)
     g = xp.zeros((N, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
     da = xp.empty((T, N, H), dtype=x.dtype)
+    kernels = fused_kernels(xp)
+    step = kernels.rnn_backward_step if kernels else partial(_plain_backward_step, xp)
+    relu = nonlinearity == "relu"
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (4)
             g += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass g straight to h_{t-1}
             carry = g * (1 - m[t])
             g *= m[t]
-        if nonlinearity == "tanh":                  # (5)
-            xp.multiply(h[t + 1], h[t + 1], out=da[t])
-            xp.subtract(1, da[t], out=da[t])
-            da[t] *= g
-        else:
-            xp.multiply(g, h[t + 1] > 0, out=da[t])
+        step(g, h[t + 1], da[t], relu)              # (5)
         xp.matmul(da[t], W_hh, out=g)               # (6)
         if m is not None:
             g += carry

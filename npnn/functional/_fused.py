@@ -1,0 +1,101 @@
+"""Fused GPU kernels: each cell's per-step elementwise work in one CUDA kernel.
+
+The same maths as the plain ufunc path of ``rnn.py``, ``lstm.py`` and ``gru.py``
+(equation numbers refer to those modules), with the same inputs: the
+pre-activations arrive already scaled the way the plain path scales them
+(sigmoid(z) = (1 + tanh(z / 2)) / 2, the 1/2 folded into the weights), so
+``y = a tanh(z') + b`` here as there. Each kernel reads a gate block of row n
+at column j through raw (N, G*H) arrays; one thread per (n, j) of (N, H).
+Used only on CuPy, chosen by ``backend.fused_kernels``; the test suite checks
+them against the plain path on a GPU.
+"""
+
+import numpy as np
+
+from ..backend import elementwise_kernel
+
+
+class _Kernels:
+    """Callables with the plain path's signatures, compiled on first use."""
+
+    # -- LSTM ------------------------------------------------------------------
+    def lstm_forward_step(self, z, rec, c_prev, c, tanh_c, h):
+        """(1)-(4): z (N, 4H) holds the scaled input half and becomes the gates."""
+        H = np.int32(c.shape[1])
+        elementwise_kernel(
+            "raw T rec, T c_prev, int32 H", "raw T z, T c, T tc, T h",
+            """
+            const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
+            const T ig = tanh(z[k] + rec[k]) * (T)0.5 + (T)0.5;                  // (2)
+            const T fg = tanh(z[k + H] + rec[k + H]) * (T)0.5 + (T)0.5;
+            const T gg = tanh(z[k + 2 * H] + rec[k + 2 * H]);
+            const T og = tanh(z[k + 3 * H] + rec[k + 3 * H]) * (T)0.5 + (T)0.5;
+            z[k] = ig; z[k + H] = fg; z[k + 2 * H] = gg; z[k + 3 * H] = og;
+            c = fg * c_prev + ig * gg;                                           // (3)
+            tc = tanh(c);                                                        // (4)
+            h = og * tc;
+            """, "npnn_lstm_forward_step")(rec, c_prev, H, z, c, tanh_c, h)
+
+    def lstm_backward_step(self, y, c_prev, tanh_c, dh, dc, dz):
+        """(7)-(11): dh, dc (N, H) reach h_t, c_t; fills dz (N, 4H), turns dc into dc_{t-1}."""
+        H = np.int32(dh.shape[1])
+        elementwise_kernel(
+            "raw T y, T c_prev, T tc, T dh", "raw T dz, T dc",
+            """
+            const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
+            const T ig = y[k], fg = y[k + H], gg = y[k + 2 * H], og = y[k + 3 * H];
+            const T dct = dc + dh * og * ((T)1 - tc * tc);                       // (8)
+            dz[k] = dct * gg * ig * ((T)1 - ig);                                 // (9), (11)
+            dz[k + H] = dct * c_prev * fg * ((T)1 - fg);
+            dz[k + 2 * H] = dct * ig * ((T)1 - gg * gg);
+            dz[k + 3 * H] = dh * tc * og * ((T)1 - og);                          // (7), (11)
+            dc = dct * fg;                                                       // (10)
+            """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, dz, dc)
+
+    # -- GRU -------------------------------------------------------------------
+    def gru_forward_step(self, a, gh, b_hn, h_prev, gh_n, h):
+        """(3)-(5): a (N, 3H) holds gi (r, z scaled) and becomes r, z, n; b_hn (H,)."""
+        H = np.int32(h.shape[1])
+        elementwise_kernel(
+            "raw T gh, raw T b_hn, T h_prev, int32 H", "raw T a, T gh_n, T h",
+            """
+            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j;
+            const T r = tanh(a[k] + gh[k]) * (T)0.5 + (T)0.5;                    // (3)
+            const T z = tanh(a[k + H] + gh[k + H]) * (T)0.5 + (T)0.5;
+            gh_n = gh[k + 2 * H] + b_hn[j];
+            const T nn = tanh(a[k + 2 * H] + r * gh_n);                          // (4)
+            a[k] = r; a[k + H] = z; a[k + 2 * H] = nn;
+            h = nn + z * (h_prev - nn);                                          // (5)
+            """, "npnn_gru_forward_step")(gh, b_hn, h_prev, H, a, gh_n, h)
+
+    def gru_backward_step(self, y, h_prev, gh_n, dh, dgi, dgh, dh_z):
+        """(8)-(12): fills dgi, dgh (N, 3H) and dh_z = dh * z (N, H)."""
+        H = np.int32(dh.shape[1])
+        elementwise_kernel(
+            "raw T y, T h_prev, T gh_n, T dh", "raw T dgi, raw T dgh, T dh_z",
+            """
+            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j;
+            const T r = y[k], z = y[k + H], nn = y[k + 2 * H];
+            const T da_n = dh * ((T)1 - z) * ((T)1 - nn * nn);                   // (8), (9)
+            const T da_r = da_n * gh_n * r * ((T)1 - r);                         // (10), (11)
+            const T da_z = dh * (h_prev - nn) * z * ((T)1 - z);
+            dgi[k] = da_r; dgi[k + H] = da_z; dgi[k + 2 * H] = da_n;             // (12)
+            dgh[k] = da_r; dgh[k + H] = da_z; dgh[k + 2 * H] = da_n * r;
+            dh_z = dh * z;                                                       // (8)
+            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, dgi, dgh, dh_z)
+
+    # -- RNN -------------------------------------------------------------------
+    def rnn_forward_step(self, a, rec, h, relu):
+        """(1)-(2): h = phi(a + rec)."""
+        body = "h = max(a + rec, (T)0);" if relu else "h = tanh(a + rec);"
+        elementwise_kernel("T a, T rec", "T h", body,
+                           "npnn_rnn_forward_" + ("relu" if relu else "tanh"))(a, rec, h)
+
+    def rnn_backward_step(self, g, h, da, relu):
+        """(5): da = g * phi'(a) from the output h."""
+        body = "da = h > (T)0 ? g : (T)0;" if relu else "da = g * ((T)1 - h * h);"
+        elementwise_kernel("T g, T h", "T da", body,
+                           "npnn_rnn_backward_" + ("relu" if relu else "tanh"))(g, h, da)
+
+
+KERNELS = _Kernels()
