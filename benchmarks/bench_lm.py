@@ -1,0 +1,139 @@
+"""Tokens per second of a whole language-model training step, npnn vs PyTorch.
+
+    python benchmarks/bench_lm.py [--write] [--steps 30]
+
+A step: input (one-hot or embedding) -> GRU/LSTM -> linear decoder -> softmax
+cross-entropy -> backward -> clip the global gradient norm to 1 -> optimizer.
+Configurations: d2l's (GRU H 256, one-hot vocabulary 28, batch 32 x 35 steps,
+SGD lr 1) and npnn's default main job (LSTM H 256, embedding 64, vocabulary
+160, batch 32 x 64, Adam). Both libraries run the same model with the same
+threads, state carried between steps, median of ``--steps`` timed steps.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import npnn  # noqa: E402
+from npnn.models import RNNLM  # noqa: E402
+from npnn.optim import SGD, Adam, clip_grad_norm  # noqa: E402
+
+from bench_rnn import machine, write_section  # noqa: E402
+
+CONFIGS = {
+    "d2l GRU": dict(cell="gru", H=256, E=0, V=28, N=32, T=35, opt="sgd", lr=1.0),
+    "default LSTM": dict(cell="lstm", H=256, E=64, V=160, N=32, T=64, opt="adam", lr=2e-3),
+}
+
+
+def npnn_step(cfg, seed=0):
+    model = RNNLM(cfg["V"], cfg["H"], cfg["cell"], embedding_dim=cfg["E"], seed=seed)
+    opt = (SGD if cfg["opt"] == "sgd" else Adam)(model, lr=cfg["lr"])
+    ce = npnn.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, cfg["V"], size=(cfg["N"], cfg["T"]))
+    Y = rng.integers(0, cfg["V"], size=(cfg["N"], cfg["T"]))
+    state = [None]
+
+    def step():
+        logits, state[0] = model(X, state[0])
+        ce(logits, Y)
+        model.zero_grad()
+        model.backward(ce.backward())
+        clip_grad_norm(model, 1.0)
+        opt.step()
+    return step
+
+
+def torch_step(cfg, torch, seed=0):
+    nn = torch.nn
+    torch.manual_seed(seed)
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(cfg["V"], cfg["E"]) if cfg["E"] else None
+            rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg["cell"]]
+            self.rnn = rnn(cfg["E"] or cfg["V"], cfg["H"])
+            self.dec = nn.Linear(cfg["H"], cfg["V"])
+
+        def forward(self, X, state):
+            x = self.emb(X.T) if self.emb is not None else \
+                nn.functional.one_hot(X.T, cfg["V"]).float()
+            out, state = self.rnn(x, state)
+            return self.dec(out), state
+
+    model = LM()
+    opt = (torch.optim.SGD if cfg["opt"] == "sgd" else torch.optim.Adam)(model.parameters(),
+                                                                         lr=cfg["lr"])
+    rng = np.random.default_rng(seed)
+    X = torch.tensor(rng.integers(0, cfg["V"], size=(cfg["N"], cfg["T"])))
+    Y = torch.tensor(rng.integers(0, cfg["V"], size=(cfg["N"], cfg["T"])))
+    state = [None]
+
+    def step():
+        s = state[0]
+        if s is not None:
+            s = tuple(x.detach() for x in s) if isinstance(s, tuple) else s.detach()
+        logits, state[0] = model(X, s)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, cfg["V"]), Y.T.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return step
+
+
+def tokens_per_s(step, tokens, steps):
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return tokens / statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--write", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed: npnn-only figures")
+    info = machine(torch)
+    print(info)
+    lines = ["| configuration | npnn tokens/s | PyTorch tokens/s | npnn/PyTorch throughput |",
+             "|---|---|---|---|"]
+    for name, cfg in CONFIGS.items():
+        tokens = cfg["N"] * cfg["T"]
+        ours = tokens_per_s(npnn_step(cfg), tokens, args.steps)
+        theirs = tokens_per_s(torch_step(cfg, torch), tokens, args.steps) if torch else float("nan")
+        print(f"{name}: npnn {ours:,.0f} tok/s, PyTorch {theirs:,.0f} tok/s, "
+              f"throughput ratio {ours / theirs:.2f}")
+        lines.append(f"| {name} ({cfg['cell'].upper()} H {cfg['H']}, "
+                     f"{'one-hot' if not cfg['E'] else 'embedding ' + str(cfg['E'])}, V {cfg['V']}, "
+                     f"batch {cfg['N']} x {cfg['T']}, {cfg['opt']}) | {ours:,.0f} | {theirs:,.0f} | "
+                     f"{ours / theirs:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section(os.path.join(HERE, "RESULTS.md"), "bench_lm",
+                      "## Language-model training step\n\n`python benchmarks/bench_lm.py` — "
+                      f"{info}. Median of {args.steps} steps.\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
