@@ -24,6 +24,8 @@ def _train_parser(sub):
                    help="'timemachine': d2l's letters-and-space cleaning")
     p.add_argument("--tokens", choices=("char", "word"), help=f"default {d.tokens}")
     p.add_argument("--min-freq", type=int, dest="min_freq")
+    p.add_argument("--max-tokens", type=int, dest="max_tokens",
+                   help="use only the first tokens of the text (d2l's Time Machine: 10000)")
     p.add_argument("--val-fraction", type=float, dest="val_fraction",
                    help=f"held-out share of the text, default {d.val_fraction:g}")
     p.add_argument("--cell", choices=("rnn", "lstm", "gru"), help=f"default {d.cell}")

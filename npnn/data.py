@@ -203,25 +203,31 @@ class TextCorpus:
 
     ``TextCorpus.from_text(text, token='char', min_freq=0, val_fraction=0.1)``.
     For 'char' tokens the newlines are kept (they matter in source code); for
-    'word' tokens each line's words are kept and lines are joined.
+    'word' tokens each line's words are kept and lines are joined. ``max_tokens``
+    keeps only the first tokens of the corpus (d2l's ``load_corpus_time_machine``
+    uses 10,000), the vocabulary still being built from the whole text.
     """
 
-    def __init__(self, tokens, token="char", min_freq=0, val_fraction=0.1, vocab=None):
+    def __init__(self, tokens, token="char", min_freq=0, val_fraction=0.1, vocab=None,
+                 max_tokens=None):
         self.token = token
         flat = _flatten_tokens(tokens)
         if not flat:
             raise ValueError("expected a non-empty text, got no tokens")
         self.vocab = vocab if vocab is not None else Vocab(flat, min_freq=min_freq)
         self.ids = np.asarray(self.vocab[flat], dtype=np.int64)
+        if max_tokens:   # d2l: the vocabulary sees the whole text, the corpus is cut
+            self.ids = self.ids[:int(max_tokens)]
         self.train, self.val = split_corpus(self.ids, val_fraction)
 
     @classmethod
-    def from_text(cls, text, token="char", min_freq=0, val_fraction=0.1, vocab=None):
+    def from_text(cls, text, token="char", min_freq=0, val_fraction=0.1, vocab=None,
+                  max_tokens=None):
         if token == "char":
             tokens = list(text)
         else:
             tokens = tokenize(text.splitlines(), "word")
-        return cls(tokens, token, min_freq, val_fraction, vocab)
+        return cls(tokens, token, min_freq, val_fraction, vocab, max_tokens)
 
     def __len__(self):
         return int(self.ids.size)

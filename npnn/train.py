@@ -49,6 +49,7 @@ class TrainConfig:
     preprocess: str = "none"            # 'none' or 'timemachine' (d2l: letters and space)
     tokens: str = "char"                # 'char' or 'word'
     min_freq: int = 0
+    max_tokens: Optional[int] = None    # keep only the first tokens (d2l: 10,000)
     val_fraction: float = 0.05
     cell: str = "lstm"
     hidden: int = 256
@@ -101,7 +102,8 @@ def load_corpus(config, vocab=None):
     if config.preprocess == "timemachine":
         text = "".join(timemachine_lines(text)) if config.tokens == "char" else \
             "\n".join(timemachine_lines(text))
-    return TextCorpus.from_text(text, config.tokens, config.min_freq, config.val_fraction, vocab)
+    return TextCorpus.from_text(text, config.tokens, config.min_freq, config.val_fraction, vocab,
+                                config.max_tokens)
 
 
 def build_model(config, vocab):

@@ -102,6 +102,8 @@ def test_default_corpus_and_text_corpus():
     c = TextCorpus.from_text(text[:20_000], "char", val_fraction=0.1)
     assert len(c.train) + len(c.val) == len(c) == 20_000
     assert c.vocab.to_tokens(list(c.ids[:5])) == list(text[:5])
+    cut = TextCorpus.from_text("abcabcxyz", "char", val_fraction=0.0, max_tokens=4)
+    assert list(cut.ids) == cut.vocab[list("abca")] and len(cut.vocab) == 7   # vocab: all text
     words = TextCorpus.from_text("a b a\nc a", "word", val_fraction=0.0)
     assert words.vocab.idx_to_token[:2] == ["<unk>", "a"] and len(words.val) == 0
 
