@@ -121,3 +121,36 @@ def test_mse_matches_torch(backend, shape, reduction, seed):
     assert_close(loss, tloss.detach().numpy(), 1e-12, "loss")
     assert_close(F.mse_loss_backward(to_backend(dloss, backend), cache), tp.grad.numpy(),
                  1e-12, "dpred")
+
+
+@given(kind=st.sampled_from(["dot", "additive"]), N=dims, L=dims, S=dims, E=dims, Ev=dims,
+       A=dims, masked=st.booleans(), seed=seeds)
+def test_attention_matches_torch(backend, kind, N, L, S, E, Ev, A, masked, seed):
+    rng = np.random.default_rng(seed)
+    q, K, V = (rng.standard_normal(s) for s in ((N, L, E), (N, S, E), (N, S, Ev)))
+    mask = np.arange(S)[None, :] < rng.integers(1, S + 1, size=N)[:, None] if masked else None
+    dc = rng.standard_normal((N, L, Ev))
+    tq, tK, tV = (torch.tensor(a, requires_grad=True) for a in (q, K, V))
+    tmask = None if mask is None else torch.tensor(mask)[:, None, :]
+    dev = lambda a: None if a is None else to_backend(a, backend)  # noqa: E731
+    if kind == "dot":
+        tc = torch.nn.functional.scaled_dot_product_attention(tq, tK, tV, attn_mask=tmask)
+        c, alpha, cache = F.dot_attention_forward(dev(q), dev(K), dev(V), dev(mask))
+        dq, dK, dV = F.dot_attention_backward(dev(dc), cache)
+        pairs = []
+    else:   # a PyTorch formulation of the same equations (d2l's AdditiveAttention)
+        W_q, W_k, w_v = (rng.standard_normal(s) for s in ((A, E), (A, E), (A,)))
+        tW = [torch.tensor(w, requires_grad=True) for w in (W_q, W_k, w_v)]
+        feats = torch.tanh((tq @ tW[0].T)[:, :, None, :] + (tK @ tW[1].T)[:, None, :, :])
+        scores = feats @ tW[2]
+        if tmask is not None:
+            scores = scores.masked_fill(~tmask, float("-inf"))
+        tc = torch.softmax(scores, dim=-1) @ tV
+        c, alpha, cache = F.additive_attention_forward(dev(q), dev(K), dev(V), dev(W_q), dev(W_k),
+                                                       dev(w_v), dev(mask))
+        dq, dK, dV, grads = F.additive_attention_backward(dev(dc), cache)
+        pairs = [(grads[k], t) for k, t in zip(("W_q", "W_k", "w_v"), tW)]
+    (tc * torch.tensor(dc)).sum().backward()
+    assert_close(c, tc.detach().numpy(), TOL["float64"], "context")
+    for a, t in [(dq, tq), (dK, tK), (dV, tV)] + pairs:
+        assert_close(a, t.grad.numpy(), TOL["float64"], "grad")

@@ -75,6 +75,17 @@ CASES = [
      "expected weights of shape (4,), got (4, 1)"),
     (lambda: F.mse_loss(z(3, 2), z(2, 3)), ValueError, "expected target of shape (3, 2), got (2, 3)"),
     (lambda: get_backend("tpu"), ValueError, "expected backend 'numpy' or 'cupy', got 'tpu'"),
+    (lambda: F.dot_attention_forward(z(2, 3, 4), z(2, 5, 3), z(2, 5, 6)), ValueError,
+     "expected K of shape (2, S, 4), got (2, 5, 3)"),
+    (lambda: F.dot_attention_forward(z(2, 3, 4), z(2, 5, 4), z(2, 4, 6)), ValueError,
+     "expected V of shape (2, 5, Ev), got (2, 4, 6)"),
+    (lambda: F.dot_attention_forward(z(2, 3, 4), z(2, 5, 4), z(2, 5, 6),
+                                     np.zeros((2, 5), bool)), ValueError,
+     "expected at least one valid key per sequence, got none for sequence 0"),
+    (lambda: F.dot_attention_forward(z(2, 3, 4), z(2, 5, 4), z(2, 5, 6), np.ones((2, 5))),
+     TypeError, "expected mask to be a boolean array, got dtype float64"),
+    (lambda: F.additive_attention_forward(z(2, 3, 4), z(2, 5, 3), z(2, 5, 6), z(7, 4), z(7, 3),
+                                          z(6)), ValueError, "expected w_v of shape (7,), got (6,)"),
 ]
 
 

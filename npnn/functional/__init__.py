@@ -8,6 +8,8 @@ them, and docs/derivations.md derives them with the same names.
 from ._recurrent import length_mask
 from .activations import (log_softmax, relu, relu_backward, sigmoid, sigmoid_backward,
                           softmax, softmax_backward, tanh, tanh_backward)
+from .attention import (AdditiveAttentionCache, DotAttentionCache, additive_attention_backward,
+                        additive_attention_forward, dot_attention_backward, dot_attention_forward)
 from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_forward,
                      linear_backward, linear_forward)
@@ -27,4 +29,6 @@ __all__ = [
     "embedding_forward", "embedding_backward", "EmbeddingCache",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "CrossEntropyCache",
     "mse_loss", "mse_loss_backward", "MSECache",
+    "dot_attention_forward", "dot_attention_backward", "DotAttentionCache",
+    "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",
 ]

@@ -193,6 +193,41 @@ def activation_case(rng, name, shape=(3, 4), backend="numpy"):
     return f, inputs
 
 
+def _key_mask(rng, N, S, backend):
+    """Random valid-key mask (N, S) with at least one valid key per row."""
+    lengths = rng.integers(1, S + 1, size=N)
+    return to_backend(np.arange(S)[None, :] < lengths[:, None], backend)
+
+
+def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, scale=None,
+                   backend="numpy"):
+    """Dot-product (``kind='dot'``) or additive attention with a key mask."""
+    mask = _key_mask(rng, N, S, backend) if masked else None
+    Ek = E if kind == "dot" else E + 1
+    inputs = {"q": _normal(rng, (N, L, E), backend, 1.0), "K": _normal(rng, (N, S, Ek), backend, 1.0),
+              "V": _normal(rng, (N, S, Ev), backend, 1.0)}
+    if kind == "dot":
+        def f(q, K, V):
+            c, alpha, cache = F.dot_attention_forward(q, K, V, mask, scale)
+
+            def vjp(d):
+                dq, dK, dV = F.dot_attention_backward(d, cache)
+                return {"q": dq, "K": dK, "V": dV}
+            return c, vjp
+        return f, inputs
+    inputs.update({"W_q": _normal(rng, (A, E), backend), "W_k": _normal(rng, (A, Ek), backend),
+                   "w_v": _normal(rng, (A,), backend)})
+
+    def f(q, K, V, W_q, W_k, w_v):
+        c, alpha, cache = F.additive_attention_forward(q, K, V, W_q, W_k, w_v, mask)
+
+        def vjp(d):
+            dq, dK, dV, grads = F.additive_attention_backward(d, cache)
+            return {"q": dq, "K": dK, "V": dV, **grads}
+        return c, vjp
+    return f, inputs
+
+
 def builtin_cases(rng, backend="numpy"):
     """(name, (f, inputs)) for every op, at fixed small sizes."""
     b = backend
@@ -214,5 +249,8 @@ def builtin_cases(rng, backend="numpy"):
                                                                label_smoothing=0.1, backend=b)
     yield "cross_entropy(weights)", cross_entropy_case(rng, weighted=True, backend=b)
     yield "mse", mse_case(rng, backend=b)
+    yield "attention(scaled dot, masked)", attention_case(rng, "dot", backend=b)
+    yield "attention(dot)", attention_case(rng, "dot", scale=1.0, masked=False, backend=b)
+    yield "attention(additive, masked)", attention_case(rng, "additive", backend=b)
     for name in ("sigmoid", "tanh", "relu", "softmax"):
         yield name, activation_case(rng, name, backend=b)

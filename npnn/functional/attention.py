@@ -1,0 +1,180 @@
+"""Attention over encoder outputs: dot-product (Luong, optionally scaled) and
+additive (Bahdanau), with a key mask for padded source positions.
+
+Shapes: N batch, L queries per sequence (decoder steps; 1 when stepping),
+S keys (source positions), E query/key size, Ev value size, A additive size.
+``mask`` (N, S) is True at valid keys (as PyTorch's boolean ``attn_mask``).
+
+Dot-product attention, ``scale`` = 1/sqrt(E) by default (PyTorch's
+``scaled_dot_product_attention``), 1 for Luong's plain dot score:
+
+    (1) s = scale * q K^T                          (N, L, S) scores
+    (2) s = -inf where the key is padding
+    (3) alpha = softmax(s) over S                  (N, L, S) attention weights
+    (4) c = alpha V                                (N, L, Ev) context
+
+Backward, from dc (docs/derivations.md, section "Attention"):
+
+    (5) dalpha = dc V^T
+    (6) ds = alpha * (dalpha - sum_S alpha * dalpha)       (zero at padding: alpha = 0)
+    (7) dV = alpha^T dc
+    (8) dq = scale * ds K,    dK = scale * ds^T q
+
+Additive attention (Bahdanau; d2l's ``AdditiveAttention``), parameters in
+PyTorch's Linear layout W_q (A, E), W_k (A, Ek), w_v (A,), no biases:
+
+    (9)  u = q W_q^T (broadcast over S) + K W_k^T (broadcast over L)   (N, L, S, A)
+    (10) e = tanh(u)
+    (11) s = e w_v                                  then (2)-(4)
+
+    (12) dw_v = sum_{N,L,S} ds * e,   du = ds w_v * (1 - e^2)
+    (13) dq = (sum_S du) W_q,   dW_q = sum (sum_S du)^T q
+    (14) dK = (sum_L du) W_k,   dW_k = sum (sum_L du)^T K
+"""
+
+import math
+from typing import Any, NamedTuple, Optional
+
+from .._checks import check_array, check_float, check_same_backend, check_shape
+from ..backend import get_array_module
+from .activations import log_softmax
+
+
+def _check_qkv(q, K, V, mask, E_key=None):
+    """q (N, L, E), K (N, S, Ek), V (N, S, Ev), mask (N, S) -> (xp, N, L, S)."""
+    check_float("q", q)
+    check_float("K", K, q.dtype)
+    check_float("V", V, q.dtype)
+    if q.ndim != 3:
+        check_shape("q", q, (None, None, None), ("N", "L", "E"))
+    N, L, E = q.shape
+    check_shape("K", K, (N, None, E if E_key is None else E_key), ("N", "S", "E"))
+    S = K.shape[1]
+    check_shape("V", V, (N, S, None), ("N", "S", "Ev"))
+    if L < 1 or S < 1:
+        raise ValueError(f"expected at least one query and one key, got L={L}, S={S}")
+    xp = get_array_module(q)
+    if mask is not None:
+        check_array("mask", mask)
+        check_shape("mask", mask, (N, S), "NS")
+        if mask.dtype.kind != "b":
+            raise TypeError(f"expected mask to be a boolean array, got dtype {mask.dtype}")
+        empty = ~mask.any(axis=1)
+        if bool(empty.any()):
+            raise ValueError(f"expected at least one valid key per sequence, got none for "
+                             f"sequence {int(xp.flatnonzero(empty)[0])}")
+    check_same_backend(q=q, K=K, V=V, mask=mask)
+    return xp, N, L, S
+
+
+def _masked_softmax(xp, s, mask):
+    """(2)-(3): softmax over the last axis with padded keys at -inf (weight exactly 0)."""
+    if mask is not None:
+        s = xp.where(mask[:, None, :], s, -xp.inf)
+    return xp.exp(log_softmax(s))
+
+
+def _softmax_backward(dalpha, alpha):
+    """(6)"""
+    return alpha * (dalpha - (dalpha * alpha).sum(axis=-1, keepdims=True))
+
+
+class DotAttentionCache(NamedTuple):
+    q: Any
+    K: Any
+    V: Any
+    alpha: Any          # (N, L, S)
+    scale: float
+
+
+def dot_attention_forward(q, K, V, mask=None, scale=None):
+    """Dot-product attention (1)-(4).
+
+    Args:
+        q: (N, L, E) queries, K: (N, S, E) keys, V: (N, S, Ev) values.
+        mask: optional (N, S) boolean, True at valid keys.
+        scale: score factor; None means 1/sqrt(E) (scaled), 1.0 gives Luong's dot.
+
+    Returns:
+        context (N, L, Ev), weights alpha (N, L, S), cache.
+    """
+    xp, N, L, S = _check_qkv(q, K, V, mask)
+    scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
+    s = (q @ K.transpose(0, 2, 1)) * scale                 # (1) (N, L, S)
+    alpha = _masked_softmax(xp, s, mask)                   # (2)-(3)
+    c = alpha @ V                                          # (4)
+    return c, alpha, DotAttentionCache(q, K, V, alpha, scale)
+
+
+def dot_attention_backward(dc, cache):
+    """(5)-(8): dc (N, L, Ev) -> dq, dK, dV."""
+    q, K, V, alpha, scale = cache
+    check_float("dc", dc, q.dtype)
+    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
+    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
+    ds = _softmax_backward(dalpha, alpha)                  # (6)
+    dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
+    dq = (ds @ K) * scale                                  # (8)
+    dK = (ds.transpose(0, 2, 1) @ q) * scale
+    return dq, dK, dV
+
+
+class AdditiveAttentionCache(NamedTuple):
+    q: Any
+    K: Any
+    V: Any
+    e: Any              # (N, L, S, A) tanh features
+    alpha: Any          # (N, L, S)
+    W_q: Any
+    W_k: Any
+    w_v: Any
+
+
+def additive_attention_forward(q, K, V, W_q, W_k, w_v, mask=None):
+    """Additive attention (9)-(11), (2)-(4).
+
+    Args:
+        q: (N, L, E), K: (N, S, Ek), V: (N, S, Ev).
+        W_q: (A, E), W_k: (A, Ek), w_v: (A,).
+        mask: optional (N, S) boolean, True at valid keys.
+
+    Returns:
+        context (N, L, Ev), weights alpha (N, L, S), cache.
+    """
+    check_float("W_k", W_k)
+    if W_k.ndim != 2:
+        check_shape("W_k", W_k, (None, None), ("A", "Ek"))
+    xp, N, L, S = _check_qkv(q, K, V, mask, E_key=W_k.shape[1])
+    A = W_k.shape[0]
+    check_float("W_q", W_q, q.dtype)
+    check_shape("W_q", W_q, (A, q.shape[2]), ("A", "E"))
+    check_float("w_v", w_v, q.dtype)
+    check_shape("w_v", w_v, (A,), "A")
+    check_same_backend(q=q, W_q=W_q, W_k=W_k, w_v=w_v)
+    u = (q @ W_q.T)[:, :, None, :] + (K @ W_k.T)[:, None, :, :]   # (9) (N, L, S, A)
+    e = xp.tanh(u, out=u)                                          # (10)
+    s = e @ w_v                                                    # (11) (N, L, S)
+    alpha = _masked_softmax(xp, s, mask)                           # (2)-(3)
+    c = alpha @ V                                                  # (4)
+    return c, alpha, AdditiveAttentionCache(q, K, V, e, alpha, W_q, W_k, w_v)
+
+
+def additive_attention_backward(dc, cache):
+    """(5)-(7), (12)-(14): dc (N, L, Ev) -> dq, dK, dV, grads {'W_q', 'W_k', 'w_v'}."""
+    q, K, V, e, alpha, W_q, W_k, w_v = cache
+    check_float("dc", dc, q.dtype)
+    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
+    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
+    ds = _softmax_backward(dalpha, alpha)                  # (6) (N, L, S)
+    dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
+    A = w_v.shape[0]
+    dw_v = (ds[..., None] * e).reshape(-1, A).sum(axis=0)  # (12)
+    du = ds[..., None] * w_v * (1 - e * e)                 # (N, L, S, A)
+    du_q = du.sum(axis=2)                                  # (13) (N, L, A)
+    du_k = du.sum(axis=1)                                  # (14) (N, S, A)
+    dq = du_q @ W_q
+    dK = du_k @ W_k
+    grads = {"W_q": du_q.reshape(-1, A).T @ q.reshape(-1, q.shape[2]),
+             "W_k": du_k.reshape(-1, A).T @ K.reshape(-1, K.shape[2]),
+             "w_v": dw_v}
+    return dq, dK, dV, grads
