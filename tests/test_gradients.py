@@ -94,3 +94,30 @@ def test_attention(backend, kind, N, L, S, E, Ev, A, masked, scaled, seed):
     rng = np.random.default_rng(seed)
     _check(cases.attention_case(rng, kind, N, L, S, E, Ev, A, masked,
                                 None if scaled else 1.0, backend), seed)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+def test_peephole_lstm(backend, T, N, D, H, bias, masked, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.peephole_lstm_case(rng, T, N, D, H, bias, masked, backend), seed)
+
+
+def test_peephole_lstm_without_peepholes_is_the_lstm():
+    from npnn import functional as F
+    rng = np.random.default_rng(0)
+    T, N, D, H = 5, 3, 4, 6
+    x = rng.standard_normal((T, N, D))
+    W = [0.5 * rng.standard_normal(s) for s in ((4 * H, D), (4 * H, H), (4 * H,), (4 * H,))]
+    zero = np.zeros(H)
+    out, h, c, cache = F.peephole_lstm_forward(x, None, None, W[0], W[1], zero, zero, zero,
+                                               W[2], W[3])
+    ref, rh, rc, rcache = F.lstm_forward(x, None, None, *W)
+    np.testing.assert_allclose(out, ref, atol=1e-14)
+    dout = rng.standard_normal((T, N, H))
+    g = F.peephole_lstm_backward(dout, None, None, cache)
+    r = F.lstm_backward(dout, None, None, rcache)
+    for a, b in zip(g[:3], r[:3]):
+        np.testing.assert_allclose(a, b, atol=1e-13)
+    for k in r[3]:
+        np.testing.assert_allclose(g[3][k], r[3][k], atol=1e-12)

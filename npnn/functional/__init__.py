@@ -16,6 +16,7 @@ from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_
 from .losses import (CrossEntropyCache, MSECache, mse_loss, mse_loss_backward,
                      softmax_cross_entropy, softmax_cross_entropy_backward)
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from .peephole import PeepholeLSTMCache, peephole_lstm_backward, peephole_lstm_forward
 from .rnn import RNNCache, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "embedding_forward", "embedding_backward", "EmbeddingCache",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "CrossEntropyCache",
     "mse_loss", "mse_loss_backward", "MSECache",
+    "peephole_lstm_forward", "peephole_lstm_backward", "PeepholeLSTMCache",
     "dot_attention_forward", "dot_attention_backward", "DotAttentionCache",
     "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",
 ]

@@ -85,6 +85,25 @@ def gru_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
     return f, inputs
 
 
+def peephole_lstm_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
+    """Peephole LSTM: gradients w.r.t. x, h0, c0, every weight and the peepholes."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
+              "c0": _normal(rng, (N, H), backend),
+              **{k: _normal(rng, (H,), backend) for k in ("w_ci", "w_cf", "w_co")},
+              **_recurrent_params(rng, "lstm", D, H, bias, backend)}
+
+    def f(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_hh=None):
+        out, h_n, c_n, cache = F.peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co,
+                                                       b_ih, b_hh, mask)
+
+        def vjp(d):
+            dx, dh0, dc0, grads = F.peephole_lstm_backward(d[0], d[1], d[2], cache)
+            return {"x": dx, "h0": dh0, "c0": dc0, **grads}
+        return (out, h_n, c_n), vjp
+    return f, inputs
+
+
 def step_case(rng, cell, N=2, D=4, H=3, bias=True, nonlinearity="tanh", backend="numpy"):
     """One step of ``cell`` ('rnn', 'lstm', 'gru') through the *_step_* functions."""
     inputs = {"x": _normal(rng, (N, D), backend, 1.0), "h": _normal(rng, (N, H), backend),
@@ -239,6 +258,8 @@ def builtin_cases(rng, backend="numpy"):
     yield "lstm(masked)", lstm_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
     yield "lstm(no bias)", lstm_case(rng, T=3, N=2, D=3, H=2, bias=False, backend=b)
     yield "lstm_step", step_case(rng, "lstm", backend=b)
+    yield "peephole_lstm(masked)", peephole_lstm_case(rng, T=4, N=3, D=3, H=4, masked=True,
+                                                      backend=b)
     yield "gru", gru_case(rng, T=4, N=3, D=3, H=4, backend=b)
     yield "gru(masked)", gru_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
     yield "gru_step", step_case(rng, "gru", backend=b)
