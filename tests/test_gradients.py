@@ -121,3 +121,29 @@ def test_peephole_lstm_without_peepholes_is_the_lstm():
         np.testing.assert_allclose(a, b, atol=1e-13)
     for k in r[3]:
         np.testing.assert_allclose(g[3][k], r[3][k], atol=1e-12)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(),
+       dt=st.sampled_from([0.1, 0.5, 1.0]), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, masked=False, dt=1.0, seed=0)
+def test_ctrnn(backend, T, N, D, H, bias, masked, dt, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.ctrnn_case(rng, T, N, D, H, bias, dt, masked, backend), seed)
+
+
+@given(T=dims, N=dims, D=dims, H=dims, O=dims, bias=st.booleans(), masked=st.booleans(),
+       seed=seeds)
+@example(T=1, N=1, D=1, H=1, O=1, bias=True, masked=False, seed=0)
+def test_jordan(backend, T, N, D, H, O, bias, masked, seed):
+    rng = np.random.default_rng(seed)
+    _check(cases.jordan_case(rng, T, N, D, H, O, bias, masked, backend), seed)
+
+
+def test_ctrnn_with_dt_equal_to_tau_is_the_tanh_rnn():
+    from npnn import functional as F
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 4))
+    W = [0.5 * rng.standard_normal(s) for s in ((6, 4), (6, 6), (6,), (6,))]
+    out, h, _ = F.ctrnn_forward(x, None, W[0], W[1], np.full(6, 2.0), W[2], W[3], dt=2.0)
+    ref, rh, _ = F.rnn_forward(x, None, *W)
+    np.testing.assert_allclose(out, ref, atol=1e-14)

@@ -10,7 +10,9 @@ from .activations import (log_softmax, relu, relu_backward, sigmoid, sigmoid_bac
                           softmax, softmax_backward, tanh, tanh_backward)
 from .attention import (AdditiveAttentionCache, DotAttentionCache, additive_attention_backward,
                         additive_attention_forward, dot_attention_backward, dot_attention_forward)
+from .ctrnn import CTRNNCache, ctrnn_backward, ctrnn_forward
 from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
+from .jordan import JordanCache, jordan_backward, jordan_forward
 from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_forward,
                      linear_backward, linear_forward)
 from .losses import (CrossEntropyCache, MSECache, mse_loss, mse_loss_backward,
@@ -30,6 +32,8 @@ __all__ = [
     "embedding_forward", "embedding_backward", "EmbeddingCache",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "CrossEntropyCache",
     "mse_loss", "mse_loss_backward", "MSECache",
+    "ctrnn_forward", "ctrnn_backward", "CTRNNCache",
+    "jordan_forward", "jordan_backward", "JordanCache",
     "peephole_lstm_forward", "peephole_lstm_backward", "PeepholeLSTMCache",
     "dot_attention_forward", "dot_attention_backward", "DotAttentionCache",
     "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",

@@ -104,6 +104,42 @@ def peephole_lstm_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend
     return f, inputs
 
 
+def ctrnn_case(rng, T=3, N=2, D=4, H=3, bias=True, dt=0.5, masked=False, backend="numpy"):
+    """Continuous-time RNN, with the time constants tau among the checked inputs."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
+              "tau": to_backend(rng.uniform(0.8, 3.0, size=H), backend),
+              **_recurrent_params(rng, "rnn", D, H, bias, backend)}
+
+    def f(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None):
+        out, h_n, cache = F.ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih, b_hh, dt, mask)
+
+        def vjp(d):
+            dx, dh0, grads = F.ctrnn_backward(d[0], d[1], cache)
+            return {"x": dx, "h0": dh0, **grads}
+        return (out, h_n), vjp
+    return f, inputs
+
+
+def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="numpy"):
+    """Jordan network: gradients w.r.t. x, y0 and every weight."""
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "y0": _normal(rng, (N, O), backend),
+              "W_ih": _normal(rng, (H, D), backend), "W_yh": _normal(rng, (H, O), backend),
+              "W_hy": _normal(rng, (O, H), backend)}
+    if bias:
+        inputs.update({"b_h": _normal(rng, (H,), backend), "b_y": _normal(rng, (O,), backend)})
+
+    def f(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None):
+        out, y_n, cache = F.jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask)
+
+        def vjp(d):
+            dx, dy0, grads = F.jordan_backward(d[0], d[1], cache)
+            return {"x": dx, "y0": dy0, **grads}
+        return (out, y_n), vjp
+    return f, inputs
+
+
 def step_case(rng, cell, N=2, D=4, H=3, bias=True, nonlinearity="tanh", backend="numpy"):
     """One step of ``cell`` ('rnn', 'lstm', 'gru') through the *_step_* functions."""
     inputs = {"x": _normal(rng, (N, D), backend, 1.0), "h": _normal(rng, (N, H), backend),
@@ -260,6 +296,8 @@ def builtin_cases(rng, backend="numpy"):
     yield "lstm_step", step_case(rng, "lstm", backend=b)
     yield "peephole_lstm(masked)", peephole_lstm_case(rng, T=4, N=3, D=3, H=4, masked=True,
                                                       backend=b)
+    yield "ctrnn(masked)", ctrnn_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
+    yield "jordan(masked)", jordan_case(rng, T=4, N=3, D=3, H=4, O=2, masked=True, backend=b)
     yield "gru", gru_case(rng, T=4, N=3, D=3, H=4, backend=b)
     yield "gru(masked)", gru_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
     yield "gru_step", step_case(rng, "gru", backend=b)
