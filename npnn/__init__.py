@@ -8,10 +8,11 @@ the layers below wrap them with PyTorch's constructors, names and shapes.
 __version__ = "0.1.0"
 
 from . import backend, functional  # noqa: E402,F401
-from .layers import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Linear,  # noqa: E402
-                     LSTMCell, Module, MSELoss, RNNCell, Sequential, SoftmaxCrossEntropy,
-                     no_grad)
+from .layers import (CTRNN, GRU, LSTM, RNN, Dropout, Embedding, GRUCell,  # noqa: E402
+                     JordanRNN, Linear, LSTMCell, Module, MSELoss, PeepholeLSTM, RNNCell,
+                     Sequential, SoftmaxCrossEntropy, no_grad)
 
-__all__ = ["backend", "functional", "Module", "no_grad", "RNN", "LSTM", "GRU", "RNNCell",
+__all__ = ["backend", "functional", "Module", "no_grad", "RNN", "LSTM", "GRU", "PeepholeLSTM",
+           "CTRNN", "JordanRNN", "RNNCell",
            "LSTMCell", "GRUCell", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy",
            "MSELoss", "Sequential"]

@@ -3,7 +3,7 @@
 from .base import Module, no_grad
 from .basic import Dropout, Embedding, Linear, MSELoss, Sequential, SoftmaxCrossEntropy
 from .cells import GRUCell, LSTMCell, RNNCell
-from .recurrent import GRU, LSTM, RNN
+from .recurrent import CTRNN, GRU, LSTM, RNN, JordanRNN, PeepholeLSTM
 
-__all__ = ["Module", "no_grad", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+__all__ = ["Module", "no_grad", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CTRNN", "JordanRNN", "RNNCell", "LSTMCell", "GRUCell",
            "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss", "Sequential"]

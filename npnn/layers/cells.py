@@ -12,7 +12,9 @@ import math
 from .. import functional as F
 from .._checks import check_choice, check_float, check_same_backend, check_shape
 from .base import Module, check_dtype, check_positive_int, make_rng
-from .recurrent import _PARAM_NAMES, _check_bool
+from .recurrent import _check_bool
+
+_PARAM_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
 
 
 class _Cell(Module):

@@ -74,29 +74,36 @@ class _Recurrent(Module):
         self.dtype = check_dtype(dtype)
         self.rng = make_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1
-        H, G = self.hidden_size, self.gates
-        k = 1.0 / math.sqrt(H)  # PyTorch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
+        H = self.hidden_size
+        self._init_scale = 1.0 / math.sqrt(H)  # PyTorch: every weight ~ U(-1/sqrt(H), 1/sqrt(H))
         for layer in range(self.num_layers):
             d_in = self.input_size if layer == 0 else H * self.num_directions
             for direction in range(self.num_directions):
                 sfx = self._suffix(layer, direction)
-                shapes = [("weight_ih", (G * H, d_in)), ("weight_hh", (G * H, H))]
-                if self.bias:
-                    shapes += [("bias_ih", (G * H,)), ("bias_hh", (G * H,))]
-                for name, shape in shapes:
-                    self._add_param(name + sfx,
-                                    self.rng.uniform(-k, k, size=shape).astype(self.dtype))
+                for name, _, shape in self._param_specs(d_in):
+                    self._add_param(name + sfx, self._init_param(name, shape))
+
+    def _param_specs(self, d_in):
+        """(layer name, kernel argument name, shape) of one layer and direction's parameters."""
+        G, H = self.gates, self.hidden_size
+        specs = [("weight_ih", "W_ih", (G * H, d_in)), ("weight_hh", "W_hh", (G * H, H))]
+        if self.bias:
+            specs += [("bias_ih", "b_ih", (G * H,)), ("bias_hh", "b_hh", (G * H,))]
+        return specs
+
+    def _init_param(self, name, shape):
+        k = self._init_scale
+        return self.rng.uniform(-k, k, size=shape).astype(self.dtype)
 
     @staticmethod
     def _suffix(layer, direction):
         return f"_l{layer}" + ("_reverse" if direction else "")
 
     def _weights(self, layer, direction):
+        """Kernel argument name -> parameter array, for one layer and direction."""
         sfx = self._suffix(layer, direction)
-        p = self.params
-        if not self.bias:
-            return p["weight_ih" + sfx], p["weight_hh" + sfx], None, None
-        return p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx], p["bias_hh" + sfx]
+        d_in = self.params["weight_ih" + sfx].shape[1]
+        return {arg: self.params[name + sfx] for name, arg, _ in self._param_specs(d_in)}
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
@@ -272,8 +279,11 @@ class _Recurrent(Module):
                 if direction == 1:
                     dx = self._reverse(dx, c.rev)
                 sfx = self._suffix(layer, direction)
+                d_in = self.params["weight_ih" + sfx].shape[1]
+                layer_name = {arg: name for name, arg, _ in self._param_specs(d_in)}
                 for k, g in grads.items():
-                    self._accumulate(_PARAM_NAMES[k] + sfx, g)
+                    if k in layer_name:              # fixed (non-parameter) inputs are skipped
+                        self._accumulate(layer_name[k] + sfx, g)
                 for k in range(self.n_states):
                     d_init[k][idx] = dinit[k]
                 dx_layer = dx if dx_layer is None else dx_layer + dx
@@ -285,8 +295,6 @@ class _Recurrent(Module):
             dx = dx.transpose(1, 0, 2)
         return dx, (d_init[0] if self.n_states == 1 else tuple(d_init))
 
-
-_PARAM_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
 
 
 class RNN(_Recurrent):
@@ -302,8 +310,9 @@ class RNN(_Recurrent):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed)
 
-    def _run(self, x, s0, W, mask):
-        out, h_n, cache = F.rnn_forward(x, s0[0], *W, nonlinearity=self.nonlinearity, mask=mask)
+    def _run(self, x, s0, P, mask):
+        out, h_n, cache = F.rnn_forward(x, s0[0], P["W_ih"], P["W_hh"], P.get("b_ih"),
+                                        P.get("b_hh"), self.nonlinearity, mask)
         return out, (h_n,), cache
 
     def _run_backward(self, dout, dfinal, cache):
@@ -324,8 +333,9 @@ class LSTM(_Recurrent):
     gates = 4
     n_states = 2
 
-    def _run(self, x, s0, W, mask):
-        out, h_n, c_n, cache = F.lstm_forward(x, s0[0], s0[1], *W, mask=mask)
+    def _run(self, x, s0, P, mask):
+        out, h_n, c_n, cache = F.lstm_forward(x, s0[0], s0[1], P["W_ih"], P["W_hh"],
+                                              P.get("b_ih"), P.get("b_hh"), mask)
         return out, (h_n, c_n), cache
 
     def _run_backward(self, dout, dfinal, cache):
@@ -341,10 +351,95 @@ class GRU(_Recurrent):
     """
     gates = 3
 
-    def _run(self, x, s0, W, mask):
-        out, h_n, cache = F.gru_forward(x, s0[0], *W, mask=mask)
+    def _run(self, x, s0, P, mask):
+        out, h_n, cache = F.gru_forward(x, s0[0], P["W_ih"], P["W_hh"], P.get("b_ih"),
+                                        P.get("b_hh"), mask)
         return out, (h_n,), cache
 
     def _run_backward(self, dout, dfinal, cache):
         dx, dh0, grads = F.gru_backward(dout, dfinal[0], cache)
         return dx, (dh0,), grads
+
+
+class PeepholeLSTM(LSTM):
+    """LSTM whose gates also see the cell state (``functional/peephole.py``); extra
+    parameters ``weight_ci``, ``weight_cf``, ``weight_co`` (H,) per layer and direction.
+    PyTorch has no counterpart, so its state dicts do not transfer."""
+
+    def _param_specs(self, d_in):
+        H = self.hidden_size
+        return super()._param_specs(d_in) + [("weight_ci", "w_ci", (H,)),
+                                             ("weight_cf", "w_cf", (H,)),
+                                             ("weight_co", "w_co", (H,))]
+
+    def _run(self, x, s0, P, mask):
+        out, h_n, c_n, cache = F.peephole_lstm_forward(
+            x, s0[0], s0[1], P["W_ih"], P["W_hh"], P["w_ci"], P["w_cf"], P["w_co"],
+            P.get("b_ih"), P.get("b_hh"), mask)
+        return out, (h_n, c_n), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dh0, dc0, grads = F.peephole_lstm_backward(dout, dfinal[0], dfinal[1], cache)
+        return dx, (dh0, dc0), grads
+
+
+class CTRNN(_Recurrent):
+    """Continuous-time RNN (``functional/ctrnn.py``): h += dt/tau * (-h + tanh(...)).
+
+    ``npnn.CTRNN(input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
+    ...)``; with ``learn_tau`` the time constants are a parameter ``tau_l0`` (H,)
+    initialised to ``tau``, otherwise they stay fixed at ``tau``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
+                 bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+                 dtype="float32", seed=None):
+        if not float(dt) > 0 or not float(tau) > 0:
+            raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
+        self.dt, self.tau, self.learn_tau = float(dt), float(tau), bool(learn_tau)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
+
+    def _param_specs(self, d_in):
+        specs = super()._param_specs(d_in)
+        return specs + [("tau", "tau", (self.hidden_size,))] if self.learn_tau else specs
+
+    def _init_param(self, name, shape):
+        if name == "tau":
+            return np.full(shape, self.tau, dtype=self.dtype)
+        return super()._init_param(name, shape)
+
+    def _run(self, x, s0, P, mask):
+        xp = get_array_module(x)
+        tau = P["tau"] if "tau" in P else xp.full(self.hidden_size, self.tau, dtype=x.dtype)
+        out, h_n, cache = F.ctrnn_forward(x, s0[0], P["W_ih"], P["W_hh"], tau, P.get("b_ih"),
+                                          P.get("b_hh"), self.dt, mask)
+        return out, (h_n,), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dh0, grads = F.ctrnn_backward(dout, dfinal[0], cache)
+        return dx, (dh0,), grads
+
+
+class JordanRNN(_Recurrent):
+    """Jordan network (``functional/jordan.py``): the previous output y_{t-1} is fed back.
+
+    The output size equals ``hidden_size``, so layers stack; the state ``hx``/``h_n``
+    is the output y. Parameters per layer and direction: ``weight_ih`` (H, D),
+    ``weight_yh`` (H, H), ``weight_hy`` (H, H), ``bias_h``, ``bias_y`` (H,)."""
+
+    def _param_specs(self, d_in):
+        H = self.hidden_size
+        specs = [("weight_ih", "W_ih", (H, d_in)), ("weight_yh", "W_yh", (H, H)),
+                 ("weight_hy", "W_hy", (H, H))]
+        if self.bias:
+            specs += [("bias_h", "b_h", (H,)), ("bias_y", "b_y", (H,))]
+        return specs
+
+    def _run(self, x, s0, P, mask):
+        out, y_n, cache = F.jordan_forward(x, s0[0], P["W_ih"], P["W_yh"], P["W_hy"],
+                                           P.get("b_h"), P.get("b_y"), mask)
+        return out, (y_n,), cache
+
+    def _run_backward(self, dout, dfinal, cache):
+        dx, dy0, grads = F.jordan_backward(dout, dfinal[0], cache)
+        return dx, (dy0,), grads
