@@ -291,3 +291,49 @@ def test_parameters_and_repr():
     assert repr(npnn.LSTM(3, 4, num_layers=2, bidirectional=True)) == \
         "LSTM(3, 4, num_layers=2, bidirectional=True)"
     assert to_numpy(model[0].params["weight"]).dtype == np.float32
+
+
+VARIANTS = {"peephole": npnn.PeepholeLSTM, "ctrnn": npnn.CTRNN, "jordan": npnn.JordanRNN}
+
+
+@given(cell=st.sampled_from(sorted(VARIANTS)), num_layers=st.integers(1, 2),
+       bidirectional=st.booleans(), use_lengths=st.booleans(), given_hx=st.booleans(),
+       T=small, N=small, D=small, H=small, seed=st.integers(0, 2**32 - 1))
+@example(cell="ctrnn", num_layers=2, bidirectional=True, use_lengths=True, given_hx=True,
+         T=3, N=2, D=2, H=2, seed=0)
+def test_variant_layers_finite_differences(backend, cell, num_layers, bidirectional, use_lengths,
+                                           given_hx, T, N, D, H, seed):
+    rng = np.random.default_rng(seed)
+    layer = VARIANTS[cell](D, H, num_layers, bidirectional=bidirectional, dtype="float64",
+                           seed=seed).to(backend)
+    LD = num_layers * (2 if bidirectional else 1)
+    dev = lambda a: to_backend(a, backend)  # noqa: E731
+    hx = None
+    if given_hx:
+        hx = dev(0.5 * rng.standard_normal((LD, N, H)))
+        if cell == "peephole":
+            hx = (hx, dev(0.5 * rng.standard_normal((LD, N, H))))
+    kwargs = {"lengths": rng.integers(1, T + 1, size=N)} if use_lengths else {}
+    report = check_module(layer, (dev(rng.standard_normal((T, N, D))), hx), kwargs, seed=seed,
+                          raise_on_failure=True)
+    names = {t.name for t in report.tensors}
+    expected = {"peephole": "weight_co_l0", "ctrnn": "tau_l0", "jordan": "weight_yh_l0"}[cell]
+    assert expected in names
+
+
+def test_variant_layer_parameters_and_fixed_tau():
+    p = npnn.PeepholeLSTM(3, 4, bidirectional=True)
+    assert {"weight_ci_l0", "weight_cf_l0_reverse", "weight_co_l0"} <= set(p.params)
+    fixed = npnn.CTRNN(3, 4, tau=5.0, learn_tau=False, dt=0.5)
+    assert "tau_l0" not in fixed.params
+    learned = npnn.CTRNN(3, 4, tau=5.0, dt=0.5, dtype="float64")
+    assert np.all(learned.params["tau_l0"] == 5.0)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3))
+    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "tau_l0"})
+    out_f, _ = fixed(x.astype(np.float32))
+    out_l, _ = learned(x)
+    assert_close(out_f, out_l, 1e-5, "fixed tau equals the learnable one at its initial value")
+    j = npnn.JordanRNN(3, 4, num_layers=2)
+    assert set(j.params) >= {"weight_ih_l1", "weight_yh_l1", "weight_hy_l1", "bias_y_l1"}
+    with pytest.raises(ValueError, match="expected dt > 0 and tau > 0"):
+        npnn.CTRNN(3, 4, tau=0)
