@@ -1,9 +1,10 @@
 """Layers: thin stateful wrappers around ``npnn.functional``."""
 
+from .attention import AdditiveAttention, DotAttention
 from .base import Module, no_grad
 from .basic import Dropout, Embedding, Linear, MSELoss, Sequential, SoftmaxCrossEntropy
 from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import CTRNN, GRU, LSTM, RNN, JordanRNN, PeepholeLSTM
 
 __all__ = ["Module", "no_grad", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CTRNN", "JordanRNN", "RNNCell", "LSTMCell", "GRUCell",
-           "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss", "Sequential"]
+           "DotAttention", "AdditiveAttention", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss", "Sequential"]

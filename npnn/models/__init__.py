@@ -1,5 +1,6 @@
 """Models built from npnn's layers."""
 
 from .lm import RNNLM, sampling_probs
+from .seq2seq import Seq2Seq
 
-__all__ = ["RNNLM", "sampling_probs"]
+__all__ = ["RNNLM", "Seq2Seq", "sampling_probs"]

@@ -1,0 +1,79 @@
+"""Attention layers over encoder outputs, wrapping ``functional/attention.py``.
+
+``context = layer(q, K, V, mask=None)`` with q (N, E) for one decoder step or
+(N, L, E) for L queries, K (N, S, Ek), V (N, S, Ev), mask (N, S) True at valid
+keys; ``layer.weights`` holds the last attention weights (for plotting).
+``dq, dK, dV = layer.backward(dcontext)``.
+"""
+
+import math
+
+from .. import functional as F
+from .base import Module, check_dtype, check_positive_int, make_rng
+
+
+class _Attention(Module):
+    weights = None
+
+    def _split(self, q):
+        return (q[:, None, :], True) if q.ndim == 2 else (q, False)
+
+    def backward(self, dc):
+        cache, single = self._pop()
+        if single:
+            dc = dc[:, None, :]
+        dq, dK, dV, grads = self._backward(dc, cache)
+        for k, g in grads.items():
+            self._accumulate(k, g)
+        return (dq[:, 0] if single else dq), dK, dV
+
+
+class DotAttention(_Attention):
+    """Dot-product attention; ``scale=None`` is 1/sqrt(E) (scaled), 1.0 Luong's dot."""
+
+    def __init__(self, scale=None):
+        super().__init__()
+        self.scale = scale
+
+    def extra_repr(self):
+        return "scaled" if self.scale is None else f"scale={self.scale}"
+
+    def forward(self, q, K, V, mask=None):
+        q3, single = self._split(q)
+        c, self.weights, cache = F.dot_attention_forward(q3, K, V, mask, self.scale)
+        self._push((cache, single))
+        return c[:, 0] if single else c
+
+    def _backward(self, dc, cache):
+        return (*F.dot_attention_backward(dc, cache), {})
+
+
+class AdditiveAttention(_Attention):
+    """Bahdanau's additive attention with parameters ``W_q`` (A, E), ``W_k`` (A, Ek),
+    ``w_v`` (A,), initialised like PyTorch's bias-free Linear layers."""
+
+    def __init__(self, query_size, key_size, hidden_size, dtype="float32", seed=None):
+        super().__init__()
+        E = check_positive_int("query_size", query_size)
+        Ek = check_positive_int("key_size", key_size)
+        A = check_positive_int("hidden_size", hidden_size)
+        dtype = check_dtype(dtype)
+        rng = make_rng(seed)
+        for name, shape, fan_in in (("W_q", (A, E), E), ("W_k", (A, Ek), Ek), ("w_v", (A,), A)):
+            k = 1.0 / math.sqrt(fan_in)
+            self._add_param(name, rng.uniform(-k, k, shape).astype(dtype))
+
+    def extra_repr(self):
+        A, E = self.params["W_q"].shape
+        return f"query_size={E}, key_size={self.params['W_k'].shape[1]}, hidden_size={A}"
+
+    def forward(self, q, K, V, mask=None):
+        q3, single = self._split(q)
+        p = self.params
+        c, self.weights, cache = F.additive_attention_forward(q3, K, V, p["W_q"], p["W_k"],
+                                                              p["w_v"], mask)
+        self._push((cache, single))
+        return c[:, 0] if single else c
+
+    def _backward(self, dc, cache):
+        return F.additive_attention_backward(dc, cache)
