@@ -4,6 +4,7 @@
     npnn train --text book.txt --cell gru --hidden 512 --epochs 20 --out runs/book
     npnn train --resume runs/book       continue exactly where it stopped
     npnn generate runs/book --prefix "It was" -n 200 --strategy sample --temperature 0.8
+    npnn analyze --T 100                gradient norms through time: RNN vs LSTM vs GRU
 """
 
 import argparse
@@ -75,6 +76,13 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _generate_parser(sub)
+    sub.add_parser("analyze", add_help=False,
+                   help="why gradients vanish: gradient norms and step-Jacobian spectra of "
+                        "RNN, LSTM, GRU (npnn analyze --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["analyze"]:          # its own parser (npnn.analysis) takes the rest
+        from .analysis import main as analyze_main
+        return analyze_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "train":

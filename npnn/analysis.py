@@ -1,0 +1,265 @@
+"""Why gradients vanish: per-step gradient norms, step Jacobians, and the adding problem.
+
+``gradient_norms`` runs a single-layer RNN/LSTM/GRU step by step with the
+hand-written step functions and backpropagates a loss on the *last* state,
+recording ||dL/dh_t|| at every step t: the quantity that decays geometrically
+in a plain RNN (docs/derivations.md, "Why gradients vanish").
+
+``step_jacobians`` forms J_t = d state_t / d state_{t-1} at every step (for
+the LSTM the state is (h, c), 2H wide) from the step backward with an identity
+matrix of output gradients, and returns its singular values.
+
+The adding problem (Hochreiter & Schmidhuber, 1997): a sequence of T pairs
+(value in [0, 1), marker); exactly two markers are 1, one in each half; the
+target is the sum of the two marked values. Predicting the mean (1.0) scores
+MSE = 2 * (1/12) = 0.167; solving it needs memory over about T steps.
+
+``npnn analyze`` (and ``python -m npnn.analysis``) prints the table of both and
+saves PNG plots when matplotlib is installed.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import functional as F
+from .backend import to_numpy
+from .layers import GRU, LSTM, RNN, Linear, MSELoss, Module
+from .optim import Adam, clip_grad_norm
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+BASELINE_MSE = 1.0 / 6.0
+
+
+# -- the adding problem ----------------------------------------------------------
+def adding_problem(rng, N, T):
+    """x (T, N, 2) and targets (N, 1): values, markers at one step in each half."""
+    values = rng.random((T, N))
+    markers = np.zeros((T, N))
+    half = max(T // 2, 1)
+    first = rng.integers(0, half, size=N)
+    second = rng.integers(half, T, size=N) if T > 1 else first
+    markers[first, np.arange(N)] = 1
+    markers[second, np.arange(N)] = 1
+    x = np.stack([values, markers], axis=2)
+    y = (values[first, np.arange(N)] + values[second, np.arange(N)] * (T > 1))[:, None]
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+class LastStateRegressor(Module):
+    """A recurrent layer read out by a linear map of its final state: x (T, N, D) -> (N, O)."""
+
+    def __init__(self, cell, input_size, hidden_size, output_size=1, dtype="float32", seed=None):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.rnn = CELLS[cell](input_size, hidden_size, dtype=dtype, seed=rng)
+        self.head = Linear(hidden_size, output_size, dtype=dtype, seed=rng)
+
+    def forward(self, x):
+        _, h_n = self.rnn(x)
+        h = h_n[0] if isinstance(h_n, tuple) else h_n
+        self._push(h_n)
+        return self.head(h[-1])
+
+    def backward(self, dy):
+        h_n = self._pop()
+        dh = self.head.backward(dy)[None]                 # (1, N, H): the top layer's h_T
+        self.rnn.backward(None, (dh, h_n[1] * 0) if isinstance(h_n, tuple) else dh)
+
+
+def train_adding(cell, T, hidden=64, steps=2000, batch=64, lr=2e-3, seed=0, log=None,
+                 eval_every=250, stop_below=None):
+    """Train a LastStateRegressor on the adding problem; returns (model, test MSE).
+
+    With ``stop_below``, training stops early once the test MSE (checked every
+    ``eval_every`` steps) is below it."""
+    rng = np.random.default_rng(seed)
+    model = LastStateRegressor(cell, 2, hidden, seed=seed)
+    opt, mse = Adam(model, lr=lr), MSELoss()
+    for step in range(steps):
+        x, y = adding_problem(rng, batch, T)
+        loss = float(mse(model(x), y))
+        model.zero_grad()
+        model.backward(mse.backward())
+        clip_grad_norm(model, 1.0)
+        opt.step()
+        if (step + 1) % eval_every == 0:
+            test = evaluate_adding(model, T, seed + 1)
+            if log:
+                log(f"  {cell} T={T} step {step + 1}: train MSE {loss:.4f}, test MSE {test:.4f}")
+            if stop_below is not None and test < stop_below:
+                break
+    return model, evaluate_adding(model, T, seed + 1)
+
+
+def evaluate_adding(model, T, seed, N=1000):
+    x, y = adding_problem(np.random.default_rng(seed), N, T)
+    was = model.training
+    model.eval()
+    pred = to_numpy(model(x))
+    model.clear_caches()
+    model.train(was)
+    return float(np.mean((pred - y) ** 2))
+
+
+# -- gradients through time --------------------------------------------------------
+def _step_fns(cell):
+    if cell == "lstm":
+        return F.lstm_step_forward, F.lstm_step_backward
+    if cell == "gru":
+        return F.gru_step_forward, F.gru_step_backward
+    return F.rnn_step_forward, F.rnn_step_backward
+
+
+def _weights(layer):
+    p = layer.params
+    return (p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"))
+
+
+def _run_steps(cell, layer, x):
+    fwd, _ = _step_fns(cell)
+    W = _weights(layer)
+    N, H = x.shape[1], layer.hidden_size
+    h = np.zeros((N, H), dtype=x.dtype)
+    c = np.zeros((N, H), dtype=x.dtype) if cell == "lstm" else None
+    caches = []
+    for t in range(x.shape[0]):
+        if cell == "lstm":
+            h, c, cache = fwd(x[t], h, c, *W)
+        else:
+            h, cache = fwd(x[t], h, *W)
+        caches.append(cache)
+    return caches, h
+
+
+def gradient_norms(cell, layer, x, d_last=None):
+    """||dL/dh_t|| for t = 0..T (h_0 the initial state) with L = <d_last, h_T>.
+
+    ``layer`` is a single-layer npnn RNN/LSTM/GRU, x (T, N, D); the norms are
+    averaged over the batch. ``d_last`` (N, H) defaults to ones / sqrt(H).
+    For the LSTM, the norm of the gradient of the hidden state h_t is reported
+    (the cell state's gradient flows alongside)."""
+    caches, h_T = _run_steps(cell, layer, x)
+    _, bwd = _step_fns(cell)
+    N, H = h_T.shape
+    dh = np.full((N, H), 1.0 / np.sqrt(H), dtype=x.dtype) if d_last is None else d_last
+    dc = np.zeros_like(dh) if cell == "lstm" else None
+    norms = [float(np.linalg.norm(dh, axis=1).mean())]
+    for cache in reversed(caches):
+        if cell == "lstm":
+            _, dh, dc, _ = bwd(dh, dc, cache)
+        else:
+            _, dh, _ = bwd(dh, cache)
+        norms.append(float(np.linalg.norm(dh, axis=1).mean()))
+    return np.array(norms[::-1])                     # index t: ||dL/dh_t||
+
+
+def step_jacobians(cell, layer, x):
+    """Singular values of J_t = d state_t / d state_{t-1}, t = 1..T, for the first
+    sequence of x: array (T, S) with S = H (2H for the LSTM's (h, c)), descending."""
+    fwd, bwd = _step_fns(cell)
+    W = _weights(layer)
+    H = layer.hidden_size
+    S = 2 * H if cell == "lstm" else H
+    x1 = x[:, :1]
+    h = np.zeros((1, H), dtype=x.dtype)
+    c = np.zeros((1, H), dtype=x.dtype)
+    out = []
+    eye = np.eye(S, dtype=x.dtype)
+    for t in range(x.shape[0]):
+        # the same step for S copies of the state, backpropagating the rows of I:
+        # row k of the result is d state_t[k] / d state_{t-1}, i.e. row k of J_t
+        xs, hs = np.repeat(x1[t], S, axis=0), np.repeat(h, S, axis=0)
+        if cell == "lstm":
+            cs = np.repeat(c, S, axis=0)
+            _, _, cache = fwd(xs, hs, cs, *W)
+            _, dh, dc, _ = bwd(eye[:, :H], eye[:, H:], cache)
+            J = np.concatenate([dh, dc], axis=1)
+            h, c, _ = fwd(x1[t], h, c, *W)
+        else:
+            _, cache = fwd(xs, hs, *W)
+            _, dh, _ = bwd(eye, cache)
+            J = dh
+            h, _ = fwd(x1[t], h, *W)
+        out.append(np.linalg.svd(J.astype(np.float64), compute_uv=False))
+    return np.array(out)
+
+
+# -- the report ------------------------------------------------------------------
+def analyze(T=100, hidden=32, train_steps=300, seed=0, out_dir=None, log=print):
+    """Gradient norms and Jacobian spectra of RNN, LSTM and GRU on the adding problem,
+    after ``train_steps`` steps of training each (0: at initialisation)."""
+    x, _ = adding_problem(np.random.default_rng(seed + 7), 32, T)
+    results = {}
+    for cell in CELLS:
+        model, mse = (train_adding(cell, T, hidden, train_steps, seed=seed) if train_steps else
+                      (LastStateRegressor(cell, 2, hidden, seed=seed), float("nan")))
+        norms = gradient_norms(cell, model.rnn, x)
+        sv = step_jacobians(cell, model.rnn, x)
+        results[cell] = {"norms": norms, "sv": sv, "mse": mse}
+    steps = sorted({0, T // 4, T // 2, 3 * T // 4, T - 10 if T > 10 else 0, T})
+    lines = [f"||dL/dh_t|| for a loss on h_T (T = {T}, H = {hidden}, after {train_steps} training "
+             "steps on the adding problem; batch mean)", "",
+             "| t | " + " | ".join(c.upper() for c in CELLS) + " |", "|---" * (len(CELLS) + 1) + "|"]
+    for t in steps:
+        lines.append(f"| {t} | " + " | ".join(f"{results[c]['norms'][t]:.2e}" for c in CELLS) + " |")
+    lines += ["", "Step Jacobians d state_t / d state_{t-1}: largest singular value (median over "
+              "steps) and median singular value", "", "| cell | median max sv | median sv |",
+              "|---|---|---|"]
+    for c in CELLS:
+        sv = results[c]["sv"]
+        lines.append(f"| {c.upper()} | {np.median(sv[:, 0]):.3f} | {np.median(sv):.3f} |")
+    table = "\n".join(lines)
+    log(table)
+    if out_dir:
+        _plot(results, T, out_dir, log)
+    return results, table
+
+
+def _plot(results, T, out_dir, log):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("(matplotlib not installed: no plots; pip install npnn[plot])")
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for cell, r in results.items():
+        axes[0].semilogy(np.arange(T + 1), r["norms"], label=cell.upper())
+        axes[1].plot(np.arange(1, T + 1), r["sv"][:, 0], label=cell.upper())
+    axes[0].set_xlabel("step t")
+    axes[0].set_ylabel("||dL/dh_t||  (loss on h_T)")
+    axes[0].set_title("gradient reaching each step")
+    axes[1].set_xlabel("step t")
+    axes[1].set_ylabel("largest singular value of d state_t / d state_{t-1}")
+    axes[1].set_title("step Jacobians")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out_dir, "gradient_norms.png")
+    fig.savefig(path)
+    plt.close(fig)
+    log(f"plots: {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="npnn analyze", description="Why gradients vanish: "
+                                "gradient norms through time and step-Jacobian spectra of "
+                                "RNN, LSTM and GRU on the adding problem")
+    p.add_argument("--T", type=int, default=100, help="sequence length")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--train-steps", type=int, default=300, dest="train_steps",
+                   help="training steps before measuring (0: at initialisation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/analysis", help="folder for the PNG plots")
+    args = p.parse_args(argv)
+    analyze(args.T, args.hidden, args.train_steps, args.seed, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The seeds' other shapes of recurrent model: N -> 1, N -> N and 1 -> N.
+
+SequenceClassifier (N -> 1): embedding -> RNN/LSTM/GRU over variable-length
+sequences -> the final state of each sequence at its own last step ('last'),
+or the mean of its valid outputs ('mean') -> linear -> class logits.
+
+SequenceTagger (N -> N): embedding -> (bidirectional) recurrent stack ->
+linear at every step -> one tag per token; padding is ignored by the loss.
+
+ConditionalDecoder (1 -> N): a vector c (N, C) conditions a decoder that
+writes a sequence; the context enters as its initial state
+(h_0 = tanh(c W_c^T + b_c), scheme 'init') or as part of every input
+(x_t = [emb(y_{t-1}); c], scheme 'input'), the two 1 -> N drawings of the seeds.
+All take token ids batch-major, (N, T), as in d2l.
+"""
+
+import numpy as np
+
+from .._checks import check_choice
+from ..backend import backend_name, get_array_module, to_backend, to_numpy
+from ..layers import GRU, LSTM, RNN, Embedding, Linear, Module, no_grad
+from ..layers.base import check_positive_int, make_rng
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+class _Encoder(Module):
+    """Embedding + recurrent stack; shared by the classifier and the tagger."""
+
+    def __init__(self, vocab_size, embed_size, hidden_size, num_layers, cell, bidirectional,
+                 dropout, pad, dtype, rng):
+        super().__init__()
+        check_choice("cell", cell, tuple(CELLS))
+        self.pad = pad
+        self.embedding = Embedding(vocab_size, embed_size, padding_idx=pad, dtype=dtype, seed=rng)
+        self.rnn = CELLS[cell](embed_size, hidden_size, num_layers, dropout=dropout,
+                               bidirectional=bidirectional, dtype=dtype, seed=rng)
+
+    def _xp(self):
+        return get_array_module(self.embedding.params["weight"])
+
+    def run(self, X, lengths):
+        xp = self._xp()
+        X = to_backend(np.asarray(to_numpy(X)), backend_name(xp))
+        lengths = None if lengths is None else np.asarray(to_numpy(lengths))
+        out, h_n = self.rnn(self.embedding(xp.ascontiguousarray(X.T)), lengths=lengths)
+        return out, h_n                                        # (T, N, dirs*H)
+
+    def back(self, d_out, d_hn=None):
+        dx, _ = self.rnn.backward(d_out, d_hn)
+        self.embedding.backward(dx)
+
+
+class SequenceClassifier(Module):
+    """N -> 1: class logits (N, C) for token sequences X (N, T) with ``lengths``."""
+
+    def __init__(self, vocab_size, num_classes, embed_size=16, hidden_size=32, num_layers=1,
+                 cell="gru", bidirectional=False, pooling="last", dropout=0.0, pad=0,
+                 dtype="float32", seed=None):
+        super().__init__()
+        rng = make_rng(seed)
+        self.pooling = check_choice("pooling", pooling, ("last", "mean"))
+        self.encoder = _Encoder(vocab_size, embed_size, hidden_size, num_layers, cell,
+                                bidirectional, dropout, pad, dtype, rng)
+        self.dirs = 2 if bidirectional else 1
+        self.hidden_size = hidden_size
+        self.head = Linear(self.dirs * hidden_size, num_classes, dtype=dtype, seed=rng)
+
+    def forward(self, X, lengths=None):
+        out, h_n = self.encoder.run(X, lengths)
+        xp = get_array_module(out)
+        T, N = out.shape[:2]
+        lengths_b = xp.full(N, T) if lengths is None else to_backend(
+            np.asarray(to_numpy(lengths)), backend_name(xp))
+        if self.pooling == "last":      # each sequence's state at its last valid step
+            h = h_n[0] if isinstance(h_n, tuple) else h_n
+            top = h[-self.dirs:]                                   # (dirs, N, H)
+            pooled = top.transpose(1, 0, 2).reshape(N, -1)
+        else:                           # outputs past the end are zero: sum / length
+            pooled = out.sum(axis=0) / lengths_b[:, None].astype(out.dtype)
+        self._push((h_n, out.shape, lengths_b))
+        return self.head(pooled)
+
+    def backward(self, dlogits):
+        h_n, shape, lengths = self._pop()
+        d_pooled = self.head.backward(dlogits)
+        xp = get_array_module(d_pooled)
+        T, N, _ = shape
+        if self.pooling == "last":
+            h = h_n[0] if isinstance(h_n, tuple) else h_n
+            d_h = xp.zeros_like(h)
+            d_h[-self.dirs:] = d_pooled.reshape(N, self.dirs, self.hidden_size).transpose(1, 0, 2)
+            d_hn = (d_h, xp.zeros_like(h_n[1])) if isinstance(h_n, tuple) else d_h
+            self.encoder.back(None, d_hn)
+        else:
+            d_out = xp.broadcast_to(d_pooled / lengths[:, None].astype(d_pooled.dtype), shape)
+            self.encoder.back(xp.ascontiguousarray(d_out))
+
+    def predict(self, X, lengths=None):
+        with no_grad():
+            was = self.training
+            logits = self.eval().forward(X, lengths)
+            self.train(was)
+        return to_numpy(logits).argmax(axis=1)
+
+
+class SequenceTagger(Module):
+    """N -> N: tag logits (N, T, K) for token sequences X (N, T) with ``lengths``."""
+
+    def __init__(self, vocab_size, num_tags, embed_size=16, hidden_size=32, num_layers=1,
+                 cell="gru", bidirectional=True, dropout=0.0, pad=0, dtype="float32", seed=None):
+        super().__init__()
+        rng = make_rng(seed)
+        self.encoder = _Encoder(vocab_size, embed_size, hidden_size, num_layers, cell,
+                                bidirectional, dropout, pad, dtype, rng)
+        self.head = Linear((2 if bidirectional else 1) * hidden_size, num_tags, dtype=dtype,
+                           seed=rng)
+
+    def forward(self, X, lengths=None):
+        out, _ = self.encoder.run(X, lengths)                     # (T, N, dirs*H)
+        return self.head(out).transpose(1, 0, 2)                  # (N, T, K)
+
+    def backward(self, dlogits):
+        xp = get_array_module(dlogits)
+        d_out = self.head.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
+        self.encoder.back(d_out)
+
+    def predict(self, X, lengths=None):
+        with no_grad():
+            was = self.training
+            logits = self.eval().forward(X, lengths)
+            self.train(was)
+        return to_numpy(logits).argmax(axis=2)
+
+
+class ConditionalDecoder(Module):
+    """1 -> N: a decoder conditioned on a vector c (N, C); scheme 'init' or 'input'."""
+
+    def __init__(self, cond_size, vocab_size, embed_size=16, hidden_size=64, cell="gru",
+                 scheme="init", bos=1, eos=2, dtype="float32", seed=None):
+        super().__init__()
+        rng = make_rng(seed)
+        self.scheme = check_choice("scheme", scheme, ("init", "input"))
+        self.cell = check_choice("cell", cell, ("rnn", "gru", "lstm"))
+        self.bos, self.eos = bos, eos
+        self.cond_size = check_positive_int("cond_size", cond_size)
+        self.embedding = Embedding(vocab_size, embed_size, dtype=dtype, seed=rng)
+        d_in = embed_size + (cond_size if scheme == "input" else 0)
+        self.rnn = CELLS[cell](d_in, hidden_size, dtype=dtype, seed=rng)
+        if scheme == "init":
+            self.cond = Linear(cond_size, hidden_size, dtype=dtype, seed=rng)
+        self.out = Linear(hidden_size, vocab_size, dtype=dtype, seed=rng)
+
+    def _state(self, c):
+        if self.scheme != "init":
+            return None, None
+        h0 = get_array_module(c).tanh(self.cond(c))[None]          # (1, N, H)
+        return (h0, h0 * 0) if self.cell == "lstm" else h0, h0
+
+    def _inputs(self, tokens, c):
+        xp = get_array_module(c)
+        tokens = to_backend(np.asarray(to_numpy(tokens)), backend_name(xp))
+        emb = self.embedding(xp.ascontiguousarray(tokens.T))      # (T, N, E)
+        if self.scheme == "input":
+            emb = xp.concatenate([emb, xp.broadcast_to(c, (emb.shape[0],) + c.shape)], axis=2)
+        return emb
+
+    def forward(self, c, tgt_in):
+        """c (N, C), tgt_in (N, T) = <bos> y_1..y_{T-1} -> logits (N, T, V)."""
+        state, h0 = self._state(c)
+        out, _ = self.rnn(self._inputs(tgt_in, c), state)
+        self._push(h0)
+        return self.out(out).transpose(1, 0, 2)
+
+    def backward(self, dlogits):
+        h0 = self._pop()
+        xp = get_array_module(dlogits)
+        d_out = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
+        dx, d_state = self.rnn.backward(d_out)
+        E = self.embedding.embedding_dim
+        self.embedding.backward(dx[:, :, :E] if self.scheme == "input" else dx)
+        d_c = dx[:, :, E:].sum(axis=0) if self.scheme == "input" else None
+        if self.scheme == "init":
+            d_h0 = (d_state[0] if isinstance(d_state, tuple) else d_state)[0]
+            d_c = self.cond.backward(d_h0 * (1 - h0[0] * h0[0]))
+        return d_c
+
+    def generate(self, c, max_len=30):
+        """Greedy decoding for every row of c -> lists of ids (<eos> excluded)."""
+        was = self.training
+        self.eval()
+        outs = []
+        with no_grad():
+            state, _ = self._state(c)
+            N = c.shape[0]
+            tok = np.full((N, 1), self.bos)
+            done = np.zeros(N, dtype=bool)
+            for _ in range(max_len):
+                out, state = self.rnn(self._inputs(tok, c), state)
+                tok = to_numpy(self.out(out[0])).argmax(axis=1)[:, None]
+                outs.append(tok[:, 0])
+                done |= tok[:, 0] == self.eos
+                if done.all():
+                    break
+        self.train(was)
+        rows = np.stack(outs, axis=1).tolist()
+        return [r[:r.index(self.eos)] if self.eos in r else r for r in rows]
