@@ -27,6 +27,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from bench_rnn import write_section  # noqa: E402
 DEFAULT_TEXT = os.path.join(HERE, "..", "..", "shared", "data", "timemachine.txt")
 
 #: name -> (cell, hidden, layers, lr, d2l's final training perplexity, d2l's tokens/s on its GPU),
@@ -110,24 +113,23 @@ def report(out_root, results_md):
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["model"]
-        ok = "met" if r["final_train_ppl"] <= TARGET[name] + 0.05 else "not met"
+        ok = "met" if round(r["final_train_ppl"], 1) <= TARGET[name] else "not met"
         lines.append(f"| {name} (H {r['hidden']}, {r['layers']} layer{'s' if r['layers'] > 1 else ''}) "
                      f"| {r['epochs']} | {r['final_train_ppl']:.3f} | {MODELS[name][4]} | "
                      f"≤ {TARGET[name]} ({ok}) | {r['tokens_per_s']:,.0f} | {MODELS[name][5]} | "
                      f"`{r['greedy'][:60]}` |")
+    lines += ["", "Notes: `../shared/data/timemachine.txt` is a different edition from d2l's "
+              "download (it opens with a contents list), so the first 10,000 characters differ "
+              "from d2l's; lines are joined without separators as in d2l, hence memorised greedy "
+              "samples like \"returnxvi after the storyepilogue\". d2l prints perplexity to one "
+              "decimal, which is how the targets compare. Under SGD with lr 1 the perplexity "
+              "still fluctuates at the end (see the 50-epoch trace). Tokens/s: two runs in "
+              "parallel, one OpenBLAS thread each, on the 2-core machine."]
     lines += ["", "Perplexity every 50 epochs: " + "; ".join(
         f"{r['model']}: " + ", ".join(f"{k}→{v}" for k, v in r["ppl_every_50"].items())
         for r in rows), ""]
     section = "\n".join(lines) + "\n"
-    begin, end = "<!-- lm_timemachine:begin -->", "<!-- lm_timemachine:end -->"
-    old = open(results_md).read() if os.path.exists(results_md) else "# Benchmark results\n"
-    if begin in old:
-        head, rest = old.split(begin, 1)
-        new = head + begin + "\n" + section + end + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip() + "\n\n" + begin + "\n" + section + end + "\n"
-    with open(results_md, "w") as f:
-        f.write(new)
+    write_section(results_md, "lm_timemachine", section)
     print(section)
 
 

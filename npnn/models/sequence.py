@@ -24,6 +24,15 @@ from ..layers.base import check_positive_int, make_rng
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
+def _argmax_eval(model, X, lengths):
+    """argmax over the last axis of the model's logits, in eval mode, keeping no cache."""
+    was = model.training
+    with no_grad():
+        logits = model.eval().forward(X, lengths)
+    model.train(was)
+    return to_numpy(logits).argmax(axis=-1)
+
+
 class _Encoder(Module):
     """Embedding + recurrent stack; shared by the classifier and the tagger."""
 
@@ -97,11 +106,8 @@ class SequenceClassifier(Module):
             self.encoder.back(xp.ascontiguousarray(d_out))
 
     def predict(self, X, lengths=None):
-        with no_grad():
-            was = self.training
-            logits = self.eval().forward(X, lengths)
-            self.train(was)
-        return to_numpy(logits).argmax(axis=1)
+        """Most likely class of each sequence (N,)."""
+        return _argmax_eval(self, X, lengths)
 
 
 class SequenceTagger(Module):
@@ -126,11 +132,8 @@ class SequenceTagger(Module):
         self.encoder.back(d_out)
 
     def predict(self, X, lengths=None):
-        with no_grad():
-            was = self.training
-            logits = self.eval().forward(X, lengths)
-            self.train(was)
-        return to_numpy(logits).argmax(axis=2)
+        """Most likely tag of each token (N, T)."""
+        return _argmax_eval(self, X, lengths)
 
 
 class ConditionalDecoder(Module):
