@@ -122,3 +122,20 @@ def test_bleu_against_hand_computed_values():
     assert math.isclose(got, want)
     with pytest.raises(ValueError, match="as many predictions as references"):
         corpus_bleu(["a"], [])
+
+
+@settings(max_examples=12, deadline=None)
+@given(context=st.sampled_from(["init", "concat", "attention"]),
+       cell=st.sampled_from(["gru", "lstm"]), bidirectional=st.booleans(),
+       N=st.integers(1, 3), S=st.integers(1, 5), T=st.integers(1, 4), E=st.integers(1, 3),
+       H=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_seq2seq_finite_differences_drawn_shapes(context, cell, bidirectional, N, S, T, E, H,
+                                                 seed):
+    """The whole encoder-decoder backward, padded sources of drawn lengths included."""
+    rng = np.random.default_rng(seed)
+    src, lengths, tgt = _batch(rng, N, S, T)
+    model = Seq2Seq(9, 7, E, H, 1, cell, bidirectional, context, dtype="float64",
+                    seed=seed % 1000)
+    _sharpen(model)
+    check_module(model, (src, lengths, tgt), arg_names=["src", "lengths", "tgt"],
+                 raise_on_failure=True)
