@@ -15,7 +15,8 @@ target is the sum of the two marked values. Predicting the mean (1.0) scores
 MSE = 2 * (1/12) = 0.167; solving it needs memory over about T steps.
 
 ``npnn analyze`` (and ``python -m npnn.analysis``) prints the table of both and
-saves PNG plots when matplotlib is installed.
+saves PNG plots when matplotlib is installed. The tools work on NumPy layers
+(analysis is a CPU job; move a GPU model with ``.to('numpy')`` first).
 """
 
 import argparse

@@ -40,10 +40,11 @@ def linear_forward(x, W, b=None):
         check_float("b", b, x.dtype)
         check_shape("b", b, (O,))
     check_same_backend(x=x, W=W, b=b)
-    y = x @ W.T
+    lead = tuple(x.shape[:-1])
+    y = x.reshape(-1, D) @ W.T                      # (M, O): one GEMM, not one per leading slice
     if b is not None:
         y += b
-    return y, LinearCache(x, W, b is not None)
+    return y.reshape(lead + (O,)), LinearCache(x, W, b is not None)
 
 
 def linear_backward(dy, cache):
@@ -53,7 +54,7 @@ def linear_backward(dy, cache):
     check_float("dy", dy, x.dtype)
     check_shape("dy", dy, tuple(x.shape[:-1]) + (O,))
     dy2 = dy.reshape(-1, O)                         # (M, O)
-    dx = dy @ W
+    dx = (dy2 @ W).reshape(tuple(x.shape[:-1]) + (D,))
     grads = {"W": dy2.T @ x.reshape(-1, D)}
     if has_bias:
         grads["b"] = dy2.sum(axis=0)
