@@ -58,6 +58,12 @@ def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
     return get_array_module(x), T, N, D, H
 
 
+#: The backward loops flush every FLUSH_EVERY steps: a flushed gradient is exact zeros
+#: and stays zero (0 W = 0), so a gradient decaying through the slow range costs at
+#: most this many slow steps, and the flush's own cost is spread over as many.
+FLUSH_EVERY = 8
+
+
 def flush_subnormals(xp, a):
     """Zero the entries of ``a`` below tiny / eps, in place (1e-31 in float32, 1e-292 in
     float64; tiny is the smallest normal number, eps the machine epsilon).

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, Optional
 from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         flush_subnormals,
+                         FLUSH_EVERY, flush_subnormals,
                          check_step_input, initial_state)
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
@@ -178,9 +178,10 @@ def gru_backward(dout, dh_n, cache):
             dh *= m[t]
         gh = dgh[t]
         step(gates[t], h[t], gh_n[t], dh, dgi[t], gh, dh_z)           # (8)-(12)
-        flush_subnormals(xp, dgi[t])
-        flush_subnormals(xp, gh)
-        flush_subnormals(xp, dh_z)
+        if t % FLUSH_EVERY == 0:
+            flush_subnormals(xp, dgi[t])
+            flush_subnormals(xp, gh)
+            flush_subnormals(xp, dh_z)
         xp.matmul(gh, W_hh, out=dh)                 # (13) dh_{t-1} = dh z + dgh W_hh
         dh += dh_z
         if m is not None:

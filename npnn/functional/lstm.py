@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, Optional
 from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         flush_subnormals,
+                         FLUSH_EVERY, flush_subnormals,
                          check_step_input, initial_state)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
@@ -190,8 +190,9 @@ def lstm_backward(dout, dh_n, dc_n, cache):
             dc *= m[t]
         dzt = dz[t]
         step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
-        flush_subnormals(xp, dzt)
-        flush_subnormals(xp, dc)
+        if t % FLUSH_EVERY == 0:
+            flush_subnormals(xp, dzt)
+            flush_subnormals(xp, dc)
         xp.matmul(dzt, W_hh, out=dh)                # (12)
         if m is not None:
             dh += carry_h

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Optional
 from .._checks import check_choice
 from ..backend import fused_kernels, get_array_module
 from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         flush_subnormals,
+                         FLUSH_EVERY, flush_subnormals,
                          check_step_input, initial_state)
 
 NONLINEARITIES = ("tanh", "relu")
@@ -138,7 +138,8 @@ def rnn_backward(dout, dh_n, cache):
             carry = g * (1 - m[t])
             g *= m[t]
         step(g, h[t + 1], da[t], relu)              # (5)
-        flush_subnormals(xp, da[t])
+        if t % FLUSH_EVERY == 0:
+            flush_subnormals(xp, da[t])
         xp.matmul(da[t], W_hh, out=g)               # (6)
         if m is not None:
             g += carry
