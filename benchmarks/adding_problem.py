@@ -55,7 +55,9 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(os.path.join(HERE, "RESULTS.md"), f"adding:{args.lengths}:{args.cells}",
+        full = args.lengths == "50,100,200,400" and args.cells == "rnn,lstm,gru"
+        write_section(os.path.join(HERE, "RESULTS.md"),
+                      "adding" if full else f"adding:{args.lengths}:{args.cells}",
                       f"## The adding problem (lengths {args.lengths}, cells {args.cells})\n\n"
                       "`python benchmarks/adding_problem.py` — test MSE (1000 sequences) after "
                       "training until MSE < 0.001 or the step budget "
