@@ -84,6 +84,21 @@ def flush_subnormals(xp, a):
     return a
 
 
+def hold_padded(s, t, m):
+    """Forward, at step t: s[t+1] = s[t] + m_t (s[t+1] - s[t]), in place (padding keeps s[t])."""
+    s[t + 1] -= s[t]
+    s[t + 1] *= m[t]
+    s[t + 1] += s[t]
+
+
+def split_padded(g, t, m):
+    """Backward, at step t: keep m_t g in ``g`` (in place, it goes through the cell) and
+    return (1 - m_t) g, the part that passes straight to step t - 1."""
+    carry = g * (1 - m[t])
+    g *= m[t]
+    return carry
+
+
 def initial_state(xp, s, N, H, dtype):
     """The given initial state, or zeros (N, H)."""
     return xp.zeros((N, H), dtype=dtype) if s is None else s

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_shape
 from ..backend import get_array_module
-from ._recurrent import as_step_mask, check_output_grad, check_sequence_args, initial_state
+from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args, hold_padded,
+                         initial_state, split_padded)
 
 
 class CTRNNCache(NamedTuple):
@@ -63,7 +64,7 @@ def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=Non
         xp.tanh(phi[t], out=phi[t])                          # (2)
         h[t + 1] = h[t] + k * (phi[t] - h[t])                # (3)
         if m is not None:
-            h[t + 1] = h[t] + m[t] * (h[t + 1] - h[t])
+            hold_padded(h, t, m)
     out = h[1:] if m is None else h[1:] * m                  # (4)
     return out, h[T], CTRNNCache(x, h, phi, W_ih, W_hh, tau, float(dt), b_ih is not None, m)
 
@@ -85,8 +86,7 @@ def ctrnn_backward(dout, dh_n, cache):
         if dout is not None:                                 # (5)
             dh = dh + (dout[t] if m is None else dout[t] * m[t])
         if m is not None:
-            carry = dh * (1 - m[t])
-            dh = dh * m[t]
+            carry = split_padded(dh, t, m)
         da[t] = dh * k * (1 - phi[t] * phi[t])               # (6)
         dk += (dh * (phi[t] - h[t])).sum(axis=0)             # (8)
         dh = dh * (1 - k) + da[t] @ W_hh                     # (7)

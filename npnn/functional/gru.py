@@ -38,9 +38,9 @@ from typing import Any, NamedTuple, Optional
 
 from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         FLUSH_EVERY, flush_subnormals,
-                         check_step_input, initial_state)
+from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
+                         check_step_input, flush_subnormals, hold_padded, initial_state,
+                         split_padded)
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
@@ -137,9 +137,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         xp.matmul(h[t], W_hh_sT, out=gh)            # (2)
         step(gates[t], gh, b_hn, h[t], gh_n[t], h[t + 1])            # (3)-(5)
         if m is not None:                           # padded steps keep h_{t-1}
-            h[t + 1] -= h[t]
-            h[t + 1] *= m[t]
-            h[t + 1] += h[t]
+            hold_padded(h, t, m)
     out = h[1:] if m is None else h[1:] * m         # (6)
     cache = GRUCache(x, h, gates, gh_n, W_ih, W_hh, b_ih is not None, m)
     return out, h[T], cache
@@ -174,8 +172,7 @@ def gru_backward(dout, dh_n, cache):
         if dout is not None:                        # (7)
             dh += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass dh straight back
-            carry = dh * (1 - m[t])
-            dh *= m[t]
+            carry = split_padded(dh, t, m)
         gh = dgh[t]
         step(gates[t], h[t], gh_n[t], dh, dgi[t], gh, dh_z)           # (8)-(12)
         if t % FLUSH_EVERY == 0:

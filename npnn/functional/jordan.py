@@ -25,7 +25,8 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_array, check_float, check_same_backend, check_shape
 from ..backend import get_array_module
-from ._recurrent import as_step_mask, check_output_grad, initial_state
+from ._recurrent import (as_step_mask, check_output_grad, hold_padded, initial_state,
+                         split_padded)
 
 
 class JordanCache(NamedTuple):
@@ -83,7 +84,7 @@ def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
         if b_y is not None:
             y[t + 1] += b_y
         if m is not None:
-            y[t + 1] = y[t] + m[t] * (y[t + 1] - y[t])
+            hold_padded(y, t, m)
     out = y[1:] if m is None else y[1:] * m                  # (3)
     return out, y[T], JordanCache(x, h, y, W_ih, W_yh, W_hy, b_h is not None, m)
 
@@ -104,8 +105,7 @@ def jordan_backward(dout, dy_n, cache):
         if dout is not None:                                 # (4)
             dy = dy + (dout[t] if m is None else dout[t] * m[t])
         if m is not None:
-            carry = dy * (1 - m[t])
-            dy = dy * m[t]
+            carry = split_padded(dy, t, m)
         dys[t] = dy
         da[t] = (dy @ W_hy) * (1 - h[t] * h[t])              # (5)
         dy = da[t] @ W_yh                                    # (6)

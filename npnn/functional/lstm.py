@@ -40,9 +40,9 @@ from typing import Any, NamedTuple, Optional
 
 from ..backend import fused_kernels, get_array_module
 from .activations import sigmoid
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         FLUSH_EVERY, flush_subnormals,
-                         check_step_input, initial_state)
+from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
+                         check_step_input, flush_subnormals, hold_padded, initial_state,
+                         split_padded)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
@@ -147,10 +147,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         xp.matmul(h[t], W_hh_aT, out=rec)           # (1) recurrent half
         step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])      # (2)-(4)
         if m is not None:                           # padded steps keep (h, c)_{t-1}
-            for st in (h, c):
-                st[t + 1] -= st[t]
-                st[t + 1] *= m[t]
-                st[t + 1] += st[t]
+            hold_padded(h, t, m)
+            hold_padded(c, t, m)
     out = h[1:] if m is None else h[1:] * m         # (5)
     cache = LSTMCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m)
     return out, h[T], c[T], cache
@@ -185,9 +183,7 @@ def lstm_backward(dout, dh_n, dc_n, cache):
         if dout is not None:                        # (6)
             dh += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass (dh, dc) straight back
-            carry_h, carry_c = dh * (1 - m[t]), dc * (1 - m[t])
-            dh *= m[t]
-            dc *= m[t]
+            carry_h, carry_c = split_padded(dh, t, m), split_padded(dc, t, m)
         dzt = dz[t]
         step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
         if t % FLUSH_EVERY == 0:

@@ -33,7 +33,8 @@ from typing import Any, NamedTuple, Optional
 from .._checks import check_float, check_shape
 from ..backend import get_array_module
 from .activations import sigmoid
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args, initial_state)
+from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args, hold_padded,
+                         initial_state, split_padded)
 
 
 class PeepholeLSTMCache(NamedTuple):
@@ -84,8 +85,8 @@ def peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_
         xp.tanh(c[t + 1], out=tanh_c[t])                         # (5)
         h[t + 1] = o * tanh_c[t]
         if m is not None:                                        # padded steps keep (h, c)
-            for s in (h, c):
-                s[t + 1] = s[t] + m[t] * (s[t + 1] - s[t])
+            hold_padded(h, t, m)
+            hold_padded(c, t, m)
     out = h[1:] if m is None else h[1:] * m
     cache = PeepholeLSTMCache(x, h, c, gates, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co),
                               b_ih is not None, m)
@@ -110,8 +111,7 @@ def peephole_lstm_backward(dout, dh_n, dc_n, cache):
         if dout is not None:                                     # (6)
             dh = dh + (dout[t] if m is None else dout[t] * m[t])
         if m is not None:
-            carry_h, carry_c = dh * (1 - m[t]), dc * (1 - m[t])
-            dh, dc = dh * m[t], dc * m[t]
+            carry_h, carry_c = split_padded(dh, t, m), split_padded(dc, t, m)
         y = gates[t]
         i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
         tc = tanh_c[t]

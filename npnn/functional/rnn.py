@@ -29,9 +29,9 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
 from ..backend import fused_kernels, get_array_module
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args,
-                         FLUSH_EVERY, flush_subnormals,
-                         check_step_input, initial_state)
+from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
+                         check_step_input, flush_subnormals, hold_padded, initial_state,
+                         split_padded)
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -100,9 +100,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
         xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
         step(a[t], rec, h[t + 1], relu)             # (1)-(2)
         if m is not None:                           # padded steps keep h_{t-1}
-            h[t + 1] -= h[t]
-            h[t + 1] *= m[t]
-            h[t + 1] += h[t]
+            hold_padded(h, t, m)
     out = h[1:] if m is None else h[1:] * m         # (3)
     cache = RNNCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m)
     return out, h[T], cache
@@ -135,8 +133,7 @@ def rnn_backward(dout, dh_n, cache):
         if dout is not None:                        # (4)
             g += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass g straight to h_{t-1}
-            carry = g * (1 - m[t])
-            g *= m[t]
+            carry = split_padded(g, t, m)
         step(g, h[t + 1], da[t], relu)              # (5)
         if t % FLUSH_EVERY == 0:
             flush_subnormals(xp, da[t])
