@@ -87,8 +87,8 @@ def test_activations(backend, name, shape, seed):
     _check(cases.activation_case(rng, name, tuple(shape), backend), seed)
 
 
-@given(kind=st.sampled_from(["dot", "additive"]), N=dims, L=dims, S=dims, E=dims, Ev=dims,
-       A=dims, masked=st.booleans(), scaled=st.booleans(), seed=seeds)
+@given(kind=st.sampled_from(["dot", "additive", "projected"]), N=dims, L=dims, S=dims, E=dims,
+       Ev=dims, A=dims, masked=st.booleans(), scaled=st.booleans(), seed=seeds)
 @example(kind="additive", N=1, L=1, S=1, E=1, Ev=1, A=1, masked=True, scaled=True, seed=0)
 def test_attention(backend, kind, N, L, S, E, Ev, A, masked, scaled, seed):
     rng = np.random.default_rng(seed)

@@ -139,3 +139,22 @@ def test_seq2seq_finite_differences_drawn_shapes(context, cell, bidirectional, N
     _sharpen(model)
     check_module(model, (src, lengths, tgt), arg_names=["src", "lengths", "tgt"],
                  raise_on_failure=True)
+
+
+def test_projected_attention_steps_equal_full_calls_and_keep_their_order():
+    rng = np.random.default_rng(0)
+    layer = npnn.AdditiveAttention(3, 4, 5, dtype="float64", seed=0)
+    K, V = rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 6, 2))
+    qs = rng.standard_normal((3, 2, 3))
+    full = [layer(q, K, V) for q in qs]
+    layer.clear_caches()
+    keys = layer.project(K)
+    steps = [layer.attend(q, keys, V) for q in qs]
+    for a, b in zip(full, steps):
+        np.testing.assert_allclose(a, b, atol=1e-14)
+    with pytest.raises(RuntimeError, match="still to be backpropagated"):
+        layer.project_backward(np.zeros_like(keys))
+    layer.clear_caches()
+    layer.project(K)
+    with pytest.raises(RuntimeError, match="reached the key projection"):
+        layer.backward(np.zeros((2, 2)))

@@ -8,8 +8,11 @@ them, and docs/derivations.md derives them with the same names.
 from ._recurrent import length_mask
 from .activations import (log_softmax, relu, relu_backward, sigmoid, sigmoid_backward,
                           softmax, softmax_backward, tanh, tanh_backward)
-from .attention import (AdditiveAttentionCache, DotAttentionCache, additive_attention_backward,
-                        additive_attention_forward, dot_attention_backward, dot_attention_forward)
+from .attention import (AdditiveAttentionCache, AdditiveProjectedCache, DotAttentionCache,
+                        additive_attention_backward, additive_attention_forward,
+                        additive_attention_projected_backward,
+                        additive_attention_projected_forward, dot_attention_backward,
+                        dot_attention_forward)
 from .ctrnn import CTRNNCache, ctrnn_backward, ctrnn_forward
 from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .jordan import JordanCache, jordan_backward, jordan_forward
@@ -37,4 +40,6 @@ __all__ = [
     "peephole_lstm_forward", "peephole_lstm_backward", "PeepholeLSTMCache",
     "dot_attention_forward", "dot_attention_backward", "DotAttentionCache",
     "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",
+    "additive_attention_projected_forward", "additive_attention_projected_backward",
+    "AdditiveProjectedCache",
 ]

@@ -30,6 +30,11 @@ PyTorch's Linear layout W_q (A, E), W_k (A, Ek), w_v (A,), no biases:
     (12) dw_v = sum_{N,L,S} ds * e,   du = ds w_v * (1 - e^2)
     (13) dq = (sum_S du) W_q,   dW_q = sum (sum_S du)^T q
     (14) dK = (sum_L du) W_k,   dW_k = sum (sum_L du)^T K
+
+The key half of (9), P = K W_k^T (N, S, A), does not depend on the query: a
+decoder that attends once per step projects the keys once per sequence
+(``additive_attention_projected_*`` take P), and ``additive_attention_*`` are
+that projection composed with the projected op.
 """
 
 import math
@@ -119,15 +124,64 @@ def dot_attention_backward(dc, cache):
     return dq, dK, dV
 
 
-class AdditiveAttentionCache(NamedTuple):
+class AdditiveProjectedCache(NamedTuple):
     q: Any
-    K: Any
     V: Any
     e: Any              # (N, L, S, A) tanh features
     alpha: Any          # (N, L, S)
     W_q: Any
-    W_k: Any
     w_v: Any
+
+
+def additive_attention_projected_forward(q, P, V, W_q, w_v, mask=None):
+    """Additive attention on projected keys P = K W_k^T: (9)-(11), (2)-(4).
+
+    Args:
+        q: (N, L, E), P: (N, S, A), V: (N, S, Ev), W_q: (A, E), w_v: (A,).
+        mask: optional (N, S) boolean, True at valid keys.
+
+    Returns:
+        context (N, L, Ev), weights alpha (N, L, S), cache.
+    """
+    check_float("W_q", W_q)
+    if W_q.ndim != 2:
+        check_shape("W_q", W_q, (None, None), ("A", "E"))
+    A = W_q.shape[0]
+    xp, N, L, S = _check_qkv(q, P, V, mask, E_key=A)
+    check_float("W_q", W_q, q.dtype)
+    check_shape("W_q", W_q, (A, q.shape[2]), ("A", "E"))
+    check_float("w_v", w_v, q.dtype)
+    check_shape("w_v", w_v, (A,), "A")
+    check_same_backend(q=q, W_q=W_q, w_v=w_v)
+    u = (q @ W_q.T)[:, :, None, :] + P[:, None, :, :]             # (9) (N, L, S, A)
+    e = xp.tanh(u, out=u)                                          # (10)
+    s = e @ w_v                                                    # (11) (N, L, S)
+    alpha = _masked_softmax(xp, s, mask)                           # (2)-(3)
+    c = alpha @ V                                                  # (4)
+    return c, alpha, AdditiveProjectedCache(q, V, e, alpha, W_q, w_v)
+
+
+def additive_attention_projected_backward(dc, cache):
+    """(5)-(7), (12)-(13): dc (N, L, Ev) -> dq, dP, dV, grads {'W_q', 'w_v'}."""
+    q, V, e, alpha, W_q, w_v = cache
+    check_float("dc", dc, q.dtype)
+    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
+    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
+    ds = _softmax_backward(dalpha, alpha)                  # (6) (N, L, S)
+    dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
+    A = w_v.shape[0]
+    dw_v = (ds[..., None] * e).reshape(-1, A).sum(axis=0)  # (12)
+    du = ds[..., None] * w_v * (1 - e * e)                 # (N, L, S, A)
+    du_q = du.sum(axis=2)                                  # (13) (N, L, A)
+    dq = du_q @ W_q
+    grads = {"W_q": du_q.reshape(-1, A).T @ q.reshape(-1, q.shape[2]), "w_v": dw_v}
+    return dq, du.sum(axis=1), dV, grads                   # dP = sum_L du (N, S, A)
+
+
+class AdditiveAttentionCache(NamedTuple):
+    projected: AdditiveProjectedCache
+    K: Any
+    W_k: Any
 
 
 def additive_attention_forward(q, K, V, W_q, W_k, w_v, mask=None):
@@ -144,37 +198,19 @@ def additive_attention_forward(q, K, V, W_q, W_k, w_v, mask=None):
     check_float("W_k", W_k)
     if W_k.ndim != 2:
         check_shape("W_k", W_k, (None, None), ("A", "Ek"))
-    xp, N, L, S = _check_qkv(q, K, V, mask, E_key=W_k.shape[1])
-    A = W_k.shape[0]
-    check_float("W_q", W_q, q.dtype)
-    check_shape("W_q", W_q, (A, q.shape[2]), ("A", "E"))
-    check_float("w_v", w_v, q.dtype)
-    check_shape("w_v", w_v, (A,), "A")
-    check_same_backend(q=q, W_q=W_q, W_k=W_k, w_v=w_v)
-    u = (q @ W_q.T)[:, :, None, :] + (K @ W_k.T)[:, None, :, :]   # (9) (N, L, S, A)
-    e = xp.tanh(u, out=u)                                          # (10)
-    s = e @ w_v                                                    # (11) (N, L, S)
-    alpha = _masked_softmax(xp, s, mask)                           # (2)-(3)
-    c = alpha @ V                                                  # (4)
-    return c, alpha, AdditiveAttentionCache(q, K, V, e, alpha, W_q, W_k, w_v)
+    _check_qkv(q, K, V, mask, E_key=W_k.shape[1])
+    check_float("W_k", W_k, q.dtype)
+    check_same_backend(q=q, W_k=W_k)
+    P = K @ W_k.T                                                  # (9), key half (N, S, A)
+    c, alpha, cache = additive_attention_projected_forward(q, P, V, W_q, w_v, mask)
+    return c, alpha, AdditiveAttentionCache(cache, K, W_k)
 
 
 def additive_attention_backward(dc, cache):
     """(5)-(7), (12)-(14): dc (N, L, Ev) -> dq, dK, dV, grads {'W_q', 'W_k', 'w_v'}."""
-    q, K, V, e, alpha, W_q, W_k, w_v = cache
-    check_float("dc", dc, q.dtype)
-    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
-    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
-    ds = _softmax_backward(dalpha, alpha)                  # (6) (N, L, S)
-    dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
-    A = w_v.shape[0]
-    dw_v = (ds[..., None] * e).reshape(-1, A).sum(axis=0)  # (12)
-    du = ds[..., None] * w_v * (1 - e * e)                 # (N, L, S, A)
-    du_q = du.sum(axis=2)                                  # (13) (N, L, A)
-    du_k = du.sum(axis=1)                                  # (14) (N, S, A)
-    dq = du_q @ W_q
-    dK = du_k @ W_k
-    grads = {"W_q": du_q.reshape(-1, A).T @ q.reshape(-1, q.shape[2]),
-             "W_k": du_k.reshape(-1, A).T @ K.reshape(-1, K.shape[2]),
-             "w_v": dw_v}
+    projected, K, W_k = cache
+    dq, dP, dV, grads = additive_attention_projected_backward(dc, projected)
+    A = W_k.shape[0]
+    dK = dP @ W_k                                          # (14)
+    grads["W_k"] = dP.reshape(-1, A).T @ K.reshape(-1, K.shape[2])
     return dq, dK, dV, grads

@@ -256,7 +256,8 @@ def _key_mask(rng, N, S, backend):
 
 def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, scale=None,
                    backend="numpy"):
-    """Dot-product (``kind='dot'``) or additive attention with a key mask."""
+    """Dot-product (``kind='dot'``), additive, or additive on projected keys
+    (``kind='projected'``, K then holds P = K W_k^T) attention with a key mask."""
     mask = _key_mask(rng, N, S, backend) if masked else None
     Ek = E if kind == "dot" else E + 1
     inputs = {"q": _normal(rng, (N, L, E), backend, 1.0), "K": _normal(rng, (N, S, Ek), backend, 1.0),
@@ -268,6 +269,18 @@ def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, 
             def vjp(d):
                 dq, dK, dV = F.dot_attention_backward(d, cache)
                 return {"q": dq, "K": dK, "V": dV}
+            return c, vjp
+        return f, inputs
+    if kind == "projected":       # additive attention on projected keys P (N, S, A)
+        inputs.update({"K": _normal(rng, (N, S, A), backend, 1.0),
+                       "W_q": _normal(rng, (A, E), backend), "w_v": _normal(rng, (A,), backend)})
+
+        def f(q, K, V, W_q, w_v):
+            c, alpha, cache = F.additive_attention_projected_forward(q, K, V, W_q, w_v, mask)
+
+            def vjp(d):
+                dq, dP, dV, grads = F.additive_attention_projected_backward(d, cache)
+                return {"q": dq, "K": dP, "V": dV, **grads}
             return c, vjp
         return f, inputs
     inputs.update({"W_q": _normal(rng, (A, E), backend), "W_k": _normal(rng, (A, Ek), backend),
@@ -311,5 +324,6 @@ def builtin_cases(rng, backend="numpy"):
     yield "attention(scaled dot, masked)", attention_case(rng, "dot", backend=b)
     yield "attention(dot)", attention_case(rng, "dot", scale=1.0, masked=False, backend=b)
     yield "attention(additive, masked)", attention_case(rng, "additive", backend=b)
+    yield "attention(additive on projected keys)", attention_case(rng, "projected", backend=b)
     for name in ("sigmoid", "tanh", "relu", "softmax"):
         yield name, activation_case(rng, name, backend=b)

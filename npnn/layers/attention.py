@@ -4,6 +4,18 @@
 (N, L, E) for L queries, K (N, S, Ek), V (N, S, Ev), mask (N, S) True at valid
 keys; ``layer.weights`` holds the last attention weights (for plotting).
 ``dq, dK, dV = layer.backward(dcontext)``.
+
+A decoder that attends once per step splits the call so that whatever depends
+only on the keys is done once per sequence:
+
+    keys = layer.project(K)                         # once
+    c_t = layer.attend(q_t, keys, V, mask)          # every step
+    ...
+    dq_t, dkeys_t, dV_t = layer.backward(dc_t)      # every step, in reverse
+    dK = layer.project_backward(sum_t dkeys_t)      # once, last
+
+(the identity for dot-product attention; the key half K W_k^T of the
+additive score for additive attention).
 """
 
 import math
@@ -18,14 +30,16 @@ class _Attention(Module):
     def _split(self, q):
         return (q[:, None, :], True) if q.ndim == 2 else (q, False)
 
-    def backward(self, dc):
-        cache, single = self._pop()
-        if single:
-            dc = dc[:, None, :]
-        dq, dK, dV, grads = self._backward(dc, cache)
-        for k, g in grads.items():
-            self._accumulate(k, g)
-        return (dq[:, 0] if single else dq), dK, dV
+    def project(self, K):
+        """What the scores need of the keys alone; the keys themselves here."""
+        return K
+
+    def project_backward(self, dkeys):
+        return dkeys
+
+    def attend(self, q, keys, V, mask=None):
+        """One attention call on keys from ``project``."""
+        return self.forward(q, keys, V, mask)
 
 
 class DotAttention(_Attention):
@@ -44,8 +58,10 @@ class DotAttention(_Attention):
         self._push((cache, single))
         return c[:, 0] if single else c
 
-    def _backward(self, dc, cache):
-        return (*F.dot_attention_backward(dc, cache), {})
+    def backward(self, dc):
+        cache, single = self._pop()
+        dq, dK, dV = F.dot_attention_backward(dc[:, None, :] if single else dc, cache)
+        return (dq[:, 0] if single else dq), dK, dV
 
 
 class AdditiveAttention(_Attention):
@@ -72,8 +88,42 @@ class AdditiveAttention(_Attention):
         p = self.params
         c, self.weights, cache = F.additive_attention_forward(q3, K, V, p["W_q"], p["W_k"],
                                                               p["w_v"], mask)
-        self._push((cache, single))
+        self._push(("full", cache, single))
         return c[:, 0] if single else c
 
-    def _backward(self, dc, cache):
-        return F.additive_attention_backward(dc, cache)
+    def project(self, K):
+        """P = K W_k^T (N, S, A), the key half of the additive score."""
+        P, cache = F.linear_forward(K, self.params["W_k"])
+        self._push(("project", cache, None))
+        return P
+
+    def attend(self, q, P, V, mask=None):
+        q3, single = self._split(q)
+        c, self.weights, cache = F.additive_attention_projected_forward(
+            q3, P, V, self.params["W_q"], self.params["w_v"], mask)
+        self._push(("attend", cache, single))
+        return c[:, 0] if single else c
+
+    def backward(self, dc):
+        """dq, dK (dP after ``attend``), dV; the parameters' gradients accumulate."""
+        kind, cache, single = self._pop()
+        if kind == "project":
+            raise RuntimeError("AdditiveAttention.backward() reached the key projection: "
+                               "backpropagate it with project_backward()")
+        dc = dc[:, None, :] if single else dc
+        backward = (F.additive_attention_backward if kind == "full"
+                    else F.additive_attention_projected_backward)
+        dq, dK, dV, grads = backward(dc, cache)
+        for k, g in grads.items():
+            self._accumulate(k, g)
+        return (dq[:, 0] if single else dq), dK, dV
+
+    def project_backward(self, dP):
+        """dP (N, S, A), summed over every ``attend`` -> dK; adds to grads['W_k']."""
+        kind, cache, _ = self._pop()
+        if kind != "project":
+            raise RuntimeError("AdditiveAttention.project_backward() called while attention "
+                               "steps are still to be backpropagated")
+        dK, grads = F.linear_backward(dP, cache)
+        self._accumulate("W_k", grads["W"])
+        return dK

@@ -144,21 +144,23 @@ class Seq2Seq(Module):
             x = xp.concatenate([emb, xp.broadcast_to(ctx_vec, (T,) + ctx_vec.shape)], axis=2)
             dec_out, _ = self.decoder(x, state0)
         else:
+            keys = self.attention.project(enc_out)     # what depends on the keys alone: once
             state, outs = state0, []
             for t in range(T):
                 query = (state[0] if isinstance(state, tuple) else state)[-1]   # (N, H)
-                ctx = self.attention(query, enc_out, enc_out, mask)            # (N, dirs*H)
+                ctx = self.attention.attend(query, keys, enc_out, mask)        # (N, dirs*H)
                 out, state = self.decoder(xp.concatenate([ctx, emb[t]], axis=1)[None], state)
                 outs.append(out[0])
             dec_out = xp.stack(outs)                                           # (T, N, H)
         logits = self.out(dec_out)                                             # (T, N, V)
-        self._push((state0, T, emb.shape[2], enc_out.shape))
+        self._push((state0, T, emb.shape[2], enc_out.shape,
+                    keys.shape if self.context == "attention" else None))
         return logits.transpose(1, 0, 2)
 
     def backward(self, dlogits):
         """dlogits (N, T, V) -> None; every parameter's gradient accumulates."""
         xp = get_array_module(dlogits)
-        state0, T, E, enc_shape = self._pop()
+        state0, T, E, enc_shape, keys_shape = self._pop()
         d_dec = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))   # (T, N, H)
         d_enc_out = xp.zeros(enc_shape, dtype=d_dec.dtype)                   # (N, S, dirs*H)
         d_enc_state = None
@@ -173,13 +175,16 @@ class Seq2Seq(Module):
             d_emb = xp.empty((T,) + d_dec.shape[1:2] + (E,), dtype=d_dec.dtype)
             d_state = None
             C = enc_shape[2]
+            d_keys = xp.zeros(keys_shape, dtype=d_dec.dtype)
             for t in range(T - 1, -1, -1):
                 dx, d_state = self.decoder.backward(d_dec[t][None], d_state)
                 d_ctx, d_emb[t] = dx[0, :, :C], dx[0, :, C:]
-                dq, dK, dV = self.attention.backward(d_ctx)
-                d_enc_out += dK + dV
+                dq, dk, dV = self.attention.backward(d_ctx)
+                d_keys += dk
+                d_enc_out += dV
                 h_grad = d_state[0] if isinstance(d_state, tuple) else d_state
                 h_grad[-1] += dq                                             # the query s_{t-1}
+            d_enc_out += self.attention.project_backward(d_keys)            # the keys, once
             d_state0 = d_state
         self.tgt_embedding.backward(d_emb)
         d_state_enc = self._bridge_backward(d_state0, state0)
@@ -194,25 +199,31 @@ class Seq2Seq(Module):
         self.src_embedding.backward(d_src)
 
     # -- decoding ------------------------------------------------------------
-    def _step(self, tok, state, enc_out, mask, ctx_vec):
-        """One decoder step: tok (B,) ids -> logits (B, V) as float64 on the host, state."""
+    def _step(self, tok, state, enc_out, mask, ctx):
+        """One decoder step: tok (B,) ids -> logits (B, V) as float64 on the host, state.
+        ``ctx`` is what ``_start`` prepared: the context vector ('concat') or the
+        projected keys ('attention')."""
         xp = self._xp()
         emb = self.tgt_embedding(self._ids(tok)[None])                  # (1, B, E)
         if self.context == "init":
             x = emb
         elif self.context == "concat":
-            x = xp.concatenate([emb, ctx_vec[None]], axis=2)
+            x = xp.concatenate([emb, ctx[None]], axis=2)
         else:
             query = (state[0] if isinstance(state, tuple) else state)[-1]
-            ctx = self.attention(query, enc_out, enc_out, mask)
-            x = xp.concatenate([ctx[None], emb], axis=2)
+            c = self.attention.attend(query, ctx, enc_out, mask)
+            x = xp.concatenate([c[None], emb], axis=2)
         out, state = self.decoder(x, state)
         return to_numpy(self.out(out[0])).astype(np.float64), state
 
     def _start(self, src, src_lengths):
         enc_out, enc_state, state, mask = self.encode(src, src_lengths)
-        ctx_vec = self._context_vector(enc_state) if self.context == "concat" else None
-        return enc_out, state, mask, ctx_vec
+        ctx = None
+        if self.context == "concat":
+            ctx = self._context_vector(enc_state)
+        elif self.context == "attention":
+            ctx = self.attention.project(enc_out)
+        return enc_out, state, mask, ctx
 
     def greedy_decode(self, src, src_lengths, max_len=50):
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded."""
@@ -220,12 +231,12 @@ class Seq2Seq(Module):
         self.eval()
         try:
             with no_grad():
-                enc_out, state, mask, ctx_vec = self._start(src, src_lengths)
+                enc_out, state, mask, ctx = self._start(src, src_lengths)
                 N = enc_out.shape[0]
                 tok = np.full(N, self.bos)
                 outs, done = [], np.zeros(N, dtype=bool)
                 for _ in range(max_len):
-                    logits, state = self._step(tok, state, enc_out, mask, ctx_vec)
+                    logits, state = self._step(tok, state, enc_out, mask, ctx)
                     tok = logits.argmax(axis=1)
                     outs.append(tok)
                     done |= tok == self.eos
@@ -246,13 +257,13 @@ class Seq2Seq(Module):
         self.eval()
         try:
             with no_grad():
-                enc_out, state, mask, ctx_vec = self._start(np.asarray(src)[None],
+                enc_out, state, mask, ctx = self._start(np.asarray(src)[None],
                                                             np.asarray([int(src_length)]))
                 scores, seqs, finished = np.zeros(1), [[]], []
                 tok = np.array([self.bos])
                 live = np.arange(1)
                 for step in range(max_len):
-                    logits, state = self._step(tok, state, enc_out, mask, ctx_vec)
+                    logits, state = self._step(tok, state, enc_out, mask, ctx)
                     total = (scores[:, None] + log_softmax(logits)).ravel()
                     order = np.argsort(-total, kind="stable")[:width]
                     beam_idx, toks = np.divmod(order, logits.shape[1])
@@ -268,8 +279,8 @@ class Seq2Seq(Module):
                     state = _select_state(state, beam_idx[live])
                     rows = np.zeros(live.size, dtype=np.int64)      # one source, repeated
                     enc_out, mask = enc_out[self._ids(rows)], mask[self._ids(rows)]
-                    if ctx_vec is not None:
-                        ctx_vec = ctx_vec[self._ids(rows)]
+                    if ctx is not None:
+                        ctx = ctx[self._ids(rows)]
                 finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         finally:
             self.train(was)
