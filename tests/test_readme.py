@@ -3,7 +3,6 @@
 import pathlib
 import re
 
-import pytest
 
 from npnn.backend import cupy_available
 

@@ -40,7 +40,7 @@ class _Kernels:
         """(7)-(11): dh, dc (N, H) reach h_t, c_t; fills dz (N, 4H), turns dc into dc_{t-1}."""
         H = np.int32(dh.shape[1])
         elementwise_kernel(
-            "raw T y, T c_prev, T tc, T dh", "raw T dz, T dc",
+            "raw T y, T c_prev, T tc, T dh, int32 H", "raw T dz, T dc",
             """
             const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
             const T ig = y[k], fg = y[k + H], gg = y[k + 2 * H], og = y[k + 3 * H];
@@ -50,7 +50,7 @@ class _Kernels:
             dz[k + 2 * H] = dct * ig * ((T)1 - gg * gg);
             dz[k + 3 * H] = dh * tc * og * ((T)1 - og);                          // (7), (11)
             dc = dct * fg;                                                       // (10)
-            """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, dz, dc)
+            """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, H, dz, dc)
 
     # -- GRU -------------------------------------------------------------------
     def gru_forward_step(self, a, gh, b_hn, h_prev, gh_n, h):
@@ -72,7 +72,7 @@ class _Kernels:
         """(8)-(12): fills dgi, dgh (N, 3H) and dh_z = dh * z (N, H)."""
         H = np.int32(dh.shape[1])
         elementwise_kernel(
-            "raw T y, T h_prev, T gh_n, T dh", "raw T dgi, raw T dgh, T dh_z",
+            "raw T y, T h_prev, T gh_n, T dh, int32 H", "raw T dgi, raw T dgh, T dh_z",
             """
             const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j;
             const T r = y[k], z = y[k + H], nn = y[k + 2 * H];
@@ -82,7 +82,7 @@ class _Kernels:
             dgi[k] = da_r; dgi[k + H] = da_z; dgi[k + 2 * H] = da_n;             // (12)
             dgh[k] = da_r; dgh[k + H] = da_z; dgh[k + 2 * H] = da_n * r;
             dh_z = dh * z;                                                       // (8)
-            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, dgi, dgh, dh_z)
+            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, H, dgi, dgh, dh_z)
 
     # -- RNN -------------------------------------------------------------------
     def rnn_forward_step(self, a, rec, h, relu):

@@ -38,7 +38,7 @@ that projection composed with the projected op.
 """
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from .._checks import check_array, check_float, check_same_backend, check_shape
 from ..backend import get_array_module

@@ -37,7 +37,6 @@ pass (11). Buffers are allocated once per call; the loops only write into them.
 from typing import Any, NamedTuple, Optional
 
 from ..backend import fused_kernels, get_array_module
-from .activations import sigmoid
 from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
                          check_step_input, flush_subnormals, hold_padded, initial_state,
                          split_padded)

@@ -21,7 +21,7 @@ Mean-squared error, for predictions and targets of one shape (M elements):
     (7) dyhat = 2 (yhat - y) * s   (s divided by M for 'mean')
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from .._checks import (check_choice, check_float, check_index_range, check_integer,
                        check_same_backend, check_shape)

@@ -39,7 +39,6 @@ write into them.
 from typing import Any, NamedTuple, Optional
 
 from ..backend import fused_kernels, get_array_module
-from .activations import sigmoid
 from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
                          check_step_input, flush_subnormals, hold_padded, initial_state,
                          split_padded)

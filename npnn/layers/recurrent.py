@@ -202,7 +202,7 @@ class _Recurrent(Module):
         init = self._split_states("hx", hx, N, batched)
         mask, rev = (None, None) if lengths is None else self._check_lengths(
             lengths, T, N, batched, xp)
-        H, dirs = self.hidden_size, self.num_directions
+        dirs = self.num_directions
         caches, drops = [], []
         finals = [[] for _ in range(self.n_states)]
         layer_in = x
