@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import time
 from typing import Optional
 
@@ -213,6 +214,7 @@ class Trainer:
                  f"{len(self.corpus.train):,} training / {len(self.corpus.val):,} validation tokens, "
                  f"{cfg.backend}")
         interrupted, out_of_time = False, False
+        stop = _StopOnSigint()      # Ctrl-C ends the run *between* steps, never inside one
         try:
             while cfg.epochs is None or self.epoch < cfg.epochs:
                 if self.epoch_rng_state is None:
@@ -240,6 +242,8 @@ class Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(loss):.2f}",
                                         tok_s=f"{rate:,.0f}")
+                    if stop.requested:
+                        raise KeyboardInterrupt
                     if deadline is not None and time.perf_counter() >= deadline:
                         out_of_time = True
                         break
@@ -250,6 +254,8 @@ class Trainer:
                 self._end_epoch(time.perf_counter() - t0, self.totals[1] - tokens0)
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            stop.restore()
         self.elapsed = time.perf_counter() - start
         self.save()
         if interrupted:
@@ -365,6 +371,27 @@ class Trainer:
         fig.savefig(tmp, format="png")
         plt.close(fig)
         os.replace(tmp, os.path.join(self.out_dir, "history.png"))
+
+
+class _StopOnSigint:
+    """While training, SIGINT (Ctrl-C) only sets ``requested``; the loop checks it after
+    each step, so a checkpoint never holds a half-applied update. Outside the main
+    thread no handler can be installed and Ctrl-C interrupts as usual."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:       # not the main thread
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _ce_sum(logits, Y):

@@ -153,3 +153,29 @@ def test_config_errors(text_file, tmp_path):
         Trainer(_config(text_file, batch=64, steps=100), tmp_path)
     with pytest.raises(FileNotFoundError, match="corpus file not found"):
         Trainer(_config(str(tmp_path / "missing.txt")), tmp_path)
+
+
+def test_ctrl_c_inside_a_step_lets_the_step_finish(text_file, tmp_path):
+    """A real SIGINT arriving in the middle of a training step (here: before its
+    forward pass) stops the run after that step, so the checkpoint never holds a
+    half-applied update and the resumed run is bit-identical."""
+    import os
+    import signal
+    straight = Trainer(_config(text_file), tmp_path / "a", log=_quiet, progress=False)
+    straight.fit()
+    cut = Trainer(_config(text_file), tmp_path / "b", log=_quiet, progress=False)
+    step, original = [0], cut.train_step
+    stop = straight.optimizer.step_count // 2 + 3
+
+    def signal_inside(*args):
+        step[0] += 1
+        if step[0] == stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+    cut.train_step = signal_inside
+    cut.fit()
+    assert cut.interrupted and cut.optimizer.step_count == stop   # the step completed
+    resumed = Trainer.resume(tmp_path / "b", log=_quiet, progress=False)
+    resumed.fit()
+    _same(_params(straight), _params(resumed))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
