@@ -10,6 +10,14 @@ time functions for npnn and for the peer; the table comes last. Times are the
 median of ``--repeat`` runs after a warm-up, with device synchronisation on
 GPU (CUDA events for both sides, cuDNN with TF32 off, npnn in full fp32).
 FLOPs of one layer: forward 2*T*N*G*H*(D+H), forward+backward three times that.
+
+The *BLAS floor* is also measured in the same run: the matrix products npnn's
+kernel makes (the input product for all steps, T recurrent products each way,
+the input-gradient and two weight-gradient products), on operands of the same
+shapes and layouts, with no elementwise work. No implementation built from
+these BLAS calls can be faster, so floor/PyTorch is the best ratio within
+reach of NumPy on this machine; npnn minus floor is the elementwise work and
+the interpreter.
 The GEMM roofline is measured in the same run: the throughput of one large
 matrix product of the same dtype, the best a matmul-bound kernel could reach.
 Memory: peak bytes allocated by npnn's training step (tracemalloc, NumPy) and
@@ -106,6 +114,29 @@ class Case:
             out, _ = self.tmod(self.tx)
             out.backward(self.tdout)
 
+    def time_blas(self):
+        """The products of ``time_npnn`` alone (see the module docstring)."""
+        xp, (x, W, dout) = self.xp, (self.x, self.W, self.dout)
+        T, N, D = x.shape
+        W_ih, W_hh = W[0], W[1]
+        GH, H = W_hh.shape
+        if not hasattr(self, "_blas"):
+            self._blas = (xp.ascontiguousarray(W_hh.T), xp.zeros((T + 1, N, H), dtype=x.dtype),
+                          xp.empty((N, GH), dtype=x.dtype), xp.empty((N, H), dtype=x.dtype),
+                          xp.full((T, N, GH), 0.01, dtype=x.dtype))
+        W_hh_T, h, rec, dh, dz = self._blas
+        x2 = x.reshape(T * N, D)
+        x2 @ W_ih.T                                 # input half, every step at once
+        for t in range(T):
+            xp.matmul(h[t], W_hh_T, out=rec)        # recurrent half, step by step
+        if self.mode == "forward+backward":
+            for t in range(T - 1, -1, -1):
+                xp.matmul(dz[t], W_hh, out=dh)      # gradient to h_{t-1}
+            dz2 = dz.reshape(T * N, GH)
+            dz2 @ W_ih                              # dx
+            dz2.T @ x2                              # dW_ih
+            dz2.T @ h[:-1].reshape(T * N, H)        # dW_hh
+
     def peak_memory(self):
         """Peak bytes allocated during one npnn training step (NumPy only)."""
         tracemalloc.start()
@@ -176,21 +207,23 @@ def main(argv=None):
                 case = Case(cell, size, mode, args.dtype, xp, torch, device)
                 ours = median_ms(case.time_npnn, args.repeat, sync)
                 theirs = median_ms(case.time_torch, args.repeat, sync) if torch else float("nan")
+                floor = median_ms(case.time_blas, args.repeat, sync)
                 gflops = case.flops / (ours * 1e-3) / 1e9
                 mem = ""
                 if mode == "forward+backward" and args.backend == "numpy":
                     mem = f"{case.peak_memory() / case.min_cache:.1f}x"
-                rows.append((cell, size, mode, ours, theirs, ours / theirs, gflops,
-                             gflops / roof, mem))
+                rows.append((cell, size, mode, ours, theirs, ours / theirs, floor,
+                             floor / theirs, gflops, gflops / roof, mem))
                 print(f"{cell:8s} {size:2s} {mode:16s} npnn {ours:9.2f} ms  torch {theirs:9.2f} ms"
-                      f"  ratio {ours / theirs:5.2f}  {gflops:6.1f} GFLOP/s "
-                      f"({100 * gflops / roof:4.1f}% of GEMM)  {mem}", flush=True)
-    header = ("| cell | size | mode | npnn ms | PyTorch ms | npnn/PyTorch | npnn GFLOP/s | "
-              "% of GEMM roofline | peak mem / min cache |")
-    lines = [header, "|" + "---|" * 9]
-    for cell, size, mode, ours, theirs, ratio, gf, frac, mem in rows:
+                      f"  ratio {ours / theirs:5.2f}  floor {floor:9.2f} ms ({floor / theirs:4.2f})"
+                      f"  {gflops:6.1f} GFLOP/s ({100 * gflops / roof:4.1f}% of GEMM)  {mem}",
+                      flush=True)
+    header = ("| cell | size | mode | npnn ms | PyTorch ms | npnn/PyTorch | BLAS floor ms | "
+              "floor/PyTorch | npnn GFLOP/s | % of GEMM roofline | peak mem / min cache |")
+    lines = [header, "|" + "---|" * 11]
+    for cell, size, mode, ours, theirs, ratio, floor, fratio, gf, frac, mem in rows:
         lines.append(f"| {cell} | {size} | {mode} | {ours:.2f} | {theirs:.2f} | {ratio:.2f} | "
-                     f"{gf:.1f} | {100 * frac:.0f}% | {mem} |")
+                     f"{floor:.2f} | {fratio:.2f} | {gf:.1f} | {100 * frac:.0f}% | {mem} |")
     table = "\n".join(lines)
     print()
     print(table)
