@@ -30,7 +30,7 @@ def _capture(monkeypatch):
     k.lstm_forward_step(z, z, s, s, s, s)
     k.lstm_backward_step(z, s, s, s, s, z)
     k.gru_forward_step(g, g, s[0], s, s, s)
-    k.gru_backward_step(g, s, s, s, g, g, s)
+    k.gru_backward_step(g, s, s, s, z, s)
     for relu in (False, True):
         k.rnn_forward_step(s, s, s, relu)
         k.rnn_backward_step(s, s, s, relu)

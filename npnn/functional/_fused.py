@@ -68,21 +68,21 @@ class _Kernels:
             h = nn + z * (h_prev - nn);                                          // (5)
             """, "npnn_gru_forward_step")(gh, b_hn, h_prev, H, a, gh_n, h)
 
-    def gru_backward_step(self, y, h_prev, gh_n, dh, dgi, dgh, dh_z):
-        """(8)-(12): fills dgi, dgh (N, 3H) and dh_z = dh * z (N, H)."""
+    def gru_backward_step(self, y, h_prev, gh_n, dh, dg, dh_z):
+        """(8)-(12): fills dg = [da_n r, da_r, da_z, da_n] (N, 4H) and dh_z = dh * z (N, H)."""
         H = np.int32(dh.shape[1])
         elementwise_kernel(
-            "raw T y, T h_prev, T gh_n, T dh, int32 H", "raw T dgi, raw T dgh, T dh_z",
+            "raw T y, T h_prev, T gh_n, T dh, int32 H", "raw T dg, T dh_z",
             """
-            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j;
+            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j, k4 = n * 4 * H + j;
             const T r = y[k], z = y[k + H], nn = y[k + 2 * H];
             const T da_n = dh * ((T)1 - z) * ((T)1 - nn * nn);                   // (8), (9)
-            const T da_r = da_n * gh_n * r * ((T)1 - r);                         // (10), (11)
-            const T da_z = dh * (h_prev - nn) * z * ((T)1 - z);
-            dgi[k] = da_r; dgi[k + H] = da_z; dgi[k + 2 * H] = da_n;             // (12)
-            dgh[k] = da_r; dgh[k + H] = da_z; dgh[k + 2 * H] = da_n * r;
+            dg[k4] = da_n * r;                                                   // (12)
+            dg[k4 + H] = da_n * gh_n * r * ((T)1 - r);                           // (10), (11)
+            dg[k4 + 2 * H] = dh * (h_prev - nn) * z * ((T)1 - z);
+            dg[k4 + 3 * H] = da_n;
             dh_z = dh * z;                                                       // (8)
-            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, H, dgi, dgh, dh_z)
+            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, H, dg, dh_z)
 
     # -- RNN -------------------------------------------------------------------
     def rnn_forward_step(self, a, rec, h, relu):

@@ -31,7 +31,11 @@ gradient reaching h_t (dh_T from the final state):
 Speed: r and z are one contiguous (N, 2H) block, computed in one pass as
 sigmoid(a) = (1 + tanh(a / 2)) / 2 with the 1/2 folded into their weight rows
 once per call; their derivative y (1 - y) is written 1/4 - (y - 1/2)^2, also one
-pass (11). Buffers are allocated once per call; the loops only write into them.
+pass (11). dgi and dgh of (12) share their r and z blocks, so the backward keeps
+one (N, 4H) buffer per step, dg = [da_n * r, da_r, da_z, da_n]: dgi is its last
+three blocks (r, z, n) and dgh its first three, in the order (n, r, z), which
+(13) and (15) meet by taking W_hh's blocks in that order. Buffers are allocated
+once per call; the loops only write into them.
 """
 
 from typing import Any, NamedTuple, Optional
@@ -69,10 +73,10 @@ class _Plain:
         h *= z
         h += n
 
-    def backward_step(self, y, h_prev, gh_n, dh, gi, gh, dh_z):
+    def backward_step(self, y, h_prev, gh_n, dh, dg, dh_z):
         xp, H, tmp, slope = self.xp, self.H, self.tmp, self.slope
         r, z, n = y[:, :H], y[:, H:2 * H], y[:, 2 * H:]
-        da_r, da_z, da_n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
+        dnr, da_r, da_z, da_n = dg[:, :H], dg[:, H:2 * H], dg[:, 2 * H:3 * H], dg[:, 3 * H:]
         xp.multiply(dh, z, out=dh_z)                # (8) direct path dh * z
         xp.subtract(dh, dh_z, out=da_n)             #     dn = dh (1 - z)
         xp.subtract(h_prev, n, out=da_z)            #     dz = dh (h_{t-1} - n)
@@ -84,9 +88,8 @@ class _Plain:
         xp.subtract(y[:, :2 * H], 0.5, out=slope)   # (11) sigmoid' = 1/4 - (y - 1/2)^2
         slope *= slope
         xp.subtract(0.25, slope, out=slope)
-        gi[:, :2 * H] *= slope
-        gh[:, :2 * H] = gi[:, :2 * H]               # (12)
-        xp.multiply(da_n, r, out=gh[:, 2 * H:])
+        dg[:, H:3 * H] *= slope
+        xp.multiply(da_n, r, out=dnr)               # (12) the n block of dgh
 
 
 class GRUCache(NamedTuple):
@@ -125,8 +128,9 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     # (1) for every step at once: (T*N, D) @ (D, 3H); b_hr, b_hz folded in too
     gates = (x.reshape(T * N, D) @ (W_ih * scale[:, None]).T).reshape(T, N, 3 * H)
     if b_ih is not None:
-        gates += b_ih * scale
-        gates[:, :, :2 * H] += b_hh[:2 * H] * 0.5
+        bias = b_ih * scale
+        bias[:2 * H] += b_hh[:2 * H] * 0.5
+        gates += bias
     W_hh_sT = xp.ascontiguousarray((W_hh * scale[:, None]).T)   # (H, 3H)
     gh = xp.empty((N, 3 * H), dtype=dt)
     b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)
@@ -162,9 +166,9 @@ def gru_backward(dout, dh_n, cache):
     dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
     dh_n = check_output_grad("dh_n", dh_n, (N, H), dt, xp)
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
-    dgi = xp.empty((T, N, 3 * H), dtype=dt)
-    dgh = xp.empty((T, N, 3 * H), dtype=dt)
+    dg = xp.empty((T, N, 4 * H), dtype=dt)         # [da_n r, da_r, da_z, da_n] per step
     dh_z = xp.empty((N, H), dtype=dt)
+    W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))     # W_hh's blocks as n, r, z
     kernels = fused_kernels(xp)
     step = kernels.gru_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
@@ -172,24 +176,26 @@ def gru_backward(dout, dh_n, cache):
             dh += dout[t] if m is None else dout[t] * m[t]
         if m is not None:                           # padded steps pass dh straight back
             carry = split_padded(dh, t, m)
-        gh = dgh[t]
-        step(gates[t], h[t], gh_n[t], dh, dgi[t], gh, dh_z)           # (8)-(12)
+        dgt = dg[t]
+        step(gates[t], h[t], gh_n[t], dh, dgt, dh_z)                 # (8)-(12)
         if t % FLUSH_EVERY == 0:
-            flush_subnormals(xp, dgi[t])
-            flush_subnormals(xp, gh)
+            flush_subnormals(xp, dgt)
             flush_subnormals(xp, dh_z)
-        xp.matmul(gh, W_hh, out=dh)                 # (13) dh_{t-1} = dh z + dgh W_hh
+        xp.matmul(dgt[:, :3 * H], W_hh_nrz, out=dh)  # (13) dh_{t-1} = dh z + dgh W_hh
         dh += dh_z
         if m is not None:
             dh += carry
-    dgi2 = dgi.reshape(T * N, 3 * H)                # (T*N, 3H)
-    dgh2 = dgh.reshape(T * N, 3 * H)
+    dgi2 = dg[:, :, H:].reshape(T * N, 3 * H)       # (T*N, 3H), blocks r, z, n
+    dgh2 = dg[:, :, :3 * H].reshape(T * N, 3 * H)   # (T*N, 3H), blocks n, r, z
     dx = (dgi2 @ W_ih).reshape(T, N, D)             # (14)
-    grads = {"W_ih": dgi2.T @ x.reshape(T * N, D),  # (15)
-             "W_hh": dgh2.T @ h[:-1].reshape(T * N, H)}
+    dW_hh_nrz = dgh2.T @ h[:-1].reshape(T * N, H)   # (15)
+    grads = {"W_ih": dgi2.T @ x.reshape(T * N, D),
+             "W_hh": xp.concatenate((dW_hh_nrz[H:], dW_hh_nrz[:H]))}
     if has_bias:
-        grads["b_ih"] = dgi2.sum(axis=0)
-        grads["b_hh"] = dgh2.sum(axis=0)
+        ones = xp.ones(T * N, dtype=dt)             # sums over steps and sequences as GEMVs
+        grads["b_ih"] = ones @ dgi2
+        db_hh_nrz = ones @ dgh2
+        grads["b_hh"] = xp.concatenate((db_hh_nrz[H:], db_hh_nrz[:H]))
     return dx, dh, grads
 
 
