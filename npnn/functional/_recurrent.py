@@ -91,10 +91,16 @@ def hold_padded(s, t, m):
     s[t + 1] += s[t]
 
 
-def split_padded(g, t, m):
+def split_padded(g, t, m, out=None):
     """Backward, at step t: keep m_t g in ``g`` (in place, it goes through the cell) and
-    return (1 - m_t) g, the part that passes straight to step t - 1."""
-    carry = g * (1 - m[t])
+    return (1 - m_t) g, the part that passes straight to step t - 1 (written into
+    ``out`` when given, so that a loop allocates no (N, H) arrays)."""
+    if out is None:
+        carry = g * (1 - m[t])
+    else:
+        carry = out
+        carry[...] = g
+        carry *= 1 - m[t]
     g *= m[t]
     return carry
 

@@ -166,6 +166,9 @@ def gru_backward(dout, dh_n, cache):
     dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
     dh_n = check_output_grad("dh_n", dh_n, (N, H), dt, xp)
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
+    if m is not None:                               # masked steps' outputs are constants
+        dout = None if dout is None else dout * m
+        carry = xp.empty_like(dh)
     dg = xp.empty((T, N, 4 * H), dtype=dt)         # [da_n r, da_r, da_z, da_n] per step
     dh_z = xp.empty((N, H), dtype=dt)
     W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))     # W_hh's blocks as n, r, z
@@ -173,9 +176,9 @@ def gru_backward(dout, dh_n, cache):
     step = kernels.gru_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (7)
-            dh += dout[t] if m is None else dout[t] * m[t]
+            dh += dout[t]
         if m is not None:                           # padded steps pass dh straight back
-            carry = split_padded(dh, t, m)
+            split_padded(dh, t, m, out=carry)
         dgt = dg[t]
         step(gates[t], h[t], gh_n[t], dh, dgt, dh_z)                 # (8)-(12)
         if t % FLUSH_EVERY == 0:

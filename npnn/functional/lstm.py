@@ -175,14 +175,18 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     dc_n = check_output_grad("dc_n", dc_n, (N, H), dt, xp)
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
     dc = xp.zeros((N, H), dtype=dt) if dc_n is None else dc_n.copy()
+    if m is not None:                               # masked steps' outputs are constants
+        dout = None if dout is None else dout * m
+        carry_h, carry_c = xp.empty_like(dh), xp.empty_like(dc)
     dz = xp.empty((T, N, 4 * H), dtype=dt)
     kernels = fused_kernels(xp)
     step = kernels.lstm_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (6)
-            dh += dout[t] if m is None else dout[t] * m[t]
+            dh += dout[t]
         if m is not None:                           # padded steps pass (dh, dc) straight back
-            carry_h, carry_c = split_padded(dh, t, m), split_padded(dc, t, m)
+            split_padded(dh, t, m, out=carry_h)
+            split_padded(dc, t, m, out=carry_c)
         dzt = dz[t]
         step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
         if t % FLUSH_EVERY == 0:

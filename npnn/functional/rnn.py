@@ -125,15 +125,18 @@ def rnn_backward(dout, dh_n, cache):
     dout = check_output_grad("dout", dout, (T, N, H), x.dtype, xp)
     dh_n = check_output_grad("dh_n", dh_n, (N, H), x.dtype, xp)
     g = xp.zeros((N, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
+    if m is not None:                               # masked steps' outputs are constants
+        dout = None if dout is None else dout * m
+        carry = xp.empty_like(g)
     da = xp.empty((T, N, H), dtype=x.dtype)
     kernels = fused_kernels(xp)
     step = kernels.rnn_backward_step if kernels else partial(_plain_backward_step, xp)
     relu = nonlinearity == "relu"
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (4)
-            g += dout[t] if m is None else dout[t] * m[t]
+            g += dout[t]
         if m is not None:                           # padded steps pass g straight to h_{t-1}
-            carry = split_padded(g, t, m)
+            split_padded(g, t, m, out=carry)
         step(g, h[t + 1], da[t], relu)              # (5)
         if t % FLUSH_EVERY == 0:
             flush_subnormals(xp, da[t])
