@@ -91,15 +91,26 @@ def torch_step(cfg, torch, seed=0):
     return step
 
 
-def tokens_per_s(step, tokens, steps):
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return tokens / statistics.median(times)
+#: Pause before each block of steps (see bench_rnn.PAUSE_S).
+PAUSE_S = 0.3
+
+
+def tokens_per_s(steps_fns, tokens, steps):
+    """Tokens/s of each training step in ``steps_fns``, from the median of ``steps``
+    timed steps, taken in two blocks ordered a b b a (three untimed steps start
+    each block: switching libraries costs the first steps)."""
+    times = [[] for _ in steps_fns]
+    for block, order in zip((steps // 2, steps - steps // 2),
+                            (range(len(steps_fns)), reversed(range(len(steps_fns))))):
+        for k in order:
+            time.sleep(PAUSE_S)             # idle BLAS/OpenMP threads stop spinning
+            for _ in range(3):
+                steps_fns[k]()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                steps_fns[k]()
+                times[k].append(time.perf_counter() - t0)
+    return [tokens / statistics.median(ts) for ts in times]
 
 
 def main(argv=None):
@@ -118,8 +129,9 @@ def main(argv=None):
              "|---|---|---|---|"]
     for name, cfg in CONFIGS.items():
         tokens = cfg["N"] * cfg["T"]
-        ours = tokens_per_s(npnn_step(cfg), tokens, args.steps)
-        theirs = tokens_per_s(torch_step(cfg, torch), tokens, args.steps) if torch else float("nan")
+        fns = [npnn_step(cfg)] + ([torch_step(cfg, torch)] if torch else [])
+        ours, *theirs = tokens_per_s(fns, tokens, args.steps)
+        theirs = theirs[0] if torch else float("nan")
         print(f"{name}: npnn {ours:,.0f} tok/s, PyTorch {theirs:,.0f} tok/s, "
               f"throughput ratio {ours / theirs:.2f}")
         lines.append(f"| {name} ({cfg['cell'].upper()} H {cfg['H']}, "
@@ -131,7 +143,7 @@ def main(argv=None):
     if args.write:
         write_section(os.path.join(HERE, "RESULTS.md"), "bench_lm",
                       "## Language-model training step\n\n`python benchmarks/bench_lm.py` — "
-                      f"{info}. Median of {args.steps} steps.\n\n{table}\n")
+                      f"{info}. Median of {args.steps} steps in blocks ordered npnn, PyTorch, PyTorch, npnn.\n\n{table}\n")
     return 0
 
 

@@ -6,8 +6,10 @@
     python benchmarks/bench_rnn.py --write               # also update benchmarks/RESULTS.md
 
 asv-shaped: parameters (cell x size x mode x dtype), a setup per case, and
-time functions for npnn and for the peer; the table comes last. Times are the
-median of ``--repeat`` runs after a warm-up, with device synchronisation on
+time functions for npnn and for the peer; the table comes last. Times are
+medians of npnn, its BLAS floor and PyTorch timed in blocks ordered a b c c b a,
+so that the machine's drifts fall on all three alike (at least ``--repeat``
+runs, more for short cases: about a second of each), with device synchronisation on
 GPU (CUDA events for both sides, cuDNN with TF32 off, npnn in full fp32).
 FLOPs of one layer: forward 2*T*N*G*H*(D+H), forward+backward three times that.
 
@@ -116,7 +118,7 @@ class Case:
 
     def time_blas(self):
         """The products of ``time_npnn`` alone (see the module docstring)."""
-        xp, (x, W, dout) = self.xp, (self.x, self.W, self.dout)
+        xp, x, W = self.xp, self.x, self.W
         T, N, D = x.shape
         W_ih, W_hh = W[0], W[1]
         GH, H = W_hh.shape
@@ -147,23 +149,43 @@ class Case:
         return peak
 
 
-def median_ms(fn, repeat, sync=None):
-    fn()                                                    # warm-up
-    if sync:
-        sync()
-    times = []
-    for _ in range(repeat):
+#: Pause before each block of timed calls, longer than OpenBLAS's default spin
+#: time of its idle worker threads (2^28 cycles, about 0.1 s).
+PAUSE_S = 0.3
+
+
+def median_ms(fns, repeat, sync=None, budget_s=1.0, max_runs=50):
+    """Median time in ms of each of ``fns``, timed in blocks in the order
+    a b c c b a, so that a slow or fast spell of the machine falls on all alike.
+
+    Calls are not interleaved one by one: after a call, OpenBLAS's worker
+    threads keep spinning on the cores for a while (and so do PyTorch's), which
+    slowed the other library's next calls by up to 2.5x when tried. Each block
+    starts after a pause of ``PAUSE_S`` and one untimed call. Each function gets
+    about ``budget_s`` seconds, at least ``repeat`` and at most ``max_runs``
+    timed calls.
+    """
+    def once(fn):
         t0 = time.perf_counter()
         fn()
         if sync:
             sync()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        return time.perf_counter() - t0
+    first = [once(fn) for fn in fns]
+    runs = max(repeat, min(max_runs, int(budget_s / max(max(first), 1e-9))))
+    per_block = [runs // 2, runs - runs // 2]
+    times = [[] for _ in fns]
+    for block, order in zip(per_block, (range(len(fns)), reversed(range(len(fns))))):
+        for k in order:
+            time.sleep(PAUSE_S)                             # let spinning threads sleep
+            once(fns[k])                                    # untimed: the switch
+            times[k].extend(once(fns[k]) for _ in range(block))
+    return [1e3 * statistics.median(ts) for ts in times]
 
 
 def gemm_gflops(xp, dtype, sync, n=2048):
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)).astype(dtype))
-    ms = median_ms(lambda: a @ a, 5, sync)
+    ms, = median_ms([lambda: a @ a], 5, sync)
     return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
@@ -205,9 +227,9 @@ def main(argv=None):
         for size in args.sizes.split(","):
             for mode in args.modes.split(","):
                 case = Case(cell, size, mode, args.dtype, xp, torch, device)
-                ours = median_ms(case.time_npnn, args.repeat, sync)
-                theirs = median_ms(case.time_torch, args.repeat, sync) if torch else float("nan")
-                floor = median_ms(case.time_blas, args.repeat, sync)
+                fns = [case.time_npnn, case.time_blas] + ([case.time_torch] if torch else [])
+                ours, floor, *theirs = median_ms(fns, args.repeat, sync)
+                theirs = theirs[0] if torch else float("nan")
                 gflops = case.flops / (ours * 1e-3) / 1e9
                 mem = ""
                 if mode == "forward+backward" and args.backend == "numpy":
@@ -231,7 +253,8 @@ def main(argv=None):
         section = (f"## Recurrent kernels vs PyTorch ({args.backend}, {args.dtype}"
                    f"{', ' + args.label if args.label else ''})\n\n"
                    f"`python benchmarks/bench_rnn.py` — {info}. GEMM roofline "
-                   f"{roof:.0f} GFLOP/s. Median of {args.repeat}; sizes (N, T, D, H): "
+                   f"{roof:.0f} GFLOP/s. Medians of at least {args.repeat} runs in blocks "
+                   "ordered a b c c b a; sizes (N, T, D, H): "
                    + ", ".join(f"{k} {v}" for k, v in SIZES.items()) + ".\n\n" + table + "\n")
         write_section(os.path.join(HERE, "RESULTS.md"),
                       f"bench_rnn:{args.backend}:{os.environ.get('OPENBLAS_CORETYPE', 'default')}",

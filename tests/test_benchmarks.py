@@ -1,0 +1,67 @@
+"""The benchmark scripts run (their figures are not checked: timing belongs in
+benchmarks/RESULTS.md, not in assertions)."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "..", "benchmarks")
+
+
+def _load(name, monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)              # as when run as a script
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench_rnn(monkeypatch):
+    module = _load("bench_rnn", monkeypatch)
+    monkeypatch.setattr(module, "PAUSE_S", 0.0)
+    return module
+
+
+def test_bench_rnn_runs_without_pytorch(bench_rnn, capsys):
+    assert bench_rnn.main(["--sizes", "S", "--cells", "gru", "--repeat", "1", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "| cell | size | mode | npnn ms | PyTorch ms" in out
+    assert "| gru | S | forward |" in out and "| gru | S | forward+backward |" in out
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_blas_floor_runs_the_kernels_products(bench_rnn, cell):
+    case = bench_rnn.Case(cell, "S", "forward+backward", "float32", np, None, "cpu")
+    case.time_blas()                                # out= shapes must fit the cell's
+    case.time_blas()                                # and its buffers be reusable
+
+
+def test_median_ms_times_every_function_in_blocks(bench_rnn):
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    times = bench_rnn.median_ms(fns, repeat=4, budget_s=0.0)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    # warm-up a b, then blocks a b | b a, each block after one untimed call
+    assert "".join(calls) == "ab" + "aaa" + "bbb" + "bbb" + "aaa"
+
+
+def test_write_section_replaces_its_block_and_appends_new_ones(bench_rnn, tmp_path):
+    path = str(tmp_path / "RESULTS.md")
+    bench_rnn.write_section(path, "k1", "one\n")
+    bench_rnn.write_section(path, "k2", "two\n")
+    bench_rnn.write_section(path, "k1", "uno\n")
+    text = open(path).read()
+    assert "uno" in text and "one" not in text and "two" in text
+    assert text.index("uno") < text.index("two")
+
+
+def test_bench_lm_runs(monkeypatch, capsys):
+    module = _load("bench_lm", monkeypatch)
+    monkeypatch.setattr(module, "PAUSE_S", 0.0)
+    assert module.main(["--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| d2l GRU" in out and "| default LSTM" in out
