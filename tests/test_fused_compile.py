@@ -1,21 +1,30 @@
-"""Compile every fused GPU kernel with nvcc, without a GPU.
+"""The fused GPU kernels, compiled and run without a GPU.
 
-The kernels' bodies are expanded the way ``cupy.ElementwiseKernel`` expands them
-(raw parameters are pointers indexed by hand, the others are references to
-element i) and compiled for float and double. This catches what only a GPU run
-would otherwise show (an undeclared name, a type error). Skipped without nvcc;
-the kernels' numbers are checked against the plain path in test_fused.py on a GPU.
+1. Every kernel's body is expanded the way ``cupy.ElementwiseKernel`` expands it
+   (raw parameters are pointers indexed by hand, the others are references to
+   element i) and compiled with nvcc for float and double. This catches what
+   only a GPU run would otherwise show (an undeclared name, a type error).
+2. The same bodies are compiled with the host's C++ compiler into a loop over i
+   and run on NumPy arrays in place of the GPU kernels: the sequence ops then
+   take their fused path on the CPU, and their results must match the plain
+   path's. This checks the kernels' indexing and numbers; test_fused.py checks
+   them on a GPU, when there is one.
 """
 
+import ctypes
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from npnn.functional import _fused
+from npnn.functional import _fused, gru, lstm, rnn
+
+from test_fused import _run
+from conftest import assert_close
 
 NVCC = shutil.which("nvcc")
+CXX = shutil.which("g++") or shutil.which("c++")
 
 
 def _capture(monkeypatch):
@@ -67,3 +76,97 @@ def test_every_fused_kernel_compiles(monkeypatch, tmp_path):
     run = subprocess.run([NVCC, "-c", "-o", str(tmp_path / "kernels.o"), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+# -- 2. the kernels on the host -------------------------------------------------
+
+def _params(in_params, out_params):
+    """[(kind, c type, name)] with kind 'raw', 'elem' (element i) or 'scalar'."""
+    out = []
+    for decl in (in_params + ", " + out_params).split(","):
+        *mods, typ, var = decl.split()
+        kind = "raw" if mods == ["raw"] else "elem" if typ == "T" else "scalar"
+        out.append((kind, {"int32": "int"}.get(typ, typ), var))
+    return out
+
+
+def _host_function(in_params, out_params, body, name):
+    """C++ source of the kernel as a loop over i, with extern "C" entry points."""
+    params = _params(in_params, out_params)
+    sig = ", ".join(f"{'T*' if k != 'scalar' else t} {'_' + v if k == 'elem' else v}"
+                    for k, t, v in params)
+    refs = " ".join(f"T& {v} = _{v}[i];" for k, _, v in params if k == "elem")
+    lines = [f"template <typename T> void {name}({sig}, ptrdiff_t _size) {{",
+             f"  for (ptrdiff_t i = 0; i < _size; ++i) {{ {refs}", body, "  }", "}"]
+    for real in ("float", "double"):
+        csig = ", ".join(f"{real + '*' if k != 'scalar' else t} a{j}"
+                         for j, (k, t, _) in enumerate(params))
+        call = ", ".join(f"a{j}" for j in range(len(params)))
+        lines.append(f'extern "C" void {name}_{real}({csig}, ptrdiff_t size) '
+                     f"{{ {name}<{real}>({call}, size); }}")
+    return "\n".join(lines)
+
+
+class _HostKernels:
+    """Stands in for ``backend.elementwise_kernel``: each kernel compiled with the host
+    compiler (all of them in one library) and called with ElementwiseKernel's rules."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        self.sources = {k[3]: k for k in _capture(monkeypatch)}
+        code = ["#include <cmath>", "#include <cstddef>", "#include <algorithm>",
+                "using std::tanh; using std::max;"]
+        code += [_host_function(*k) for k in self.sources.values()]
+        src, lib = tmp_path / "kernels.cpp", tmp_path / "kernels.so"
+        src.write_text("\n\n".join(code))
+        run = subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        self.lib = ctypes.CDLL(str(lib))
+
+    def __call__(self, in_params, out_params, body, name):
+        params = _params(in_params, out_params)
+        n_in = len(in_params.split(","))
+
+        def kernel(*args):
+            assert len(args) == len(params)
+            arrays = [a for a, (k, _, _) in zip(args, params) if k == "elem"]
+            shape = np.broadcast_shapes(*(a.shape for a in arrays))
+            dtype = arrays[0].dtype
+            c_args, write_back = [], []
+            for j, (a, (kind, _, var)) in enumerate(zip(args, params)):
+                if kind == "scalar":
+                    c_args.append(ctypes.c_int(int(a)))
+                    continue
+                assert a.dtype == dtype, f"{name}: {var} is {a.dtype}, not {dtype}"
+                if kind == "elem" and j >= n_in:
+                    assert a.shape == shape, f"{name}: output {var} of shape {a.shape}"
+                buf = np.ascontiguousarray(np.broadcast_to(a, shape) if kind == "elem" else a)
+                if j >= n_in and buf is not a:
+                    write_back.append((a, buf))
+                c_args.append(buf.ctypes.data_as(ctypes.c_void_p))
+            real = {"float32": "float", "float64": "double"}[dtype.name]
+            getattr(self.lib, f"{name}_{real}")(*c_args, ctypes.c_ssize_t(int(np.prod(shape))))
+            for a, buf in write_back:
+                a[...] = buf
+        return kernel
+
+
+@pytest.fixture
+def host_kernels(tmp_path, monkeypatch):
+    if CXX is None:
+        pytest.skip("needs a C++ compiler")
+    return _HostKernels(tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_kernels_on_the_host_match_the_plain_path(host_kernels, monkeypatch, cell,
+                                                          dtype, tol, masked):
+    plain = _run(cell, "numpy", dtype, masked)
+    monkeypatch.setattr(_fused, "elementwise_kernel", host_kernels)
+    for module in (rnn, lstm, gru):
+        monkeypatch.setattr(module, "fused_kernels", lambda xp: _fused.KERNELS)
+    fused = _run(cell, "numpy", dtype, masked)
+    for f, p in zip(fused, plain):
+        assert_close(f, p, tol * max(1.0, float(np.abs(p).max())))
