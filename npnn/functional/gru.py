@@ -166,7 +166,7 @@ def gru_backward(dout, dh_n, cache):
     dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
     dh_n = check_output_grad("dh_n", dh_n, (N, H), dt, xp)
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
-    if m is not None:                               # masked steps' outputs are constants
+    if m is not None:                               # padded steps output 0: their dout is dropped
         dout = None if dout is None else dout * m
         carry = xp.empty_like(dh)
     dg = xp.empty((T, N, 4 * H), dtype=dt)         # [da_n r, da_r, da_z, da_n] per step

@@ -175,7 +175,7 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     dc_n = check_output_grad("dc_n", dc_n, (N, H), dt, xp)
     dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
     dc = xp.zeros((N, H), dtype=dt) if dc_n is None else dc_n.copy()
-    if m is not None:                               # masked steps' outputs are constants
+    if m is not None:                               # padded steps output 0: their dout is dropped
         dout = None if dout is None else dout * m
         carry_h, carry_c = xp.empty_like(dh), xp.empty_like(dc)
     dz = xp.empty((T, N, 4 * H), dtype=dt)
@@ -201,7 +201,7 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     grads = {"W_ih": dz2.T @ x.reshape(T * N, D),   # (14)
              "W_hh": dz2.T @ h[:-1].reshape(T * N, H)}
     if has_bias:
-        grads["b_ih"] = dz2.sum(axis=0)
+        grads["b_ih"] = xp.ones(T * N, dtype=dz2.dtype) @ dz2   # sum over steps, sequences
         grads["b_hh"] = grads["b_ih"].copy()
     return dx, dh, dc, grads
 

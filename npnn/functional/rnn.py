@@ -125,7 +125,7 @@ def rnn_backward(dout, dh_n, cache):
     dout = check_output_grad("dout", dout, (T, N, H), x.dtype, xp)
     dh_n = check_output_grad("dh_n", dh_n, (N, H), x.dtype, xp)
     g = xp.zeros((N, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    if m is not None:                               # masked steps' outputs are constants
+    if m is not None:                               # padded steps output 0: their dout is dropped
         dout = None if dout is None else dout * m
         carry = xp.empty_like(g)
     da = xp.empty((T, N, H), dtype=x.dtype)
@@ -148,7 +148,7 @@ def rnn_backward(dout, dh_n, cache):
     grads = {"W_ih": da2.T @ x.reshape(T * N, D),   # (8)
              "W_hh": da2.T @ h[:-1].reshape(T * N, H)}
     if has_bias:
-        grads["b_ih"] = da2.sum(axis=0)
+        grads["b_ih"] = xp.ones(T * N, dtype=da2.dtype) @ da2   # sum over steps, sequences
         grads["b_hh"] = grads["b_ih"].copy()
     return dx, g, grads
 
