@@ -35,11 +35,12 @@ def _capture(monkeypatch):
         return lambda *args: None
     monkeypatch.setattr(_fused, "elementwise_kernel", fake)
     k = _fused.KERNELS
-    z, g, s = np.zeros((2, 12), "f"), np.zeros((2, 9), "f"), np.zeros((2, 3), "f")
+    z, s = np.zeros((2, 12), "f"), np.zeros((2, 3), "f")
     k.lstm_forward_step(z, z, s, s, s, s)
     k.lstm_backward_step(z, s, s, s, s, z)
-    k.gru_forward_step(g, g, s[0], s, s, s)
-    k.gru_backward_step(g, s, s, s, z, s)
+    rz = np.zeros((2, 6), "f")
+    k.gru_forward_step(rz, rz, s, s, s[0], s, s)
+    k.gru_backward_step(rz, s, s, s, s, z, s)
     for relu in (False, True):
         k.rnn_forward_step(s, s, s, relu)
         k.rnn_backward_step(s, s, s, relu)

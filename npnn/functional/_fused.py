@@ -53,36 +53,38 @@ class _Kernels:
             """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, H, dz, dc)
 
     # -- GRU -------------------------------------------------------------------
-    def gru_forward_step(self, a, gh, b_hn, h_prev, gh_n, h):
-        """(3)-(5): a (N, 3H) holds gi (r, z scaled) and becomes r, z, n; b_hn (H,)."""
+    def gru_forward_step(self, rz, gh_rz, n, gh_n, b_hn, h_prev, h):
+        """(3)-(5): rz (N, 2H) holds gi_r, gi_z (scaled) and becomes r, z; n (N, H)
+        holds gi_n and becomes n; gh_n (N, H) holds W_hn h and gains b_hn (H,)."""
         H = np.int32(h.shape[1])
         elementwise_kernel(
-            "raw T gh, raw T b_hn, T h_prev, int32 H", "raw T a, T gh_n, T h",
+            "raw T gh_rz, raw T b_hn, T h_prev, int32 H", "raw T rz, T n, T gh_n, T h",
             """
-            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j;
-            const T r = tanh(a[k] + gh[k]) * (T)0.5 + (T)0.5;                    // (3)
-            const T z = tanh(a[k + H] + gh[k + H]) * (T)0.5 + (T)0.5;
-            gh_n = gh[k + 2 * H] + b_hn[j];
-            const T nn = tanh(a[k + 2 * H] + r * gh_n);                          // (4)
-            a[k] = r; a[k + H] = z; a[k + 2 * H] = nn;
+            const ptrdiff_t row = i / H, j = i % H, k = row * 2 * H + j;
+            const T r = tanh(rz[k] + gh_rz[k]) * (T)0.5 + (T)0.5;                // (3)
+            const T z = tanh(rz[k + H] + gh_rz[k + H]) * (T)0.5 + (T)0.5;
+            rz[k] = r; rz[k + H] = z;
+            gh_n = gh_n + b_hn[j];
+            const T nn = tanh(n + r * gh_n);                                     // (4)
+            n = nn;
             h = nn + z * (h_prev - nn);                                          // (5)
-            """, "npnn_gru_forward_step")(gh, b_hn, h_prev, H, a, gh_n, h)
+            """, "npnn_gru_forward_step")(gh_rz, b_hn, h_prev, H, rz, n, gh_n, h)
 
-    def gru_backward_step(self, y, h_prev, gh_n, dh, dg, dh_z):
+    def gru_backward_step(self, rz, n, h_prev, gh_n, dh, dg, dh_z):
         """(8)-(12): fills dg = [da_n r, da_r, da_z, da_n] (N, 4H) and dh_z = dh * z (N, H)."""
         H = np.int32(dh.shape[1])
         elementwise_kernel(
-            "raw T y, T h_prev, T gh_n, T dh, int32 H", "raw T dg, T dh_z",
+            "raw T rz, T n, T h_prev, T gh_n, T dh, int32 H", "raw T dg, T dh_z",
             """
-            const ptrdiff_t n = i / H, j = i % H, k = n * 3 * H + j, k4 = n * 4 * H + j;
-            const T r = y[k], z = y[k + H], nn = y[k + 2 * H];
-            const T da_n = dh * ((T)1 - z) * ((T)1 - nn * nn);                   // (8), (9)
+            const ptrdiff_t row = i / H, j = i % H, k = row * 2 * H + j, k4 = row * 4 * H + j;
+            const T r = rz[k], z = rz[k + H];
+            const T da_n = dh * ((T)1 - z) * ((T)1 - n * n);                     // (8), (9)
             dg[k4] = da_n * r;                                                   // (12)
             dg[k4 + H] = da_n * gh_n * r * ((T)1 - r);                           // (10), (11)
-            dg[k4 + 2 * H] = dh * (h_prev - nn) * z * ((T)1 - z);
+            dg[k4 + 2 * H] = dh * (h_prev - n) * z * ((T)1 - z);
             dg[k4 + 3 * H] = da_n;
             dh_z = dh * z;                                                       // (8)
-            """, "npnn_gru_backward_step")(y, h_prev, gh_n, dh, H, dg, dh_z)
+            """, "npnn_gru_backward_step")(rz, n, h_prev, gh_n, dh, H, dg, dh_z)
 
     # -- RNN -------------------------------------------------------------------
     def rnn_forward_step(self, a, rec, h, relu):

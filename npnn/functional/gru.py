@@ -28,14 +28,18 @@ gradient reaching h_t (dh_T from the final state):
     (15) dW_ih = sum_t dgi_t^T x_t,  dW_hh = sum_t dgh_t^T h_{t-1},
          db_ih = sum dgi_t,  db_hh = sum dgh_t
 
-Speed: r and z are one contiguous (N, 2H) block, computed in one pass as
-sigmoid(a) = (1 + tanh(a / 2)) / 2 with the 1/2 folded into their weight rows
-once per call; their derivative y (1 - y) is written 1/4 - (y - 1/2)^2, also one
-pass (11). dgi and dgh of (12) share their r and z blocks, so the backward keeps
-one (N, 4H) buffer per step, dg = [da_n * r, da_r, da_z, da_n]: dgi is its last
-three blocks (r, z, n) and dgh its first three, in the order (n, r, z), which
-(13) and (15) meet by taking W_hh's blocks in that order. Buffers are allocated
-once per call; the loops only write into them.
+Speed: the step keeps r, z (one (N, 2H) array) apart from n (N, H), and the
+recurrent product (2) runs as two products, gh_rz and gh_n, so that every array
+the step's passes write is contiguous (a gate block of an (N, 3H) array is a
+strided view, and NumPy's ufuncs run 2-4x slower on those). r and z are computed
+in one pass as sigmoid(a) = (1 + tanh(a / 2)) / 2 with the 1/2 folded into their
+weight rows once per call; their derivative y (1 - y) is written
+1/4 - (y - 1/2)^2, also one pass (11). dgi and dgh of (12) share their r and z
+blocks, so the backward keeps one (N, 4H) buffer per step,
+dg = [da_n * r, da_r, da_z, da_n]: dgi is its last three blocks (r, z, n) and
+dgh its first three, in the order (n, r, z), which (13) and (15) meet by taking
+W_hh's blocks in that order. Buffers are allocated once per call; the loops only
+write into them.
 """
 
 from typing import Any, NamedTuple, Optional
@@ -57,15 +61,14 @@ class _Plain:
         self.tmp = xp.empty((N, H), dtype=dtype)
         self.slope = xp.empty((N, 2 * H), dtype=dtype)
 
-    def forward_step(self, a, gh, b_hn, h_prev, gh_n, h):
+    def forward_step(self, rz, gh_rz, n, gh_n, b_hn, h_prev, h):
         xp, H = self.xp, self.H
-        rz = a[:, :2 * H]
-        rz += gh[:, :2 * H]                         # (3) r, z = sigmoid(.) in one pass
+        rz += gh_rz                                 # (3) r, z = sigmoid(.) in one pass
         xp.tanh(rz, out=rz)
         rz *= 0.5
         rz += 0.5
-        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-        xp.add(gh[:, 2 * H:], b_hn, out=gh_n)
+        r, z = rz[:, :H], rz[:, H:]
+        gh_n += b_hn                                # (2) the n block's bias
         xp.multiply(r, gh_n, out=self.tmp)          # (4)
         n += self.tmp
         xp.tanh(n, out=n)
@@ -73,9 +76,9 @@ class _Plain:
         h *= z
         h += n
 
-    def backward_step(self, y, h_prev, gh_n, dh, dg, dh_z):
+    def backward_step(self, rz, n, h_prev, gh_n, dh, dg, dh_z):
         xp, H, tmp, slope = self.xp, self.H, self.tmp, self.slope
-        r, z, n = y[:, :H], y[:, H:2 * H], y[:, 2 * H:]
+        r, z = rz[:, :H], rz[:, H:]
         dnr, da_r, da_z, da_n = dg[:, :H], dg[:, H:2 * H], dg[:, 2 * H:3 * H], dg[:, 3 * H:]
         xp.multiply(dh, z, out=dh_z)                # (8) direct path dh * z
         xp.subtract(dh, dh_z, out=da_n)             #     dn = dh (1 - z)
@@ -85,7 +88,7 @@ class _Plain:
         xp.subtract(1, tmp, out=tmp)
         da_n *= tmp
         xp.multiply(da_n, gh_n, out=da_r)           # (10) dr
-        xp.subtract(y[:, :2 * H], 0.5, out=slope)   # (11) sigmoid' = 1/4 - (y - 1/2)^2
+        xp.subtract(rz, 0.5, out=slope)             # (11) sigmoid' = 1/4 - (y - 1/2)^2
         slope *= slope
         xp.subtract(0.25, slope, out=slope)
         dg[:, H:3 * H] *= slope
@@ -96,7 +99,8 @@ class GRUCache(NamedTuple):
     """What the backward pass needs, all stacked over time."""
     x: Any              # (T, N, D) input
     h: Any              # (T + 1, N, H) h[0] = h_0, h[t] = h_t
-    gates: Any          # (T, N, 3H) post-activation r, z, n
+    rz: Any             # (T, N, 2H) post-activation r, z
+    n: Any              # (T, N, H) post-activation n
     gh_n: Any           # (T, N, H) W_hn h_{t-1} + b_hn, needed by (10)
     W_ih: Any           # (3H, D)
     W_hh: Any           # (3H, H)
@@ -123,26 +127,28 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     h = xp.empty((T + 1, N, H), dtype=dt)
     h[0] = initial_state(xp, h0, N, H, dt)
     gh_n = xp.empty((T, N, H), dtype=dt)
-    scale = xp.ones(3 * H, dtype=dt)                # 1/2 on the r, z rows: sigmoid via tanh
-    scale[:2 * H] = 0.5
-    # (1) for every step at once: (T*N, D) @ (D, 3H); b_hr, b_hz folded in too
-    gates = (x.reshape(T * N, D) @ (W_ih * scale[:, None]).T).reshape(T, N, 3 * H)
+    x2 = x.reshape(T * N, D)
+    # (1) for every step at once, r and z apart from n, the r, z rows halved
+    # (sigmoid via tanh); b_hr and b_hz are folded in too
+    rz = (x2 @ (W_ih[:2 * H] * 0.5).T).reshape(T, N, 2 * H)
+    n = (x2 @ W_ih[2 * H:].T).reshape(T, N, H)
     if b_ih is not None:
-        bias = b_ih * scale
-        bias[:2 * H] += b_hh[:2 * H] * 0.5
-        gates += bias
-    W_hh_sT = xp.ascontiguousarray((W_hh * scale[:, None]).T)   # (H, 3H)
-    gh = xp.empty((N, 3 * H), dtype=dt)
+        rz += (b_ih[:2 * H] + b_hh[:2 * H]) * 0.5
+        n += b_ih[2 * H:]
+    W_hrz_T = xp.ascontiguousarray((W_hh[:2 * H] * 0.5).T)      # (H, 2H)
+    W_hn_T = xp.ascontiguousarray(W_hh[2 * H:].T)               # (H, H)
+    gh_rz = xp.empty((N, 2 * H), dtype=dt)
     b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)
     kernels = fused_kernels(xp)
     step = kernels.gru_forward_step if kernels else _Plain(xp, H, N, dt).forward_step
     for t in range(T):
-        xp.matmul(h[t], W_hh_sT, out=gh)            # (2)
-        step(gates[t], gh, b_hn, h[t], gh_n[t], h[t + 1])            # (3)-(5)
+        xp.matmul(h[t], W_hrz_T, out=gh_rz)         # (2), r and z rows
+        xp.matmul(h[t], W_hn_T, out=gh_n[t])        # (2), n rows (b_hn added by the step)
+        step(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t], h[t + 1])      # (3)-(5)
         if m is not None:                           # padded steps keep h_{t-1}
             hold_padded(h, t, m)
     out = h[1:] if m is None else h[1:] * m         # (6)
-    cache = GRUCache(x, h, gates, gh_n, W_ih, W_hh, b_ih is not None, m)
+    cache = GRUCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m)
     return out, h[T], cache
 
 
@@ -158,7 +164,7 @@ def gru_backward(dout, dh_n, cache):
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases).
     """
-    x, h, gates, gh_n, W_ih, W_hh, has_bias, m = cache
+    x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m = cache
     T, N, D = x.shape
     H = W_hh.shape[1]
     dt = x.dtype
@@ -180,7 +186,7 @@ def gru_backward(dout, dh_n, cache):
         if m is not None:                           # padded steps pass dh straight back
             split_padded(dh, t, m, out=carry)
         dgt = dg[t]
-        step(gates[t], h[t], gh_n[t], dh, dgt, dh_z)                 # (8)-(12)
+        step(rz[t], n[t], h[t], gh_n[t], dh, dgt, dh_z)              # (8)-(12)
         if t % FLUSH_EVERY == 0:
             flush_subnormals(xp, dgt)
             flush_subnormals(xp, dh_z)
