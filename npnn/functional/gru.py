@@ -33,8 +33,8 @@ recurrent product (2) runs as two products, gh_rz and gh_n, so that every array
 the step's passes write is contiguous (a gate block of an (N, 3H) array is a
 strided view, and NumPy's ufuncs run 2-4x slower on those). r and z are computed
 in one pass as sigmoid(a) = (1 + tanh(a / 2)) / 2 with the 1/2 folded into their
-weight rows once per call; their derivative y (1 - y) is written
-1/4 - (y - 1/2)^2, also one pass (11). dgi and dgh of (12) share their r and z
+weight rows once per call; their derivative y (1 - y) = y - y^2 takes two passes
+over the same block (11). dgi and dgh of (12) share their r and z
 blocks, so the backward keeps one (N, 4H) buffer per step,
 dg = [da_n * r, da_r, da_z, da_n]: dgi is its last three blocks (r, z, n) and
 dgh its first three, in the order (n, r, z), which (13) and (15) meet by taking
@@ -88,9 +88,8 @@ class _Plain:
         xp.subtract(1, tmp, out=tmp)
         da_n *= tmp
         xp.multiply(da_n, gh_n, out=da_r)           # (10) dr
-        xp.subtract(rz, 0.5, out=slope)             # (11) sigmoid' = 1/4 - (y - 1/2)^2
-        slope *= slope
-        xp.subtract(0.25, slope, out=slope)
+        xp.multiply(rz, rz, out=slope)              # (11) sigmoid' = y (1 - y) = y - y^2
+        xp.subtract(rz, slope, out=slope)
         dg[:, H:3 * H] *= slope
         xp.multiply(da_n, r, out=dnr)               # (12) the n block of dgh
 
