@@ -122,15 +122,20 @@ class Case:
         T, N, D = x.shape
         W_ih, W_hh = W[0], W[1]
         GH, H = W_hh.shape
+        # the forward's row blocks: the GRU runs r, z apart from n (see gru.py)
+        blocks = [(0, 2 * H), (2 * H, GH)] if self.cell == "gru" else [(0, GH)]
         if not hasattr(self, "_blas"):
-            self._blas = (xp.ascontiguousarray(W_hh.T), xp.zeros((T + 1, N, H), dtype=x.dtype),
-                          xp.empty((N, GH), dtype=x.dtype), xp.empty((N, H), dtype=x.dtype),
+            self._blas = ([xp.ascontiguousarray(W_hh[a:b].T) for a, b in blocks],
+                          [xp.empty((N, b - a), dtype=x.dtype) for a, b in blocks],
+                          xp.zeros((T + 1, N, H), dtype=x.dtype), xp.empty((N, H), dtype=x.dtype),
                           xp.full((T, N, GH), 0.01, dtype=x.dtype))
-        W_hh_T, h, rec, dh, dz = self._blas
+        W_hh_T, rec, h, dh, dz = self._blas
         x2 = x.reshape(T * N, D)
-        x2 @ W_ih.T                                 # input half, every step at once
+        for a, b in blocks:
+            x2 @ W_ih[a:b].T                        # input half, every step at once
         for t in range(T):
-            xp.matmul(h[t], W_hh_T, out=rec)        # recurrent half, step by step
+            for W_k, rec_k in zip(W_hh_T, rec):
+                xp.matmul(h[t], W_k, out=rec_k)     # recurrent half, step by step
         if self.mode == "forward+backward":
             for t in range(T - 1, -1, -1):
                 xp.matmul(dz[t], W_hh, out=dh)      # gradient to h_{t-1}
