@@ -143,7 +143,8 @@ def main(argv=None):
     if args.write:
         write_section(os.path.join(HERE, "RESULTS.md"), "bench_lm",
                       "## Language-model training step\n\n`python benchmarks/bench_lm.py` — "
-                      f"{info}. Median of {args.steps} steps in blocks ordered npnn, PyTorch, PyTorch, npnn.\n\n{table}\n")
+                      f"{info}. Median of {args.steps} steps in blocks ordered npnn, PyTorch, "
+                      f"PyTorch, npnn.\n\n{table}\n")
     return 0
 
 
