@@ -25,12 +25,13 @@ import sys
 
 import numpy as np
 
-from . import functional as F
 from .backend import to_numpy
-from .layers import GRU, LSTM, RNN, Linear, MSELoss, Module
+from .functional.registry import as_states, from_states
+from .layers import Linear, MSELoss, Module
+from .layers.recurrent import layer_class
 from .optim import Adam, clip_grad_norm
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+CELLS = ("rnn", "lstm", "gru")       # the cells the report compares
 BASELINE_MSE = 1.0 / 6.0
 
 
@@ -55,19 +56,19 @@ class LastStateRegressor(Module):
     def __init__(self, cell, input_size, hidden_size, output_size=1, dtype="float32", seed=None):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.rnn = CELLS[cell](input_size, hidden_size, dtype=dtype, seed=rng)
+        self.rnn = layer_class(cell)(input_size, hidden_size, dtype=dtype, seed=rng)
         self.head = Linear(hidden_size, output_size, dtype=dtype, seed=rng)
 
     def forward(self, x):
         _, h_n = self.rnn(x)
-        h = h_n[0] if isinstance(h_n, tuple) else h_n
-        self._push(h_n)
-        return self.head(h[-1])
+        states = as_states(h_n)
+        self._push(len(states))
+        return self.head(states[0][-1])
 
     def backward(self, dy):
-        h_n = self._pop()
+        n_states = self._pop()
         dh = self.head.backward(dy)[None]                 # (1, N, H): the top layer's h_T
-        self.rnn.backward(None, (dh, h_n[1] * 0) if isinstance(h_n, tuple) else dh)
+        self.rnn.backward(None, from_states((dh,) + (None,) * (n_states - 1)))
 
 
 def train_adding(cell, T, hidden=64, steps=2000, batch=64, lr=2e-3, seed=0, log=None,
@@ -106,86 +107,71 @@ def evaluate_adding(model, T, seed, N=1000):
 
 
 # -- gradients through time --------------------------------------------------------
-def _step_fns(cell):
-    if cell == "lstm":
-        return F.lstm_step_forward, F.lstm_step_backward
-    if cell == "gru":
-        return F.gru_step_forward, F.gru_step_backward
-    return F.rnn_step_forward, F.rnn_step_backward
+def _stepper(layer):
+    """(cell spec, op parameters, options) of a single-layer recurrent layer's first layer."""
+    return layer.spec, layer._weights(0, 0), layer._op_options(np)
 
 
-def _weights(layer):
-    p = layer.params
-    return (p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"))
-
-
-def _run_steps(cell, layer, x):
-    fwd, _ = _step_fns(cell)
-    W = _weights(layer)
+def _run_steps(layer, x):
+    spec, W, options = _stepper(layer)
     N, H = x.shape[1], layer.hidden_size
-    h = np.zeros((N, H), dtype=x.dtype)
-    c = np.zeros((N, H), dtype=x.dtype) if cell == "lstm" else None
+    states = tuple(np.zeros((N, H), dtype=x.dtype) for _ in spec.states)
     caches = []
     for t in range(x.shape[0]):
-        if cell == "lstm":
-            h, c, cache = fwd(x[t], h, c, *W)
-        else:
-            h, cache = fwd(x[t], h, *W)
+        states, cache = spec.step(x[t], states, W, **options)
         caches.append(cache)
-    return caches, h
+    return caches, states
 
 
 def gradient_norms(cell, layer, x, d_last=None):
     """||dL/dh_t|| for t = 0..T (h_0 the initial state) with L = <d_last, h_T>.
 
-    ``layer`` is a single-layer npnn RNN/LSTM/GRU, x (T, N, D); the norms are
-    averaged over the batch. ``d_last`` (N, H) defaults to ones / sqrt(H).
-    For the LSTM, the norm of the gradient of the hidden state h_t is reported
-    (the cell state's gradient flows alongside)."""
-    caches, h_T = _run_steps(cell, layer, x)
-    _, bwd = _step_fns(cell)
-    N, H = h_T.shape
+    ``layer`` is a single-layer npnn recurrent layer of the cell ``cell`` (any
+    registered one), x (T, N, D); the norms are averaged over the batch.
+    ``d_last`` (N, H) defaults to ones / sqrt(H). For cells with several
+    states (the LSTM's (h, c)) the norm of the hidden state h_t's gradient is
+    reported; the others' gradients flow alongside."""
+    _check_cell(cell, layer)
+    caches, final = _run_steps(layer, x)
+    spec = layer.spec
+    N, H = final[0].shape
     dh = np.full((N, H), 1.0 / np.sqrt(H), dtype=x.dtype) if d_last is None else d_last
-    dc = np.zeros_like(dh) if cell == "lstm" else None
-    norms = [float(np.linalg.norm(dh, axis=1).mean())]
+    d = (dh,) + tuple(np.zeros_like(dh) for _ in final[1:])
+    norms = [float(np.linalg.norm(d[0], axis=1).mean())]
     for cache in reversed(caches):
-        if cell == "lstm":
-            _, dh, dc, _ = bwd(dh, dc, cache)
-        else:
-            _, dh, _ = bwd(dh, cache)
-        norms.append(float(np.linalg.norm(dh, axis=1).mean()))
+        _, d, _ = spec.step_backward(d, cache)
+        norms.append(float(np.linalg.norm(d[0], axis=1).mean()))
     return np.array(norms[::-1])                     # index t: ||dL/dh_t||
 
 
 def step_jacobians(cell, layer, x):
     """Singular values of J_t = d state_t / d state_{t-1}, t = 1..T, for the first
-    sequence of x: array (T, S) with S = H (2H for the LSTM's (h, c)), descending."""
-    fwd, bwd = _step_fns(cell)
-    W = _weights(layer)
+    sequence of x: array (T, S) with S = H per state (2H for the LSTM's (h, c)),
+    descending."""
+    _check_cell(cell, layer)
+    spec, W, options = _stepper(layer)
     H = layer.hidden_size
-    S = 2 * H if cell == "lstm" else H
+    S = spec.n_states * H
     x1 = x[:, :1]
-    h = np.zeros((1, H), dtype=x.dtype)
-    c = np.zeros((1, H), dtype=x.dtype)
-    out = []
+    states = tuple(np.zeros((1, H), dtype=x.dtype) for _ in spec.states)
     eye = np.eye(S, dtype=x.dtype)
+    out = []
     for t in range(x.shape[0]):
         # the same step for S copies of the state, backpropagating the rows of I:
         # row k of the result is d state_t[k] / d state_{t-1}, i.e. row k of J_t
-        xs, hs = np.repeat(x1[t], S, axis=0), np.repeat(h, S, axis=0)
-        if cell == "lstm":
-            cs = np.repeat(c, S, axis=0)
-            _, _, cache = fwd(xs, hs, cs, *W)
-            _, dh, dc, _ = bwd(eye[:, :H], eye[:, H:], cache)
-            J = np.concatenate([dh, dc], axis=1)
-            h, c, _ = fwd(x1[t], h, c, *W)
-        else:
-            _, cache = fwd(xs, hs, *W)
-            _, dh, _ = bwd(eye, cache)
-            J = dh
-            h, _ = fwd(x1[t], h, *W)
+        xs = np.repeat(x1[t], S, axis=0)
+        _, cache = spec.step(xs, tuple(np.repeat(s, S, axis=0) for s in states), W, **options)
+        rows = tuple(eye[:, k * H:(k + 1) * H] for k in range(spec.n_states))
+        _, d_prev, _ = spec.step_backward(rows, cache)
+        J = np.concatenate(d_prev, axis=1)
+        states, _ = spec.step(x1[t], states, W, **options)
         out.append(np.linalg.svd(J.astype(np.float64), compute_uv=False))
     return np.array(out)
+
+
+def _check_cell(cell, layer):
+    if layer.spec.name != cell or layer.num_layers != 1 or layer.bidirectional:
+        raise ValueError(f"expected a single-layer, one-direction {cell!r} layer, got {layer!r}")
 
 
 # -- the report ------------------------------------------------------------------

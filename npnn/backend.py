@@ -23,6 +23,11 @@ except Exception:  # ImportError, or a broken CUDA install raising on import
 BACKENDS = ("numpy", "cupy")
 
 
+def cupy_module():
+    """The ``cupy`` module when it imports, else None (whether or not a GPU is present)."""
+    return _cupy
+
+
 def cupy_available():
     """True when CuPy imports and sees at least one CUDA device."""
     if _cupy is None:
@@ -115,20 +120,6 @@ def elementwise_kernel(in_params, out_params, body, name):
     if name not in _KERNELS:
         _KERNELS[name] = _require_cupy().ElementwiseKernel(in_params, out_params, body, name)
     return _KERNELS[name]
-
-
-def fused_kernels(xp):
-    """The fused per-step GPU kernels for arrays of module ``xp``, or None.
-
-    This is the one place where the accelerated path is chosen: CuPy arrays get
-    the fused kernels of ``npnn.functional._fused`` unless the environment sets
-    ``NPNN_FUSED=0``; NumPy arrays always run the plain ufunc path.
-    """
-    import os
-    if _cupy is None or xp is not _cupy or os.environ.get("NPNN_FUSED", "1") == "0":
-        return None
-    from .functional import _fused
-    return _fused.KERNELS
 
 
 def scatter_add(target, indices, values):

@@ -6,6 +6,7 @@ Profiles, chosen with HYPOTHESIS_PROFILE (default 'ci'):
   thorough  500 random examples a property, for a long run before a release.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from npnn.backend import cupy_available, get_backend
+from npnn.functional.accel import use_reference
 
 settings.register_profile("ci", derandomize=True, max_examples=50, deadline=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
@@ -39,6 +41,25 @@ def backend(request):
 def xp(backend):
     """The array module of ``backend``."""
     return get_backend(backend)
+
+
+@pytest.fixture
+def reference_only():
+    """Within the test, every recurrent op runs its textbook reference (functional/*.py),
+    not an acceleration: finite differences and PyTorch parity check the reference,
+    and test_accel.py checks every acceleration against it."""
+    with use_reference():
+        yield
+
+
+#: The two implementations of the recurrent ops: parametrize a test with
+#: ``@pytest.mark.parametrize("path", PATHS)`` and run its ops ``with on_path(path):``.
+PATHS = ["accelerated", "reference"]
+
+
+def on_path(path):
+    """A context in which the recurrent ops take ``path`` (one of ``PATHS``)."""
+    return use_reference() if path == "reference" else contextlib.nullcontext()
 
 
 def to_numpy(a):

@@ -5,10 +5,11 @@
    element i) and compiled with nvcc for float and double. This catches what
    only a GPU run would otherwise show (an undeclared name, a type error).
 2. The same bodies are compiled with the host's C++ compiler into a loop over i
-   and run on NumPy arrays in place of the GPU kernels: the sequence ops then
-   take their fused path on the CPU, and their results must match the plain
-   path's. This checks the kernels' indexing and numbers; test_fused.py checks
-   them on a GPU, when there is one.
+   and run on NumPy arrays in place of the GPU kernels: the accelerated
+   sequence ops then take their fused path on the CPU, and their results must
+   match the textbook reference (functional/rnn.py, lstm.py, gru.py). This
+   checks the kernels' indexing and numbers; test_fused.py checks them on a
+   GPU, when there is one.
 """
 
 import ctypes
@@ -18,32 +19,34 @@ import subprocess
 import numpy as np
 import pytest
 
-from npnn.functional import _fused, gru, lstm, rnn
+from npnn.functional.accel import _common, gru, lstm, rnn
 
-from test_fused import _run
-from conftest import assert_close
+from test_accel import VARIANTS, compare_paths
+
+MODULES = (rnn, lstm, gru)
 
 NVCC = shutil.which("nvcc")
 CXX = shutil.which("g++") or shutil.which("c++")
 
 
 def _capture(monkeypatch):
+    """(in_params, out_params, body, name) of every fused kernel."""
     captured = []
 
     def fake(in_params, out_params, body, name):
         captured.append((in_params, out_params, body, name))
         return lambda *args: None
-    monkeypatch.setattr(_fused, "elementwise_kernel", fake)
-    k = _fused.KERNELS
+    for module in MODULES:
+        monkeypatch.setattr(module, "elementwise_kernel", fake)
     z, s = np.zeros((2, 12), "f"), np.zeros((2, 3), "f")
-    k.lstm_forward_step(z, z, s, s, s, s)
-    k.lstm_backward_step(z, s, s, s, s, z)
+    lstm._Fused.forward_step(z, z, s, s, s, s)
+    lstm._Fused.backward_step(z, s, s, s, s, z)
     rz = np.zeros((2, 6), "f")
-    k.gru_forward_step(rz, rz, s, s, s[0], s, s)
-    k.gru_backward_step(rz, s, s, s, s, z, s)
+    gru._Fused.forward_step(rz, rz, s, s, s[0], s, s)
+    gru._Fused.backward_step(rz, s, s, s, s, z, s)
     for relu in (False, True):
-        k.rnn_forward_step(s, s, s, relu)
-        k.rnn_backward_step(s, s, s, relu)
+        rnn._Fused.forward_step(s, s, s, relu)
+        rnn._Fused.backward_step(s, s, s, relu)
     return captured
 
 
@@ -113,9 +116,10 @@ class _HostKernels:
     compiler (all of them in one library) and called with ElementwiseKernel's rules."""
 
     def __init__(self, tmp_path, monkeypatch):
-        self.sources = {k[3]: k for k in _capture(monkeypatch)}
+        with monkeypatch.context() as m:
+            self.sources = {k[3]: k for k in _capture(m)}
         code = ["#include <cmath>", "#include <cstddef>", "#include <algorithm>",
-                "using std::tanh; using std::max;"]
+                "using std::tanh;"]
         code += [_host_function(*k) for k in self.sources.values()]
         src, lib = tmp_path / "kernels.cpp", tmp_path / "kernels.so"
         src.write_text("\n\n".join(code))
@@ -159,15 +163,38 @@ def host_kernels(tmp_path, monkeypatch):
     return _HostKernels(tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "rnn_relu", "lstm", "gru"])
-@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_fused_kernels_on_the_host_match_the_plain_path(host_kernels, monkeypatch, cell,
-                                                          dtype, tol, masked):
-    plain = _run(cell, "numpy", dtype, masked)
-    monkeypatch.setattr(_fused, "elementwise_kernel", host_kernels)
-    for module in (rnn, lstm, gru):
-        monkeypatch.setattr(module, "fused_kernels", lambda xp: _fused.KERNELS)
-    fused = _run(cell, "numpy", dtype, masked)
-    for f, p in zip(fused, plain):
-        assert_close(f, p, tol * max(1.0, float(np.abs(p).max())))
+def test_fused_kernels_on_the_host_match_the_reference(host_kernels, monkeypatch, variant, dtype,
+                                                       masked):
+    for module in MODULES:
+        monkeypatch.setattr(module, "elementwise_kernel", host_kernels)
+        monkeypatch.setattr(module, "fused", lambda xp: True)
+    compare_paths(variant, dtype, masked)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("where", ["x", "dout"])
+def test_fused_kernels_propagate_nan_as_numpy_does(host_kernels, monkeypatch, variant, where):
+    """A NaN in a *valid* input or output gradient gives NaN exactly where the reference
+    does (CUDA's max() would drop it: fmaxf(NaN, 0) is 0; so would h > 0 ? g : 0)."""
+    from npnn.functional.accel import use_reference
+    from npnn.functional.registry import CELLS
+    from test_accel import make_case
+    case = make_case(variant, 3, 2, 2, 3, "float64", True, False, True, "both", False, 0)
+    case[where][1, 0, :] = np.nan
+    cell, options = VARIANTS[variant][:2]
+
+    def run():
+        out, finals, cache = CELLS[cell].run(case["x"], case["states"], case["params"],
+                                             **options)
+        dx, _, grads = CELLS[cell].run_backward(case["dout"], case["dfinals"], cache)
+        return [out, *finals, dx, *grads.values()]
+    with use_reference():
+        expected = run()
+    for module in MODULES:
+        monkeypatch.setattr(module, "elementwise_kernel", host_kernels)
+        monkeypatch.setattr(module, "fused", lambda xp: True)
+    for a, b in zip(run(), expected):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))

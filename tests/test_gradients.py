@@ -5,8 +5,9 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from npnn.gradcheck import check_gradients
-from npnn.gradcheck import cases
+from npnn import functional as F
+from npnn.functional.registry import CELLS
+from npnn.gradcheck import cases, check_gradients
 
 TOL = 1e-6
 dims = st.integers(1, 6)
@@ -24,29 +25,54 @@ def _check(built, seed):
 @example(T=1, N=1, D=1, H=1, bias=False, nonlinearity="relu", masked=True, seed=1)
 def test_rnn(backend, T, N, D, H, bias, nonlinearity, masked, seed):
     rng = np.random.default_rng(seed)
-    _check(cases.rnn_case(rng, T, N, D, H, bias, nonlinearity, masked, backend), seed)
+    _check(cases.rnn_case(rng, T, N, D, H, bias, nonlinearity, masked, backend, reference=True),
+           seed)
 
 
-@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
-@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
-def test_lstm(backend, T, N, D, H, bias, masked, seed):
+@given(cell=st.sampled_from(["lstm", "gru", "peephole_lstm"]), T=dims, N=dims, D=dims, H=dims,
+       bias=st.booleans(), masked=st.booleans(), seed=seeds)
+@example(cell="lstm", T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+@example(cell="gru", T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+@example(cell="peephole_lstm", T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
+def test_gated_cells(backend, cell, T, N, D, H, bias, masked, seed):
+    """The reference of every gated cell (the accelerations are checked against it in
+    test_accel.py)."""
     rng = np.random.default_rng(seed)
-    _check(cases.lstm_case(rng, T, N, D, H, bias, masked, backend), seed)
+    _check(cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend, reference=True),
+           seed)
 
 
-@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
-@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
-def test_gru(backend, T, N, D, H, bias, masked, seed):
+@given(cell=st.sampled_from(sorted(CELLS)), N=dims, D=dims, H=dims, bias=st.booleans(),
+       seed=seeds)
+@example(cell="lstm", N=1, D=1, H=1, bias=True, seed=0)
+def test_steps(backend, cell, N, D, H, bias, seed):
     rng = np.random.default_rng(seed)
-    _check(cases.gru_case(rng, T, N, D, H, bias, masked, backend), seed)
+    _check(cases.step_case(rng, cell, N, D, H, bias, backend), seed)
 
 
 @given(cell=st.sampled_from(["rnn", "lstm", "gru"]), N=dims, D=dims, H=dims, bias=st.booleans(),
-       nonlinearity=st.sampled_from(["tanh", "relu"]), seed=seeds)
-@example(cell="lstm", N=1, D=1, H=1, bias=True, nonlinearity="tanh", seed=0)
-def test_steps(backend, cell, N, D, H, bias, nonlinearity, seed):
+       seed=seeds)
+def test_public_step_functions_are_the_registry_steps(cell, N, D, H, bias, seed):
+    """``F.lstm_step_forward`` and friends (the README's API) equal the registry's step."""
     rng = np.random.default_rng(seed)
-    _check(cases.step_case(rng, cell, N, D, H, bias, nonlinearity, backend), seed)
+    f, inputs = cases.step_case(rng, cell, N, D, H, bias)
+    spec = CELLS[cell]
+    new, vjp = f(**inputs)
+    params = {k: v for k, v in inputs.items() if k not in spec.states and k != "x"}
+    states = [inputs[s] for s in spec.states]
+    forward = getattr(F, f"{cell}_step_forward")
+    backward = getattr(F, f"{cell}_step_backward")
+    *mine, cache = forward(inputs["x"], *states, **params)
+    for a, b in zip(mine, new):
+        np.testing.assert_array_equal(a, b)
+    d = [rng.standard_normal(s.shape) for s in states]
+    dx, *dprev, grads = backward(*d, cache)
+    ref = vjp(tuple(d))
+    np.testing.assert_array_equal(dx, ref["x"])
+    for s, g in zip(spec.states, dprev):
+        np.testing.assert_array_equal(g, ref[s])
+    for k, g in grads.items():
+        np.testing.assert_array_equal(g, ref[k])
 
 
 @given(lead=st.lists(dims, min_size=0, max_size=3), D=dims, O=dims, bias=st.booleans(), seed=seeds)
@@ -96,15 +122,7 @@ def test_attention(backend, kind, N, L, S, E, Ev, A, masked, scaled, seed):
                                 None if scaled else 1.0, backend), seed)
 
 
-@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(), seed=seeds)
-@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
-def test_peephole_lstm(backend, T, N, D, H, bias, masked, seed):
-    rng = np.random.default_rng(seed)
-    _check(cases.peephole_lstm_case(rng, T, N, D, H, bias, masked, backend), seed)
-
-
 def test_peephole_lstm_without_peepholes_is_the_lstm():
-    from npnn import functional as F
     rng = np.random.default_rng(0)
     T, N, D, H = 5, 3, 4, 6
     x = rng.standard_normal((T, N, D))
@@ -128,7 +146,7 @@ def test_peephole_lstm_without_peepholes_is_the_lstm():
 @example(T=1, N=1, D=1, H=1, bias=True, masked=False, dt=1.0, seed=0)
 def test_ctrnn(backend, T, N, D, H, bias, masked, dt, seed):
     rng = np.random.default_rng(seed)
-    _check(cases.ctrnn_case(rng, T, N, D, H, bias, dt, masked, backend), seed)
+    _check(cases.recurrent_case(rng, "ctrnn", T, N, D, H, bias, masked, backend, dt=dt), seed)
 
 
 @given(T=dims, N=dims, D=dims, H=dims, O=dims, bias=st.booleans(), masked=st.booleans(),
@@ -140,7 +158,6 @@ def test_jordan(backend, T, N, D, H, O, bias, masked, seed):
 
 
 def test_ctrnn_with_dt_equal_to_tau_is_the_tanh_rnn():
-    from npnn import functional as F
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3, 4))
     W = [0.5 * rng.standard_normal(s) for s in ((6, 4), (6, 6), (6,), (6,))]

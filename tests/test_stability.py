@@ -6,8 +6,9 @@ import pytest
 
 from npnn import functional as F
 from npnn.backend import to_backend, to_numpy
+from npnn.functional.registry import CELLS
 
-from conftest import assert_close
+from conftest import PATHS, assert_close, on_path
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -35,7 +36,7 @@ def test_activations_saturate_cleanly(backend, dtype):
 
 def _saturating_inputs(rng, cell, dtype, T=5, N=3, D=2, H=4):
     """Weights of +-1 and inputs of +-50 drive every pre-activation to about +-100."""
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    G = CELLS[cell].gates
     W_ih = rng.choice([-1.0, 1.0], size=(G * H, D)).astype(dtype)
     W_hh = (0.1 * rng.standard_normal((G * H, H))).astype(dtype)
     b = np.zeros(G * H, dtype=dtype)
@@ -43,20 +44,22 @@ def _saturating_inputs(rng, cell, dtype, T=5, N=3, D=2, H=4):
     return x, [W_ih, W_hh, b, b.copy()]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_saturated_gates_stay_finite_and_match_torch(backend, cell, dtype):
+def test_saturated_gates_stay_finite_and_match_torch(backend, path, cell, dtype):
     rng = np.random.default_rng(0)
     x, W = _saturating_inputs(rng, cell, dtype)
     T, N, _ = x.shape
     H = W[1].shape[1]
     dout = rng.standard_normal((T, N, H)).astype(dtype)
     dev = lambda a: to_backend(a, backend)  # noqa: E731
-    forward = {"rnn": F.rnn_forward, "lstm": F.lstm_forward, "gru": F.gru_forward}[cell]
-    backward = {"rnn": F.rnn_backward, "lstm": F.lstm_backward, "gru": F.gru_backward}[cell]
-    n_states = 2 if cell == "lstm" else 1
-    out, *_, cache = forward(dev(x), *([None] * n_states), *map(dev, W))
-    res = backward(dev(dout), *([None] * n_states), cache)
+    spec = CELLS[cell]
+    params = dict(zip(("W_ih", "W_hh", "b_ih", "b_hh"), map(dev, W)))
+    with on_path(path):
+        out, _, cache = spec.run(dev(x), (None,) * spec.n_states, params)
+    dx, _, grads = spec.run_backward(dev(dout), (None,) * spec.n_states, cache)
+    res = (dx, grads)
     arrays = [out, *res[:-1], *res[-1].values()]
     assert all(np.all(np.isfinite(to_numpy(a))) for a in arrays)
 
@@ -77,7 +80,7 @@ def test_saturated_gates_stay_finite_and_match_torch(backend, cell, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_near_subnormal_gradients_are_flushed_and_nothing_else_changes(dtype):
-    from npnn.functional._recurrent import flush_subnormals
+    from npnn.functional.accel._common import flush_subnormals
     info = np.finfo(dtype)
     cut = info.tiny / info.eps
     a = np.array([1.0, -2.5, 2 * cut, -cut, cut / 2, info.tiny, -info.tiny / 1024, 0.0],

@@ -11,6 +11,7 @@ from npnn.backend import to_backend, to_numpy
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("reference_only")   # the accelerations: test_accel.py
 dims = st.integers(1, 6)
 seeds = st.integers(0, 2**32 - 1)
 TOL = {"float64": 1e-10, "float32": 1e-5}

@@ -1,24 +1,67 @@
-"""What the RNN, LSTM and GRU sequence ops share: argument checks and masks.
+"""What every recurrent cell's sequence op shares: argument checks, the input
+product before the time loop, the weight-gradient products after it, and masks.
 
-A *mask* ``m (T, N)`` marks the valid steps of each sequence (1 valid, 0
-padding). At a padded step the recurrent state is carried over unchanged,
+A *mask* ``m (T, N)`` marks the valid steps of each sequence (True valid,
+False padding). Padded steps are handled by *selection*, never by arithmetic:
 
-    h_t = m_t * h_new + (1 - m_t) * h_{t-1},
+    forward:   s_t = s_new   where m_t,   s_{t-1} elsewhere     (the state is carried over)
+               out_t = h_t   where m_t,   0 elsewhere
+    backward:  a padded step passes the gradient of its state straight back to
+               s_{t-1} and adds nothing to any other gradient.
 
-and the step's output is zero. With ``m`` from ``length_mask(lengths, T)``
-this gives PyTorch's packed-sequence semantics: the final state is each
-sequence's state at its last valid step.
+Selecting (``where``) rather than blending (``m * s_new + (1 - m) * s_old``)
+matters: whatever the padding holds, NaN or inf included, never reaches a valid
+output, state or gradient, since 0 * NaN is NaN but ``where`` does not look at
+the value it drops. It also makes an all-valid mask give exactly the results
+of no mask. With ``m`` from ``length_mask(lengths, T)`` this is PyTorch's
+packed-sequence semantics: each sequence's final state is its state at its
+last valid step.
 """
-
-import numpy as np
 
 from .._checks import (check_array, check_float, check_index_range, check_integer,
                        check_same_backend, check_shape)
 from ..backend import get_array_module
 
 
+# -- argument checks ----------------------------------------------------------------
+
+def check_sequence_input(x, D):
+    """x must be a float array (T, N, D) with T, N >= 1; returns (T, N)."""
+    check_float("x", x)
+    check_shape("x", x, (None, None, D), "TND")
+    T, N = x.shape[0], x.shape[1]
+    if T < 1 or N < 1:
+        raise ValueError(f"expected x with at least one step and one sequence, got shape {x.shape}")
+    return T, N
+
+
+def check_states(states, N, H, dtype):
+    """Each initial state (a dict name -> array or None) must be (N, H) of ``dtype``."""
+    for name, s in states.items():
+        if s is not None:
+            check_float(name, s, dtype)
+            check_shape(name, s, (N, H), "NH")
+
+
+def check_bias_pair(names, biases, shapes, dtype):
+    """Two biases, both given or both None, each of its shape."""
+    if (biases[0] is None) != (biases[1] is None):
+        given = ", ".join(f"{n}={'array' if b is not None else None}" for n, b in zip(names, biases))
+        raise ValueError(f"expected both {names[0]} and {names[1]} or neither, got {given}")
+    for name, b, shape in zip(names, biases, shapes):
+        if b is not None:
+            check_float(name, b, dtype)
+            check_shape(name, b, shape)
+
+
+def check_mask(mask, T, N):
+    if mask is not None:
+        check_array("mask", mask)
+        check_shape("mask", mask, (T, N), "TN")
+
+
 def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
-    """Validate a sequence op's arguments; return ``(xp, T, N, D, H)``.
+    """Validate a gated cell's sequence arguments; return ``(xp, T, N, D, H)``.
 
     ``gates`` is G (1 RNN, 4 LSTM, 3 GRU); ``states`` maps names such as
     ``'h0'`` to initial states of shape (N, H) or None.
@@ -35,89 +78,23 @@ def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
         check_shape("W_ih", W_ih, (gates * H, None), ("G*H", "D"))
     D = W_ih.shape[1]
     check_shape("W_ih", W_ih, (gates * H, D))
-    check_shape("x", x, (None, None, D), "TND")
-    T, N = x.shape[0], x.shape[1]
-    if T < 1 or N < 1:
-        raise ValueError(f"expected x with at least one step and one sequence, got shape {x.shape}")
-    for name, s in states.items():
-        if s is not None:
-            check_float(name, s, dtype)
-            check_shape(name, s, (N, H), "NH")
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("expected both b_ih and b_hh or neither, got "
-                         f"b_ih={'array' if b_ih is not None else None}, "
-                         f"b_hh={'array' if b_hh is not None else None}")
-    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            check_float(name, b, dtype)
-            check_shape(name, b, (gates * H,))
-    if mask is not None:
-        check_array("mask", mask)
-        check_shape("mask", mask, (T, N), "TN")
+    T, N = check_sequence_input(x, D)
+    check_states(states, N, H, dtype)
+    check_bias_pair(("b_ih", "b_hh"), (b_ih, b_hh), ((gates * H,), (gates * H,)), dtype)
+    check_mask(mask, T, N)
     check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, mask=mask, **states)
     return get_array_module(x), T, N, D, H
 
 
-#: The backward loops flush every FLUSH_EVERY steps: a flushed gradient is exact zeros
-#: and stays zero (0 W = 0), so a gradient decaying through the slow range costs at
-#: most this many slow steps, and the flush's own cost is spread over as many.
-FLUSH_EVERY = 8
+def check_step_input(x):
+    """A one-step op's input must be (N, D)."""
+    check_float("x", x)
+    if x.ndim != 2:
+        check_shape("x", x, (None, None), "ND")
+    return x
 
 
-def flush_subnormals(xp, a):
-    """Zero the entries of ``a`` below tiny / eps, in place (1e-31 in float32, 1e-292 in
-    float64; tiny is the smallest normal number, eps the machine epsilon).
-
-    BPTT over long sequences lets gradients vanish towards the subnormal range, and
-    x86 CPUs run arithmetic that reads *or produces* subnormals through slow
-    microcode: OpenBLAS's products then take 5 to 100 times longer (measured: a
-    16x128 by 128x512 product, 24 us normal, 2.4 ms subnormal; an LSTM backward
-    at T = 400 slowing from 18 to 100-150 us per step). Flushing at tiny / eps,
-    not just at tiny, keeps the products of flushed arrays with weights down to eps
-    normal. The values removed are below the float's relative resolution of any
-    quantity of size 1, as in the CPU's flush-to-zero mode, which NumPy cannot set.
-    GPUs treat subnormals at full speed, so only NumPy arrays are flushed.
-    """
-    if xp is np:
-        info = np.finfo(a.dtype)
-        xp.copyto(a, 0, where=xp.abs(a) < info.tiny / info.eps)
-    return a
-
-
-def hold_padded(s, t, m):
-    """Forward, at step t: s[t+1] = s[t] + m_t (s[t+1] - s[t]), in place (padding keeps s[t])."""
-    s[t + 1] -= s[t]
-    s[t + 1] *= m[t]
-    s[t + 1] += s[t]
-
-
-def split_padded(g, t, m, out=None):
-    """Backward, at step t: keep m_t g in ``g`` (in place, it goes through the cell) and
-    return (1 - m_t) g, the part that passes straight to step t - 1 (written into
-    ``out`` when given, so that a loop allocates no (N, H) arrays)."""
-    if out is None:
-        carry = g * (1 - m[t])
-    else:
-        carry = out
-        carry[...] = g
-        carry *= 1 - m[t]
-    g *= m[t]
-    return carry
-
-
-def initial_state(xp, s, N, H, dtype):
-    """The given initial state, or zeros (N, H)."""
-    return xp.zeros((N, H), dtype=dtype) if s is None else s
-
-
-def as_step_mask(mask, dtype):
-    """Mask (T, N) -> (T, N, 1) in the data's dtype, ready to broadcast over H."""
-    if mask is None:
-        return None
-    return mask.astype(dtype)[:, :, None]
-
-
-def check_output_grad(name, d, shape, dtype, xp):
+def check_output_grad(name, d, shape, dtype):
     """A gradient w.r.t. an output: None means zeros; otherwise it must match."""
     if d is None:
         return None
@@ -138,9 +115,70 @@ def length_mask(lengths, T):
     return xp.arange(T)[:, None] < lengths[None, :]  # (T, N)
 
 
-def check_step_input(x):
-    """A one-step op's input must be (N, D); returns it as a length-1 sequence."""
-    check_float("x", x)
-    if x.ndim != 2:
-        check_shape("x", x, (None, None), "ND")
-    return x[None]
+# -- pieces of every sequence op --------------------------------------------------------
+
+def split_gates(z, G):
+    """The G gate blocks of z (..., G*H), in their stacking order, as views (..., H)."""
+    H = z.shape[-1] // G
+    return tuple(z[..., k * H:(k + 1) * H] for k in range(G))
+
+
+def initial_state(xp, s, N, H, dtype):
+    """The given initial state, or zeros (N, H)."""
+    return xp.zeros((N, H), dtype=dtype) if s is None else s
+
+
+def step_mask(mask):
+    """Mask (T, N) -> boolean (T, N, 1), ready to select whole rows of (N, H) states."""
+    return None if mask is None else mask.astype(bool)[:, :, None]
+
+
+def input_half(x, W_ih, b_ih=None):
+    """x_t W_ih^T + b_ih for every step at once: one (T*N, D) x (D, G*H) product."""
+    T, N, D = x.shape
+    xw = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, W_ih.shape[0])
+    return xw if b_ih is None else xw + b_ih
+
+
+def keep_padded(xp, m_t, new, old):
+    """Forward, padded rows: each state of ``new`` where m_t, the old state elsewhere."""
+    return tuple(xp.where(m_t, s_new, s_old) for s_new, s_old in zip(new, old))
+
+
+def pass_padded(xp, m_t, through_cell, reaching):
+    """Backward, padded rows: the gradient that reached the state passes straight back."""
+    return tuple(xp.where(m_t, d_cell, d) for d_cell, d in zip(through_cell, reaching))
+
+
+def masked_output(xp, h, m):
+    """out_t = h_t at valid steps, 0 at padded ones (h (T, N, H), m (T, N, 1) or None)."""
+    return h if m is None else xp.where(m, h, 0)
+
+
+def valid_only(xp, a, m):
+    """The gradient ``a`` (T, N, .) with its padded rows set to zero."""
+    return a if m is None else xp.where(m, a, 0)
+
+
+def input_and_weight_grads(dxw, dhw, x, h_prev, W_ih, has_bias, m=None):
+    """What follows the backward loop, as single products over all T*N rows.
+
+    dxw, dhw: (T, N, G*H) gradients of the input half x W_ih^T + b_ih and of
+    the recurrent half h_{t-1} W_hh^T + b_hh (the same array for RNN and LSTM,
+    where both halves enter one sum); x (T, N, D); h_prev (T, N, H) the states
+    each step read. Padded rows of dxw, dhw are zero; ``m`` also keeps
+    whatever the padding of x holds out of dW_ih.
+
+    Returns dx (T, N, D) and {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases).
+    """
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    GH, H = dxw.shape[-1], h_prev.shape[-1]
+    dxw2, dhw2 = dxw.reshape(T * N, GH), dhw.reshape(T * N, GH)     # (T*N, G*H)
+    dx = (dxw2 @ W_ih).reshape(T, N, D)
+    x2 = valid_only(xp, x, m).reshape(T * N, D)
+    grads = {"W_ih": dxw2.T @ x2, "W_hh": dhw2.T @ h_prev.reshape(T * N, H)}
+    if has_bias:
+        grads["b_ih"] = dxw2.sum(axis=0)
+        grads["b_hh"] = dhw2.sum(axis=0)
+    return dx, grads

@@ -6,19 +6,23 @@ keeps a memory of about tau / dt steps. With dt = tau it is the plain tanh RNN.
 
     dh/dt = (-h + tanh(W_ih x + b_ih + W_hh h + b_hh)) / tau
 
-Forward, for t = 1 .. T, with k = dt / tau (H,):
+One step forward (``ctrnn_cell``), with k = dt / tau (H,):
 
     (1) a_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
     (2) phi_t = tanh(a_t)
     (3) h_t = h_{t-1} + k * (phi_t - h_{t-1}) = (1 - k) * h_{t-1} + k * phi_t
     (4) out_t = h_t
 
-Backward, t = T .. 1 (dh_T from the final state):
+One step backward (``ctrnn_cell_backward``), dh_t^next from step t + 1 (for the
+last step, the final state's gradient):
 
-    (5) dh_t += dout_t
+    (5) dh_t = dout_t + dh_t^next
     (6) da_t = dh_t * k * (1 - phi_t^2)
-    (7) dh_{t-1} = dh_t * (1 - k) + da_t W_hh,   dx_t = da_t W_ih
-    (8) dk = sum dh_t * (phi_t - h_{t-1}),   dtau = -dk * dt / tau^2
+    (7) dh_{t-1}^next = dh_t * (1 - k) + da_t W_hh
+
+and over the whole sequence:
+
+    (8) dx_t = da_t W_ih,  dk = sum_t,n dh_t * (phi_t - h_{t-1}),  dtau = -dk * dt / tau^2
     (9) dW_ih = sum da^T x,  dW_hh = sum da^T h_{t-1},  db_ih = db_hh = sum da
 """
 
@@ -26,8 +30,27 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_shape
 from ..backend import get_array_module
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args, hold_padded,
-                         initial_state, split_padded)
+from ._recurrent import (check_output_grad, check_sequence_args, initial_state,
+                         input_and_weight_grads, input_half, keep_padded, masked_output,
+                         pass_padded, step_mask, valid_only)
+from .activations import tanh
+
+
+def ctrnn_cell(xw, h_prev, W_hh, k, b_hh=None):
+    """One step, (1)-(3), given xw = x_t W_ih^T + b_ih (N, H) -> h_t and phi_t (N, H)."""
+    a = xw + h_prev @ W_hh.T                            # (1)
+    if b_hh is not None:
+        a = a + b_hh
+    phi = tanh(a)                                       # (2)
+    h = (1 - k) * h_prev + k * phi                      # (3)
+    return h, phi
+
+
+def ctrnn_cell_backward(dh, phi, W_hh, k):
+    """One step, (6)-(7): dh = dh_t -> da_t, dh_{t-1}^next (N, H)."""
+    da = dh * k * (1 - phi * phi)                       # (6)
+    dh_prev = dh * (1 - k) + da @ W_hh                  # (7)
+    return da, dh_prev
 
 
 class CTRNNCache(NamedTuple):
@@ -39,7 +62,7 @@ class CTRNNCache(NamedTuple):
     tau: Any            # (H,)
     dt: float
     has_bias: bool
-    mask: Optional[Any]
+    mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
 def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=None):
@@ -51,53 +74,46 @@ def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=Non
         raise ValueError(f"expected dt > 0, got {dt!r}")
     if bool((tau <= 0).any()):
         raise ValueError(f"expected tau > 0 everywhere, got min {float(tau.min())}")
-    dtype = x.dtype
-    m = as_step_mask(mask, dtype)
-    k = dt / tau                                             # (H,)
-    h = xp.empty((T + 1, N, H), dtype=dtype)
-    h[0] = initial_state(xp, h0, N, H, dtype)
-    phi = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)    # (1), input half
-    if b_ih is not None:
-        phi += b_ih + b_hh
+    m = step_mask(mask)
+    k = dt / tau                                        # (H,)
+    xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, H)
+    h = [initial_state(xp, h0, N, H, x.dtype)]
+    phi = []
     for t in range(T):
-        phi[t] += h[t] @ W_hh.T                              # (1)
-        xp.tanh(phi[t], out=phi[t])                          # (2)
-        h[t + 1] = h[t] + k * (phi[t] - h[t])                # (3)
-        if m is not None:
-            hold_padded(h, t, m)
-    out = h[1:] if m is None else h[1:] * m                  # (4)
-    return out, h[T], CTRNNCache(x, h, phi, W_ih, W_hh, tau, float(dt), b_ih is not None, m)
+        h_t, phi_t = ctrnn_cell(xw[t], h[t], W_hh, k, b_hh)          # (1)-(3)
+        if m is not None:                               # padded steps keep h_{t-1}
+            h_t, = keep_padded(xp, m[t], (h_t,), (h[t],))
+        h.append(h_t)
+        phi.append(phi_t)
+    h, phi = xp.stack(h), xp.stack(phi)
+    cache = CTRNNCache(x, h, phi, W_ih, W_hh, tau, float(dt), b_ih is not None, m)
+    return masked_output(xp, h[1:], m), h[T], cache    # (4)
 
 
 def ctrnn_backward(dout, dh_n, cache):
     """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, tau, b_ih, b_hh)."""
     x, h, phi, W_ih, W_hh, tau, dt, has_bias, m = cache
-    T, N, D = x.shape
-    H = W_hh.shape[1]
     xp = get_array_module(x)
-    dtype = x.dtype
-    dout = check_output_grad("dout", dout, (T, N, H), dtype, xp)
-    dh_n = check_output_grad("dh_n", dh_n, (N, H), dtype, xp)
-    dh = xp.zeros((N, H), dtype) if dh_n is None else dh_n.copy()
+    T, N, _ = x.shape
+    H = h.shape[2]
+    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
+    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
+    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
+    if dout is not None:
+        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
     k = dt / tau
-    da = xp.empty((T, N, H), dtype=dtype)
-    dk = xp.zeros(H, dtype=dtype)
+    da, dh_all = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):
-        if dout is not None:                                 # (5)
-            dh = dh + (dout[t] if m is None else dout[t] * m[t])
-        if m is not None:
-            carry = split_padded(dh, t, m)
-        da[t] = dh * k * (1 - phi[t] * phi[t])               # (6)
-        dk += (dh * (phi[t] - h[t])).sum(axis=0)             # (8)
-        dh = dh * (1 - k) + da[t] @ W_hh                     # (7)
-        if m is not None:
-            dh = dh + carry
-    da2 = da.reshape(T * N, H)
-    dx = (da2 @ W_ih).reshape(T, N, D)                       # (7)
-    grads = {"W_ih": da2.T @ x.reshape(T * N, D),            # (9)
-             "W_hh": da2.T @ h[:-1].reshape(T * N, H),
-             "tau": -dk * dt / (tau * tau)}                  # (8)
-    if has_bias:
-        grads["b_ih"] = da2.sum(axis=0)
-        grads["b_hh"] = grads["b_ih"].copy()
+        if dout is not None:
+            dh = dh + dout[t]                           # (5)
+        dh_all[t] = dh if m is None else valid_only(xp, dh, m[t])   # for dk, (8)
+        da[t], dh_prev = ctrnn_cell_backward(dh, phi[t], W_hh, k)    # (6)-(7)
+        if m is not None:                               # padded steps pass dh straight back
+            da[t] = valid_only(xp, da[t], m[t])
+            dh_prev, = pass_padded(xp, m[t], (dh_prev,), (dh,))
+        dh = dh_prev
+    da, dh_all = xp.stack(da), xp.stack(dh_all)         # (T, N, H) each
+    dx, grads = input_and_weight_grads(da, da, x, h[:-1], W_ih, has_bias, m)   # (8), (9)
+    dk = (dh_all * valid_only(xp, phi - h[:-1], m)).sum(axis=(0, 1))          # (8)
+    grads["tau"] = -dk * dt / (tau * tau)
     return dx, dh, grads

@@ -6,27 +6,50 @@ W_yh, so the state carried between steps is the output itself.
 Shapes: D input, H hidden, O output; parameters W_ih (H, D), W_yh (H, O),
 b_h (H,), W_hy (O, H), b_y (O,).
 
-Forward, for t = 1 .. T, from y_0 (zeros unless given):
+One step forward (``jordan_cell``), from y_{t-1} (y_0 zeros unless given):
 
-    (1) h_t = tanh(x_t W_ih^T + y_{t-1} W_yh^T + b_h)
+    (1) h_t = tanh(x_t W_ih^T + b_h + y_{t-1} W_yh^T)
     (2) y_t = h_t W_hy^T + b_y
     (3) out_t = y_t
 
-Backward, t = T .. 1 (dy_T from the final output's gradient):
+One step backward (``jordan_cell_backward``), dy_t^next from step t + 1 (for
+the last step, the final output's gradient):
 
-    (4) dy_t += dout_t
+    (4) dy_t = dout_t + dy_t^next
     (5) dh_t = dy_t W_hy,   da_t = dh_t * (1 - h_t^2)
-    (6) dy_{t-1} = da_t W_yh,   dx_t = da_t W_ih
-    (7) dW_hy = sum dy_t^T h_t,  db_y = sum dy_t,  dW_ih = sum da^T x,
-        dW_yh = sum da^T y_{t-1},  db_h = sum da
+    (6) dy_{t-1}^next = da_t W_yh
+
+and over the whole sequence:
+
+    (7) dx_t = da_t W_ih,  dW_hy = sum dy_t^T h_t,  db_y = sum dy_t,
+        dW_ih = sum da^T x,  dW_yh = sum da^T y_{t-1},  db_h = sum da
 """
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_array, check_float, check_same_backend, check_shape
+from .._checks import check_float, check_same_backend, check_shape
 from ..backend import get_array_module
-from ._recurrent import (as_step_mask, check_output_grad, hold_padded, initial_state,
-                         split_padded)
+from ._recurrent import (check_bias_pair, check_mask, check_output_grad, check_sequence_input,
+                         check_states, initial_state, input_half, keep_padded, masked_output,
+                         pass_padded, step_mask, valid_only)
+from .activations import tanh
+
+
+def jordan_cell(xw, y_prev, W_yh, W_hy, b_y=None):
+    """One step, (1)-(2), given xw = x_t W_ih^T + b_h (N, H) -> y_t (N, O), h_t (N, H)."""
+    h = tanh(xw + y_prev @ W_yh.T)                      # (1)
+    y = h @ W_hy.T                                      # (2)
+    if b_y is not None:
+        y = y + b_y
+    return y, h
+
+
+def jordan_cell_backward(dy, h, W_yh, W_hy):
+    """One step, (5)-(6): dy = dy_t (N, O) -> da_t (N, H), dy_{t-1}^next (N, O)."""
+    dh = dy @ W_hy                                      # (5)
+    da = dh * (1 - h * h)
+    dy_prev = da @ W_yh                                 # (6)
+    return da, dy_prev
 
 
 class JordanCache(NamedTuple):
@@ -37,85 +60,73 @@ class JordanCache(NamedTuple):
     W_yh: Any
     W_hy: Any
     has_bias: bool
-    mask: Optional[Any]
+    mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
-    """Run a Jordan network: x (T, N, D) -> out (T, N, O), y_n (N, O), cache."""
+def _check_args(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask):
+    """-> xp, T, N, D, H, O."""
     check_float("x", x)
-    dtype = x.dtype
     for name, w in (("W_ih", W_ih), ("W_yh", W_yh), ("W_hy", W_hy)):
-        check_float(name, w, dtype)
+        check_float(name, w, x.dtype)
         if w.ndim != 2:
             check_shape(name, w, (None, None))
     H, D = W_ih.shape
     O = W_hy.shape[0]
     check_shape("W_hy", W_hy, (O, H), ("O", "H"))
     check_shape("W_yh", W_yh, (H, O), ("H", "O"))
-    check_shape("x", x, (None, None, D), "TND")
-    T, N = x.shape[:2]
-    if T < 1 or N < 1:
-        raise ValueError(f"expected x with at least one step and one sequence, got shape {x.shape}")
-    if y0 is not None:
-        check_float("y0", y0, dtype)
-        check_shape("y0", y0, (N, O), "NO")
-    if (b_h is None) != (b_y is None):
-        raise ValueError("expected both b_h and b_y or neither")
-    if b_h is not None:
-        check_float("b_h", b_h, dtype)
-        check_shape("b_h", b_h, (H,))
-        check_float("b_y", b_y, dtype)
-        check_shape("b_y", b_y, (O,))
-    if mask is not None:
-        check_array("mask", mask)
-        check_shape("mask", mask, (T, N), "TN")
+    T, N = check_sequence_input(x, D)
+    check_states({"y0": y0}, N, O, x.dtype)
+    check_bias_pair(("b_h", "b_y"), (b_h, b_y), ((H,), (O,)), x.dtype)
+    check_mask(mask, T, N)
     check_same_backend(x=x, y0=y0, W_ih=W_ih, W_yh=W_yh, W_hy=W_hy, b_h=b_h, b_y=b_y, mask=mask)
-    xp = get_array_module(x)
-    m = as_step_mask(mask, dtype)
-    y = xp.empty((T + 1, N, O), dtype=dtype)
-    y[0] = initial_state(xp, y0, N, O, dtype)
-    h = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)     # (1), input half
-    if b_h is not None:
-        h += b_h
+    return get_array_module(x), T, N, D, H, O
+
+
+def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
+    """Run a Jordan network: x (T, N, D) -> out (T, N, O), y_n (N, O), cache."""
+    xp, T, N, D, H, O = _check_args(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask)
+    m = step_mask(mask)
+    xw = input_half(x, W_ih, b_h)                       # (1), input half: (T, N, H)
+    y = [initial_state(xp, y0, N, O, x.dtype)]
+    h = []
     for t in range(T):
-        h[t] += y[t] @ W_yh.T                                # (1)
-        xp.tanh(h[t], out=h[t])
-        y[t + 1] = h[t] @ W_hy.T                             # (2)
-        if b_y is not None:
-            y[t + 1] += b_y
-        if m is not None:
-            hold_padded(y, t, m)
-    out = y[1:] if m is None else y[1:] * m                  # (3)
-    return out, y[T], JordanCache(x, h, y, W_ih, W_yh, W_hy, b_h is not None, m)
+        y_t, h_t = jordan_cell(xw[t], y[t], W_yh, W_hy, b_y)         # (1)-(2)
+        if m is not None:                               # padded steps keep y_{t-1}
+            y_t, = keep_padded(xp, m[t], (y_t,), (y[t],))
+        y.append(y_t)
+        h.append(h_t)
+    y, h = xp.stack(y), xp.stack(h)
+    cache = JordanCache(x, h, y, W_ih, W_yh, W_hy, b_h is not None, m)
+    return masked_output(xp, y[1:], m), y[T], cache    # (3)
 
 
 def jordan_backward(dout, dy_n, cache):
     """BPTT for ``jordan_forward`` -> dx, dy0, grads (W_ih, W_yh, W_hy, b_h, b_y)."""
     x, h, y, W_ih, W_yh, W_hy, has_bias, m = cache
+    xp = get_array_module(x)
     T, N, D = x.shape
     H, O = h.shape[2], y.shape[2]
-    xp = get_array_module(x)
-    dtype = x.dtype
-    dout = check_output_grad("dout", dout, (T, N, O), dtype, xp)
-    dy_n = check_output_grad("dy_n", dy_n, (N, O), dtype, xp)
-    dy = xp.zeros((N, O), dtype) if dy_n is None else dy_n.copy()
-    dys = xp.empty((T, N, O), dtype=dtype)                   # gradient reaching each y_t
-    da = xp.empty((T, N, H), dtype=dtype)
+    dout = check_output_grad("dout", dout, (T, N, O), x.dtype)
+    dy = check_output_grad("dy_n", dy_n, (N, O), x.dtype)
+    dy = xp.zeros((N, O), x.dtype) if dy is None else dy
+    if dout is not None:
+        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    da, dy_all = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):
-        if dout is not None:                                 # (4)
-            dy = dy + (dout[t] if m is None else dout[t] * m[t])
-        if m is not None:
-            carry = split_padded(dy, t, m)
-        dys[t] = dy
-        da[t] = (dy @ W_hy) * (1 - h[t] * h[t])              # (5)
-        dy = da[t] @ W_yh                                    # (6)
-        if m is not None:
-            dy = dy + carry
-    da2, dy2 = da.reshape(T * N, H), dys.reshape(T * N, O)
-    dx = (da2 @ W_ih).reshape(T, N, D)                       # (6)
-    grads = {"W_ih": da2.T @ x.reshape(T * N, D),            # (7)
+        if dout is not None:
+            dy = dy + dout[t]                           # (4)
+        da[t], dy_prev = jordan_cell_backward(dy, h[t], W_yh, W_hy)  # (5)-(6)
+        dy_all[t] = dy
+        if m is not None:                               # padded steps pass dy straight back
+            da[t], dy_all[t] = valid_only(xp, da[t], m[t]), valid_only(xp, dy, m[t])
+            dy_prev, = pass_padded(xp, m[t], (dy_prev,), (dy,))
+        dy = dy_prev
+    da2 = xp.stack(da).reshape(T * N, H)                # (T*N, H)
+    dy2 = xp.stack(dy_all).reshape(T * N, O)            # (T*N, O)
+    dx = (da2 @ W_ih).reshape(T, N, D)                  # (7)
+    grads = {"W_ih": da2.T @ valid_only(xp, x, m).reshape(T * N, D),
              "W_yh": da2.T @ y[:-1].reshape(T * N, O),
-             "W_hy": dy2.T @ h.reshape(T * N, H)}
+             "W_hy": dy2.T @ valid_only(xp, h, m).reshape(T * N, H)}
     if has_bias:
         grads["b_h"] = da2.sum(axis=0)
         grads["b_y"] = dy2.sum(axis=0)

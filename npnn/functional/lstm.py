@@ -1,10 +1,10 @@
 """LSTM: forward and backpropagation through time, gate order i, f, g, o.
 
-Shapes: T time steps, N sequences, D input features, H hidden units, G = 4.
+Shapes: T time steps, N sequences, D input features, H hidden units.
 Parameters as PyTorch's ``nn.LSTM``: W_ih (4H, D), W_hh (4H, H), b_ih, b_hh (4H,),
 the four gate blocks stacked in the order of ``GATES``.
 
-Forward, for t = 1 .. T, starting from h_0 and c_0:
+One step forward (``lstm_cell``), from the previous states h_{t-1}, c_{t-1}:
 
     (1) z_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh       (N, 4H) = [z_i z_f z_g z_o]
     (2) i_t = sigmoid(z_i),  f_t = sigmoid(z_f),  g_t = tanh(z_g),  o_t = sigmoid(z_o)
@@ -12,90 +12,75 @@ Forward, for t = 1 .. T, starting from h_0 and c_0:
     (4) h_t = o_t * tanh(c_t)
     (5) out_t = h_t
 
-Backward (docs/derivations.md, section "LSTM"), t = T .. 1, with dh_t and dc_t
-the gradients reaching h_t and c_t (dh_T, dc_T from the final states):
+One step backward (``lstm_cell_backward``, docs/derivations.md, section "LSTM").
+dh_t is the gradient reaching h_t (from out_t and from step t + 1) and dc_t^next
+the one reaching c_t from step t + 1; the last step starts from the gradients
+of the final states h_T, c_T:
 
-    (6)  dh_t += dout_t
+    (6)  dh_t = dout_t + dh_t^next
     (7)  do_t = dh_t * tanh(c_t)
-    (8)  dc_t += dh_t * o_t * (1 - tanh(c_t)^2)
+    (8)  dc_t = dc_t^next + dh_t * o_t * (1 - tanh(c_t)^2)      c_t also reaches h_t
     (9)  di_t = dc_t * g_t,  df_t = dc_t * c_{t-1},  dg_t = dc_t * i_t
-    (10) dc_{t-1} = dc_t * f_t
-    (11) dz_t = [di * i(1-i), df * f(1-f), dg * (1-g^2), do * o(1-o)]
-    (12) dh_{t-1} = dz_t W_hh
+    (10) dc_{t-1}^next = dc_t * f_t
+    (11) dz_t = [di_t * i_t (1 - i_t),  df_t * f_t (1 - f_t),  dg_t * (1 - g_t^2),  do_t * o_t (1 - o_t)]
+    (12) dh_{t-1}^next = dz_t W_hh
+
+and, over the whole sequence, the input and the parameters:
+
     (13) dx_t = dz_t W_ih
-    (14) dW_ih = sum_t dz_t^T x_t,  dW_hh = sum_t dz_t^T h_{t-1},  db_ih = db_hh = sum dz_t
+    (14) dW_ih = sum_t dz_t^T x_t,  dW_hh = sum_t dz_t^T h_{t-1},  db_ih = db_hh = sum_t,n dz_t
 
-Speed: (2) runs as one pass over the contiguous (N, 4H) block. With a = 1/2, b = 1/2
-on the sigmoid blocks and a = 1, b = 0 on g, every gate is y = a tanh(a z) + b
-(because sigmoid(z) = (1 + tanh(z / 2)) / 2); the factor a inside tanh is folded
-into the weights once per call. Its derivative is, for every block alike,
+``lstm_forward`` runs (1)-(4) for t = 1 .. T, with the input half of (1),
+x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
+``lstm_backward`` runs (6)-(12) for t = T .. 1 and then (13)-(14) as single
+products over all steps.
 
-    (11') dy/dz = a^2 - (y - b)^2        (= y (1 - y) for a sigmoid, 1 - y^2 for tanh)
-
-so (11) is also one pass. Buffers are allocated once per call; the loops only
-write into them.
+This file is the reference: the equations as they stand, one line each.
+``accel/lstm.py`` computes the same numbers faster (in-place buffers, fused GPU
+kernels) and is tested against this file; ``lstm_forward`` hands its work
+there when ``accel.select`` says so (``NPNN_ACCEL=0`` keeps it here).
 """
 
 from typing import Any, NamedTuple, Optional
 
-from ..backend import fused_kernels, get_array_module
-from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
-                         check_step_input, flush_subnormals, hold_padded, initial_state,
-                         split_padded)
+from ..backend import get_array_module
+from . import accel
+from ._recurrent import (check_output_grad, check_sequence_args, check_step_input,
+                         initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, pass_padded, split_gates, step_mask, valid_only)
+from .activations import sigmoid, tanh
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
 
-def _gate_affine(xp, H, dtype):
-    """a, b (4H,) of y = a tanh(a z) + b: a = b = 1/2 for i, f, o; a = 1, b = 0 for g."""
-    a = xp.full(4 * H, 0.5, dtype=dtype)
-    b = xp.full(4 * H, 0.5, dtype=dtype)
-    a[2 * H:3 * H] = 1.0
-    b[2 * H:3 * H] = 0.0
-    return a, b
+def lstm_cell(xw, h_prev, c_prev, W_hh, b_hh=None):
+    """One step, (1)-(4), given its input half xw = x_t W_ih^T + b_ih (N, 4H).
+
+    Returns h_t, c_t (N, H) and what the backward needs: (i, f, g, o, tanh(c_t)).
+    """
+    z = xw + h_prev @ W_hh.T                            # (1)
+    if b_hh is not None:
+        z = z + b_hh
+    z_i, z_f, z_g, z_o = split_gates(z, 4)
+    i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)   # (2)
+    c = f * c_prev + i * g                              # (3)
+    tanh_c = tanh(c)
+    h = o * tanh_c                                      # (4)
+    return h, c, (i, f, g, o, tanh_c)
 
 
-class _Plain:
-    """The per-step elementwise work with NumPy/CuPy ufuncs into preallocated buffers
-    (``_fused`` holds the same two steps as single GPU kernels)."""
-
-    def __init__(self, xp, H, N, dtype):
-        self.xp, self.H = xp, H
-        self.a, self.b = _gate_affine(xp, H, dtype)
-        self.a2 = self.a * self.a
-        self.tmp = xp.empty((N, H), dtype=dtype)
-        self.slope = xp.empty((N, 4 * H), dtype=dtype)
-
-    def forward_step(self, z, rec, c_prev, c, tanh_c, h):
-        xp, H = self.xp, self.H
-        z += rec                                    # (1)
-        xp.tanh(z, out=z)                           # (2) all four gates: a tanh(a z) + b
-        z *= self.a
-        z += self.b
-        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
-        xp.multiply(f, c_prev, out=c)               # (3)
-        xp.multiply(i, g, out=self.tmp)
-        c += self.tmp
-        xp.tanh(c, out=tanh_c)                      # (4)
-        xp.multiply(o, tanh_c, out=h)
-
-    def backward_step(self, y, c_prev, tc, dh, dc, dz):
-        xp, H, tmp = self.xp, self.H, self.tmp
-        i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
-        xp.multiply(dh, tc, out=dz[:, 3 * H:])      # (7) do
-        xp.multiply(tc, tc, out=tmp)                # (8) dc += dh o (1 - tanh(c)^2)
-        xp.subtract(1, tmp, out=tmp)
-        tmp *= o
-        tmp *= dh
-        dc += tmp
-        xp.multiply(dc, g, out=dz[:, :H])           # (9) di
-        xp.multiply(dc, c_prev, out=dz[:, H:2 * H])  #    df
-        xp.multiply(dc, i, out=dz[:, 2 * H:3 * H])  #     dg
-        dc *= f                                     # (10)
-        xp.subtract(y, self.b, out=self.slope)      # (11') dz = dy (a^2 - (y - b)^2)
-        self.slope *= self.slope
-        xp.subtract(self.a2, self.slope, out=self.slope)
-        dz *= self.slope
+def lstm_cell_backward(dh, dc_next, c_prev, i, f, g, o, tanh_c, W_hh):
+    """One step, (7)-(12): dh = dh_t, dc_next = dc_t^next (N, H) and the step's saved
+    values -> dz_t (N, 4H), dh_{t-1}^next, dc_{t-1}^next (N, H)."""
+    xp = get_array_module(dh)
+    do = dh * tanh_c                                    # (7)
+    dc = dc_next + dh * o * (1 - tanh_c * tanh_c)       # (8)
+    di, df, dg = dc * g, dc * c_prev, dc * i            # (9)
+    dc_prev = dc * f                                    # (10)
+    dz = xp.concatenate([di * i * (1 - i), df * f * (1 - f),          # (11)
+                         dg * (1 - g * g), do * o * (1 - o)], axis=1)
+    dh_prev = dz @ W_hh                                 # (12)
+    return dz, dh_prev, dc_prev
 
 
 class LSTMCache(NamedTuple):
@@ -103,12 +88,15 @@ class LSTMCache(NamedTuple):
     x: Any              # (T, N, D) input
     h: Any              # (T + 1, N, H) h[0] = h_0, h[t] = h_t
     c: Any              # (T + 1, N, H) c[0] = c_0, c[t] = c_t
-    gates: Any          # (T, N, 4H) post-activation i, f, g, o
-    tanh_c: Any         # (T, N, H) tanh(c_t) of the new cell state
+    i: Any              # (T, N, H) input gate
+    f: Any              # (T, N, H) forget gate
+    g: Any              # (T, N, H) candidate cell
+    o: Any              # (T, N, H) output gate
+    tanh_c: Any         # (T, N, H) tanh(c_t)
     W_ih: Any           # (4H, D)
     W_hh: Any           # (4H, H)
     has_bias: bool
-    mask: Optional[Any]  # (T, N, 1) valid-step mask, or None
+    mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
@@ -121,36 +109,29 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
 
     Returns:
-        out (T, N, H), h_n (N, H), c_n (N, H), cache (LSTMCache).
-    ``out``, ``h_n`` and ``c_n`` are views of the cache: do not modify them in place.
+        out (T, N, H), h_n (N, H), c_n (N, H), cache (for ``lstm_backward``).
     """
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
                                          W_ih, W_hh, b_ih, b_hh, mask)
-    dt = x.dtype
-    m = as_step_mask(mask, dt)
-    h = xp.empty((T + 1, N, H), dtype=dt)
-    c = xp.empty((T + 1, N, H), dtype=dt)
-    h[0] = initial_state(xp, h0, N, H, dt)
-    c[0] = initial_state(xp, c0, N, H, dt)
-    tanh_c = xp.empty((T, N, H), dtype=dt)
-    a, b = _gate_affine(xp, H, dt)
-    # (1) scaled by a (see (11')), input half for every step at once: (T*N, D) @ (D, 4H)
-    gates = (x.reshape(T * N, D) @ (W_ih * a[:, None]).T).reshape(T, N, 4 * H)
-    if b_ih is not None:
-        gates += (b_ih + b_hh) * a
-    W_hh_aT = xp.ascontiguousarray((W_hh * a[:, None]).T)    # (H, 4H)
-    rec = xp.empty((N, 4 * H), dtype=dt)
-    kernels = fused_kernels(xp)
-    step = kernels.lstm_forward_step if kernels else _Plain(xp, H, N, dt).forward_step
+    fast = accel.select("lstm", x)
+    if fast is not None:
+        return fast.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask)
+    m = step_mask(mask)
+    xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
+    h = [initial_state(xp, h0, N, H, x.dtype)]
+    c = [initial_state(xp, c0, N, H, x.dtype)]
+    saved = []
     for t in range(T):
-        xp.matmul(h[t], W_hh_aT, out=rec)           # (1) recurrent half
-        step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])      # (2)-(4)
-        if m is not None:                           # padded steps keep (h, c)_{t-1}
-            hold_padded(h, t, m)
-            hold_padded(c, t, m)
-    out = h[1:] if m is None else h[1:] * m         # (5)
-    cache = LSTMCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m)
-    return out, h[T], c[T], cache
+        h_t, c_t, s = lstm_cell(xw[t], h[t], c[t], W_hh, b_hh)       # (1)-(4)
+        if m is not None:                               # padded steps keep (h, c)_{t-1}
+            h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
+        h.append(h_t)
+        c.append(c_t)
+        saved.append(s)
+    h, c = xp.stack(h), xp.stack(c)                     # (T + 1, N, H)
+    i, f, g, o, tanh_c = (xp.stack(a) for a in zip(*saved))          # (T, N, H) each
+    cache = LSTMCache(x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, b_ih is not None, m)
+    return masked_output(xp, h[1:], m), h[T], c[T], cache             # (5)
 
 
 def lstm_backward(dout, dh_n, dc_n, cache):
@@ -165,50 +146,41 @@ def lstm_backward(dout, dh_n, dc_n, cache):
         dx (T, N, D), dh0 (N, H), dc0 (N, H), grads: dict with 'W_ih', 'W_hh'
         (and 'b_ih', 'b_hh' when the forward had biases).
     """
-    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m = cache
-    T, N, D = x.shape
-    H = W_hh.shape[1]
-    dt = x.dtype
+    if not isinstance(cache, LSTMCache):                # the forward ran an acceleration
+        return accel.lstm.lstm_backward(dout, dh_n, dc_n, cache)
+    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias, m = cache
     xp = get_array_module(x)
-    dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
-    dh_n = check_output_grad("dh_n", dh_n, (N, H), dt, xp)
-    dc_n = check_output_grad("dc_n", dc_n, (N, H), dt, xp)
-    dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
-    dc = xp.zeros((N, H), dtype=dt) if dc_n is None else dc_n.copy()
-    if m is not None:                               # padded steps output 0: their dout is dropped
-        dout = None if dout is None else dout * m
-        carry_h, carry_c = xp.empty_like(dh), xp.empty_like(dc)
-    dz = xp.empty((T, N, 4 * H), dtype=dt)
-    kernels = fused_kernels(xp)
-    step = kernels.lstm_backward_step if kernels else _Plain(xp, H, N, dt).backward_step
+    T, N, _ = x.shape
+    H = h.shape[2]
+    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
+    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
+    dc = check_output_grad("dc_n", dc_n, (N, H), x.dtype)
+    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
+    dc = xp.zeros((N, H), x.dtype) if dc is None else dc
+    if dout is not None:
+        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    dz = [None] * T
     for t in range(T - 1, -1, -1):
-        if dout is not None:                        # (6)
-            dh += dout[t]
-        if m is not None:                           # padded steps pass (dh, dc) straight back
-            split_padded(dh, t, m, out=carry_h)
-            split_padded(dc, t, m, out=carry_c)
-        dzt = dz[t]
-        step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
-        if t % FLUSH_EVERY == 0:
-            flush_subnormals(xp, dzt)
-            flush_subnormals(xp, dc)
-        xp.matmul(dzt, W_hh, out=dh)                # (12)
-        if m is not None:
-            dh += carry_h
-            dc += carry_c
-    dz2 = dz.reshape(T * N, 4 * H)                  # (T*N, 4H)
-    dx = (dz2 @ W_ih).reshape(T, N, D)              # (13)
-    grads = {"W_ih": dz2.T @ x.reshape(T * N, D),   # (14)
-             "W_hh": dz2.T @ h[:-1].reshape(T * N, H)}
-    if has_bias:
-        grads["b_ih"] = xp.ones(T * N, dtype=dz2.dtype) @ dz2   # sum over steps, sequences
-        grads["b_hh"] = grads["b_ih"].copy()
+        if dout is not None:
+            dh = dh + dout[t]                           # (6)
+        dz[t], dh_prev, dc_prev = lstm_cell_backward(dh, dc, c[t], i[t], f[t], g[t], o[t],
+                                                     tanh_c[t], W_hh)   # (7)-(12)
+        if m is not None:                               # padded steps pass (dh, dc) straight back
+            dz[t] = valid_only(xp, dz[t], m[t])
+            dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
+        dh, dc = dh_prev, dc_prev
+    dz = xp.stack(dz)                                   # (T, N, 4H)
+    dx, grads = input_and_weight_grads(dz, dz, x, h[:-1], W_ih, has_bias, m)   # (13), (14)
     return dx, dh, dc, grads
 
 
 def lstm_step_forward(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
-    """One LSTM step: x (N, D), h, c (N, H) or None -> h_next, c_next (N, H), cache."""
-    _, h_next, c_next, cache = lstm_forward(check_step_input(x), h, c, W_ih, W_hh, b_ih, b_hh)
+    """One LSTM step: x (N, D), h, c (N, H) or None -> h_next, c_next (N, H), cache.
+
+    Equations (1)-(4); the cache is that of a one-step sequence.
+    """
+    _, h_next, c_next, cache = lstm_forward(check_step_input(x)[None], h, c,
+                                            W_ih, W_hh, b_ih, b_hh)
     return h_next, c_next, cache
 
 

@@ -6,7 +6,7 @@ diagonal ("peephole") weight vector, so a gate can time its opening on the
 cell's content rather than only on h. Gate order i, f, g, o as in the LSTM;
 peephole weights w_ci, w_cf, w_co (H,).
 
-Forward, for t = 1 .. T:
+One step forward (``peephole_lstm_cell``), from h_{t-1} and c_{t-1}:
 
     (1) z_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh            (N, 4H)
     (2) i_t = sigmoid(z_i + w_ci * c_{t-1}),  f_t = sigmoid(z_f + w_cf * c_{t-1}),
@@ -15,16 +15,21 @@ Forward, for t = 1 .. T:
     (4) o_t = sigmoid(z_o + w_co * c_t)
     (5) h_t = o_t * tanh(c_t),   out_t = h_t
 
-Backward, t = T .. 1 (dh_t, dc_t start from the final states' gradients):
+One step backward (``peephole_lstm_cell_backward``), with dh_t = dout_t + dh_t^next
+the gradient reaching h_t and dc_t^next the one step t + 1 passes back to c_t:
 
-    (6)  dh_t += dout_t
-    (7)  dz_o = dh_t * tanh(c_t) * o(1 - o)
-    (8)  dc_t += dh_t * o_t * (1 - tanh(c_t)^2) + dz_o * w_co       (c_t also feeds o_t)
-    (9)  dz_i = dc_t * g_t * i(1 - i),  dz_f = dc_t * c_{t-1} * f(1 - f),
-         dz_g = dc_t * i_t * (1 - g^2)
-    (10) dc_{t-1} = dc_t * f_t + dz_i * w_ci + dz_f * w_cf          (c_{t-1} feeds i, f)
-    (11) dh_{t-1} = dz_t W_hh,   dx_t = dz_t W_ih
-    (12) dW_ih = sum dz^T x,  dW_hh = sum dz^T h_{t-1},  db_ih = db_hh = sum dz,
+    (6)  dh_t = dout_t + dh_t^next
+    (7)  dz_o = dh_t * tanh(c_t) * o_t (1 - o_t)
+    (8)  dc_t = dc_t^next + dh_t * o_t * (1 - tanh(c_t)^2) + dz_o * w_co   (c_t also feeds o_t)
+    (9)  dz_i = dc_t * g_t * i_t (1 - i_t),  dz_f = dc_t * c_{t-1} * f_t (1 - f_t),
+         dz_g = dc_t * i_t * (1 - g_t^2)
+    (10) dc_{t-1}^next = dc_t * f_t + dz_i * w_ci + dz_f * w_cf   (c_{t-1} feeds i, f)
+    (11) dh_{t-1}^next = dz_t W_hh
+
+and over the whole sequence:
+
+    (12) dx_t = dz_t W_ih,  dW_ih = sum dz^T x,  dW_hh = sum dz^T h_{t-1},
+         db_ih = db_hh = sum dz,
          dw_ci = sum dz_i * c_{t-1},  dw_cf = sum dz_f * c_{t-1},  dw_co = sum dz_o * c_t
 """
 
@@ -32,25 +37,61 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_shape
 from ..backend import get_array_module
-from .activations import sigmoid
-from ._recurrent import (as_step_mask, check_output_grad, check_sequence_args, hold_padded,
-                         initial_state, split_padded)
+from ._recurrent import (check_output_grad, check_sequence_args, initial_state,
+                         input_and_weight_grads, input_half, keep_padded, masked_output,
+                         pass_padded, split_gates, step_mask, valid_only)
+from .activations import sigmoid, tanh
+
+
+def peephole_lstm_cell(xw, h_prev, c_prev, W_hh, w_ci, w_cf, w_co, b_hh=None):
+    """One step, (1)-(5), given xw = x_t W_ih^T + b_ih (N, 4H) -> h_t, c_t and
+    what the backward needs: (i, f, g, o, tanh(c_t))."""
+    z = xw + h_prev @ W_hh.T                            # (1)
+    if b_hh is not None:
+        z = z + b_hh
+    z_i, z_f, z_g, z_o = split_gates(z, 4)
+    i = sigmoid(z_i + w_ci * c_prev)                    # (2)
+    f = sigmoid(z_f + w_cf * c_prev)
+    g = tanh(z_g)
+    c = f * c_prev + i * g                              # (3)
+    o = sigmoid(z_o + w_co * c)                         # (4)
+    tanh_c = tanh(c)
+    h = o * tanh_c                                      # (5)
+    return h, c, (i, f, g, o, tanh_c)
+
+
+def peephole_lstm_cell_backward(dh, dc_next, c_prev, i, f, g, o, tanh_c, W_hh, w_ci, w_cf,
+                                w_co):
+    """One step, (7)-(11) -> dz_t (N, 4H), dh_{t-1}^next, dc_{t-1}^next (N, H)."""
+    xp = get_array_module(dh)
+    dz_o = dh * tanh_c * o * (1 - o)                    # (7)
+    dc = dc_next + dh * o * (1 - tanh_c * tanh_c) + dz_o * w_co       # (8)
+    dz_i = dc * g * i * (1 - i)                         # (9)
+    dz_f = dc * c_prev * f * (1 - f)
+    dz_g = dc * i * (1 - g * g)
+    dc_prev = dc * f + dz_i * w_ci + dz_f * w_cf        # (10)
+    dz = xp.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
+    dh_prev = dz @ W_hh                                 # (11)
+    return dz, dh_prev, dc_prev
 
 
 class PeepholeLSTMCache(NamedTuple):
     x: Any              # (T, N, D)
     h: Any              # (T + 1, N, H)
     c: Any              # (T + 1, N, H)
-    gates: Any          # (T, N, 4H) post-activation i, f, g, o
+    i: Any              # (T, N, H) each: the gates
+    f: Any
+    g: Any
+    o: Any
     tanh_c: Any         # (T, N, H)
     W_ih: Any
     W_hh: Any
     peep: Any           # (w_ci, w_cf, w_co)
     has_bias: bool
-    mask: Optional[Any]
+    mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def _check_peepholes(xp, H, dtype, w_ci, w_cf, w_co):
+def _check_peepholes(H, dtype, w_ci, w_cf, w_co):
     for name, w in (("w_ci", w_ci), ("w_cf", w_cf), ("w_co", w_co)):
         check_float(name, w, dtype)
         check_shape(name, w, (H,), "H")
@@ -60,79 +101,54 @@ def peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_
                           mask=None):
     """Run a peephole LSTM over a sequence: x (T, N, D) -> out (T, N, H), h_n, c_n, cache."""
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0}, W_ih, W_hh, b_ih, b_hh, mask)
-    _check_peepholes(xp, H, x.dtype, w_ci, w_cf, w_co)
-    dt = x.dtype
-    m = as_step_mask(mask, dt)
-    h = xp.empty((T + 1, N, H), dtype=dt)
-    c = xp.empty((T + 1, N, H), dtype=dt)
-    h[0] = initial_state(xp, h0, N, H, dt)
-    c[0] = initial_state(xp, c0, N, H, dt)
-    tanh_c = xp.empty((T, N, H), dtype=dt)
-    gates = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)   # (1), input half
-    if b_ih is not None:
-        gates += b_ih + b_hh
+    _check_peepholes(H, x.dtype, w_ci, w_cf, w_co)
+    m = step_mask(mask)
+    xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
+    h = [initial_state(xp, h0, N, H, x.dtype)]
+    c = [initial_state(xp, c0, N, H, x.dtype)]
+    saved = []
     for t in range(T):
-        z = gates[t]
-        z += h[t] @ W_hh.T                                       # (1)
-        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
-        i += w_ci * c[t]                                         # (2)
-        f += w_cf * c[t]
-        sigmoid(z[:, :2 * H], out=z[:, :2 * H])
-        xp.tanh(g, out=g)
-        c[t + 1] = f * c[t] + i * g                              # (3)
-        o += w_co * c[t + 1]                                     # (4)
-        sigmoid(o, out=o)
-        xp.tanh(c[t + 1], out=tanh_c[t])                         # (5)
-        h[t + 1] = o * tanh_c[t]
-        if m is not None:                                        # padded steps keep (h, c)
-            hold_padded(h, t, m)
-            hold_padded(c, t, m)
-    out = h[1:] if m is None else h[1:] * m
-    cache = PeepholeLSTMCache(x, h, c, gates, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co),
+        h_t, c_t, s = peephole_lstm_cell(xw[t], h[t], c[t], W_hh, w_ci, w_cf, w_co, b_hh)
+        if m is not None:                               # padded steps keep (h, c)_{t-1}
+            h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
+        h.append(h_t)
+        c.append(c_t)
+        saved.append(s)
+    h, c = xp.stack(h), xp.stack(c)                     # (T + 1, N, H)
+    i, f, g, o, tanh_c = (xp.stack(a) for a in zip(*saved))
+    cache = PeepholeLSTMCache(x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co),
                               b_ih is not None, m)
-    return out, h[T], c[T], cache
+    return masked_output(xp, h[1:], m), h[T], c[T], cache
 
 
 def peephole_lstm_backward(dout, dh_n, dc_n, cache):
     """BPTT for ``peephole_lstm_forward`` -> dx, dh0, dc0, grads (W_ih, W_hh, w_ci, w_cf,
     w_co, and b_ih, b_hh with biases)."""
-    x, h, c, gates, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m = cache
-    T, N, D = x.shape
-    H = W_hh.shape[1]
+    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m = cache
     xp = get_array_module(x)
-    dt = x.dtype
-    dout = check_output_grad("dout", dout, (T, N, H), dt, xp)
-    dh = xp.zeros((N, H), dt) if check_output_grad("dh_n", dh_n, (N, H), dt, xp) is None \
-        else dh_n.copy()
-    dc = xp.zeros((N, H), dt) if check_output_grad("dc_n", dc_n, (N, H), dt, xp) is None \
-        else dc_n.copy()
-    dz = xp.empty((T, N, 4 * H), dtype=dt)
+    T, N, _ = x.shape
+    H = h.shape[2]
+    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
+    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
+    dc = check_output_grad("dc_n", dc_n, (N, H), x.dtype)
+    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
+    dc = xp.zeros((N, H), x.dtype) if dc is None else dc
+    if dout is not None:
+        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    dz = [None] * T
     for t in range(T - 1, -1, -1):
-        if dout is not None:                                     # (6)
-            dh = dh + (dout[t] if m is None else dout[t] * m[t])
-        if m is not None:
-            carry_h, carry_c = split_padded(dh, t, m), split_padded(dc, t, m)
-        y = gates[t]
-        i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
-        tc = tanh_c[t]
-        dz_o = dh * tc * o * (1 - o)                             # (7)
-        dc = dc + dh * o * (1 - tc * tc) + dz_o * w_co           # (8)
-        dz[t, :, :H] = dc * g * i * (1 - i)                      # (9)
-        dz[t, :, H:2 * H] = dc * c[t] * f * (1 - f)
-        dz[t, :, 2 * H:3 * H] = dc * i * (1 - g * g)
-        dz[t, :, 3 * H:] = dz_o
-        dc = dc * f + dz[t, :, :H] * w_ci + dz[t, :, H:2 * H] * w_cf   # (10)
-        dh = dz[t] @ W_hh                                        # (11)
-        if m is not None:
-            dh, dc = dh + carry_h, dc + carry_c
-    dz2 = dz.reshape(T * N, 4 * H)
-    dx = (dz2 @ W_ih).reshape(T, N, D)                           # (11)
-    grads = {"W_ih": dz2.T @ x.reshape(T * N, D),                # (12)
-             "W_hh": dz2.T @ h[:-1].reshape(T * N, H),
-             "w_ci": (dz[:, :, :H] * c[:-1]).sum(axis=(0, 1)),
-             "w_cf": (dz[:, :, H:2 * H] * c[:-1]).sum(axis=(0, 1)),
-             "w_co": (dz[:, :, 3 * H:] * c[1:]).sum(axis=(0, 1))}
-    if has_bias:
-        grads["b_ih"] = dz2.sum(axis=0)
-        grads["b_hh"] = grads["b_ih"].copy()
+        if dout is not None:
+            dh = dh + dout[t]                           # (6)
+        dz[t], dh_prev, dc_prev = peephole_lstm_cell_backward(
+            dh, dc, c[t], i[t], f[t], g[t], o[t], tanh_c[t], W_hh, w_ci, w_cf, w_co)  # (7)-(11)
+        if m is not None:                               # padded steps pass (dh, dc) straight back
+            dz[t] = valid_only(xp, dz[t], m[t])
+            dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
+        dh, dc = dh_prev, dc_prev
+    dz = xp.stack(dz)                                   # (T, N, 4H)
+    dx, grads = input_and_weight_grads(dz, dz, x, h[:-1], W_ih, has_bias, m)   # (12)
+    dz_i, dz_f, _, dz_o = split_gates(dz, 4)
+    grads["w_ci"] = (dz_i * c[:-1]).sum(axis=(0, 1))
+    grads["w_cf"] = (dz_f * c[:-1]).sum(axis=(0, 1))
+    grads["w_co"] = (dz_o * c[1:]).sum(axis=(0, 1))
     return dx, dh, dc, grads

@@ -3,56 +3,62 @@
 Shapes: T time steps, N sequences, D input features, H hidden units.
 Parameters as PyTorch's ``nn.RNN``: W_ih (H, D), W_hh (H, H), b_ih (H,), b_hh (H,).
 
-Forward, for t = 1 .. T, starting from h_0:
+One step forward (``rnn_cell``), from the previous state h_{t-1}:
 
     (1) a_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh        (N, H)
     (2) h_t = phi(a_t),   phi = tanh or relu
     (3) out_t = h_t
 
-Backward (docs/derivations.md, section "RNN"). With g_t = dL/dh_t, the sum of
-what reaches h_t from out_t and from step t + 1, going t = T .. 1:
+One step backward (``rnn_cell_backward``, docs/derivations.md, section "RNN"),
+with dh_t^next the gradient that step t + 1 passes back to h_t (for the last
+step, the gradient of the final state h_T):
 
-    (4) g_t = dout_t + dh_t^rec,    dh_T^rec = dL/dh_T (gradient of the final state)
-    (5) da_t = g_t * phi'(a_t),     tanh' = 1 - h_t^2,  relu' = [h_t > 0]
-    (6) dh_{t-1}^rec = da_t W_hh
+    (4) dh_t = dout_t + dh_t^next
+    (5) da_t = dh_t * phi'(a_t),     tanh' = 1 - h_t^2,  relu' = [h_t > 0]
+    (6) dh_{t-1}^next = da_t W_hh
+
+and, over the whole sequence, the input and the parameters:
+
     (7) dx_t = da_t W_ih
     (8) dW_ih = sum_t da_t^T x_t,   dW_hh = sum_t da_t^T h_{t-1},
         db_ih = db_hh = sum_t sum_n da_t
 
-The input half of (1) for all steps is one (T*N, D) x (D, H) product before the
-loop, and (7)-(8) are single products over all steps after it; only the
-recurrent product and the elementwise work run per step.
+``rnn_forward`` runs (1)-(2) for t = 1 .. T with the input half of (1),
+x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
+``rnn_backward`` runs (4)-(6) for t = T .. 1, then (7)-(8) as single products
+over all steps.
+
+This file is the reference; ``accel/rnn.py`` computes the same numbers faster
+and is tested against it (``accel.select`` chooses; ``NPNN_ACCEL=0`` keeps
+the work here).
 """
 
-from functools import partial
 from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
-from ..backend import fused_kernels, get_array_module
-from ._recurrent import (FLUSH_EVERY, as_step_mask, check_output_grad, check_sequence_args,
-                         check_step_input, flush_subnormals, hold_padded, initial_state,
-                         split_padded)
+from ..backend import get_array_module
+from . import accel
+from ._recurrent import (check_output_grad, check_sequence_args, check_step_input,
+                         initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, pass_padded, step_mask, valid_only)
+from .activations import relu, relu_backward, tanh, tanh_backward
 
 NONLINEARITIES = ("tanh", "relu")
 
 
-def _plain_forward_step(xp, a, rec, h, relu):
-    """(1)-(2) with ufuncs (``_fused`` has the same step as one GPU kernel)."""
-    a += rec
-    if relu:
-        xp.maximum(a, 0, out=h)
-    else:
-        xp.tanh(a, out=h)
+def rnn_cell(xw, h_prev, W_hh, b_hh=None, nonlinearity="tanh"):
+    """One step, (1)-(2), given its input half xw = x_t W_ih^T + b_ih (N, H) -> h_t (N, H)."""
+    a = xw + h_prev @ W_hh.T                            # (1)
+    if b_hh is not None:
+        a = a + b_hh
+    return relu(a) if nonlinearity == "relu" else tanh(a)            # (2)
 
 
-def _plain_backward_step(xp, g, h, da, relu):
-    """(5): da = g * phi'(a), from the output h."""
-    if relu:
-        xp.multiply(g, h > 0, out=da)
-    else:
-        xp.multiply(h, h, out=da)
-        xp.subtract(1, da, out=da)
-        da *= g
+def rnn_cell_backward(dh, h, W_hh, nonlinearity="tanh"):
+    """One step, (5)-(6): dh = dh_t (N, H), h = h_t -> da_t, dh_{t-1}^next (N, H)."""
+    da = relu_backward(dh, h) if nonlinearity == "relu" else tanh_backward(dh, h)   # (5)
+    dh_prev = da @ W_hh                                 # (6)
+    return da, dh_prev
 
 
 class RNNCache(NamedTuple):
@@ -63,7 +69,7 @@ class RNNCache(NamedTuple):
     W_hh: Any                # (H, H)
     has_bias: bool
     nonlinearity: str
-    mask: Optional[Any]      # (T, N, 1) valid-step mask, or None
+    mask: Optional[Any]      # (T, N, 1) boolean valid-step mask, or None
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
@@ -79,31 +85,24 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
     Returns:
         out: (T, N, H) every step's state (zero at masked steps),
         h_n: (N, H) final state,
-        cache: RNNCache for ``rnn_backward``.
-    ``out`` and ``h_n`` are views of the cache: do not modify them in place.
+        cache: for ``rnn_backward``.
     """
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    m = as_step_mask(mask, x.dtype)
-    h = xp.empty((T + 1, N, H), dtype=x.dtype)
-    h[0] = initial_state(xp, h0, N, H, x.dtype)
-    # (1), input half for every step at once: (T*N, D) @ (D, H)
-    a = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
-    if b_ih is not None:
-        a += b_ih + b_hh
-    W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
-    rec = xp.empty((N, H), dtype=x.dtype)
-    kernels = fused_kernels(xp)
-    step = kernels.rnn_forward_step if kernels else partial(_plain_forward_step, xp)
-    relu = nonlinearity == "relu"
+    fast = accel.select("rnn", x)
+    if fast is not None:
+        return fast.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, nonlinearity, mask)
+    m = step_mask(mask)
+    xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, H)
+    h = [initial_state(xp, h0, N, H, x.dtype)]
     for t in range(T):
-        xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
-        step(a[t], rec, h[t + 1], relu)             # (1)-(2)
-        if m is not None:                           # padded steps keep h_{t-1}
-            hold_padded(h, t, m)
-    out = h[1:] if m is None else h[1:] * m         # (3)
+        h_t = rnn_cell(xw[t], h[t], W_hh, b_hh, nonlinearity)        # (1)-(2)
+        if m is not None:                               # padded steps keep h_{t-1}
+            h_t, = keep_padded(xp, m[t], (h_t,), (h[t],))
+        h.append(h_t)
+    h = xp.stack(h)                                     # (T + 1, N, H)
     cache = RNNCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m)
-    return out, h[T], cache
+    return masked_output(xp, h[1:], m), h[T], cache    # (3)
 
 
 def rnn_backward(dout, dh_n, cache):
@@ -118,47 +117,38 @@ def rnn_backward(dout, dh_n, cache):
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases), shaped like the parameters.
     """
+    if not isinstance(cache, RNNCache):                 # the forward ran an acceleration
+        return accel.rnn.rnn_backward(dout, dh_n, cache)
     x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
-    T, N, D = x.shape
-    H = W_hh.shape[1]
     xp = get_array_module(x)
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype, xp)
-    dh_n = check_output_grad("dh_n", dh_n, (N, H), x.dtype, xp)
-    g = xp.zeros((N, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    if m is not None:                               # padded steps output 0: their dout is dropped
-        dout = None if dout is None else dout * m
-        carry = xp.empty_like(g)
-    da = xp.empty((T, N, H), dtype=x.dtype)
-    kernels = fused_kernels(xp)
-    step = kernels.rnn_backward_step if kernels else partial(_plain_backward_step, xp)
-    relu = nonlinearity == "relu"
+    T, N, _ = x.shape
+    H = h.shape[2]
+    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
+    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
+    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
+    if dout is not None:
+        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    da = [None] * T
     for t in range(T - 1, -1, -1):
-        if dout is not None:                        # (4)
-            g += dout[t]
-        if m is not None:                           # padded steps pass g straight to h_{t-1}
-            split_padded(g, t, m, out=carry)
-        step(g, h[t + 1], da[t], relu)              # (5)
-        if t % FLUSH_EVERY == 0:
-            flush_subnormals(xp, da[t])
-        xp.matmul(da[t], W_hh, out=g)               # (6)
-        if m is not None:
-            g += carry
-    da2 = da.reshape(T * N, H)                      # (T*N, H)
-    dx = (da2 @ W_ih).reshape(T, N, D)              # (7)
-    grads = {"W_ih": da2.T @ x.reshape(T * N, D),   # (8)
-             "W_hh": da2.T @ h[:-1].reshape(T * N, H)}
-    if has_bias:
-        grads["b_ih"] = xp.ones(T * N, dtype=da2.dtype) @ da2   # sum over steps, sequences
-        grads["b_hh"] = grads["b_ih"].copy()
-    return dx, g, grads
+        if dout is not None:
+            dh = dh + dout[t]                           # (4)
+        da[t], dh_prev = rnn_cell_backward(dh, h[t + 1], W_hh, nonlinearity)   # (5)-(6)
+        if m is not None:                               # padded steps pass dh straight back
+            da[t] = valid_only(xp, da[t], m[t])
+            dh_prev, = pass_padded(xp, m[t], (dh_prev,), (dh,))
+        dh = dh_prev
+    da = xp.stack(da)                                   # (T, N, H)
+    dx, grads = input_and_weight_grads(da, da, x, h[:-1], W_ih, has_bias, m)   # (7), (8)
+    return dx, dh, grads
 
 
 def rnn_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """One RNN step: x (N, D), h (N, H) or None -> h_next (N, H), cache.
 
-    Equations (1)-(2); the cache is that of a length-1 sequence.
+    Equations (1)-(2); the cache is that of a one-step sequence.
     """
-    _, h_next, cache = rnn_forward(check_step_input(x), h, W_ih, W_hh, b_ih, b_hh, nonlinearity)
+    _, h_next, cache = rnn_forward(check_step_input(x)[None], h, W_ih, W_hh, b_ih, b_hh,
+                                   nonlinearity)
     return h_next, cache
 
 

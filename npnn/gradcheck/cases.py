@@ -7,12 +7,14 @@ draws the sizes with Hypothesis; ``python -m npnn.gradcheck`` uses
 that no gate saturates and finite differences stay accurate.
 """
 
+import contextlib
+
 import numpy as np
 
 from .. import functional as F
 from ..backend import to_backend
-
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+from ..functional.accel import use_reference
+from ..functional.registry import CELLS
 
 
 def _normal(rng, shape, backend, scale=0.5):
@@ -20,11 +22,12 @@ def _normal(rng, shape, backend, scale=0.5):
 
 
 def _recurrent_params(rng, cell, D, H, bias, backend):
-    G = _GATES[cell]
-    params = {"W_ih": _normal(rng, (G * H, D), backend), "W_hh": _normal(rng, (G * H, H), backend)}
-    if bias:
-        params["b_ih"] = _normal(rng, (G * H,), backend)
-        params["b_hh"] = _normal(rng, (G * H,), backend)
+    """The op's parameters of a registered cell, by argument name; time constants
+    (CTRNN's tau) drawn from [0.8, 3], which keeps them positive."""
+    params = {}
+    for p, shape in CELLS[cell].param_shapes(D, H, bias):
+        params[p.arg] = (to_backend(rng.uniform(0.8, 3.0, size=shape), backend) if p.arg == "tau"
+                         else _normal(rng, shape, backend))
     return params
 
 
@@ -35,94 +38,40 @@ def _random_mask(rng, T, N, backend):
     return F.length_mask(to_backend(lengths, backend), T)
 
 
+def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy",
+                   reference=False, **options):
+    """The sequence op of any registered cell: gradients of (out, final states) w.r.t.
+    x, the initial states (``h0``, ``c0``, ...) and every parameter. With
+    ``reference`` the op runs its reference even where an acceleration exists."""
+    spec = CELLS[cell]
+    mask = _random_mask(rng, T, N, backend) if masked else None
+    initial = [state + "0" for state in spec.states]
+    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0),
+              **{name: _normal(rng, (N, H), backend) for name in initial},
+              **_recurrent_params(rng, cell, D, H, bias, backend)}
+
+    def f(x, **rest):
+        states = tuple(rest.pop(name) for name in initial)
+        with use_reference() if reference else contextlib.nullcontext():
+            out, finals, cache = spec.run(x, states, rest, mask, **options)
+
+        def vjp(d):
+            dx, dinits, grads = spec.run_backward(d[0], d[1:], cache)
+            return {"x": dx, **dict(zip(initial, dinits)), **grads}
+        return (out,) + finals, vjp
+    return f, inputs
+
+
 def rnn_case(rng, T=3, N=2, D=4, H=3, bias=True, nonlinearity="tanh", masked=False,
-             backend="numpy"):
+             backend="numpy", reference=False):
     """Sequence RNN: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
-    mask = _random_mask(rng, T, N, backend) if masked else None
-    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
-              **_recurrent_params(rng, "rnn", D, H, bias, backend)}
-
-    def f(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
-        out, h_n, cache = F.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, nonlinearity, mask)
-
-        def vjp(d):
-            dx, dh0, grads = F.rnn_backward(d[0], d[1], cache)
-            return {"x": dx, "h0": dh0, **grads}
-        return (out, h_n), vjp
-    return f, inputs
-
-
-def lstm_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
-    """Sequence LSTM: gradients of (out, h_n, c_n) w.r.t. x, h0, c0 and every parameter."""
-    mask = _random_mask(rng, T, N, backend) if masked else None
-    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
-              "c0": _normal(rng, (N, H), backend),
-              **_recurrent_params(rng, "lstm", D, H, bias, backend)}
-
-    def f(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
-        out, h_n, c_n, cache = F.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask)
-
-        def vjp(d):
-            dx, dh0, dc0, grads = F.lstm_backward(d[0], d[1], d[2], cache)
-            return {"x": dx, "h0": dh0, "c0": dc0, **grads}
-        return (out, h_n, c_n), vjp
-    return f, inputs
-
-
-def gru_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
-    """Sequence GRU: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
-    mask = _random_mask(rng, T, N, backend) if masked else None
-    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
-              **_recurrent_params(rng, "gru", D, H, bias, backend)}
-
-    def f(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
-        out, h_n, cache = F.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, mask)
-
-        def vjp(d):
-            dx, dh0, grads = F.gru_backward(d[0], d[1], cache)
-            return {"x": dx, "h0": dh0, **grads}
-        return (out, h_n), vjp
-    return f, inputs
-
-
-def peephole_lstm_case(rng, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy"):
-    """Peephole LSTM: gradients w.r.t. x, h0, c0, every weight and the peepholes."""
-    mask = _random_mask(rng, T, N, backend) if masked else None
-    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
-              "c0": _normal(rng, (N, H), backend),
-              **{k: _normal(rng, (H,), backend) for k in ("w_ci", "w_cf", "w_co")},
-              **_recurrent_params(rng, "lstm", D, H, bias, backend)}
-
-    def f(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_hh=None):
-        out, h_n, c_n, cache = F.peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co,
-                                                       b_ih, b_hh, mask)
-
-        def vjp(d):
-            dx, dh0, dc0, grads = F.peephole_lstm_backward(d[0], d[1], d[2], cache)
-            return {"x": dx, "h0": dh0, "c0": dc0, **grads}
-        return (out, h_n, c_n), vjp
-    return f, inputs
-
-
-def ctrnn_case(rng, T=3, N=2, D=4, H=3, bias=True, dt=0.5, masked=False, backend="numpy"):
-    """Continuous-time RNN, with the time constants tau among the checked inputs."""
-    mask = _random_mask(rng, T, N, backend) if masked else None
-    inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "h0": _normal(rng, (N, H), backend),
-              "tau": to_backend(rng.uniform(0.8, 3.0, size=H), backend),
-              **_recurrent_params(rng, "rnn", D, H, bias, backend)}
-
-    def f(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None):
-        out, h_n, cache = F.ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih, b_hh, dt, mask)
-
-        def vjp(d):
-            dx, dh0, grads = F.ctrnn_backward(d[0], d[1], cache)
-            return {"x": dx, "h0": dh0, **grads}
-        return (out, h_n), vjp
-    return f, inputs
+    return recurrent_case(rng, "rnn", T, N, D, H, bias, masked, backend, reference,
+                          nonlinearity=nonlinearity)
 
 
 def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="numpy"):
-    """Jordan network: gradients w.r.t. x, y0 and every weight."""
+    """Jordan network with an output size O of its own: gradients w.r.t. x, y0 and every
+    weight (the registry's Jordan layer has O = H; the op allows any O)."""
     mask = _random_mask(rng, T, N, backend) if masked else None
     inputs = {"x": _normal(rng, (T, N, D), backend, 1.0), "y0": _normal(rng, (N, O), backend),
               "W_ih": _normal(rng, (H, D), backend), "W_yh": _normal(rng, (H, O), backend),
@@ -140,34 +89,22 @@ def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="
     return f, inputs
 
 
-def step_case(rng, cell, N=2, D=4, H=3, bias=True, nonlinearity="tanh", backend="numpy"):
-    """One step of ``cell`` ('rnn', 'lstm', 'gru') through the *_step_* functions."""
-    inputs = {"x": _normal(rng, (N, D), backend, 1.0), "h": _normal(rng, (N, H), backend),
+def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", **options):
+    """One step of any registered cell: gradients of its new states w.r.t. x, the
+    previous states (``h``, ``c``, ...) and every parameter."""
+    spec = CELLS[cell]
+    inputs = {"x": _normal(rng, (N, D), backend, 1.0),
+              **{state: _normal(rng, (N, H), backend) for state in spec.states},
               **_recurrent_params(rng, cell, D, H, bias, backend)}
-    if cell == "lstm":
-        inputs["c"] = _normal(rng, (N, H), backend)
 
-        def f(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
-            h1, c1, cache = F.lstm_step_forward(x, h, c, W_ih, W_hh, b_ih, b_hh)
-
-            def vjp(d):
-                dx, dh, dc, grads = F.lstm_step_backward(d[0], d[1], cache)
-                return {"x": dx, "h": dh, "c": dc, **grads}
-            return (h1, c1), vjp
-        return f, inputs
-
-    def f(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
-        if cell == "rnn":
-            h1, cache = F.rnn_step_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity)
-            backward = F.rnn_step_backward
-        else:
-            h1, cache = F.gru_step_forward(x, h, W_ih, W_hh, b_ih, b_hh)
-            backward = F.gru_step_backward
+    def f(x, **rest):
+        states = tuple(rest.pop(state) for state in spec.states)
+        new, cache = spec.step(x, states, rest, **options)
 
         def vjp(d):
-            dx, dh, grads = backward(d, cache)
-            return {"x": dx, "h": dh, **grads}
-        return h1, vjp
+            dx, dprev, grads = spec.step_backward(d, cache)
+            return {"x": dx, **dict(zip(spec.states, dprev)), **grads}
+        return new, vjp
     return f, inputs
 
 
@@ -299,21 +236,27 @@ def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, 
 def builtin_cases(rng, backend="numpy"):
     """(name, (f, inputs)) for every op, at fixed small sizes."""
     b = backend
-    yield "rnn_tanh", rnn_case(rng, T=4, N=3, D=3, H=4, backend=b)
-    yield "rnn_relu", rnn_case(rng, T=4, N=3, D=3, H=4, nonlinearity="relu", backend=b)
-    yield "rnn_tanh(masked)", rnn_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
-    yield "rnn_step", step_case(rng, "rnn", backend=b)
-    yield "lstm", lstm_case(rng, T=4, N=3, D=3, H=4, backend=b)
-    yield "lstm(masked)", lstm_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
-    yield "lstm(no bias)", lstm_case(rng, T=3, N=2, D=3, H=2, bias=False, backend=b)
-    yield "lstm_step", step_case(rng, "lstm", backend=b)
-    yield "peephole_lstm(masked)", peephole_lstm_case(rng, T=4, N=3, D=3, H=4, masked=True,
-                                                      backend=b)
-    yield "ctrnn(masked)", ctrnn_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
+    for ref in (False, True):       # what runs by default (accelerated), then the reference
+        tag = " [reference]" if ref else ""
+        yield "rnn_tanh" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, backend=b, reference=ref)
+        yield "rnn_relu" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, nonlinearity="relu",
+                                         backend=b, reference=ref)
+        yield "rnn_tanh(masked)" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, masked=True,
+                                                 backend=b, reference=ref)
+        for cell in ("lstm", "gru"):
+            yield cell + tag, recurrent_case(rng, cell, T=4, N=3, D=3, H=4, backend=b,
+                                             reference=ref)
+            yield f"{cell}(masked){tag}", recurrent_case(rng, cell, T=4, N=3, D=3, H=4,
+                                                         masked=True, backend=b, reference=ref)
+            yield f"{cell}(no bias){tag}", recurrent_case(rng, cell, T=3, N=2, D=3, H=2,
+                                                          bias=False, backend=b, reference=ref)
+    for cell in ("rnn", "lstm", "gru"):
+        yield f"{cell}_step", step_case(rng, cell, backend=b)
+    yield "peephole_lstm(masked)", recurrent_case(rng, "peephole_lstm", T=4, N=3, D=3, H=4,
+                                                  masked=True, backend=b)
+    yield "ctrnn(masked)", recurrent_case(rng, "ctrnn", T=4, N=3, D=3, H=4, masked=True,
+                                          backend=b, dt=0.5)
     yield "jordan(masked)", jordan_case(rng, T=4, N=3, D=3, H=4, O=2, masked=True, backend=b)
-    yield "gru", gru_case(rng, T=4, N=3, D=3, H=4, backend=b)
-    yield "gru(masked)", gru_case(rng, T=4, N=3, D=3, H=4, masked=True, backend=b)
-    yield "gru_step", step_case(rng, "gru", backend=b)
     yield "linear", linear_case(rng, backend=b)
     yield "embedding", embedding_case(rng, padding_idx=0, backend=b)
     for reduction in ("mean", "sum", "none"):

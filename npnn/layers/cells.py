@@ -4,45 +4,43 @@ For models that step by hand (decoders, generation): call ``forward`` once per
 step, then ``backward`` once per step in reverse order; each backward consumes
 the most recent forward's cache. Parameters: ``weight_ih`` (G*H, D),
 ``weight_hh`` (G*H, H), ``bias_ih``, ``bias_hh`` (G*H,), initialised
-U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch.
+U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch. A step is the registry cell's step
+(``npnn.functional.registry``), so every registered cell could have one.
 """
 
 import math
 
-from .. import functional as F
 from .._checks import check_choice, check_float, check_same_backend, check_shape
+from ..functional import rnn as rnn_ops
+from ..functional.registry import from_states, get_cell
 from .base import Module, check_dtype, check_positive_int, make_rng
 from .recurrent import _check_bool
 
-_PARAM_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
-
 
 class _Cell(Module):
-    gates = 1
-    n_states = 1
+    """One step of a registered cell; subclasses set ``cell``."""
+    cell = None
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype="float32", seed=None):
+    def __init__(self, input_size, hidden_size, bias=True, dtype="float32", seed=None, **options):
         super().__init__()
+        self.spec = get_cell(self.cell)
+        self.options = {**self.spec.options, **options}
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
-        G, H, D = self.gates, self.hidden_size, self.input_size
-        k = 1.0 / math.sqrt(H)
-        shapes = [("weight_ih", (G * H, D)), ("weight_hh", (G * H, H))]
-        if self.bias:
-            shapes += [("bias_ih", (G * H,)), ("bias_hh", (G * H,))]
-        for name, shape in shapes:
-            self._add_param(name, rng.uniform(-k, k, size=shape).astype(self.dtype))
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for p, shape in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias):
+            self._add_param(p.name, rng.uniform(-k, k, size=shape).astype(self.dtype))
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
     def _weights(self):
-        p = self.params
-        return (p["weight_ih"], p["weight_hh"],
-                p.get("bias_ih"), p.get("bias_hh"))
+        """Op argument name -> parameter."""
+        return {p.arg: self.params[p.name]
+                for p, _ in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias)}
 
     def _check_x(self, x):
         check_float("x", x)
@@ -64,86 +62,70 @@ class _Cell(Module):
         check_shape(name, s, (H,))
         return s[None]
 
-    def _grads(self, grads):
-        for k, g in grads.items():
-            self._accumulate(_PARAM_NAMES[k], g)
-
-    @staticmethod
-    def _unbatch(a, batched):
-        return a if batched else a[0]
-
-
-class _SingleStateCell(_Cell):
-    """Cells whose state is one array h (RNN, GRU); subclasses give the step pair."""
+    def _split(self, name, states, N, batched):
+        """An array (one state), a tuple (several), or None -> tuple of checked (N, H) or None."""
+        n = self.spec.n_states
+        if states is None:
+            return (None,) * n
+        if n == 1:
+            return (self._check_state(name, states, N, batched),)
+        if not (isinstance(states, (tuple, list)) and len(states) == n):
+            raise TypeError(f"expected {name} to be a tuple ({', '.join(self.spec.states)}) "
+                            f"or None, got {type(states).__name__}")
+        return tuple(self._check_state(f"{name}[{i}]", s, N, batched)
+                     for i, s in enumerate(states))
 
     def forward(self, x, hx=None):
-        """x (N, D) or (D,), hx (N, H)/(H,) or None -> h' (N, H)/(H,)."""
+        """x (N, D) or (D,), hx (N, H)/(H,), a tuple of them for several states, or None
+        -> the new state(s), shaped like hx."""
         x, batched = self._check_x(x)
-        h = self._check_state("hx", hx, x.shape[0], batched)
-        h1, cache = self._step_forward(x, h)
+        new, cache = self.spec.step(x, self._split("hx", hx, x.shape[0], batched),
+                                    self._weights(), **self.options)
         self._push((cache, batched))
-        return self._unbatch(h1.copy(), batched)
+        return from_states(tuple((s if batched else s[0]).copy() for s in new))
 
-    def backward(self, dh):
-        """dh shaped like h' -> dx (like x), dhx (like hx)."""
+    def backward(self, dh, *d_other):
+        """The gradients of the new state(s) (``dh``; for LSTMCell also ``dc``, either may
+        be None) -> dx (like x), the gradient(s) of hx (an array, or a tuple for several)."""
         cache, batched = self._pop()
-        dh = self._check_state("dh", dh, cache.x.shape[1], batched)
-        dx, dh0, grads = self._step_backward(dh, cache)
-        self._grads(grads)
-        return self._unbatch(dx, batched), self._unbatch(dh0, batched)
+        N = cache.x.shape[1]
+        names = ["d" + s for s in self.spec.states]
+        given = (dh,) + d_other
+        if len(given) > len(names):
+            raise TypeError(f"{type(self).__name__}.backward takes the gradients of "
+                            f"{', '.join(self.spec.states)}: {len(names)}, got {len(given)}")
+        given += (None,) * (len(names) - len(given))
+        d = tuple(self._check_state(n, g, N, batched) for n, g in zip(names, given))
+        dx, dprev, grads = self.spec.step_backward(d, cache)
+        for p, _ in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias):
+            self._accumulate(p.name, grads[p.arg])
+        unbatch = (lambda a: a) if batched else (lambda a: a[0])
+        return unbatch(dx), from_states(tuple(unbatch(g) for g in dprev))
 
 
-class RNNCell(_SingleStateCell):
+class RNNCell(_Cell):
     """``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu)."""
+    cell = "rnn"
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
                  dtype="float32", seed=None):
-        self.nonlinearity = check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        check_choice("nonlinearity", nonlinearity, rnn_ops.NONLINEARITIES)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
 
-    def _step_forward(self, x, h):
-        return F.rnn_step_forward(x, h, *self._weights(), self.nonlinearity)
-
-    def _step_backward(self, dh, cache):
-        return F.rnn_step_backward(dh, cache)
+    @property
+    def nonlinearity(self):
+        return self.options["nonlinearity"]
 
 
-class GRUCell(_SingleStateCell):
+class GRUCell(_Cell):
     """PyTorch's GRU step, gate order r, z, n."""
-    gates = 3
-
-    def _step_forward(self, x, h):
-        return F.gru_step_forward(x, h, *self._weights())
-
-    def _step_backward(self, dh, cache):
-        return F.gru_step_backward(dh, cache)
+    cell = "gru"
 
 
 class LSTMCell(_Cell):
-    """PyTorch's LSTM step, gate order i, f, g, o; states are tuples (h, c)."""
-    gates = 4
-
-    def forward(self, x, hx=None):
-        """x (N, D) or (D,), hx = (h, c) or None -> (h', c')."""
-        x, batched = self._check_x(x)
-        N = x.shape[0]
-        if hx is None:
-            h = c = None
-        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
-            h = self._check_state("hx[0]", hx[0], N, batched)
-            c = self._check_state("hx[1]", hx[1], N, batched)
-        else:
-            raise TypeError(f"expected hx to be a tuple (h, c) or None, got {type(hx).__name__}")
-        h1, c1, cache = F.lstm_step_forward(x, h, c, *self._weights())
-        self._push((cache, batched))
-        return self._unbatch(h1.copy(), batched), self._unbatch(c1.copy(), batched)
+    """PyTorch's LSTM step, gate order i, f, g, o; states are tuples (h, c).
+    ``backward(dh, dc=None)`` -> dx, (dh0, dc0)."""
+    cell = "lstm"
 
     def backward(self, dh, dc=None):
-        """dh, dc shaped like h', c' (either may be None) -> dx, (dh0, dc0)."""
-        cache, batched = self._pop()
-        N = cache.x.shape[1]
-        dh = self._check_state("dh", dh, N, batched)
-        dc = self._check_state("dc", dc, N, batched)
-        dx, dh0, dc0, grads = F.lstm_step_backward(dh, dc, cache)
-        self._grads(grads)
-        return self._unbatch(dx, batched), (self._unbatch(dh0, batched), self._unbatch(dc0, batched))
+        return super().backward(dh, dc)

@@ -1,5 +1,8 @@
 """``npnn.RNN``, ``npnn.LSTM``, ``npnn.GRU``: PyTorch's recurrent layers, with a backward.
 
+One layer class, ``Recurrent``, stacks any cell of the registry
+(``npnn.functional.registry``); ``RNN``, ``LSTM``, ``GRU``, ``PeepholeLSTM``,
+``CTRNN`` and ``JordanRNN`` name its cells with PyTorch's signatures.
 Stacking, both directions, dropout between layers and variable lengths are
 composition here; the maths stays in ``npnn.functional``:
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
+from ..functional.registry import from_states, get_cell
 from ..backend import backend_name, get_array_module, is_array, to_backend
 from .base import Module, check_dtype, check_positive_int, make_rng
 
@@ -55,15 +59,36 @@ def dropout_mask(rng, shape, p, like):
     return to_backend(keep, backend_name(get_array_module(like)))
 
 
-class _Recurrent(Module):
-    """What RNN, LSTM and GRU share; subclasses set ``gates``/``n_states`` and the two
-    kernel hooks ``_run`` and ``_run_backward``."""
-    gates = 1
-    n_states = 1
+class Recurrent(Module):
+    """A stack of recurrent layers of any registered cell.
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+    ``npnn.Recurrent(cell, input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    **options)``, ``cell`` a name from ``npnn.functional.registry.CELLS`` and
+    ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn').
+    The named subclasses below fix the cell and take PyTorch's signatures.
+    """
+    cell = None         # a subclass's registry name
+
+    def __init__(self, *args, **kwargs):
+        if type(self).cell is None:             # Recurrent(cell, input_size, ...)
+            if not args:
+                raise TypeError("Recurrent() needs the cell's name as its first argument")
+            cell, args = args[0], args[1:]
+        else:
+            cell = type(self).cell
+        self._build(get_cell(cell), *args, **kwargs)
+
+    def _build(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+               dropout=0.0, bidirectional=False, dtype="float32", seed=None, **options):
         super().__init__()
+        self.spec = cell
+        unknown = sorted(set(options) - set(cell.options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unexpected option(s) {', '.join(unknown)} "
+                            f"for cell '{cell.name}' (its options: "
+                            f"{', '.join(cell.options) or 'none'})")
+        self.options = {**cell.options, **options}
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -80,39 +105,48 @@ class _Recurrent(Module):
             d_in = self.input_size if layer == 0 else H * self.num_directions
             for direction in range(self.num_directions):
                 sfx = self._suffix(layer, direction)
-                for name, _, shape in self._param_specs(d_in):
-                    self._add_param(name + sfx, self._init_param(name, shape))
+                for p, shape in self._param_shapes(d_in):
+                    self._add_param(p.name + sfx, self._init_param(p.name, shape))
 
-    def _param_specs(self, d_in):
-        """(layer name, kernel argument name, shape) of one layer and direction's parameters."""
-        G, H = self.gates, self.hidden_size
-        specs = [("weight_ih", "W_ih", (G * H, d_in)), ("weight_hh", "W_hh", (G * H, H))]
-        if self.bias:
-            specs += [("bias_ih", "b_ih", (G * H,)), ("bias_hh", "b_hh", (G * H,))]
-        return specs
+    @property
+    def n_states(self):
+        return self.spec.n_states
+
+    def _param_shapes(self, d_in):
+        """[(registry Param, shape)] of one layer and direction's parameters."""
+        return self.spec.param_shapes(d_in, self.hidden_size, self.bias)
 
     def _init_param(self, name, shape):
         k = self._init_scale
         return self.rng.uniform(-k, k, size=shape).astype(self.dtype)
+
+    def _op_options(self, xp):
+        """The cell options passed to its op with every call."""
+        return self.options
 
     @staticmethod
     def _suffix(layer, direction):
         return f"_l{layer}" + ("_reverse" if direction else "")
 
     def _weights(self, layer, direction):
-        """Kernel argument name -> parameter array, for one layer and direction."""
+        """Op argument name -> parameter array, for one layer and direction."""
         sfx = self._suffix(layer, direction)
         d_in = self.params["weight_ih" + sfx].shape[1]
-        return {arg: self.params[name + sfx] for name, arg, _ in self._param_specs(d_in)}
+        return {p.arg: self.params[p.name + sfx] for p, _ in self._param_shapes(d_in)}
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if type(self).cell is None:
+            s = f"'{self.spec.name}', " + s
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
+        for name, default in self.spec.options.items():
+            if self.options[name] != default:
+                s += f", {name}={self.options[name]!r}"
         return s
 
     # -- argument handling ---------------------------------------------------
@@ -147,15 +181,18 @@ class _Recurrent(Module):
         return states[:, None, :]
 
     def _split_states(self, name, hx, N, batched):
-        """hx (array, or (h, c) for LSTM, or None) -> list of n_states arrays or Nones."""
+        """hx (an array for one state, a tuple for several, or None) -> list of
+        n_states arrays or Nones."""
         if self.n_states == 1:
             return [self._check_states(name, hx, N, batched)]
         if hx is None:
-            return [None, None]
-        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-            raise TypeError(f"expected {name} to be a tuple (h, c) or None, got {type(hx).__name__}")
-        if name == "hx" and (hx[0] is None or hx[1] is None):
-            raise TypeError("expected hx = (h0, c0) with both arrays given")
+            return [None] * self.n_states
+        states = "(" + ", ".join(self.spec.states) + ")"
+        if not (isinstance(hx, (tuple, list)) and len(hx) == self.n_states):
+            raise TypeError(f"expected {name} to be a tuple {states} or None, "
+                            f"got {type(hx).__name__}")
+        if name == "hx" and any(s is None for s in hx):
+            raise TypeError(f"expected hx = {states} with every array given")
         return [self._check_states(f"{name}[{i}]", s, N, batched)
                 for i, s in enumerate(hx)]
 
@@ -189,12 +226,14 @@ class _Recurrent(Module):
         Args:
             x: (T, N, D), (N, T, D) with ``batch_first``, or unbatched (T, D).
             hx: initial states (L * num_directions, N, H) or None for zeros;
-                a tuple (h0, c0) for LSTM.
+                a tuple for cells with several states ((h0, c0) for LSTM).
             lengths: optional N sequence lengths in 1..T, any order.
 
         Returns:
             out (T, N, num_directions * H) (batch-first or unbatched like x),
-            h_n (L * num_directions, N, H) (a tuple (h_n, c_n) for LSTM).
+            h_n (L * num_directions, N, H) (a tuple, (h_n, c_n), for cells with
+            several states). Entry layer * num_directions + direction is that
+            layer's and direction's final state (direction 1 the reverse one).
         """
         x, batched = self._check_x(x)
         xp = get_array_module(x)
@@ -212,7 +251,8 @@ class _Recurrent(Module):
                 idx = layer * dirs + direction
                 xin = layer_in if direction == 0 else self._reverse(layer_in, rev)
                 s0 = [None if s is None else s[idx] for s in init]
-                out, final, cache = self._run(xin, s0, self._weights(layer, direction), mask)
+                out, final, cache = self.spec.run(xin, s0, self._weights(layer, direction), mask,
+                                                  **self._op_options(xp))
                 outs.append(out if direction == 0 else self._reverse(out, rev))
                 for k in range(self.n_states):
                     finals[k].append(final[k])
@@ -231,18 +271,18 @@ class _Recurrent(Module):
             out, h_n = out[:, 0], [h[:, 0] for h in h_n]
         elif self.batch_first:
             out = out.transpose(1, 0, 2)
-        return out, (h_n[0] if self.n_states == 1 else tuple(h_n))
+        return out, from_states(h_n)
 
     def backward(self, d_out, d_hn=None):
         """Backpropagation through time, through every layer and direction.
 
         Args:
             d_out: gradient of ``out`` (same shape), or None.
-            d_hn: gradient of ``h_n`` (for LSTM a tuple (d_hn, d_cn), either may
-                be None), or None.
+            d_hn: gradient of ``h_n`` (for cells with several states a tuple,
+                (d_hn, d_cn) for LSTM, any of them may be None), or None.
 
         Returns:
-            dx (shaped like x) and dhx (shaped like hx; a tuple for LSTM).
+            dx (shaped like x) and dhx (shaped like hx; a tuple for several states).
             Parameter gradients are added to ``self.grads``.
         """
         c = self._pop()
@@ -275,15 +315,13 @@ class _Recurrent(Module):
                 if direction == 1:
                     d = self._reverse(d, c.rev)
                 dfin = [None if s is None else s[idx] for s in d_final]
-                dx, dinit, grads = self._run_backward(d, dfin, c.caches[idx])
+                dx, dinit, grads = self.spec.run_backward(d, dfin, c.caches[idx])
                 if direction == 1:
                     dx = self._reverse(dx, c.rev)
                 sfx = self._suffix(layer, direction)
                 d_in = self.params["weight_ih" + sfx].shape[1]
-                layer_name = {arg: name for name, arg, _ in self._param_specs(d_in)}
-                for k, g in grads.items():
-                    if k in layer_name:              # fixed (non-parameter) inputs are skipped
-                        self._accumulate(layer_name[k] + sfx, g)
+                for p, _ in self._param_shapes(d_in):   # fixed (non-parameter) inputs skipped
+                    self._accumulate(p.name + sfx, grads[p.arg])
                 for k in range(self.n_states):
                     d_init[k][idx] = dinit[k]
                 dx_layer = dx if dx_layer is None else dx_layer + dx
@@ -293,153 +331,104 @@ class _Recurrent(Module):
             dx, d_init = dx[:, 0], [d[:, 0] for d in d_init]
         elif self.batch_first:
             dx = dx.transpose(1, 0, 2)
-        return dx, (d_init[0] if self.n_states == 1 else tuple(d_init))
+        return dx, from_states(d_init)
 
 
 
-class RNN(_Recurrent):
+class RNN(Recurrent):
     """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
 
     ``npnn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
     """
+    cell = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
-        self.nonlinearity = check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
+        check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, nonlinearity=nonlinearity)
 
-    def _run(self, x, s0, P, mask):
-        out, h_n, cache = F.rnn_forward(x, s0[0], P["W_ih"], P["W_hh"], P.get("b_ih"),
-                                        P.get("b_hh"), self.nonlinearity, mask)
-        return out, (h_n,), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dh0, grads = F.rnn_backward(dout, dfinal[0], cache)
-        return dx, (dh0,), grads
-
-    def extra_repr(self):
-        s = super().extra_repr()
-        return s + (f", nonlinearity='{self.nonlinearity}'" if self.nonlinearity != "tanh" else "")
+    @property
+    def nonlinearity(self):
+        return self.options["nonlinearity"]
 
 
-class LSTM(_Recurrent):
+class LSTM(Recurrent):
     """LSTM with gate order i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c).
 
     ``npnn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
     """
-    gates = 4
-    n_states = 2
-
-    def _run(self, x, s0, P, mask):
-        out, h_n, c_n, cache = F.lstm_forward(x, s0[0], s0[1], P["W_ih"], P["W_hh"],
-                                              P.get("b_ih"), P.get("b_hh"), mask)
-        return out, (h_n, c_n), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dh0, dc0, grads = F.lstm_backward(dout, dfinal[0], dfinal[1], cache)
-        return dx, (dh0, dc0), grads
+    cell = "lstm"
 
 
-class GRU(_Recurrent):
+class GRU(Recurrent):
     """GRU with gate order r, z, n and PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``.
 
     ``npnn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
     """
-    gates = 3
-
-    def _run(self, x, s0, P, mask):
-        out, h_n, cache = F.gru_forward(x, s0[0], P["W_ih"], P["W_hh"], P.get("b_ih"),
-                                        P.get("b_hh"), mask)
-        return out, (h_n,), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dh0, grads = F.gru_backward(dout, dfinal[0], cache)
-        return dx, (dh0,), grads
+    cell = "gru"
 
 
-class PeepholeLSTM(LSTM):
+class PeepholeLSTM(Recurrent):
     """LSTM whose gates also see the cell state (``functional/peephole.py``); extra
     parameters ``weight_ci``, ``weight_cf``, ``weight_co`` (H,) per layer and direction.
     PyTorch has no counterpart, so its state dicts do not transfer."""
-
-    def _param_specs(self, d_in):
-        H = self.hidden_size
-        return super()._param_specs(d_in) + [("weight_ci", "w_ci", (H,)),
-                                             ("weight_cf", "w_cf", (H,)),
-                                             ("weight_co", "w_co", (H,))]
-
-    def _run(self, x, s0, P, mask):
-        out, h_n, c_n, cache = F.peephole_lstm_forward(
-            x, s0[0], s0[1], P["W_ih"], P["W_hh"], P["w_ci"], P["w_cf"], P["w_co"],
-            P.get("b_ih"), P.get("b_hh"), mask)
-        return out, (h_n, c_n), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dh0, dc0, grads = F.peephole_lstm_backward(dout, dfinal[0], dfinal[1], cache)
-        return dx, (dh0, dc0), grads
+    cell = "peephole_lstm"
 
 
-class CTRNN(_Recurrent):
+class CTRNN(Recurrent):
     """Continuous-time RNN (``functional/ctrnn.py``): h += dt/tau * (-h + tanh(...)).
 
     ``npnn.CTRNN(input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
     ...)``; with ``learn_tau`` the time constants are a parameter ``tau_l0`` (H,)
     initialised to ``tau``, otherwise they stay fixed at ``tau``."""
+    cell = "ctrnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
                  bias=True, batch_first=False, dropout=0.0, bidirectional=False,
                  dtype="float32", seed=None):
         if not float(dt) > 0 or not float(tau) > 0:
             raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
-        self.dt, self.tau, self.learn_tau = float(dt), float(tau), bool(learn_tau)
+        self.tau, self.learn_tau = float(tau), bool(learn_tau)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, dt=float(dt))
 
-    def _param_specs(self, d_in):
-        specs = super()._param_specs(d_in)
-        return specs + [("tau", "tau", (self.hidden_size,))] if self.learn_tau else specs
+    @property
+    def dt(self):
+        return self.options["dt"]
+
+    def _param_shapes(self, d_in):
+        shapes = super()._param_shapes(d_in)
+        return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "tau"]
 
     def _init_param(self, name, shape):
         if name == "tau":
             return np.full(shape, self.tau, dtype=self.dtype)
         return super()._init_param(name, shape)
 
-    def _run(self, x, s0, P, mask):
-        xp = get_array_module(x)
-        tau = P["tau"] if "tau" in P else xp.full(self.hidden_size, self.tau, dtype=x.dtype)
-        out, h_n, cache = F.ctrnn_forward(x, s0[0], P["W_ih"], P["W_hh"], tau, P.get("b_ih"),
-                                          P.get("b_hh"), self.dt, mask)
-        return out, (h_n,), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dh0, grads = F.ctrnn_backward(dout, dfinal[0], cache)
-        return dx, (dh0,), grads
+    def _op_options(self, xp):
+        if self.learn_tau:
+            return self.options
+        return {**self.options, "tau": xp.full(self.hidden_size, self.tau, dtype=self.dtype)}
 
 
-class JordanRNN(_Recurrent):
+class JordanRNN(Recurrent):
     """Jordan network (``functional/jordan.py``): the previous output y_{t-1} is fed back.
 
     The output size equals ``hidden_size``, so layers stack; the state ``hx``/``h_n``
     is the output y. Parameters per layer and direction: ``weight_ih`` (H, D),
     ``weight_yh`` (H, H), ``weight_hy`` (H, H), ``bias_h``, ``bias_y`` (H,)."""
+    cell = "jordan"
 
-    def _param_specs(self, d_in):
-        H = self.hidden_size
-        specs = [("weight_ih", "W_ih", (H, d_in)), ("weight_yh", "W_yh", (H, H)),
-                 ("weight_hy", "W_hy", (H, H))]
-        if self.bias:
-            specs += [("bias_h", "b_h", (H,)), ("bias_y", "b_y", (H,))]
-        return specs
 
-    def _run(self, x, s0, P, mask):
-        out, y_n, cache = F.jordan_forward(x, s0[0], P["W_ih"], P["W_yh"], P["W_hy"],
-                                           P.get("b_h"), P.get("b_y"), mask)
-        return out, (y_n,), cache
-
-    def _run_backward(self, dout, dfinal, cache):
-        dx, dy0, grads = F.jordan_backward(dout, dfinal[0], cache)
-        return dx, (dy0,), grads
+def layer_class(cell):
+    """The layer class for a registered cell's name: its named class above, or
+    ``Recurrent`` bound to it (a cell registered without a class of its own)."""
+    get_cell(cell)
+    for cls in Recurrent.__subclasses__():
+        if cls.cell == cell:
+            return cls
+    return type(f"Recurrent_{cell}", (Recurrent,), {"cell": cell})

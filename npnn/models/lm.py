@@ -14,11 +14,11 @@ import numpy as np
 from .._checks import check_choice, check_index_range, check_integer
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
-from ..layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, no_grad
+from ..functional.registry import CELLS, as_states, from_states, get_cell
+from ..layers import Dropout, Embedding, Linear, Module, no_grad
 from ..layers.base import check_dtype, check_positive_int, make_rng
-from ..layers.recurrent import check_dropout
+from ..layers.recurrent import check_dropout, layer_class
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 STRATEGIES = ("greedy", "sample", "beam")
 
 
@@ -28,12 +28,12 @@ class RNNLM(Module):
     Args:
         vocab_size: V.
         hidden_size: H.
-        cell: 'rnn', 'lstm' or 'gru'.
+        cell: a registered cell ('rnn', 'lstm', 'gru', ...: ``functional.registry.CELLS``).
         num_layers: stacked recurrent layers.
         embedding_dim: E, or 0/None for one-hot inputs (d2l's models).
         dropout: between recurrent layers and before the decoder.
         tie_weights: share the decoder's weight with the embedding (needs E == H).
-        nonlinearity: 'tanh' or 'relu' for cell='rnn'.
+        nonlinearity: 'tanh' or 'relu', for cells with that option ('rnn').
         vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
     """
 
@@ -54,9 +54,10 @@ class RNNLM(Module):
                              f"weights, got embedding_dim={embedding_dim}")
         if self.embedding_dim:
             self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype, seed=self.rng)
-        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.rnn = CELLS[cell](self.embedding_dim or self.vocab_size, self.hidden_size, num_layers,
-                               dropout=dropout, dtype=dtype, seed=self.rng, **extra)
+        extra = {"nonlinearity": nonlinearity} if "nonlinearity" in get_cell(cell).options else {}
+        self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,
+                                     num_layers=num_layers, dropout=dropout, dtype=dtype,
+                                     seed=self.rng, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
         self.tie_weights = bool(tie_weights)
@@ -194,11 +195,10 @@ class RNNLM(Module):
 
 
 def _select_state(state, idx):
-    """Pick beams ``idx`` from a state (L, B, H) (or a tuple of them, for LSTM)."""
-    if isinstance(state, tuple):
-        return tuple(_select_state(s, idx) for s in state)
-    xp = get_array_module(state)
-    return state[:, to_backend(np.asarray(idx), backend_name(xp))]
+    """Pick beams ``idx`` from a layer's state (L, B, H) (a tuple of them for several states)."""
+    states = as_states(state)
+    idx = to_backend(np.asarray(idx), backend_name(get_array_module(states[0])))
+    return from_states(tuple(s[:, idx] for s in states))
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):

@@ -23,9 +23,10 @@ import numpy as np
 from .._checks import check_choice
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
-from ..layers import (GRU, LSTM, AdditiveAttention, DotAttention, Embedding, Linear, Module,
-                      no_grad)
+from ..functional.registry import CELLS, as_states, from_states
+from ..layers import AdditiveAttention, DotAttention, Embedding, Linear, Module, no_grad
 from ..layers.base import check_positive_int, make_rng
+from ..layers.recurrent import layer_class
 from .lm import _select_state
 
 CONTEXTS = ("init", "concat", "attention")
@@ -37,7 +38,7 @@ class Seq2Seq(Module):
     Args:
         src_vocab, tgt_vocab: vocabulary sizes.
         embed_size, hidden_size, num_layers: of both encoder and decoder.
-        cell: 'gru' or 'lstm'.  bidirectional: the encoder.
+        cell: a registered cell ('gru', 'lstm', ...).  bidirectional: the encoder.
         context: 'init', 'concat' or 'attention'.  attention: 'additive' or 'dot'.
         pad, bos, eos: special token ids of the target (pad also of the source).
     """
@@ -47,7 +48,7 @@ class Seq2Seq(Module):
                  dropout=0.0, pad=0, bos=1, eos=2, dtype="float32", seed=None):
         super().__init__()
         self.context = check_choice("context", context, CONTEXTS)
-        self.cell = check_choice("cell", cell, ("gru", "lstm"))
+        self.cell = check_choice("cell", cell, tuple(CELLS))
         check_choice("attention", attention, ("additive", "dot"))
         self.pad, self.bos, self.eos = int(pad), int(bos), int(eos)
         self.dtype = np.dtype(dtype)
@@ -56,19 +57,19 @@ class Seq2Seq(Module):
         self.hidden_size, self.num_layers = H, check_positive_int("num_layers", num_layers)
         rng = make_rng(seed)
         self.rng = rng
-        RNNClass = GRU if cell == "gru" else LSTM
+        RNNClass = layer_class(cell)
         self.src_embedding = Embedding(src_vocab, E, padding_idx=pad, dtype=dtype, seed=rng)
-        self.encoder = RNNClass(E, H, num_layers, dropout=dropout, bidirectional=bidirectional,
-                                dtype=dtype, seed=rng)
+        self.encoder = RNNClass(E, H, num_layers=num_layers, dropout=dropout,
+                                bidirectional=bidirectional, dtype=dtype, seed=rng)
         self.dirs = 2 if bidirectional else 1
         enc_out = self.dirs * H
-        if bidirectional:
-            self.bridge = Linear(2 * H, H, dtype=dtype, seed=rng)
-            if cell == "lstm":
-                self.bridge_c = Linear(2 * H, H, dtype=dtype, seed=rng)
+        if bidirectional:           # one bridge per state: 'bridge' for h, 'bridge_c' for c, ...
+            for name in self._bridge_names():
+                setattr(self, name, Linear(2 * H, H, dtype=dtype, seed=rng))
         self.tgt_embedding = Embedding(tgt_vocab, E, padding_idx=pad, dtype=dtype, seed=rng)
         extra = enc_out if context in ("concat", "attention") else 0
-        self.decoder = RNNClass(E + extra, H, num_layers, dropout=dropout, dtype=dtype, seed=rng)
+        self.decoder = RNNClass(E + extra, H, num_layers=num_layers, dropout=dropout, dtype=dtype,
+                                seed=rng)
         if context == "attention":
             if attention == "dot":
                 if enc_out != H:
@@ -98,12 +99,18 @@ class Seq2Seq(Module):
         mask = xp.arange(src.shape[1])[None, :] < self._ids(lengths)[:, None]
         return enc_out.transpose(1, 0, 2), state, self._bridge(state), mask
 
+    def _bridge_names(self):
+        return ["bridge" if i == 0 else "bridge_" + state
+                for i, state in enumerate(self.encoder.spec.states)]
+
+    def _bridges(self):
+        return [getattr(self, name) for name in self._bridge_names()]
+
     def _bridge(self, state):
         if self.dirs == 1:
             return state
-        if self.cell == "lstm":
-            return self._bridge_one(state[0], self.bridge), self._bridge_one(state[1], self.bridge_c)
-        return self._bridge_one(state, self.bridge)
+        return from_states(tuple(self._bridge_one(s, lin)
+                                 for s, lin in zip(as_states(state), self._bridges())))
 
     def _bridge_one(self, s, lin):
         L, N, H = self.num_layers, s.shape[1], self.hidden_size
@@ -113,10 +120,8 @@ class Seq2Seq(Module):
     def _bridge_backward(self, d_state, state0):
         if self.dirs == 1:
             return d_state
-        if self.cell == "lstm":
-            return (self._bridge_one_backward(d_state[0], state0[0], self.bridge),
-                    self._bridge_one_backward(d_state[1], state0[1], self.bridge_c))
-        return self._bridge_one_backward(d_state, state0, self.bridge)
+        return from_states(tuple(self._bridge_one_backward(d, y, lin) for d, y, lin in
+                                 zip(as_states(d_state), as_states(state0), self._bridges())))
 
     def _bridge_one_backward(self, d, y, lin):
         L, N, H = self.num_layers, d.shape[1], self.hidden_size
@@ -125,8 +130,7 @@ class Seq2Seq(Module):
 
     def _context_vector(self, state):
         """The encoder's final top-layer state, both directions: (N, dirs*H)."""
-        h = state[0] if isinstance(state, tuple) else state
-        top = h[-self.dirs:]                                             # (dirs, N, H)
+        top = as_states(state)[0][-self.dirs:]                                             # (dirs, N, H)
         return top.transpose(1, 0, 2).reshape(top.shape[1], self.dirs * self.hidden_size)
 
     # -- teacher-forced forward and backward ----------------------------------
@@ -147,7 +151,7 @@ class Seq2Seq(Module):
             keys = self.attention.project(enc_out)     # what depends on the keys alone: once
             state, outs = state0, []
             for t in range(T):
-                query = (state[0] if isinstance(state, tuple) else state)[-1]   # (N, H)
+                query = as_states(state)[0][-1]                                # (N, H)
                 ctx = self.attention.attend(query, keys, enc_out, mask)        # (N, dirs*H)
                 out, state = self.decoder(xp.concatenate([ctx, emb[t]], axis=1)[None], state)
                 outs.append(out[0])
@@ -182,18 +186,17 @@ class Seq2Seq(Module):
                 dq, dk, dV = self.attention.backward(d_ctx)
                 d_keys += dk
                 d_enc_out += dV
-                h_grad = d_state[0] if isinstance(d_state, tuple) else d_state
-                h_grad[-1] += dq                                             # the query s_{t-1}
+                as_states(d_state)[0][-1] += dq                              # the query s_{t-1}
             d_enc_out += self.attention.project_backward(d_keys)            # the keys, once
             d_state0 = d_state
         self.tgt_embedding.backward(d_emb)
         d_state_enc = self._bridge_backward(d_state0, state0)
         if d_enc_state is not None:      # 'concat': the context is the top layer's final state
             d_top = d_enc_state.reshape(d_enc_state.shape[0], self.dirs, self.hidden_size)
-            h = d_state_enc[0] if isinstance(d_state_enc, tuple) else d_state_enc
-            h = h.copy()
+            states = as_states(d_state_enc)
+            h = states[0].copy()
             h[-self.dirs:] += d_top.transpose(1, 0, 2)
-            d_state_enc = (h, d_state_enc[1]) if isinstance(d_state_enc, tuple) else h
+            d_state_enc = from_states((h,) + states[1:])
         d_src, _ = self.encoder.backward(xp.ascontiguousarray(d_enc_out.transpose(1, 0, 2)),
                                          d_state_enc)
         self.src_embedding.backward(d_src)
@@ -210,7 +213,7 @@ class Seq2Seq(Module):
         elif self.context == "concat":
             x = xp.concatenate([emb, ctx[None]], axis=2)
         else:
-            query = (state[0] if isinstance(state, tuple) else state)[-1]
+            query = as_states(state)[0][-1]
             c = self.attention.attend(query, ctx, enc_out, mask)
             x = xp.concatenate([c[None], emb], axis=2)
         out, state = self.decoder(x, state)

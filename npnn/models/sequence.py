@@ -1,6 +1,6 @@
 """The seeds' other shapes of recurrent model: N -> 1, N -> N and 1 -> N.
 
-SequenceClassifier (N -> 1): embedding -> RNN/LSTM/GRU over variable-length
+SequenceClassifier (N -> 1): embedding -> any registered cell over variable-length
 sequences -> the final state of each sequence at its own last step ('last'),
 or the mean of its valid outputs ('mean') -> linear -> class logits.
 
@@ -18,10 +18,10 @@ import numpy as np
 
 from .._checks import check_choice
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
-from ..layers import GRU, LSTM, RNN, Embedding, Linear, Module, no_grad
+from ..functional.registry import CELLS, as_states, from_states
+from ..layers import Embedding, Linear, Module, no_grad
 from ..layers.base import check_positive_int, make_rng
-
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+from ..layers.recurrent import layer_class
 
 
 def _argmax_eval(model, X, lengths):
@@ -42,8 +42,9 @@ class _Encoder(Module):
         check_choice("cell", cell, tuple(CELLS))
         self.pad = pad
         self.embedding = Embedding(vocab_size, embed_size, padding_idx=pad, dtype=dtype, seed=rng)
-        self.rnn = CELLS[cell](embed_size, hidden_size, num_layers, dropout=dropout,
-                               bidirectional=bidirectional, dtype=dtype, seed=rng)
+        self.rnn = layer_class(cell)(embed_size, hidden_size, num_layers=num_layers,
+                                     dropout=dropout, bidirectional=bidirectional, dtype=dtype,
+                                     seed=rng)
 
     def _xp(self):
         return get_array_module(self.embedding.params["weight"])
@@ -82,7 +83,7 @@ class SequenceClassifier(Module):
         lengths_b = xp.full(N, T) if lengths is None else to_backend(
             np.asarray(to_numpy(lengths)), backend_name(xp))
         if self.pooling == "last":      # each sequence's state at its last valid step
-            h = h_n[0] if isinstance(h_n, tuple) else h_n
+            h = as_states(h_n)[0]
             top = h[-self.dirs:]                                   # (dirs, N, H)
             pooled = top.transpose(1, 0, 2).reshape(N, -1)
         else:                           # outputs past the end are zero: sum / length
@@ -96,11 +97,10 @@ class SequenceClassifier(Module):
         xp = get_array_module(d_pooled)
         T, N, _ = shape
         if self.pooling == "last":
-            h = h_n[0] if isinstance(h_n, tuple) else h_n
-            d_h = xp.zeros_like(h)
+            states = as_states(h_n)
+            d_h = xp.zeros_like(states[0])
             d_h[-self.dirs:] = d_pooled.reshape(N, self.dirs, self.hidden_size).transpose(1, 0, 2)
-            d_hn = (d_h, xp.zeros_like(h_n[1])) if isinstance(h_n, tuple) else d_h
-            self.encoder.back(None, d_hn)
+            self.encoder.back(None, from_states((d_h,) + (None,) * (len(states) - 1)))
         else:
             d_out = xp.broadcast_to(d_pooled / lengths[:, None].astype(d_pooled.dtype), shape)
             self.encoder.back(xp.ascontiguousarray(d_out))
@@ -144,12 +144,12 @@ class ConditionalDecoder(Module):
         super().__init__()
         rng = make_rng(seed)
         self.scheme = check_choice("scheme", scheme, ("init", "input"))
-        self.cell = check_choice("cell", cell, ("rnn", "gru", "lstm"))
+        self.cell = check_choice("cell", cell, tuple(CELLS))
         self.bos, self.eos = bos, eos
         self.cond_size = check_positive_int("cond_size", cond_size)
         self.embedding = Embedding(vocab_size, embed_size, dtype=dtype, seed=rng)
         d_in = embed_size + (cond_size if scheme == "input" else 0)
-        self.rnn = CELLS[cell](d_in, hidden_size, dtype=dtype, seed=rng)
+        self.rnn = layer_class(cell)(d_in, hidden_size, dtype=dtype, seed=rng)
         if scheme == "init":
             self.cond = Linear(cond_size, hidden_size, dtype=dtype, seed=rng)
         self.out = Linear(hidden_size, vocab_size, dtype=dtype, seed=rng)
@@ -157,8 +157,10 @@ class ConditionalDecoder(Module):
     def _state(self, c):
         if self.scheme != "init":
             return None, None
-        h0 = get_array_module(c).tanh(self.cond(c))[None]          # (1, N, H)
-        return (h0, h0 * 0) if self.cell == "lstm" else h0, h0
+        xp = get_array_module(c)
+        h0 = xp.tanh(self.cond(c))[None]                          # (1, N, H)
+        others = tuple(xp.zeros_like(h0) for _ in range(self.rnn.n_states - 1))  # e.g. c_0
+        return from_states((h0,) + others), h0
 
     def _inputs(self, tokens, c):
         xp = get_array_module(c)
@@ -184,7 +186,7 @@ class ConditionalDecoder(Module):
         self.embedding.backward(dx[:, :, :E] if self.scheme == "input" else dx)
         d_c = dx[:, :, E:].sum(axis=0) if self.scheme == "input" else None
         if self.scheme == "init":
-            d_h0 = (d_state[0] if isinstance(d_state, tuple) else d_state)[0]
+            d_h0 = as_states(d_state)[0][0]
             d_c = self.cond.backward(d_h0 * (1 - h0[0] * h0[0]))
         return d_c
 

@@ -1,0 +1,222 @@
+"""Accelerated LSTM: ``functional/lstm.py``'s numbers, computed faster.
+
+Equation numbers refer to ``functional/lstm.py``. What differs from the reference:
+
+* The tanh form (``_common.SIGMOID_SCALE``): every gate is y = s tanh(s z) + b,
+  with s = b = 1/2 on the sigmoid blocks i, f, o and s = 1, b = 0 on g. The
+  factor s inside tanh is folded into the weight rows once per call, so (2) is
+  one tanh pass over the contiguous (N, 4H) block, and (11) is one pass too:
+  dy/dz = s^2 - (y - b)^2 for every block alike.
+* The recurrent weights are scaled and transposed once per call, (4H, H) ->
+  (H, 4H) contiguous, and each step's product writes into a buffer.
+* All buffers are allocated once per call; the loops write into them, so the
+  step's elementwise work allocates nothing.
+* The backward flushes gradients that fall towards the subnormal range
+  (``_common.flush_subnormals``).
+* On CuPy each step's elementwise work is one fused kernel (``_Fused``);
+  elsewhere a handful of ufunc passes (``_Ufuncs``). Both have the same
+  signatures and fill the same buffers.
+* Padded steps are handled by selection (``copyto(..., where=pad)``), as in
+  the reference.
+"""
+
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from ...backend import elementwise_kernel, get_array_module
+from .._recurrent import check_output_grad
+from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
+                      masked_output, padding, valid_rows)
+
+
+def _gate_affine(xp, H, dtype):
+    """s, b (4H,) of y = s tanh(s z) + b: the sigmoid's constants on i, f, o; 1, 0 on g."""
+    s = xp.full(4 * H, SIGMOID_SCALE, dtype=dtype)
+    b = xp.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
+    s[2 * H:3 * H] = 1.0
+    b[2 * H:3 * H] = 0.0
+    return s, b
+
+
+class LSTMAccelCache(NamedTuple):
+    """The accelerated forward's cache: the reference's values, gates in one block."""
+    x: Any              # (T, N, D) input
+    h: Any              # (T + 1, N, H) h[0] = h_0, h[t] = h_t
+    c: Any              # (T + 1, N, H) c[0] = c_0, c[t] = c_t
+    gates: Any          # (T, N, 4H) post-activation i, f, g, o
+    tanh_c: Any         # (T, N, H) tanh(c_t)
+    W_ih: Any           # (4H, D)
+    W_hh: Any           # (4H, H)
+    has_bias: bool
+    pad: Optional[Any]  # (T, N, 1) True at padded steps, or None
+
+
+class _Ufuncs:
+    """The per-step elementwise work as ufunc passes into preallocated buffers."""
+
+    def __init__(self, xp, H, N, dtype):
+        self.xp, self.H = xp, H
+        self.s, self.b = _gate_affine(xp, H, dtype)
+        self.s2 = self.s * self.s
+        self.ig = xp.empty((N, H), dtype=dtype)
+        self.c_slope = xp.empty((N, H), dtype=dtype)
+        self.gate_slope = xp.empty((N, 4 * H), dtype=dtype)
+
+    def forward_step(self, z, rec, c_prev, c, tanh_c, h):
+        """z (N, 4H) holds the scaled input half and becomes the gates [i f g o]."""
+        xp, H = self.xp, self.H
+        z += rec                                    # (1), scaled by s
+        xp.tanh(z, out=z)                           # (2) all four gates: s tanh(s z) + b
+        z *= self.s
+        z += self.b
+        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+        xp.multiply(f, c_prev, out=c)               # (3)
+        xp.multiply(i, g, out=self.ig)
+        c += self.ig
+        xp.tanh(c, out=tanh_c)                      # (4)
+        xp.multiply(o, tanh_c, out=h)
+
+    def backward_step(self, y, c_prev, tc, dh, dc, dz):
+        """dh = dh_t; dc holds dc_t^next and becomes dc_{t-1}^next; fills dz (N, 4H)."""
+        xp, H, c_slope = self.xp, self.H, self.c_slope
+        i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
+        xp.multiply(dh, tc, out=dz[:, 3 * H:])      # (7) do
+        xp.multiply(tc, tc, out=c_slope)            # (8) dc_t = dc^next + dh o (1 - tanh(c)^2)
+        xp.subtract(1, c_slope, out=c_slope)
+        c_slope *= o
+        c_slope *= dh
+        dc += c_slope
+        xp.multiply(dc, g, out=dz[:, :H])           # (9) di
+        xp.multiply(dc, c_prev, out=dz[:, H:2 * H])  #    df
+        xp.multiply(dc, i, out=dz[:, 2 * H:3 * H])  #     dg
+        dc *= f                                     # (10)
+        xp.subtract(y, self.b, out=self.gate_slope)  # (11) dz = dy (s^2 - (y - b)^2)
+        self.gate_slope *= self.gate_slope
+        xp.subtract(self.s2, self.gate_slope, out=self.gate_slope)
+        dz *= self.gate_slope
+
+
+_S, _B = f"(T){SIGMOID_SCALE!r}", f"(T){SIGMOID_SHIFT!r}"
+
+
+class _Fused:
+    """The per-step elementwise work as one CUDA kernel each way (CuPy only).
+
+    Each kernel reads a gate block of row n at column j through the raw (N, 4H)
+    arrays; one thread per (n, j) of (N, H)."""
+
+    def __init__(self, xp, H, N, dtype):
+        pass
+
+    @staticmethod
+    def forward_step(z, rec, c_prev, c, tanh_c, h):
+        H = np.int32(c.shape[1])
+        elementwise_kernel(
+            "raw T rec, T c_prev, int32 H", "raw T z, T c, T tc, T h",
+            f"""
+            const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
+            const T ig = tanh(z[k] + rec[k]) * {_S} + {_B};                      // (2)
+            const T fg = tanh(z[k + H] + rec[k + H]) * {_S} + {_B};
+            const T gg = tanh(z[k + 2 * H] + rec[k + 2 * H]);
+            const T og = tanh(z[k + 3 * H] + rec[k + 3 * H]) * {_S} + {_B};
+            z[k] = ig; z[k + H] = fg; z[k + 2 * H] = gg; z[k + 3 * H] = og;
+            c = fg * c_prev + ig * gg;                                           // (3)
+            tc = tanh(c);                                                        // (4)
+            h = og * tc;
+            """, "npnn_lstm_forward_step")(rec, c_prev, H, z, c, tanh_c, h)
+
+    @staticmethod
+    def backward_step(y, c_prev, tanh_c, dh, dc, dz):
+        H = np.int32(dh.shape[1])
+        elementwise_kernel(
+            "raw T y, T c_prev, T tc, T dh, int32 H", "raw T dz, T dc",
+            """
+            const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
+            const T ig = y[k], fg = y[k + H], gg = y[k + 2 * H], og = y[k + 3 * H];
+            const T dct = dc + dh * og * ((T)1 - tc * tc);                       // (8)
+            dz[k] = dct * gg * ig * ((T)1 - ig);                                 // (9), (11)
+            dz[k + H] = dct * c_prev * fg * ((T)1 - fg);
+            dz[k + 2 * H] = dct * ig * ((T)1 - gg * gg);
+            dz[k + 3 * H] = dh * tc * og * ((T)1 - og);                          // (7), (11)
+            dc = dct * fg;                                                       // (10)
+            """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, H, dz, dc)
+
+
+def _steps(xp, H, N, dtype):
+    return (_Fused if fused(xp) else _Ufuncs)(xp, H, N, dtype)
+
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+    """``functional.lstm_forward`` (arguments already checked there)."""
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
+    pad = padding(mask)
+    h = xp.empty((T + 1, N, H), dtype=dt)
+    c = xp.empty((T + 1, N, H), dtype=dt)
+    h[0] = 0 if h0 is None else h0
+    c[0] = 0 if c0 is None else c0
+    tanh_c = xp.empty((T, N, H), dtype=dt)
+    s, _ = _gate_affine(xp, H, dt)
+    # (1) scaled by s, input half for every step at once: (T*N, D) @ (D, 4H)
+    gates = (x.reshape(T * N, D) @ (W_ih * s[:, None]).T).reshape(T, N, 4 * H)
+    if b_ih is not None:
+        gates += (b_ih + b_hh) * s
+    W_hh_sT = xp.ascontiguousarray((W_hh * s[:, None]).T)    # (H, 4H)
+    rec = xp.empty((N, 4 * H), dtype=dt)
+    step = _steps(xp, H, N, dt).forward_step
+    for t in range(T):
+        xp.matmul(h[t], W_hh_sT, out=rec)           # (1) recurrent half
+        step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])      # (2)-(4)
+        if pad is not None:                         # padded steps keep (h, c)_{t-1}
+            hold(xp, h, t, pad)
+            hold(xp, c, t, pad)
+    out = masked_output(xp, h[1:], pad)             # (5)
+    cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, pad)
+    return out, h[T], c[T], cache
+
+
+def lstm_backward(dout, dh_n, dc_n, cache):
+    """``functional.lstm_backward`` for a cache of ``lstm_forward`` above."""
+    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, pad = cache
+    T, N, D = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
+    xp = get_array_module(x)
+    dout = check_output_grad("dout", dout, (T, N, H), dt)
+    dh_n = check_output_grad("dh_n", dh_n, (N, H), dt)
+    dc_n = check_output_grad("dc_n", dc_n, (N, H), dt)
+    dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
+    dc = xp.zeros((N, H), dtype=dt) if dc_n is None else dc_n.copy()
+    if pad is not None:                             # padded steps output a constant 0
+        dout = None if dout is None else valid_rows(xp, dout, pad)
+        dh_t, dc_t = xp.empty_like(dh), xp.empty_like(dc)
+    dz = xp.empty((T, N, 4 * H), dtype=dt)
+    step = _steps(xp, H, N, dt).backward_step
+    for t in range(T - 1, -1, -1):
+        if dout is not None:                        # (6)
+            dh += dout[t]
+        if pad is not None:                         # what a padded step passes straight back
+            dh_t[...] = dh
+            dc_t[...] = dc
+        dzt = dz[t]
+        step(gates[t], c[t], tanh_c[t], dh, dc, dzt)                  # (7)-(11)
+        if pad is not None:
+            xp.copyto(dzt, 0, where=pad[t])
+        if t % FLUSH_EVERY == 0:
+            flush_subnormals(xp, dzt)
+            flush_subnormals(xp, dc)
+        xp.matmul(dzt, W_hh, out=dh)                # (12)
+        if pad is not None:
+            xp.copyto(dh, dh_t, where=pad[t])
+            xp.copyto(dc, dc_t, where=pad[t])
+    dz2 = dz.reshape(T * N, 4 * H)                  # (T*N, 4H)
+    dx = (dz2 @ W_ih).reshape(T, N, D)              # (13)
+    grads = {"W_ih": dz2.T @ valid_rows(xp, x, pad).reshape(T * N, D),   # (14)
+             "W_hh": dz2.T @ h[:-1].reshape(T * N, H)}
+    if has_bias:
+        grads["b_ih"] = xp.ones(T * N, dtype=dt) @ dz2     # sums over steps and sequences as GEMVs
+        grads["b_hh"] = grads["b_ih"].copy()
+    return dx, dh, dc, grads

@@ -1,0 +1,136 @@
+"""The cell registry: every recurrent cell, described once.
+
+A cell is its file in this package (the equations, the step and the sequence
+op, forward and backward) plus one ``register`` line at the bottom of this
+module saying what layers, models and tools need to know about it: how many
+gate blocks its weights stack, which states it carries, which parameters it
+takes and which extra options. Everything above the functional level (the
+recurrent layers, the one-step cell layers, the language model, the
+sequence models, the gradient analysis, the gradient-check cases) asks this
+registry, so adding a seventh cell means one new file and one line here.
+
+Every cell's state is a tuple of arrays, its first element the hidden state
+that is also the output (h; y for the Jordan network); the LSTMs carry (h, c).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+from . import ctrnn, gru, jordan, lstm, peephole, rnn
+from ._recurrent import check_step_input
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of one layer and direction.
+
+    ``name`` is the layer's name for it (PyTorch's, where PyTorch has the cell:
+    ``weight_ih``), ``arg`` the op's argument (``W_ih``), ``shape`` in terms of
+    G*H, H and D, ``bias`` whether it exists only with ``bias=True``.
+    """
+    name: str
+    arg: str
+    shape: Tuple[str, ...]
+    bias: bool = False
+
+    def size(self, G, H, D):
+        sizes = {"G*H": G * H, "H": H, "D": D}
+        return tuple(sizes[s] for s in self.shape)
+
+
+#: PyTorch's four parameters of a gated cell, ``nn.RNN``/``nn.LSTM``/``nn.GRU``.
+STANDARD = (Param("weight_ih", "W_ih", ("G*H", "D")), Param("weight_hh", "W_hh", ("G*H", "H")),
+            Param("bias_ih", "b_ih", ("G*H",), bias=True),
+            Param("bias_hh", "b_hh", ("G*H",), bias=True))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What the rest of npnn needs to know about one recurrent cell.
+
+    ``forward(x, *states0, **params, mask=..., **options) -> out, *finals, cache`` and
+    ``backward(dout, *dfinals, cache) -> dx, *dinits, grads`` are the cell's
+    sequence ops; ``options`` maps each extra keyword option to its default.
+    """
+    name: str
+    gates: int
+    states: Tuple[str, ...]
+    params: Tuple[Param, ...]
+    forward: Callable
+    backward: Callable
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_states(self):
+        return len(self.states)
+
+    def param_shapes(self, D, H, bias=True):
+        """[(Param, shape)] of one layer and direction with input size D."""
+        return [(p, p.size(self.gates, H, D)) for p in self.params if bias or not p.bias]
+
+    def run(self, x, states, params, mask=None, **options):
+        """x (T, N, D), a tuple of initial states (each (N, H) or None), the op's
+        parameters by argument name -> out (T, N, H), tuple of final states, cache."""
+        out, *finals, cache = self.forward(x, *states, **params, mask=mask, **options)
+        return out, tuple(finals), cache
+
+    def run_backward(self, dout, dfinals, cache):
+        """-> dx (T, N, D), tuple of initial-state gradients, parameter gradients by argument."""
+        dx, *dinits, grads = self.backward(dout, *dfinals, cache)
+        return dx, tuple(dinits), grads
+
+    def step(self, x, states, params, **options):
+        """One step: x (N, D) -> tuple of new states (N, H), cache (a one-step sequence's)."""
+        _, finals, cache = self.run(check_step_input(x)[None], states, params, **options)
+        return finals, cache
+
+    def step_backward(self, dstates, cache):
+        """Gradients of a step's new states (each (N, H) or None) -> dx (N, D), tuple of
+        the previous states' gradients, parameter gradients."""
+        dx, dprev, grads = self.run_backward(None, dstates, cache)
+        return dx[0], dprev, grads
+
+
+CELLS: Dict[str, Cell] = {}
+
+
+def register(cell):
+    """Add a cell to ``CELLS`` (its name must be new)."""
+    if cell.name in CELLS:
+        raise ValueError(f"a cell named {cell.name!r} is already registered")
+    CELLS[cell.name] = cell
+    return cell
+
+
+def get_cell(name):
+    """The registered cell called ``name``, with a clear error for an unknown one."""
+    if name not in CELLS:
+        raise ValueError(f"expected cell to be one of {', '.join(map(repr, CELLS))}, got {name!r}")
+    return CELLS[name]
+
+
+def as_states(state):
+    """A layer's state (one array, or a tuple of arrays for cells with several) -> tuple."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def from_states(states):
+    """Inverse of ``as_states``: one array stays an array (PyTorch's RNN/GRU), several a tuple."""
+    return states[0] if len(states) == 1 else tuple(states)
+
+
+register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
+              {"nonlinearity": "tanh"}))
+register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward))
+register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward))
+register(Cell("peephole_lstm", 4, ("h", "c"),
+              STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
+                          Param("weight_co", "w_co", ("H",))),
+              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward))
+register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("tau", "tau", ("H",)),),
+              ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}))
+register(Cell("jordan", 1, ("y",),
+              (Param("weight_ih", "W_ih", ("H", "D")), Param("weight_yh", "W_yh", ("H", "H")),
+               Param("weight_hy", "W_hy", ("H", "H")), Param("bias_h", "b_h", ("H",), bias=True),
+               Param("bias_y", "b_y", ("H",), bias=True)),
+              jordan.jordan_forward, jordan.jordan_backward))

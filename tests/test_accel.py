@@ -1,0 +1,205 @@
+"""Every acceleration against the textbook reference, never fast path against fast path.
+
+``npnn/functional/accel/*.py`` must give the numbers of ``npnn/functional/{rnn,lstm,gru}.py``:
+forward outputs, final states and every gradient equal within 1e-12 (float64) or
+1e-5 (float32) relative to the largest reference value, over Hypothesis-drawn
+shapes from 1, masked (NaN in the padding included) and not, and through the
+layers in both directions. The fused GPU kernels are held to the same
+reference in test_fused.py (on a GPU) and test_fused_compile.py (on the host).
+"""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import npnn
+from npnn import functional as F
+from npnn.backend import to_backend, to_numpy
+from npnn.functional import accel
+from npnn.functional.registry import CELLS, as_states
+
+TOL = {"float64": 1e-12, "float32": 1e-5}
+dims = st.integers(1, 6)
+seeds = st.integers(0, 2**32 - 1)
+#: (registry cell, options, the acceleration's forward and backward)
+VARIANTS = {
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, accel.rnn.rnn_forward, accel.rnn.rnn_backward),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, accel.rnn.rnn_forward, accel.rnn.rnn_backward),
+    "lstm": ("lstm", {}, accel.lstm.lstm_forward, accel.lstm.lstm_backward),
+    "gru": ("gru", {}, accel.gru.gru_forward, accel.gru.gru_backward),
+}
+
+
+def assert_equal_to_reference(fast, ref, dtype, name):
+    fast, ref = np.asarray(to_numpy(fast), np.float64), np.asarray(to_numpy(ref), np.float64)
+    assert fast.shape == ref.shape, f"{name}: shape {fast.shape} != {ref.shape}"
+    assert np.all(np.isfinite(ref)), f"{name}: the reference is not finite"
+    diff = float(np.max(np.abs(fast - ref), initial=0.0))
+    scale = float(np.max(np.abs(ref), initial=0.0))
+    assert diff <= TOL[dtype] * scale, f"{name}: max abs diff {diff:.3e}, largest value {scale:.3e}"
+
+
+def make_case(variant, T, N, D, H, dtype, bias, masked, given_states, given_grads, poison,
+              seed, backend="numpy"):
+    """Arrays for one op call: x, states, params, mask, dout, dfinals."""
+    cell, options, _, _ = VARIANTS[variant]
+    spec = CELLS[cell]
+    rng = np.random.default_rng(seed)
+    dev = lambda a: None if a is None else to_backend(np.asarray(a, dtype=dtype), backend)  # noqa
+    x = rng.standard_normal((T, N, D))
+    mask = None
+    if masked:
+        lengths = rng.integers(1, T + 1, size=N)
+        mask_np = np.arange(T)[:, None] < lengths[None, :]
+        if poison:                          # whatever the padding holds must not matter
+            pad = ~mask_np
+            x[pad] = rng.choice([np.nan, np.inf, -np.inf, 1e30], size=(int(pad.sum()), 1))
+        mask = to_backend(mask_np, backend)
+    params = {p.arg: dev(0.5 * rng.standard_normal(shape))
+              for p, shape in spec.param_shapes(D, H, bias)}
+    states = tuple(dev(0.5 * rng.standard_normal((N, H))) if given_states else None
+                   for _ in spec.states)
+    dout = dev(rng.standard_normal((T, N, H))) if given_grads in ("out", "both") else None
+    dfinals = tuple(dev(rng.standard_normal((N, H))) if given_grads in ("final", "both") else None
+                    for _ in spec.states)
+    return dict(x=dev(x), states=states, params=params, mask=mask, dout=dout, dfinals=dfinals,
+                options=options)
+
+
+def run_reference(variant, case):
+    cell = VARIANTS[variant][0]
+    with accel.use_reference():
+        out, finals, cache = CELLS[cell].run(case["x"], case["states"], case["params"],
+                                             case["mask"], **case["options"])
+    dx, dinits, grads = CELLS[cell].run_backward(case["dout"], case["dfinals"], cache)
+    return out, finals, dx, dinits, grads, cache
+
+
+def run_accelerated(variant, case):
+    """The acceleration's own functions, called directly (so T = 1 is covered too)."""
+    _, options, forward, backward = VARIANTS[variant]
+    out, *finals, cache = forward(case["x"], *case["states"], **case["params"],
+                                  mask=case["mask"], **options)
+    dx, *dinits, grads = backward(case["dout"], *case["dfinals"], cache)
+    return out, tuple(finals), dx, tuple(dinits), grads, cache
+
+
+def compare_paths(variant, dtype, masked, backend="numpy", seed=0):
+    """The accelerated path on ``backend`` (fused kernels on CuPy) against the reference
+    on NumPy, at one fixed size with NaN in the padding (for test_fused*.py)."""
+    case = make_case(variant, 7, 5, 6, 9, dtype, True, masked, True, "both", masked, seed,
+                     backend)
+    ref_case = make_case(variant, 7, 5, 6, 9, dtype, True, masked, True, "both", masked, seed)
+    compare(variant, case, dtype, ref_case)
+
+
+def compare(variant, case, dtype, ref_case=None):
+    """Accelerated on ``case`` against the reference on ``ref_case`` (default the same)."""
+    out, finals, dx, dinits, grads, ref_cache = run_reference(variant, ref_case or case)
+    f_out, f_finals, f_dx, f_dinits, f_grads, fast_cache = run_accelerated(variant, case)
+    assert type(ref_cache).__module__.startswith("npnn.functional.") and \
+        "accel" not in type(ref_cache).__module__
+    assert "accel" in type(fast_cache).__module__
+    assert_equal_to_reference(f_out, out, dtype, "out")
+    for k, (a, b) in enumerate(zip(f_finals, finals)):
+        assert_equal_to_reference(a, b, dtype, f"final state {k}")
+    assert_equal_to_reference(f_dx, dx, dtype, "dx")
+    for k, (a, b) in enumerate(zip(f_dinits, dinits)):
+        assert_equal_to_reference(a, b, dtype, f"d initial state {k}")
+    assert sorted(f_grads) == sorted(grads)
+    for k in grads:
+        assert_equal_to_reference(f_grads[k], grads[k], dtype, k)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("given_grads", ["out", "final", "both"])
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), given_states=st.booleans(),
+       poison=st.booleans(), seed=seeds)
+@example(T=1, N=1, D=1, H=1, bias=True, given_states=False, poison=False, seed=0)
+@example(T=4, N=2, D=3, H=2, bias=True, given_states=True, poison=True, seed=1)
+def test_accelerations_equal_the_reference_float64(variant, masked, given_grads, T, N, D, H,
+                                                   bias, given_states, poison, seed):
+    case = make_case(variant, T, N, D, H, "float64", bias, masked, given_states, given_grads,
+                     poison, seed)
+    compare(variant, case, "float64")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("masked", [False, True])
+@given(T=dims, N=dims, D=dims, H=dims, seed=seeds)
+def test_accelerations_equal_the_reference_float32(variant, masked, T, N, D, H, seed):
+    case = make_case(variant, T, N, D, H, "float32", True, masked, True, "both", masked, seed)
+    compare(variant, case, "float32")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@given(T=dims, N=dims, D=dims, H=dims, num_layers=st.integers(1, 2), seed=seeds)
+def test_layers_in_both_directions_equal_the_reference(cell, T, N, D, H, num_layers, seed):
+    """The reverse direction runs each sequence reversed within its length: through the
+    layer, the accelerated kernels must still give the reference's numbers."""
+    rng = np.random.default_rng(seed)
+    layer = npnn.layers.recurrent.layer_class(cell)(D, H, num_layers=num_layers,
+                                                    bidirectional=True, dtype="float64", seed=seed)
+    x = rng.standard_normal((T, N, D))
+    lengths = rng.integers(1, T + 1, size=N)
+    dout = rng.standard_normal((T, N, 2 * H))
+    results = {}
+    for name in ("accelerated", "reference"):
+        layer.zero_grad()
+        if name == "reference":
+            with accel.use_reference():
+                out, h_n = layer(x, lengths=lengths)
+        else:
+            out, h_n = layer(x, lengths=lengths)
+        dx, dh0 = layer.backward(dout)
+        results[name] = [out, *as_states(h_n), dx, *as_states(dh0), *layer.grads.values()]
+    for a, b in zip(results["accelerated"], results["reference"]):
+        assert_equal_to_reference(a, b, "float64", "layer")
+
+
+def test_selection_in_one_place(monkeypatch):
+    x = np.zeros((5, 2, 3))
+    assert accel.select("lstm", x) is accel.lstm
+    assert accel.select("peephole_lstm", x) is None           # no acceleration: the reference
+    assert accel.select("lstm", x[:accel.MIN_STEPS - 1]) is None   # too short to pay
+    with accel.use_reference():
+        assert accel.select("lstm", x) is None
+    assert accel.select("lstm", x) is accel.lstm
+    monkeypatch.setenv("NPNN_ACCEL", "0")
+    assert accel.select("gru", x) is None
+    assert not accel._common.fused(np)                     # NumPy never takes the GPU kernels
+
+
+def test_the_default_path_is_the_acceleration_and_the_switch_gives_the_reference(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    W = [0.5 * rng.standard_normal(s) for s in ((16, 3), (16, 4))]
+    *_, cache = F.lstm_forward(x, None, None, *W)
+    assert isinstance(cache, accel.lstm.LSTMAccelCache)
+    monkeypatch.setenv("NPNN_ACCEL", "0")
+    *_, cache = F.lstm_forward(x, None, None, *W)
+    assert isinstance(cache, F.LSTMCache)
+
+
+def test_use_reference_is_local_to_its_thread():
+    """A thread that forces the reference does not change what another thread runs."""
+    x = np.zeros((5, 2, 3))
+    inside, seen = threading.Event(), []
+
+    def worker():
+        with accel.use_reference():
+            inside.set()
+            seen.append(accel.select("gru", x))
+            release.wait(5)
+    release = threading.Event()
+    t = threading.Thread(target=worker)
+    t.start()
+    inside.wait(5)
+    assert accel.select("gru", x) is accel.gru
+    release.set()
+    t.join(5)
+    assert seen == [None]
