@@ -14,9 +14,10 @@ that is also the output (h; y for the Jordan network); the LSTMs carry (h, c).
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from . import ctrnn, gru, jordan, lstm, peephole, rnn
+from . import accel, ctrnn, gru, jordan, lstm, peephole, rnn
 from ._recurrent import check_step_input
 
 
@@ -50,7 +51,10 @@ class Cell:
 
     ``forward(x, *states0, **params, mask=..., **options) -> out, *finals, cache`` and
     ``backward(dout, *dfinals, cache) -> dx, *dinits, grads`` are the cell's
-    sequence ops; ``options`` maps each extra keyword option to its default.
+    sequence ops (the reference, in the cell's file); ``options`` maps each extra
+    keyword option to its default; ``accelerated`` is the module of
+    ``functional/accel`` with the same ops made faster, or None. ``forward``
+    hands its work to ``accelerated`` when ``accel.select`` says so.
     """
     name: str
     gates: int
@@ -59,6 +63,7 @@ class Cell:
     forward: Callable
     backward: Callable
     options: Mapping[str, Any] = field(default_factory=dict)
+    accelerated: Optional[ModuleType] = None
 
     @property
     def n_states(self):
@@ -120,9 +125,11 @@ def from_states(states):
 
 
 register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
-              {"nonlinearity": "tanh"}))
-register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward))
-register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward))
+              {"nonlinearity": "tanh"}, accel.rnn))
+register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
+              accelerated=accel.lstm))
+register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward,
+              accelerated=accel.gru))
 register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),

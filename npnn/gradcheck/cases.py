@@ -236,27 +236,25 @@ def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, 
 def builtin_cases(rng, backend="numpy"):
     """(name, (f, inputs)) for every op, at fixed small sizes."""
     b = backend
-    for ref in (False, True):       # what runs by default (accelerated), then the reference
-        tag = " [reference]" if ref else ""
-        yield "rnn_tanh" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, backend=b, reference=ref)
-        yield "rnn_relu" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, nonlinearity="relu",
-                                         backend=b, reference=ref)
-        yield "rnn_tanh(masked)" + tag, rnn_case(rng, T=4, N=3, D=3, H=4, masked=True,
-                                                 backend=b, reference=ref)
-        for cell in ("lstm", "gru"):
-            yield cell + tag, recurrent_case(rng, cell, T=4, N=3, D=3, H=4, backend=b,
-                                             reference=ref)
-            yield f"{cell}(masked){tag}", recurrent_case(rng, cell, T=4, N=3, D=3, H=4,
+    for name, spec in CELLS.items():
+        variants = ([{"nonlinearity": "tanh"}, {"nonlinearity": "relu"}]
+                    if "nonlinearity" in spec.options else [{}])
+        # what runs by default (accelerated where the cell has an acceleration), then the
+        # reference on its own
+        for ref in (False, True) if spec.accelerated else (False,):
+            tag = " [reference]" if ref else ""
+            for opts in variants:
+                label = name + "".join(f"_{v}" for v in opts.values())
+                yield label + tag, recurrent_case(rng, name, T=4, N=3, D=3, H=4, backend=b,
+                                                  reference=ref, **opts)
+            yield f"{name}(masked){tag}", recurrent_case(rng, name, T=4, N=3, D=3, H=4,
                                                          masked=True, backend=b, reference=ref)
-            yield f"{cell}(no bias){tag}", recurrent_case(rng, cell, T=3, N=2, D=3, H=2,
+            yield f"{name}(no bias){tag}", recurrent_case(rng, name, T=3, N=2, D=3, H=2,
                                                           bias=False, backend=b, reference=ref)
-    for cell in ("rnn", "lstm", "gru"):
-        yield f"{cell}_step", step_case(rng, cell, backend=b)
-    yield "peephole_lstm(masked)", recurrent_case(rng, "peephole_lstm", T=4, N=3, D=3, H=4,
-                                                  masked=True, backend=b)
-    yield "ctrnn(masked)", recurrent_case(rng, "ctrnn", T=4, N=3, D=3, H=4, masked=True,
-                                          backend=b, dt=0.5)
-    yield "jordan(masked)", jordan_case(rng, T=4, N=3, D=3, H=4, O=2, masked=True, backend=b)
+        yield f"{name}_step", step_case(rng, name, backend=b)
+    # the registry's Jordan layer feeds back an output of size H; the op allows any O
+    yield "jordan(O != H, masked)", jordan_case(rng, T=4, N=3, D=3, H=4, O=2, masked=True,
+                                               backend=b)
     yield "linear", linear_case(rng, backend=b)
     yield "embedding", embedding_case(rng, padding_idx=0, backend=b)
     for reduction in ("mean", "sum", "none"):

@@ -48,14 +48,13 @@ def use_reference():
 
 
 def select(cell, x):
-    """The acceleration module for ``cell`` ('rnn', 'lstm', 'gru') and input x
-    (T, N, D), or None when the reference should run."""
-    impl = _ACCELERATED.get(cell)
-    if impl is None or not enabled() or x.shape[0] < MIN_STEPS:
+    """The acceleration module of the registered cell ``cell`` for input x (T, N, D),
+    or None when the reference should run (the cell has no acceleration, it is
+    switched off, or the sequence is too short to pay)."""
+    if not enabled() or x.shape[0] < MIN_STEPS:
         return None
-    return impl
+    from ..registry import CELLS        # at call time: the registry imports the cells
+    return CELLS[cell].accelerated
 
 
-from . import gru, lstm, rnn  # noqa: E402
-
-_ACCELERATED = {"rnn": rnn, "lstm": lstm, "gru": gru}
+from . import gru, lstm, rnn  # noqa: E402,F401  (the accelerated cells)
