@@ -7,11 +7,14 @@
 
 asv-shaped: parameters (cell x size x mode x dtype), a setup per case, and
 time functions for npnn and for the peer; the table comes last. Times are
-medians of npnn, its BLAS floor and PyTorch timed in blocks ordered a b c c b a,
-so that the machine's drifts fall on all three alike (at least ``--repeat``
+medians of npnn, its BLAS floor, its reference path and PyTorch timed in blocks
+ordered a b c c b a, so that the machine's drifts fall on all of them alike (at least ``--repeat``
 runs, more for short cases: about a second of each), with device synchronisation on
 GPU (CUDA events for both sides, cuDNN with TF32 off, npnn in full fp32).
 FLOPs of one layer: forward 2*T*N*G*H*(D+H), forward+backward three times that.
+
+The *reference* column times the same call on the reference path (the cell's
+textbook file, ``NPNN_ACCEL=0``): what the accelerations buy.
 
 The *BLAS floor* is also measured in the same run: the matrix products npnn's
 kernel makes (the input product for all steps, T recurrent products each way,
@@ -41,6 +44,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import npnn.functional as F  # noqa: E402
 from npnn.backend import get_backend, to_backend  # noqa: E402
+from npnn.functional.accel import use_reference  # noqa: E402
 
 SIZES = {"S": (32, 35, 28, 256), "M": (64, 100, 512, 512), "L": (16, 200, 128, 128),
          "XL": (128, 50, 1024, 1024)}                                   # (N, T, D, H)
@@ -107,6 +111,11 @@ class Case:
         *res, cache = self.forward(self.x, *self.states, *self.W)
         if self.mode == "forward+backward":
             self.backward(self.dout, *self.states, cache)
+
+    def time_reference(self):
+        """The same call on the reference path (the cell's textbook file, no acceleration)."""
+        with use_reference():
+            self.time_npnn()
 
     def time_torch(self):
         if self.mode == "forward":
@@ -232,25 +241,30 @@ def main(argv=None):
         for size in args.sizes.split(","):
             for mode in args.modes.split(","):
                 case = Case(cell, size, mode, args.dtype, xp, torch, device)
-                fns = [case.time_npnn, case.time_blas] + ([case.time_torch] if torch else [])
-                ours, floor, *theirs = median_ms(fns, args.repeat, sync)
+                fns = [case.time_npnn, case.time_blas, case.time_reference] + (
+                    [case.time_torch] if torch else [])
+                ours, floor, ref, *theirs = median_ms(fns, args.repeat, sync)
                 theirs = theirs[0] if torch else float("nan")
                 gflops = case.flops / (ours * 1e-3) / 1e9
                 mem = ""
                 if mode == "forward+backward" and args.backend == "numpy":
                     mem = f"{case.peak_memory() / case.min_cache:.1f}x"
                 rows.append((cell, size, mode, ours, theirs, ours / theirs, floor,
-                             floor / theirs, gflops, gflops / roof, mem))
+                             floor / theirs, ref, ref / theirs, gflops, gflops / roof, mem))
                 print(f"{cell:8s} {size:2s} {mode:16s} npnn {ours:9.2f} ms  torch {theirs:9.2f} ms"
                       f"  ratio {ours / theirs:5.2f}  floor {floor:9.2f} ms ({floor / theirs:4.2f})"
+                      f"  reference {ref:9.2f} ms ({ref / theirs:4.2f})"
                       f"  {gflops:6.1f} GFLOP/s ({100 * gflops / roof:4.1f}% of GEMM)  {mem}",
                       flush=True)
     header = ("| cell | size | mode | npnn ms | PyTorch ms | npnn/PyTorch | BLAS floor ms | "
-              "floor/PyTorch | npnn GFLOP/s | % of GEMM roofline | peak mem / min cache |")
-    lines = [header, "|" + "---|" * 11]
-    for cell, size, mode, ours, theirs, ratio, floor, fratio, gf, frac, mem in rows:
+              "floor/PyTorch | reference ms | reference/PyTorch | npnn GFLOP/s | "
+              "% of GEMM roofline | peak mem / min cache |")
+    lines = [header, "|" + "---|" * 13]
+    for (cell, size, mode, ours, theirs, ratio, floor, fratio, ref, rratio, gf, frac,
+         mem) in rows:
         lines.append(f"| {cell} | {size} | {mode} | {ours:.2f} | {theirs:.2f} | {ratio:.2f} | "
-                     f"{floor:.2f} | {fratio:.2f} | {gf:.1f} | {100 * frac:.0f}% | {mem} |")
+                     f"{floor:.2f} | {fratio:.2f} | {ref:.2f} | {rratio:.2f} | {gf:.1f} | "
+                     f"{100 * frac:.0f}% | {mem} |")
     table = "\n".join(lines)
     print()
     print(table)

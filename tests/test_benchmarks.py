@@ -29,7 +29,7 @@ def bench_rnn(monkeypatch):
 def test_bench_rnn_runs_without_pytorch(bench_rnn, capsys):
     assert bench_rnn.main(["--sizes", "S", "--cells", "gru", "--repeat", "1", "--no-torch"]) == 0
     out = capsys.readouterr().out
-    assert "| cell | size | mode | npnn ms | PyTorch ms" in out
+    assert "| cell | size | mode | npnn ms | PyTorch ms" in out and "reference ms" in out
     assert "| gru | S | forward |" in out and "| gru | S | forward+backward |" in out
 
 
@@ -65,3 +65,24 @@ def test_bench_lm_runs(monkeypatch, capsys):
     assert module.main(["--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "| d2l GRU" in out and "| default LSTM" in out
+
+
+@pytest.mark.parametrize("torch_peer", [False, True])
+def test_bench_steps_runs(monkeypatch, capsys, torch_peer):
+    if torch_peer:
+        pytest.importorskip("torch")
+    module = _load("bench_steps", monkeypatch)
+    median_ms = module.median_ms
+    monkeypatch.setattr(module, "median_ms", lambda fns, repeat: median_ms(fns, 1, budget_s=0.0))
+    monkeypatch.setattr(module, "STEPS", 2)
+    monkeypatch.setattr(module, "SIZES", ((1, 8), (3, 4)))
+    monkeypatch.setattr(module, "PAUSE_S", 0.0, raising=False)
+    import bench_rnn
+    monkeypatch.setattr(bench_rnn, "PAUSE_S", 0.0)
+    assert module.main(["--repeat", "1"] + ([] if torch_peer else ["--no-torch"])) == 0
+    out = capsys.readouterr().out
+    assert "| lstm | 1, 8 |" in out and "| gru | 3, 4 |" in out
+    assert "RNNLM.generate" in out and "Seq2Seq.greedy_decode, batch 64" in out
+    if torch_peer:      # the PyTorch peers decode exactly as npnn does
+        rows = [r for r in out.splitlines() if "generate" in r or "greedy_decode" in r]
+        assert rows and all(r.endswith("| yes |") for r in rows)
