@@ -1,6 +1,7 @@
 """The benchmark scripts run (their figures are not checked: timing belongs in
 benchmarks/RESULTS.md, not in assertions)."""
 
+import functools
 import importlib.util
 import os
 
@@ -76,7 +77,9 @@ def test_bench_steps_runs(monkeypatch, capsys, torch_peer):
     monkeypatch.setattr(module, "median_ms", lambda fns, repeat: median_ms(fns, 1, budget_s=0.0))
     monkeypatch.setattr(module, "STEPS", 2)
     monkeypatch.setattr(module, "SIZES", ((1, 8), (3, 4)))
-    monkeypatch.setattr(module, "PAUSE_S", 0.0, raising=False)
+    monkeypatch.setattr(module, "lm_case", functools.partial(module.lm_case, n=5))
+    monkeypatch.setattr(module, "seq2seq_case", functools.partial(module.seq2seq_case, S=4,
+                                                                  max_len=3))
     import bench_rnn
     monkeypatch.setattr(bench_rnn, "PAUSE_S", 0.0)
     assert module.main(["--repeat", "1"] + ([] if torch_peer else ["--no-torch"])) == 0
