@@ -94,13 +94,32 @@ def check_step_input(x):
     return x
 
 
-def check_output_grad(name, d, shape, dtype):
-    """A gradient w.r.t. an output: None means zeros; otherwise it must match."""
-    if d is None:
-        return None
-    check_float(name, d, dtype)
-    check_shape(name, d, shape)
-    return d
+def output_grads(x, m, S, dout, finals, copy=False):
+    """Where a backward starts: the gradients of the outputs, checked.
+
+    ``dout`` (T, N, S) or None (the outputs do not reach the loss) comes back
+    with its padded steps zeroed (a padded step outputs a constant 0; ``m``
+    (T, N, 1) is the valid-step mask or None). ``finals`` maps each final
+    state's name ('dh_n', ...) to its gradient (N, S) or None, which comes back
+    as zeros; with ``copy`` the given ones come back as copies, for code that
+    updates them in place. S is the size of the states and outputs.
+    Returns (xp, dout, list of the final states' gradients).
+    """
+    xp = get_array_module(x)
+    T, N = x.shape[:2]
+    starts = []
+    for name, d in finals.items():
+        if d is None:
+            starts.append(xp.zeros((N, S), dtype=x.dtype))
+        else:
+            check_float(name, d, x.dtype)
+            check_shape(name, d, (N, S))
+            starts.append(d.copy() if copy else d)
+    if dout is not None:
+        check_float("dout", dout, x.dtype)
+        check_shape("dout", dout, (T, N, S))
+        dout = valid_only(xp, dout, m)
+    return xp, dout, starts
 
 
 def length_mask(lengths, T):

@@ -29,10 +29,9 @@ and over the whole sequence:
 from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_shape
-from ..backend import get_array_module
-from ._recurrent import (check_output_grad, check_sequence_args, initial_state,
-                         input_and_weight_grads, input_half, keep_padded, masked_output,
-                         pass_padded, step_mask, valid_only)
+from ._recurrent import (check_sequence_args, initial_state, input_and_weight_grads,
+                         input_half, keep_padded, masked_output, output_grads, pass_padded,
+                         step_mask, valid_only)
 from .activations import tanh
 
 
@@ -93,14 +92,9 @@ def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=Non
 def ctrnn_backward(dout, dh_n, cache):
     """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, tau, b_ih, b_hh)."""
     x, h, phi, W_ih, W_hh, tau, dt, has_bias, m = cache
-    xp = get_array_module(x)
-    T, N, _ = x.shape
-    H = h.shape[2]
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
-    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
-    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
-    if dout is not None:
-        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    T = x.shape[0]
+    # the gradients reaching the outputs and final states (None: zeros; padding dropped)
+    xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
     k = dt / tau
     da, dh_all = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):

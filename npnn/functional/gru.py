@@ -45,9 +45,9 @@ from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
 from . import accel
-from ._recurrent import (check_output_grad, check_sequence_args, check_step_input,
-                         initial_state, input_and_weight_grads, input_half, keep_padded,
-                         masked_output, pass_padded, split_gates, step_mask, valid_only)
+from ._recurrent import (check_sequence_args, check_step_input, initial_state,
+                         input_and_weight_grads, input_half, keep_padded, masked_output,
+                         output_grads, pass_padded, split_gates, step_mask, valid_only)
 from .activations import sigmoid, tanh
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
@@ -147,14 +147,9 @@ def gru_backward(dout, dh_n, cache):
     if not isinstance(cache, GRUCache):                 # the forward ran an acceleration
         return accel.gru.gru_backward(dout, dh_n, cache)
     x, h, r, z, n, gh_n, W_ih, W_hh, has_bias, m = cache
-    xp = get_array_module(x)
-    T, N, _ = x.shape
-    H = h.shape[2]
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
-    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
-    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
-    if dout is not None:
-        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    T = x.shape[0]
+    # the gradients reaching the outputs and final states (None: zeros; padding dropped)
+    xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
     dgi, dgh = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):
         if dout is not None:

@@ -29,8 +29,8 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_same_backend, check_shape
 from ..backend import get_array_module
-from ._recurrent import (check_bias_pair, check_mask, check_output_grad, check_sequence_input,
-                         check_states, initial_state, input_half, keep_padded, masked_output,
+from ._recurrent import (check_bias_pair, check_mask, check_sequence_input, check_states,
+                         initial_state, input_half, keep_padded, masked_output, output_grads,
                          pass_padded, step_mask, valid_only)
 from .activations import tanh
 
@@ -103,14 +103,10 @@ def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
 def jordan_backward(dout, dy_n, cache):
     """BPTT for ``jordan_forward`` -> dx, dy0, grads (W_ih, W_yh, W_hy, b_h, b_y)."""
     x, h, y, W_ih, W_yh, W_hy, has_bias, m = cache
-    xp = get_array_module(x)
     T, N, D = x.shape
     H, O = h.shape[2], y.shape[2]
-    dout = check_output_grad("dout", dout, (T, N, O), x.dtype)
-    dy = check_output_grad("dy_n", dy_n, (N, O), x.dtype)
-    dy = xp.zeros((N, O), x.dtype) if dy is None else dy
-    if dout is not None:
-        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    # the gradients reaching the outputs and final states (None: zeros; padding dropped)
+    xp, dout, (dy,) = output_grads(x, m, O, dout, {"dy_n": dy_n})
     da, dy_all = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):
         if dout is not None:

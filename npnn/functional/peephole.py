@@ -37,9 +37,9 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_float, check_shape
 from ..backend import get_array_module
-from ._recurrent import (check_output_grad, check_sequence_args, initial_state,
-                         input_and_weight_grads, input_half, keep_padded, masked_output,
-                         pass_padded, split_gates, step_mask, valid_only)
+from ._recurrent import (check_sequence_args, initial_state, input_and_weight_grads,
+                         input_half, keep_padded, masked_output, output_grads, pass_padded,
+                         split_gates, step_mask, valid_only)
 from .activations import sigmoid, tanh
 
 
@@ -125,16 +125,9 @@ def peephole_lstm_backward(dout, dh_n, dc_n, cache):
     """BPTT for ``peephole_lstm_forward`` -> dx, dh0, dc0, grads (W_ih, W_hh, w_ci, w_cf,
     w_co, and b_ih, b_hh with biases)."""
     x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m = cache
-    xp = get_array_module(x)
-    T, N, _ = x.shape
-    H = h.shape[2]
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
-    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
-    dc = check_output_grad("dc_n", dc_n, (N, H), x.dtype)
-    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
-    dc = xp.zeros((N, H), x.dtype) if dc is None else dc
-    if dout is not None:
-        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    T = x.shape[0]
+    # the gradients reaching the outputs and final states (None: zeros; padding dropped)
+    xp, dout, (dh, dc) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n, "dc_n": dc_n})
     dz = [None] * T
     for t in range(T - 1, -1, -1):
         if dout is not None:

@@ -36,11 +36,10 @@ the work here).
 from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
-from ..backend import get_array_module
 from . import accel
-from ._recurrent import (check_output_grad, check_sequence_args, check_step_input,
-                         initial_state, input_and_weight_grads, input_half, keep_padded,
-                         masked_output, pass_padded, step_mask, valid_only)
+from ._recurrent import (check_sequence_args, check_step_input, initial_state,
+                         input_and_weight_grads, input_half, keep_padded, masked_output,
+                         output_grads, pass_padded, step_mask, valid_only)
 from .activations import relu, relu_backward, tanh, tanh_backward
 
 NONLINEARITIES = ("tanh", "relu")
@@ -120,14 +119,9 @@ def rnn_backward(dout, dh_n, cache):
     if not isinstance(cache, RNNCache):                 # the forward ran an acceleration
         return accel.rnn.rnn_backward(dout, dh_n, cache)
     x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
-    xp = get_array_module(x)
-    T, N, _ = x.shape
-    H = h.shape[2]
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
-    dh = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
-    dh = xp.zeros((N, H), x.dtype) if dh is None else dh
-    if dout is not None:
-        dout = valid_only(xp, dout, m)                  # padded steps output a constant 0
+    T = x.shape[0]
+    # the gradients reaching the outputs and final states (None: zeros; padding dropped)
+    xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
     da = [None] * T
     for t in range(T - 1, -1, -1):
         if dout is not None:

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from ...backend import elementwise_kernel, get_array_module
-from .._recurrent import check_output_grad
+from .._recurrent import output_grads
 from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
@@ -186,12 +186,9 @@ def gru_backward(dout, dh_n, cache):
     T, N, D = x.shape
     H = W_hh.shape[1]
     dt = x.dtype
-    xp = get_array_module(x)
-    dout = check_output_grad("dout", dout, (T, N, H), dt)
-    dh_n = check_output_grad("dh_n", dh_n, (N, H), dt)
-    dh = xp.zeros((N, H), dtype=dt) if dh_n is None else dh_n.copy()
-    if pad is not None:                             # padded steps output a constant 0
-        dout = None if dout is None else valid_rows(xp, dout, pad)
+    xp, dout, (dh,) = output_grads(x, None if pad is None else ~pad, H, dout, {"dh_n": dh_n},
+                                   copy=True)
+    if pad is not None:
         dh_t = xp.empty_like(dh)
     dg = xp.empty((T, N, 4 * H), dtype=dt)         # [da_n r | da_r | da_z | da_n] per step
     dh_z = xp.empty((N, H), dtype=dt)

@@ -11,7 +11,7 @@ fused kernel.
 from typing import Any, NamedTuple, Optional
 
 from ...backend import elementwise_kernel, get_array_module
-from .._recurrent import check_output_grad
+from .._recurrent import output_grads
 from ._common import (FLUSH_EVERY, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
@@ -108,12 +108,9 @@ def rnn_backward(dout, dh_n, cache):
     x, h, W_ih, W_hh, has_bias, nonlinearity, pad = cache
     T, N, D = x.shape
     H = W_hh.shape[1]
-    xp = get_array_module(x)
-    dout = check_output_grad("dout", dout, (T, N, H), x.dtype)
-    dh_n = check_output_grad("dh_n", dh_n, (N, H), x.dtype)
-    g = xp.zeros((N, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    if pad is not None:                             # padded steps output a constant 0
-        dout = None if dout is None else valid_rows(xp, dout, pad)
+    xp, dout, (g,) = output_grads(x, None if pad is None else ~pad, H, dout, {"dh_n": dh_n},
+                                  copy=True)
+    if pad is not None:
         g_t = xp.empty_like(g)
     da = xp.empty((T, N, H), dtype=x.dtype)
     step = _steps(xp).backward_step
