@@ -143,14 +143,22 @@ def _sha256(v, where):
         raise CheckpointError(f"{where}: expected a SHA-256 hex digest, got {v!r}")
 
 
+def _record(v, where):
+    """An evaluation record of the history: numbers, with at least these three."""
+    _check(v, DictOf(_number), where)
+    for key in ("epoch", "train_loss", "train_ppl"):
+        if key not in v:
+            raise CheckpointError(f"{where}: missing field {key!r}")
+
+
 def _fields(names):
     """A dict schema whose keys are exactly ``names``; values are checked by the config."""
     return {name: (lambda v, where: None) for name in names}
 
 
 PROGRESS = {"epoch": _count, "batch": _count, "rng": _rng, "epoch_rng": Nullable(_rng),
-            "totals": _totals, "history": ListOf(DictOf(_number)),
-            "mid_epoch": ListOf(DictOf(_number)), "elapsed": _finite}
+            "totals": _totals, "history": ListOf(_record), "mid_epoch": ListOf(_record),
+            "elapsed": _finite}
 
 SCHEMA = {
     "format": _count, "npnn": _string,
@@ -166,6 +174,7 @@ SCHEMA = {
 
 
 def _check(value, schema, where):
+    where = where or "meta"
     if isinstance(schema, Nullable):
         if value is not None:
             _check(value, schema.schema, where)
@@ -189,7 +198,7 @@ def _check(value, schema, where):
         if missing:
             raise CheckpointError(f"{where}: missing field {missing[0]!r}")
         for k, sub in schema.items():
-            _check(value[k], sub, f"{where}.{k}" if where else k)
+            _check(value[k], sub, k if where == "meta" else f"{where}.{k}")
     else:
         schema(value, where)
 
@@ -236,11 +245,22 @@ def _upgrade_format1(meta):
            "text_sha256": None,
            "progress": {"epoch": meta["epoch"], "batch": meta["batch"],
                         "rng": meta["data_rng_state"], "epoch_rng": meta["epoch_rng_state"],
-                        "totals": meta["totals"], "history": meta["history"], "mid_epoch": [],
+                        "totals": meta["totals"], "history": _upgrade_history(meta["history"]),
+                        "mid_epoch": [],
                         "elapsed": meta["elapsed"]},
            "module_rngs": [meta["model_rng_state"]], "optimizer": meta["optimizer"],
            "carried": meta["carried"]}
     return new, {"model": "param", "optimizer": "optim", "carried": "state"}
+
+
+def _upgrade_history(history):
+    """Format 1's records have train_ppl but not train_loss (its logarithm)."""
+    if not isinstance(history, list):
+        return history
+    return [{**r, "train_loss": math.log(r["train_ppl"])}
+            if isinstance(r, dict) and isinstance(r.get("train_ppl"), (int, float))
+            and not isinstance(r.get("train_ppl"), bool) and r["train_ppl"] > 0 else r
+            for r in history]
 
 
 # -- reading -----------------------------------------------------------------------

@@ -269,8 +269,10 @@ def main(argv=None):
         message = str(e)
     except ConfigError as e:
         message = f"argument {e.flag}: {e.detail}" if e.flag else e.detail
+    except MemoryError as e:
+        message = f"out of memory ({e})"
     except USER_ERRORS as e:
-        message = str(e)
+        message = str(e) or type(e).__name__
     print(f"{prog}: error: " + message.replace("\n", " "), file=sys.stderr)
     return 2
 

@@ -52,8 +52,8 @@ class RunDir:
     """The folder of a run, locked by this process (see the module docstring)."""
 
     def __init__(self, path):
-        self.path = check_folder(path)
         self._fd = None
+        self.path = check_folder(path)
 
     @classmethod
     def open(cls, path):

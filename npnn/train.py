@@ -40,6 +40,7 @@ from .fit import Diverged, Hooks, TrainState, fit
 from .functional import softmax_cross_entropy
 from .layers import SoftmaxCrossEntropy, no_grad
 from .models import RNNLM
+from .models.lm import CELLS
 from .optim import OPTIMIZERS, perplexity
 from .plot import plot_curves
 from .rundir import RunDir
@@ -73,6 +74,25 @@ def build_model(config, vocab=None, seed=None):
                  num_layers=config.layers, embedding_dim=config.embedding,
                  dropout=config.dropout, tie_weights=config.tie, dtype=config.dtype, seed=seed,
                  vocab=vocab, token=config.tokens)
+
+
+def parameter_count(config):
+    """The number of parameters of ``build_model(config)``, without building it."""
+    V, H, E, G = config.vocab_size, config.hidden, config.embedding, CELLS[config.cell].gates
+    inputs = [E or V] + [H] * (config.layers - 1)
+    rnn = sum(G * H * (D + H + 2) for D in inputs)              # W_ih, W_hh, b_ih, b_hh
+    return V * E + rnn + (0 if config.tie else H * V) + V        # embedding, rnn, decoder
+
+
+def _check_size(ckpt, config):
+    """Refuse a checkpoint whose config would allocate more than its arrays hold (a
+    small file must not make the model it describes huge)."""
+    held = sum(math.prod(shape) for name, (shape, _) in ckpt.shapes.items()
+               if name.startswith("model/"))
+    needed = parameter_count(config)
+    if needed > held:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match its own settings: its "
+                              f"model needs {needed:,} parameters, its arrays hold {held:,}")
 
 
 def build_optimizer(config, model):
@@ -127,6 +147,8 @@ class Trainer(Hooks):
             self.corpus = load_corpus(config, vocab, text)
             self._check_length()
             self.model_config = config.model_config(len(self.corpus.vocab))
+            if ckpt is not None:
+                _check_size(ckpt, self.model_config)
             self.model = build_model(self.model_config, self.corpus.vocab,
                                      seed=config.seed).to(config.backend)
             self.optimizer = build_optimizer(config, self.model)
@@ -369,15 +391,15 @@ class Trainer(Hooks):
     def _plot(self):
         """history.png: every evaluation (each epoch's, and where a time budget stopped
         one); a failure is reported, never raised."""
-        points = sorted(self.state.history + self.state.mid_epoch, key=lambda r: r["epoch"])
-        if not points:
-            return
-        xs = [r["epoch"] for r in points]
-        curves = {"train": (xs, [r["train_ppl"] for r in points])}
-        if all("val_ppl" in r for r in points):
-            curves["validation"] = (xs, [r["val_ppl"] for r in points])
         cfg = self.config
         try:
+            points = sorted(self.state.history + self.state.mid_epoch, key=lambda r: r["epoch"])
+            if not points:
+                return
+            xs = [r["epoch"] for r in points]
+            curves = {"train": (xs, [r["train_ppl"] for r in points])}
+            if all("val_ppl" in r for r in points):
+                curves["validation"] = (xs, [r["val_ppl"] for r in points])
             plot_curves(self.run.file("history.png"), curves, "epoch", "perplexity",
                         f"{cfg.cell.upper()} H={cfg.hidden}", logy=True)
         except Exception as e:
@@ -406,6 +428,7 @@ def load_model(checkpoint, backend="numpy"):
     """The trained model of a run folder, a checkpoint file or a ``Checkpoint``, with its
     vocabulary, for generation."""
     ckpt = checkpoint if hasattr(checkpoint, "restore") else read_checkpoint(checkpoint)
+    _check_size(ckpt, ckpt.model_config)
     model = build_model(ckpt.model_config, Vocab.from_tokens_list(ckpt.vocab))
     ckpt.restore(model)
     return model.to(backend)
