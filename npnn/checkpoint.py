@@ -54,7 +54,8 @@ class CheckpointWriteError(OSError):
 
 # -- nested names ----------------------------------------------------------------
 def flatten(tree, prefix=""):
-    """{'model': {'rnn.w': a}, 'optimizer': {0: {'m': b}}} -> {'model/rnn.w': a, 'optimizer/0/m': b}."""
+    """Nested dicts of arrays -> one level, names joined by '/':
+    {'model': {'rnn.w': a}, 'optimizer': {0: {'m': b}}} -> {'model/rnn.w': a, 'optimizer/0/m': b}."""
     flat = {}
     for key, value in tree.items():
         key = str(key)

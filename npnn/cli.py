@@ -44,8 +44,8 @@ def _type(rule, convert):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
-                                             f"got {text!r}") from None
+            kind = "an integer" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         try:
             rule("", value)
         except ConfigError as e:

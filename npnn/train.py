@@ -155,7 +155,8 @@ class Trainer(Hooks):
             self.loss_fn = SoftmaxCrossEntropy()
             if ckpt is None:
                 self.config.prefix = self.config.prefix or self._corpus_prefix()
-                self.state, self.carried = TrainState(rng=np.random.default_rng([config.seed, 1])), None
+                self.state = TrainState(rng=np.random.default_rng([config.seed, 1]))
+                self.carried = None
             else:
                 self._restore(ckpt)
         except BaseException:
@@ -292,9 +293,10 @@ class Trainer(Hooks):
     def begin(self, state):
         cfg = self.config
         where = f"; resuming at {_position(state)}" if state.epoch or state.batch else ""
+        corpus = self.corpus
         self.log(f"npnn {__version__}: {cfg.cell.upper()} H={cfg.hidden} x{cfg.layers}, "
-                 f"{self.model.num_parameters():,} parameters, vocabulary {len(self.corpus.vocab)}, "
-                 f"{len(self.corpus.train):,} training / {len(self.corpus.val):,} validation tokens, "
+                 f"{self.model.num_parameters():,} parameters, vocabulary {len(corpus.vocab)}, "
+                 f"{len(corpus.train):,} training / {len(corpus.val):,} validation tokens, "
                  f"{cfg.backend}{where}")
 
     def start_epoch(self, state):

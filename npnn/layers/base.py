@@ -234,6 +234,10 @@ class Module:
         return "\n".join(lines) + ")" if len(lines) > 1 else lines[0] + ")"
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write):
     """Write ``path`` through ``write(file)`` (a binary file) without ever leaving it half
     written: the data goes to a temporary file of a unique name in the same folder,
@@ -246,6 +250,8 @@ def atomic_write(path, write):
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
     try:
+        if hasattr(os, "fchmod"):      # mkstemp's 0600 -> what open() would give
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
