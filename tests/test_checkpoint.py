@@ -10,20 +10,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _helpers import TEXT, interrupted_run
 from npnn import cli, rundir
 from npnn.checkpoint import (CheckpointError, flatten, read_checkpoint, unflatten)
 from npnn.config import ModelConfig
 from npnn.models.lm import CELLS
 from npnn.rundir import RunBusyError, RunDir
-from npnn.train import (TrainConfig, Trainer, build_model, load_model, parameter_count)
+from npnn.train import Trainer, build_model, load_model, parameter_count
 
 FORMAT1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "format1")
-TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-        "it was the age of foolishness, it was the epoch of belief. ") * 12
-
-
-def _quiet(*_):
-    pass
 
 
 # -- nested names ----------------------------------------------------------------
@@ -61,22 +56,17 @@ def good_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
     text = root / "tiny.txt"
     text.write_text(TEXT, encoding="utf-8")
-    config = TrainConfig(text=str(text), hidden=8, embedding=4, batch=4, steps=10, epochs=3,
-                         minutes=None, sample_every=100, dropout=0.1, layers=2)
-    trainer = Trainer(config, root / "run", log=_quiet, progress=False)
-    count, step = [0], trainer.train_step
-
-    def stop(*args):
-        count[0] += 1
-        if count[0] == 45:
-            raise KeyboardInterrupt
-        return step(*args)
-    trainer.train_step = stop
-    trainer.fit()
+    interrupted_run(text, root / "run", at=45, dropout=0.1, layers=2)
     path = root / "run" / "checkpoint.npz"
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     return root / "run", arrays
+
+
+def save_with_meta(folder, arrays, meta):
+    """Write ``arrays`` with ``meta`` as ``folder/checkpoint.npz``; returns ``folder``."""
+    np.savez(folder / "checkpoint.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    return folder
 
 
 def _paths(value, prefix=()):
@@ -131,14 +121,17 @@ def _damage(meta, data):
     return meta
 
 
+def _damaged_copy(good_run, tmp_path_factory, data):
+    """A folder holding the good run's checkpoint with one field of its meta damaged."""
+    _, arrays = good_run
+    meta = _damage(json.loads(str(arrays["meta"])), data)
+    return save_with_meta(tmp_path_factory.mktemp("damaged"), arrays, meta)
+
+
 @settings(max_examples=60)
 @given(data=st.data())
 def test_any_damage_to_the_meta_is_a_checkpoint_error(good_run, tmp_path_factory, data):
-    folder, arrays = good_run
-    meta = _damage(json.loads(str(arrays["meta"])), data)
-    out = tmp_path_factory.mktemp("damaged")
-    damaged = dict(arrays, meta=np.array(json.dumps(meta)))
-    np.savez(out / "checkpoint.npz", **damaged)
+    out = _damaged_copy(good_run, tmp_path_factory, data)
     try:
         load_model(out)                            # what npnn generate does
         ckpt = read_checkpoint(out)                # and the rest of the meta was valid
@@ -151,10 +144,7 @@ def test_any_damage_to_the_meta_is_a_checkpoint_error(good_run, tmp_path_factory
 @given(data=st.data())
 def test_resuming_from_a_damaged_meta_is_one_line_or_works(good_run, tmp_path_factory, data):
     """The same through ``npnn train --resume``: an error is one line, exit status 2."""
-    folder, arrays = good_run
-    meta = _damage(json.loads(str(arrays["meta"])), data)
-    out = tmp_path_factory.mktemp("damaged")
-    np.savez(out / "checkpoint.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    out = _damaged_copy(good_run, tmp_path_factory, data)
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         rc = cli.main(["train", "--resume", str(out), "--no-progress", "--minutes", "0.002"])
@@ -168,7 +158,7 @@ def test_a_history_record_without_its_perplexity_is_refused(good_run, tmp_path):
     _, arrays = good_run
     meta = json.loads(str(arrays["meta"]))
     del meta["progress"]["history"][0]["train_ppl"]
-    np.savez(tmp_path / "checkpoint.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    save_with_meta(tmp_path, arrays, meta)
     with pytest.raises(CheckpointError, match=r"history\[0\]: missing field 'train_ppl'"):
         read_checkpoint(tmp_path)
 
@@ -192,7 +182,7 @@ def test_a_config_larger_than_the_arrays_is_refused_before_building(good_run, tm
     _, arrays = good_run
     meta = json.loads(str(arrays["meta"]))
     meta["model"]["hidden"] = 10 ** 7              # 4e14 parameters: must not be allocated
-    np.savez(tmp_path / "checkpoint.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    save_with_meta(tmp_path, arrays, meta)
     with pytest.raises(CheckpointError, match="needs .* parameters, its arrays hold"):
         load_model(tmp_path)
 

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 
 import npnn
+from _helpers import TEXT, quiet, stop_at, tiny_config
 from npnn.analysis import LastStateRegressor
 from npnn.fit import Diverged, Hooks, TrainState, fit, loss_step
 from npnn.optim import SGD, Adam
-from npnn.train import TrainConfig, Trainer
-
-TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-        "it was the age of foolishness, it was the epoch of belief. ") * 12
+from npnn.train import Trainer
 
 
 def regression(seed=0):
@@ -128,8 +126,9 @@ def test_hooks_see_every_step_and_can_stop_all_processes_together():
     def agree(stop):
         decisions.append(stop)
         return "SIGTERM" if len(decisions) == 4 else stop    # another process was stopped
-    hooks = Hooks(after_backward=lambda m: seen.append(float(np.abs(m.rnn.grads["weight_hh_l0"]).sum())),
-                  agree=agree)
+    def after_backward(m):
+        seen.append(float(np.abs(m.rnn.grads["weight_hh_l0"]).sum()))
+    hooks = Hooks(after_backward=after_backward, agree=agree)
     state = fit(model, npnn.MSELoss(), batches, SGD(model, lr=0.01), epochs=3, hooks=hooks,
                 rng=np.random.default_rng(0), log=None)
     assert len(seen) == 4 and all(g > 0 for g in seen)
@@ -152,23 +151,14 @@ def test_sigterm_inside_a_language_model_step_resumes_bit_for_bit(tmp_path):
     """As tests/test_train.py's Ctrl-C test, for SIGTERM (the old code died here)."""
     text = tmp_path / "tiny.txt"
     text.write_text(TEXT, encoding="utf-8")
-    config = TrainConfig(text=str(text), hidden=16, layers=2, embedding=8, dropout=0.2, batch=4,
-                         steps=10, epochs=3, minutes=None, lr=0.01, seed=5, sample_every=100)
-    straight = Trainer(config, tmp_path / "a", log=lambda *_: None, progress=False)
+    config = tiny_config(text, hidden=16, layers=2, embedding=8, dropout=0.2, lr=0.01, seed=5)
+    straight = Trainer(config, tmp_path / "a", log=quiet, progress=False)
     straight.fit()
-    cut = Trainer(config, tmp_path / "b", log=lambda *_: None, progress=False)
-    count, original = [0], cut.train_step
     stop = straight.optimizer.step_count // 2 + 3
-
-    def term_inside(*args):
-        count[0] += 1
-        if count[0] == stop:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args)
-    cut.train_step = term_inside
+    cut = stop_at(Trainer(config, tmp_path / "b", log=quiet, progress=False), stop, signal.SIGTERM)
     cut.fit()
     assert cut.state.stopped == "SIGTERM" and cut.optimizer.step_count == stop
-    resumed = Trainer.resume(tmp_path / "b", log=lambda *_: None, progress=False)
+    resumed = Trainer.resume(tmp_path / "b", log=quiet, progress=False)
     resumed.fit()
     for k, v in resumed.model.state_dict().items():
         assert np.array_equal(v, straight.model.state_dict()[k]), k

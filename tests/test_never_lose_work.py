@@ -11,64 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
-from npnn import cli
-from npnn.train import CheckpointError, TrainConfig, Trainer, load_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-        "it was the age of foolishness, it was the epoch of belief. ") * 12
-TINY = ["--hidden", "8", "--embedding", "4", "--batch", "4", "--steps", "10", "--no-progress"]
-
-
-def main(capsys, *args):
-    """Run ``npnn ARGS`` in this process: (exit code, stdout, stderr)."""
-    rc = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(err, *words):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
-
-
-def npnn_process(*args, **kw):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "npnn", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def wait_for_line(proc, start, timeout=120):
-    """Read the process's stdout until a line starts with ``start``; returns the lines."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith(start):
-            return lines
-    proc.kill()
-    raise AssertionError(f"no line starting with {start!r}: {lines}")
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+from _helpers import (TEXT, TINY, interrupted_run as stopped_run, main, npnn_process,
+                      one_line_error, quiet, tiny_config, wait_for_line)
+from npnn.train import CheckpointError, Trainer, load_model
 
 
 @pytest.fixture
@@ -109,11 +60,9 @@ def test_1_divergence_on_the_last_batch_writes_no_broken_checkpoint(tmp_path, ca
 
 def test_1_divergence_keeps_the_previous_good_checkpoint(text_file, tmp_path):
     out = tmp_path / "run"
-    config = TrainConfig(text=str(text_file), hidden=8, embedding=4, batch=4, steps=10,
-                         epochs=1, minutes=None, sample_every=100)
-    Trainer(config, out, log=lambda *_: None, progress=False).fit()
+    Trainer(tiny_config(text_file, epochs=1), out, log=quiet, progress=False).fit()
     good = (out / "checkpoint.npz").read_bytes()
-    resumed = Trainer.resume(out, log=lambda *_: None, progress=False, epochs=3)
+    resumed = Trainer.resume(out, log=quiet, progress=False, epochs=3)
     resumed.optimizer.lr = 1e38                        # the next update breaks the weights
     with pytest.raises(FloatingPointError, match="diverged"):
         resumed.fit()
@@ -263,7 +212,7 @@ def test_4_disk_full_during_a_save_is_one_line_and_keeps_the_checkpoint(text_fil
     assert rc == 2
     one_line_error(err, "No space left on device", "checkpoint")
     monkeypatch.undo()
-    trainer = Trainer.resume(out, log=lambda *_: None, progress=False)   # the epoch-1 checkpoint
+    trainer = Trainer.resume(out, log=quiet, progress=False)   # the epoch-1 checkpoint
     assert trainer.state.epoch == 1
     trainer.close()
     assert [n for n in os.listdir(out) if "tmp" in n] == []
@@ -278,7 +227,7 @@ def test_5_sigterm_stops_after_the_step_and_saves(long_text, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM: checkpoint saved" in stdout and "Traceback" not in stderr
-    trainer = Trainer.resume(out, log=lambda *_: None, progress=False)
+    trainer = Trainer.resume(out, log=quiet, progress=False)
     assert trainer.state.epoch == 0 and trainer.state.batch >= 1       # mid-epoch, not lost
     trainer.close()
 
@@ -356,20 +305,8 @@ META_DAMAGE = {"no config": _drop_config, "meta is a list": lambda m: [m],
 @pytest.fixture
 def interrupted_run(text_file, tmp_path):
     """A run stopped in the middle of epoch 2 (so the LSTM's carried state is saved)."""
-    out = tmp_path / "run"
-    config = TrainConfig(text=str(text_file), hidden=8, embedding=4, batch=4, steps=10,
-                         epochs=3, minutes=None, sample_every=100)
-    trainer = Trainer(config, out, log=lambda *_: None, progress=False)
-    count, step = [0], trainer.train_step
-
-    def stop_at_8(*args):
-        count[0] += 1
-        if count[0] == 8:
-            raise KeyboardInterrupt
-        return step(*args)
-    trainer.train_step = stop_at_8
-    trainer.fit()
-    return out
+    stopped_run(text_file, tmp_path / "run", at=8)
+    return tmp_path / "run"
 
 
 @pytest.mark.parametrize("damage", sorted(META_DAMAGE))
@@ -427,7 +364,7 @@ def test_6_shapes_are_checked_before_arrays_are_allocated(interrupted_run, comma
             if command == "generate":
                 load_model(interrupted_run)
             else:
-                Trainer.resume(interrupted_run, log=lambda *_: None, progress=False)
+                Trainer.resume(interrupted_run, log=quiet, progress=False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

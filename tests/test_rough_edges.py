@@ -5,41 +5,18 @@ Every test here failed on the code before the fix (see the commit messages).
 
 import re
 import signal
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
 import npnn
+from _helpers import (TEXT, TINY, interrupted_run, main, one_line_error, quiet,
+                      tiny_config)
 from npnn import backend, cli
 from npnn.models import RNNLM
-from npnn.train import TrainConfig, Trainer
-
-TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-        "it was the age of foolishness, it was the epoch of belief. ") * 12
-TINY = ["--hidden", "8", "--embedding", "4", "--batch", "4", "--steps", "10", "--no-progress"]
-
-
-def main(capsys, *args):
-    rc = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(err, *words):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+from npnn.train import Trainer
 
 
 @pytest.fixture
@@ -47,27 +24,6 @@ def run(text_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(capsys, "train", "--text", text_file, "--epochs", 2, "--out", out, *TINY)[0] == 0
     return out
-
-
-def _quiet(*_):
-    pass
-
-
-def _interrupted(text_file, out, at, progress=False, log=_quiet):
-    """A Trainer of 3 epochs whose ``at``-th step raises KeyboardInterrupt (Ctrl-C)."""
-    config = TrainConfig(text=str(text_file), hidden=8, embedding=4, batch=4, steps=10,
-                         epochs=3, minutes=None, sample_every=100)
-    trainer = Trainer(config, out, log=log, progress=progress)
-    count, step = [0], trainer.train_step
-
-    def stop(*args):
-        count[0] += 1
-        if count[0] == at:
-            raise KeyboardInterrupt
-        return step(*args)
-    trainer.train_step = stop
-    trainer.fit()
-    return trainer
 
 
 # -- every user error of train, generate and analyze: one line, exit 2 ---------------
@@ -134,9 +90,8 @@ def test_the_plot_shows_every_evaluation_with_markers(text_file, tmp_path, monke
                          for line in ax.get_lines())
         return real_savefig(fig, *args, **kw)
     monkeypatch.setattr(Figure, "savefig", savefig)
-    trainer = Trainer(TrainConfig(text=str(text_file), hidden=8, embedding=4, batch=4, steps=10,
-                                  epochs=2, minutes=None, sample_every=100),
-                      tmp_path / "run", log=_quiet, progress=False)
+    trainer = Trainer(tiny_config(text_file, epochs=2), tmp_path / "run", log=quiet,
+                      progress=False)
     trainer.fit()
     last = {label: (xs, marker) for label, xs, marker in drawn}
     assert last["train"][0] == [1, 2] and last["validation"][0] == [1, 2]
@@ -160,9 +115,9 @@ def test_a_failing_plot_does_not_stop_training(text_file, tmp_path, capsys, monk
 
 # -- progress bar and messages ------------------------------------------------------
 def test_a_resumed_progress_bar_starts_at_the_resumed_batch(text_file, tmp_path, capsys):
-    _interrupted(text_file, tmp_path / "run", at=5)            # 4 batches of epoch 1 done
+    interrupted_run(text_file, tmp_path / "run", at=5)            # 4 batches of epoch 1 done
     capsys.readouterr()
-    trainer = Trainer.resume(tmp_path / "run", log=_quiet, progress=True, epochs=1)
+    trainer = Trainer.resume(tmp_path / "run", log=quiet, progress=True, epochs=1)
     trainer.fit()
     err = capsys.readouterr().err
     first = re.split(r"[\r\n]", err.strip("\r\n"))[0]
@@ -170,8 +125,7 @@ def test_a_resumed_progress_bar_starts_at_the_resumed_batch(text_file, tmp_path,
 
 
 def test_the_interrupt_message_starts_a_new_line(text_file, tmp_path, capsys):
-    import sys
-    _interrupted(text_file, tmp_path / "run", at=5, progress=True,
+    interrupted_run(text_file, tmp_path / "run", at=5, progress=True,
                  log=lambda line: print(line, file=sys.stderr))
     err = capsys.readouterr().err
     segments = re.split(r"[\r\n]", err)
@@ -270,7 +224,6 @@ def test_one_hot_inputs_do_not_build_an_identity_matrix():
 
 
 def test_sigint_handler_restored_after_fit(text_file, tmp_path):
-    Trainer(TrainConfig(text=str(text_file), hidden=8, embedding=4, batch=4, steps=10, epochs=1,
-                        minutes=None), tmp_path / "r", log=_quiet, progress=False).fit()
+    Trainer(tiny_config(text_file, epochs=1), tmp_path / "r", log=quiet, progress=False).fit()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
