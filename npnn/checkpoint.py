@@ -103,8 +103,12 @@ class DictOf:
         self.schema = schema
 
 
+def _is_count(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _count(v, where):
-    if not (isinstance(v, int) and not isinstance(v, bool)) or v < 0:
+    if not _is_count(v):
         raise CheckpointError(f"{where}: expected a non-negative integer, got {v!r}")
 
 
@@ -322,7 +326,7 @@ class Checkpoint:
                               f"{type(meta).__name__}, not an object)")
         if "format" not in meta:
             raise self._error("is not an npnn checkpoint (its meta has no format)")
-        if meta["format"] not in READS:
+        if not _is_count(meta["format"]) or meta["format"] not in READS:
             raise self._error(f"has format {meta['format']!r}, this npnn reads formats "
                               f"{' and '.join(map(str, READS))}")
         if meta["format"] == 1:
@@ -337,11 +341,14 @@ class Checkpoint:
         for member, header in members.items():
             group, _, rest = member.partition("/")
             name = f"{renamed.get(group, group)}/{rest}" if rest else member
+            if name in self.shapes:
+                raise self._error(f"holds {name} twice")
             self._members[name], self.shapes[name] = member + ".npy", header
         tree = self._wrap(unflatten, self.shapes)
-        unknown = set(tree) - {"model", "optimizer", "carried"}
+        unknown = [g for g in tree if g not in ("model", "optimizer", "carried")
+                   or not isinstance(tree[g], dict)]
         if unknown:
-            raise self._error(f"holds arrays it should not: {sorted(unknown)[0]}/...")
+            raise self._error(f"holds arrays it should not: {sorted(unknown)[0]}")
         carried = sorted(tree.get("carried", {}))
         if carried != [str(i) for i in range(meta["carried"])]:
             raise self._error(f"says it carries {meta['carried']} state arrays but holds "

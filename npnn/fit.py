@@ -256,8 +256,10 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
         state.totals[1] += weight
         if not math.isfinite(loss):
             raise _NonFinite(f"the loss is {loss}")
-        if not _all_finite(model, optimizer):
+        if not _all_finite(p for p, _ in model.parameters()):
             raise _NonFinite("the parameters are not finite after the update")
+        if not _all_finite(b for s in optimizer.state for b in s.values()):
+            raise _NonFinite("the optimizer's buffers are not finite after the update")
         done += weight
         if bar is not None:
             rate = done / max(time.perf_counter() - t0, 1e-9)
@@ -274,9 +276,7 @@ class _NonFinite(Exception):
     pass
 
 
-def _all_finite(model, optimizer):
-    arrays = [p for p, _ in model.parameters()]
-    arrays += [b for s in optimizer.state for b in s.values()]
+def _all_finite(arrays):
     return all(bool(get_array_module(a).isfinite(a).all()) for a in arrays)
 
 

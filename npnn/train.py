@@ -127,10 +127,10 @@ class Trainer(Hooks):
         self.log, self.progress = log, progress
         self.nothing_to_do = False
         get_backend(config.backend)   # a clear error now if CuPy or a GPU is missing
-        if _resume is None:
-            text = read_corpus_text(config)
-            run, ckpt = RunDir.open(out_dir), None
-        else:
+        if _resume is None:      # a missing text is found before the folder is made
+            text, ckpt = read_corpus_text(config), None
+            run = RunDir.open(out_dir)
+        else:                    # the folder is locked: read the text now
             run, ckpt, allow_changed_text = _resume
         self.run = run
         try:
@@ -140,9 +140,8 @@ class Trainer(Hooks):
                                          "--overwrite")
             if ckpt is not None:
                 text = read_corpus_text(config)
+                self._check_text(ckpt, text_digest(text), allow_changed_text)
             self.text_sha256 = text_digest(text)
-            if ckpt is not None:
-                self._check_text(ckpt, allow_changed_text)
             vocab = None if ckpt is None else Vocab.from_tokens_list(ckpt.vocab)
             self.corpus = load_corpus(config, vocab, text)
             self._check_length()
@@ -217,12 +216,12 @@ class Trainer(Hooks):
             raise ValueError(f"the training text has {n} tokens, too few for batch {cfg.batch} "
                              f"x steps {cfg.steps}; use a longer text or smaller --batch/--steps")
 
-    def _check_text(self, ckpt, allow_changed_text):
+    def _check_text(self, ckpt, digest, allow_changed_text):
         stored = ckpt.meta["text_sha256"]
         name = self.config.text or "the default corpus"
         if stored is None:
             self.log(f"(a format-1 checkpoint: whether {name} changed cannot be checked)")
-        elif stored != self.text_sha256 and not allow_changed_text:
+        elif stored != digest and not allow_changed_text:
             raise ConfigError(None, f"{name} has changed since the run started (its SHA-256 "
                                     "differs from the checkpoint's); resume with "
                                     "--allow-changed-text to train on it as it is now")
@@ -311,7 +310,8 @@ class Trainer(Hooks):
         return metrics
 
     def describe(self, record):
-        parts = [f"train perplexity {record['train_ppl']:.3f}"]
+        train_ppl = record.get("train_ppl", perplexity(record["train_loss"]))
+        parts = [f"train perplexity {train_ppl:.3f}"]
         if "val_ppl" in record:
             parts.append(f"validation perplexity {record['val_ppl']:.3f}")
         if "tokens_per_s" in record:

@@ -171,11 +171,20 @@ def test_a_valid_checkpoint_reads(good_run):
     assert load_model(folder).generate("It", 5, strategy="greedy").startswith("It")
 
 
-def test_arrays_that_are_not_npnn_names_are_refused(good_run, tmp_path):
+@pytest.mark.parametrize("extra", [{"other/x": np.zeros(3)}, {"carried": np.zeros(2)}])
+def test_arrays_that_are_not_npnn_names_are_refused(good_run, tmp_path, extra):
     _, arrays = good_run
-    np.savez(tmp_path / "checkpoint.npz", **arrays, **{"other/x": np.zeros(3)})
+    np.savez(tmp_path / "checkpoint.npz", **arrays, **extra)
     with pytest.raises(CheckpointError, match="should not"):
         read_checkpoint(tmp_path)
+
+
+def test_a_format_that_is_not_an_integer_is_refused(good_run, tmp_path):
+    _, arrays = good_run
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] = True                       # == 1 in Python
+    with pytest.raises(CheckpointError, match="has format True"):
+        read_checkpoint(save_with_meta(tmp_path, arrays, meta))
 
 
 def test_a_config_larger_than_the_arrays_is_refused_before_building(good_run, tmp_path):
