@@ -175,7 +175,7 @@ def test_a_valid_checkpoint_reads(good_run):
 def test_arrays_that_are_not_npnn_names_are_refused(good_run, tmp_path, extra):
     _, arrays = good_run
     np.savez(tmp_path / "checkpoint.npz", **arrays, **extra)
-    with pytest.raises(CheckpointError, match="should not"):
+    with pytest.raises(CheckpointError, match="should not|also a group"):
         read_checkpoint(tmp_path)
 
 
