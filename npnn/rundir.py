@@ -94,11 +94,14 @@ class RunDir:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        if fcntl is None:                    # Windows removes no open file
+            os.close(fd)
         try:
-            os.remove(self.file(LOCK))       # while still locked: nobody holds a stale inode
-        except OSError:
+            os.remove(self.file(LOCK))       # flock: while still locked, so that nobody
+        except OSError:                      # locks the inode we remove
             pass
-        os.close(fd)
+        if fcntl is not None:
+            os.close(fd)
 
     def __del__(self):
         self.release()
