@@ -202,6 +202,8 @@ def _generate(args):
     vocab = Vocab.from_tokens_list(ckpt.vocab)
     prefix = args.prefix if args.prefix is not None else default_prefix(ckpt.config, vocab)
     tokens = list(prefix) if ckpt.model_config.tokens == "char" else prefix.split()
+    if not tokens:
+        raise UsageError(f"argument --prefix: expected at least one token, got {prefix!r}")
     unknown = [t for t in dict.fromkeys(tokens) if t not in vocab.token_to_idx]
     if unknown:
         print(f"npnn generate: warning: not in the model's vocabulary, read as <unk>: "

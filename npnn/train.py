@@ -188,12 +188,13 @@ class Trainer(Hooks):
                     raise CheckpointError(
                         f"--{k.replace('_', '-')} {v} differs from the checkpoint's "
                         f"{getattr(config, k)!r}; a resumed run keeps its settings (only "
-                        f"{', '.join(RESUMABLE)} can change)")
+                        f"{', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} can "
+                        "change)")
             done = ckpt.meta["progress"]["epoch"]
             if config.epochs is not None and config.epochs < done:
-                raise ConfigError("epochs", f"--epochs {config.epochs} is below the {done} "
-                                            f"epochs this run has done; give --epochs "
-                                            f"{done + 1} or more to continue it")
+                raise ConfigError("epochs", f"{config.epochs} is below the {done} epochs this "
+                                            f"run has done; give {done + 1} or more to continue "
+                                            "it")
             return cls(config, out_dir, log, progress, _resume=(run, ckpt, allow_changed_text))
         except BaseException:
             run.release()

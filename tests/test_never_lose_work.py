@@ -396,7 +396,7 @@ def test_7_epochs_below_the_epochs_done_is_refused(two_epochs, capsys):
     rc, stdout, err = main(capsys, "train", "--resume", two_epochs, "--epochs", 1,
                            "--no-progress")
     assert rc == 2
-    one_line_error(err, "--epochs 1", "2 epochs")
+    one_line_error(err, "--epochs", "1 is below the 2 epochs")
     assert (two_epochs / "checkpoint.npz").read_bytes() == before
 
 

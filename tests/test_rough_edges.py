@@ -48,6 +48,7 @@ def test_analyze_errors_are_one_line_naming_the_flag(tmp_path, capsys, flag, val
     (["--temperature", "0"], ["--temperature"]), (["--temperature", "nan"], ["--temperature"]),
     (["-n", "-1"], ["-n"]), (["--top-k", "0"], ["--top-k"]), (["--top-p", "1.5"], ["--top-p"]),
     (["--seed", "-3"], ["--seed"]), (["--strategy", "beam", "--beam-width", "0"], ["--beam-width"]),
+    (["--prefix", ""], ["--prefix"]), (["--strategy", "beam", "--seed", "3"], ["--seed", "beam"]),
 ])
 def test_generate_refuses_options_that_would_be_ignored_or_are_invalid(run, capsys, args, words):
     rc, out, err = main(capsys, "generate", run, "-n", 5, *args)
