@@ -228,3 +228,13 @@ def test_sigint_handler_restored_after_fit(text_file, tmp_path):
     Trainer(tiny_config(text_file, epochs=1), tmp_path / "r", log=quiet, progress=False).fit()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("max_tokens", [-5000, 0, 2.5, True])
+def test_text_corpus_refuses_a_max_tokens_that_would_slice_oddly(max_tokens):
+    """-5000 dropped the *last* 5000 tokens, 0 meant all (the library side of
+    --max-tokens)."""
+    from npnn.data import TextCorpus
+    with pytest.raises(ValueError, match="max_tokens"):
+        TextCorpus.from_text(TEXT, max_tokens=max_tokens)
+    assert len(TextCorpus.from_text(TEXT, max_tokens=50)) == 50
