@@ -241,9 +241,9 @@ class Trainer(Hooks):
                                                  carried[0])
 
     def _state_shapes(self):
+        """Shapes of the carried state: n_states arrays (L, N, H) (the LSTM's h and c)."""
         cfg = self.config
-        shape = (cfg.layers, cfg.batch, cfg.hidden)
-        return [shape, shape] if cfg.cell == "lstm" else [shape]
+        return [(cfg.layers, cfg.batch, cfg.hidden)] * self.model.rnn.n_states
 
     def _corpus_prefix(self):
         if self.config.text is None:
