@@ -1,4 +1,4 @@
-"""Shared by the examples: a minibatch training loop for npnn models."""
+"""Shared by the examples: training on freshly sampled minibatches, through npnn.fit."""
 
 import os
 import sys
@@ -8,21 +8,16 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import npnn  # noqa: E402
-from npnn.optim import Adam, clip_grad_norm  # noqa: E402
+from npnn.fit import fit  # noqa: E402
+from npnn.optim import Adam  # noqa: E402
 
 
-def fit(model, batches, steps, lr=5e-3, ignore_index=-100, clip=1.0):
-    """Adam on ``batches()`` -> (inputs tuple, targets); returns the last 20 losses' mean."""
-    opt, ce = Adam(model, lr=lr), npnn.SoftmaxCrossEntropy(ignore_index=ignore_index)
-    losses = []
-    for _ in range(steps):
-        inputs, targets = batches()
-        losses.append(float(ce(model(*inputs), targets)))
-        model.zero_grad()
-        model.backward(ce.backward())
-        clip_grad_norm(model, clip)
-        opt.step()
-    return float(np.mean(losses[-20:]))
+def train(model, sample, steps, rng, lr=5e-3, ignore_index=-100, clip=1.0, name=""):
+    """Adam and cross-entropy on ``steps`` minibatches ``sample(rng)`` -> (inputs tuple,
+    targets), as one epoch of ``npnn.fit.fit``; returns its TrainState."""
+    return fit(model, npnn.SoftmaxCrossEntropy(ignore_index=ignore_index),
+               lambda r: (sample(r) for _ in range(steps)), Adam(model, lr=lr), epochs=1,
+               clip=clip, rng=rng, log=lambda line: print(f"  [{name}] {line}"))
 
 
 def pad(seqs, value=0):

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from _common import fit, pad
+from _common import pad, train
 from npnn.models import SequenceClassifier
 
 OPEN, CLOSE = 1, 2          # 0 is padding
@@ -52,9 +52,10 @@ def sample(rng, N, max_len=20):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--smoke", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=1500, help="training steps (minibatches of 64)")
+    p.add_argument("--smoke", action="store_true", help="20 steps (CI)")
     args = p.parse_args(argv)
     steps = 20 if args.smoke else args.steps
     rng = np.random.default_rng(0)
@@ -64,10 +65,10 @@ def main(argv=None):
         model = SequenceClassifier(3, 2, embed_size=8, hidden_size=32, cell="gru",
                                    pooling=pooling, seed=0)
 
-        def batches():
+        def batch(rng):
             X, L, y = sample(rng, 64)
             return (X, L), y
-        fit(model, batches, steps, lr=5e-3)
+        train(model, batch, steps, rng, lr=5e-3, name=pooling)
         acc = float(np.mean(model.predict(X_test, L_test) == y_test))
         print(f"| {pooling} | {100 * acc:.2f}% |")
     return 0

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from _common import fit, pad
+from _common import pad, train
 from npnn.models import ConditionalDecoder
 
 ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -39,31 +39,32 @@ def condition(numbers):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--smoke", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=1500, help="training steps (minibatches of 32)")
+    p.add_argument("--smoke", action="store_true", help="10 steps (CI)")
     args = p.parse_args(argv)
     steps = 10 if args.smoke else args.steps
     rng = np.random.default_rng(0)
     held_out = sorted(rng.choice(np.arange(21, 100), size=15, replace=False).tolist())
-    train = [n for n in range(100) if n not in held_out]
+    numbers = [n for n in range(100) if n not in held_out]
     print(f"held-out numbers: {held_out}")
     print("| scheme | exact match, training numbers | exact match, held-out numbers |\n"
           "|---|---|---|")
     for scheme in ("init", "input"):
         model = ConditionalDecoder(20, len(CHARS), 16, 64, "gru", scheme, seed=0)
 
-        def batches():
-            nums = rng.choice(train, size=32)
+        def batch(rng):
+            nums = rng.choice(numbers, size=32)
             tgt, _ = pad([[CHARS.index(ch) for ch in name(n)] + [2] for n in nums])
             tgt_in = np.concatenate([np.ones((32, 1), dtype=tgt.dtype), tgt[:, :-1]], axis=1)
             return (condition(nums), tgt_in), tgt
-        fit(model, batches, steps, lr=1e-2, ignore_index=0)
+        train(model, batch, steps, rng, lr=1e-2, ignore_index=0, name=scheme)
 
         def exact(nums):
             outs = model.generate(condition(nums), max_len=20)
             return np.mean(["".join(CHARS[i] for i in o) == name(n) for o, n in zip(outs, nums)])
-        print(f"| {scheme} | {100 * exact(train):.1f}% | {100 * exact(held_out):.1f}% |")
+        print(f"| {scheme} | {100 * exact(numbers):.1f}% | {100 * exact(held_out):.1f}% |")
     return 0
 
 

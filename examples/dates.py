@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -25,7 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import npnn  # noqa: E402
 from npnn.data import Vocab  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.optim import Adam, clip_grad_norm  # noqa: E402
+from npnn.fit import fit  # noqa: E402
+from npnn.optim import Adam  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December"]
@@ -101,25 +101,18 @@ def train(context, train_pairs, test_pairs, vocabs, epochs, batch, hidden, lr, s
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_size=32, hidden_size=hidden,
                     bidirectional=True, context=context, pad=tgt_vocab[PAD], bos=tgt_vocab[BOS],
                     eos=tgt_vocab[EOS], seed=seed)
-    opt = Adam(model, lr=lr)
-    ce = npnn.SoftmaxCrossEntropy(ignore_index=tgt_vocab[PAD])
     src, lengths, tgt_in, tgt_out = encode(train_pairs, src_vocab, tgt_vocab)
-    rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
+
+    def batches(rng):
         order = rng.permutation(len(src))
-        losses = []
         for i in range(0, len(order) - batch + 1, batch):
             idx = order[i:i + batch]
             S = int(lengths[idx].max())
-            logits = model(src[idx, :S], lengths[idx], tgt_in[idx])
-            losses.append(float(ce(logits, tgt_out[idx])))
-            model.zero_grad()
-            model.backward(ce.backward())
-            clip_grad_norm(model, 1.0)
-            opt.step()
-        log(f"  [{context}] epoch {epoch + 1}: loss {np.mean(losses):.4f} "
-            f"({time.perf_counter() - t0:.0f} s)")
+            yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt_out[idx]
+
+    fit(model, npnn.SoftmaxCrossEntropy(ignore_index=tgt_vocab[PAD]), batches, Adam(model, lr=lr),
+        epochs=epochs, clip=1.0, rng=np.random.default_rng(seed),
+        log=lambda line: log(f"  [{context}] {line}"))
     return model, accuracy(model, test_pairs, vocabs)
 
 
@@ -136,15 +129,17 @@ def accuracy(model, pairs, vocabs, batch=500):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--train", type=int, default=20000)
-    p.add_argument("--test", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--contexts", default="attention,concat,init")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", type=int, default=20000, help="training dates")
+    p.add_argument("--test", type=int, default=2000, help="test dates (days unseen in training)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs")
+    p.add_argument("--batch", type=int, default=64, help="dates per minibatch")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size of encoder and decoder")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="of the data, the weights and the order")
+    p.add_argument("--contexts", default="attention,concat,init",
+                   help="how the decoder sees the source, comma-separated")
     p.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     args = p.parse_args(argv)
     if args.smoke:

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from _common import fit, pad
+from _common import pad, train
 from npnn.models import SequenceTagger
 
 TAGS = ["<pad>", "DET", "ADJ", "NOUN", "VERB", "ADV"]
@@ -41,9 +41,10 @@ def sample(rng, N):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--smoke", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=600, help="training steps (minibatches of 32)")
+    p.add_argument("--smoke", action="store_true", help="10 steps (CI)")
     args = p.parse_args(argv)
     steps = 10 if args.smoke else args.steps
     rng = np.random.default_rng(0)
@@ -62,12 +63,12 @@ def main(argv=None):
     for bidirectional in (True, False):
         model = SequenceTagger(len(VOCAB), len(TAGS), 16, 32, bidirectional=bidirectional, seed=0)
 
-        def batches():
+        def batch(rng):
             Xt, Lt, Yt = sample(rng, 32)
             return (Xt, Lt), Yt
-        fit(model, batches, steps, lr=1e-2, ignore_index=0)
-        pred = model.predict(X, L)
         name = "bidirectional GRU" if bidirectional else "left-to-right GRU"
+        train(model, batch, steps, rng, lr=1e-2, ignore_index=0, name=name)
+        pred = model.predict(X, L)
         print(f"| {name} | {100 * np.mean(pred[valid] == Y[valid]):.2f}% | "
               f"{100 * np.mean(pred[amb] == Y[amb]):.2f}% |")
     return 0

@@ -42,8 +42,8 @@ def _require_cupy():
     if _cupy is None:
         raise RuntimeError(
             "the 'cupy' backend was requested but CuPy is not installed; "
-            "install it with `pip install npnn[gpu]` (CUDA 12) or the cupy wheel "
-            "matching your CUDA version")
+            "install it from npnn's folder with `pip install -e \".[gpu]\"` (CUDA 12), or "
+            "install `cupy-cuda12x` (or the cupy wheel matching your CUDA version)")
     if not cupy_available():
         raise RuntimeError(
             "the 'cupy' backend was requested but CuPy finds no CUDA GPU on this machine")

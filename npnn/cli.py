@@ -1,131 +1,282 @@
-"""The ``npnn`` command line: ``npnn train`` and ``npnn generate``.
+"""The npnn command line: train a language model, generate text, see why gradients vanish.
 
     npnn train                          the default model on the default corpus, ~3 minutes
     npnn train --text book.txt --cell gru --hidden 512 --epochs 20 --out runs/book
     npnn train --resume runs/book       continue exactly where it stopped
     npnn generate runs/book --prefix "It was" -n 200 --strategy sample --temperature 0.8
     npnn analyze --T 100                gradient norms through time: RNN vs LSTM vs GRU
+
+A mistake in the arguments, or a problem with a file they name, is one line on
+stderr and exit status 2. A training run stopped by Ctrl-C or SIGTERM saves its
+checkpoint and exits with 130 or 143.
 """
 
 import argparse
+import os
+import secrets
 import sys
 
+from . import __version__
 from .backend import get_backend
-from .train import CheckpointError, TrainConfig, Trainer, load_model
+from .checkpoint import CheckpointError, read_checkpoint
+from .config import ConfigError, TrainConfig, int_at_least, positive_number
+from .data import Vocab
+from .rundir import RunBusyError, check_folder
+from .train import Trainer, default_prefix, load_model
 
 DEFAULT_OUT = "runs/default"
+USER_ERRORS = (CheckpointError, RunBusyError, FloatingPointError, OSError, ValueError,
+               RuntimeError)
 
 
+class UsageError(Exception):
+    """A mistake in the arguments; the message is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):             # one line, not usage + error
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _type(rule, convert):
+    """An argparse type: ``convert`` the text, then check it with a rule of npnn.config."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            rule("", value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(e.detail) from None
+        return value
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def _probability(name, v):
+    if not 0 < v <= 1:
+        raise ConfigError(name, f"expected a number in (0, 1], got {v!r}")
+
+
+# -- npnn train --------------------------------------------------------------------
 def _train_parser(sub):
-    p = sub.add_parser("train", help="train a language model (default: 3 minutes on the "
-                                     "embedded Python-source corpus)")
     d = TrainConfig()
-    p.add_argument("--text", help="UTF-8 text file (default: the embedded corpus)")
-    p.add_argument("--preprocess", choices=("none", "timemachine"),
-                   help="'timemachine': d2l's letters-and-space cleaning")
-    p.add_argument("--tokens", choices=("char", "word"), help=f"default {d.tokens}")
-    p.add_argument("--min-freq", type=int, dest="min_freq")
-    p.add_argument("--max-tokens", type=int, dest="max_tokens",
-                   help="use only the first tokens of the text (d2l's Time Machine: 10000)")
-    p.add_argument("--val-fraction", type=float, dest="val_fraction",
-                   help=f"held-out share of the text, default {d.val_fraction:g}")
-    p.add_argument("--cell", choices=("rnn", "lstm", "gru"), help=f"default {d.cell}")
-    p.add_argument("--hidden", type=int, help=f"hidden size, default {d.hidden}")
-    p.add_argument("--layers", type=int, help=f"default {d.layers}")
-    p.add_argument("--embedding", type=int, help=f"embedding size, 0 for one-hot; "
-                                                 f"default {d.embedding}")
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--tie", action="store_const", const=True, help="tie embedding and decoder")
-    p.add_argument("--batch", type=int, help=f"default {d.batch}")
-    p.add_argument("--steps", type=int, help=f"BPTT steps per batch, default {d.steps}")
-    p.add_argument("--iterator", choices=("sequential", "random"))
-    p.add_argument("--epochs", type=int, help="number of epochs (the run ends at the first of "
-                                              "--epochs and --minutes)")
-    p.add_argument("--minutes", type=float, help=f"time budget, default {d.minutes:g}")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "adagrad", "rmsprop"))
-    p.add_argument("--lr", type=float, help=f"default {d.lr:g}")
-    p.add_argument("--clip", type=float, help=f"global gradient-norm clip, default {d.clip:g}")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=("float32", "float64"))
-    p.add_argument("--backend", choices=("numpy", "cupy"))
-    p.add_argument("--sample-every", type=int, dest="sample_every")
-    p.add_argument("--prefix", help="prompt of the samples shown during training")
-    p.add_argument("--out", help=f"run directory, default {DEFAULT_OUT}")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("train", help="train a language model (default: 3 minutes on the "
+                                     "embedded Python-source corpus)",
+                       description="Train a character- or word-level language model; the "
+                                   "checkpoint is saved after every epoch and when the run "
+                                   "stops (time budget, Ctrl-C, SIGTERM).")
+    a = p.add_argument
+    a("--text", help="UTF-8 text file (default: the embedded corpus of Python source)")
+    a("--preprocess", choices=("none", "timemachine"),
+      help=f"'timemachine': d2l's letters-and-space cleaning (default: {d.preprocess})")
+    a("--tokens", choices=("char", "word"), help=f"(default: {d.tokens})")
+    a("--min-freq", type=int, dest="min_freq",
+      help=f"drop tokens seen fewer times (default: {d.min_freq})")
+    a("--max-tokens", type=int, dest="max_tokens",
+      help="use only the first tokens of the text, d2l's Time Machine: 10000 (default: all)")
+    a("--val-fraction", type=float, dest="val_fraction",
+      help=f"held-out share of the text, in [0, 1) (default: {d.val_fraction:g})")
+    a("--cell", choices=("rnn", "lstm", "gru"), help=f"(default: {d.cell})")
+    a("--hidden", type=int, help=f"hidden size (default: {d.hidden})")
+    a("--layers", type=int, help=f"stacked recurrent layers (default: {d.layers})")
+    a("--embedding", type=int,
+      help=f"embedding size, 0 for one-hot inputs (default: {d.embedding})")
+    a("--dropout", type=float, help=f"between layers and before the decoder, in [0, 1) "
+                                    f"(default: {d.dropout:g})")
+    a("--tie", action="store_const", const=True,
+      help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
+    a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")
+    a("--steps", type=int, help=f"BPTT steps per batch (default: {d.steps})")
+    a("--iterator", choices=("sequential", "random"),
+      help=f"d2l's two minibatch schemes (default: {d.iterator})")
+    a("--epochs", type=int, help="epochs in all; the run ends at the first of --epochs and "
+                                 "--minutes (default: no limit)")
+    a("--minutes", type=float,
+      help=f"time budget of this session, in minutes (default: {d.minutes:g}; with --epochs "
+           "and without --minutes: no time limit)")
+    a("--optimizer", choices=("sgd", "adam", "adamw", "adagrad", "rmsprop"),
+      help=f"(default: {d.optimizer})")
+    a("--lr", type=float, help=f"learning rate (default: {d.lr:g})")
+    a("--clip", type=float, help=f"global gradient-norm clip (default: {d.clip:g})")
+    a("--seed", type=int, help=f"of the initial weights, data order and dropout "
+                               f"(default: {d.seed})")
+    a("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
+    a("--backend", choices=("numpy", "cupy"), help=f"(default: {d.backend})")
+    a("--sample-every", type=int, dest="sample_every",
+      help=f"show a sample every so many epochs (default: {d.sample_every})")
+    a("--sample-length", type=int, dest="sample_length",
+      help=f"tokens of each sample (default: {d.sample_length})")
+    a("--prefix", help="prompt of the samples (default: the text's first characters; 'def ' "
+                       "for the default corpus)")
+    a("--out", help=f"run folder (default: {DEFAULT_OUT})")
+    a("--resume", metavar="DIR", help="continue the run saved in DIR; only --epochs, "
+                                      "--minutes, --backend and the samples' flags may be "
+                                      "given with it (default: start a new run)")
+    a("--overwrite", action="store_true",
+      help="start a new run in a folder that holds a checkpoint, replacing it")
+    a("--allow-changed-text", action="store_true", dest="allow_changed_text",
+      help="resume although the text changed since the run started")
+    a("--no-progress", action="store_true", help="no progress bar")
 
 
-def _generate_parser(sub):
-    p = sub.add_parser("generate", help="generate text with a trained model")
-    p.add_argument("dir", help="run directory (holding checkpoint.npz)")
-    p.add_argument("--prefix", default=None, help="text to continue (default: 'def ')")
-    p.add_argument("-n", type=int, default=200, help="tokens to generate")
-    p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="sample")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, dest="top_k")
-    p.add_argument("--top-p", type=float, dest="top_p")
-    p.add_argument("--beam-width", type=int, default=4, dest="beam_width")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="npnn", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
-    _generate_parser(sub)
-    sub.add_parser("analyze", add_help=False,
-                   help="why gradients vanish: gradient norms and step-Jacobian spectra of "
-                        "RNN, LSTM, GRU (npnn analyze --help)")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["analyze"]:          # its own parser (npnn.analysis) takes the rest
-        from .analysis import main as analyze_main
-        return analyze_main(argv[1:])
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "train":
-            return _train(args)
-        return _generate(args)
-    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"npnn {args.command}: error: {e}", file=sys.stderr)
-        return 2
+def _same_folder(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _train(args):
-    fields = {f for f in TrainConfig.__dataclass_fields__}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
+             if getattr(args, k) is not None}
+    if "epochs" in given and "minutes" not in given:
+        given["minutes"] = None                   # --epochs alone: no time limit
     progress = False if args.no_progress else None
     if args.resume:
-        trainer = Trainer.resume(args.resume, progress=progress, **given)
+        if args.out is not None and not _same_folder(args.out, args.resume):
+            raise UsageError(f"argument --out: {args.out} is not the folder of the run given to "
+                             f"--resume ({args.resume}); a resumed run continues in its own "
+                             "folder: drop --out")
+        if args.overwrite:
+            raise UsageError("argument --overwrite: not allowed with --resume")
+        trainer = Trainer.resume(args.resume, progress=progress,
+                                 allow_changed_text=args.allow_changed_text, **given)
     else:
-        out = args.out or DEFAULT_OUT
-        config = TrainConfig(**given)
-        if args.epochs is not None and args.minutes is None:
-            config.minutes = None             # --epochs alone: no time limit
-        trainer = Trainer(config, out, progress=progress)
-    trainer.fit()
+        if args.allow_changed_text:
+            raise UsageError("argument --allow-changed-text: only with --resume")
+        trainer = Trainer(TrainConfig(**given), args.out or DEFAULT_OUT, progress=progress,
+                          overwrite=args.overwrite)
+    with trainer:
+        trainer.fit()
+    if trainer.nothing_to_do:
+        return 0
     print("\n--- generated text ---")
     print(trainer.sample(n=trainer.config.sample_length * 2))
-    history = trainer.history
-    if history:
-        last = history[-1]
-        print(f"--- after {last['epoch']} epochs: train perplexity {last['train_ppl']:.3f}, "
-              f"validation perplexity {last['val_ppl']:.3f}, {last['tokens_per_s']:,.0f} tokens/s")
+    if trainer.history:
+        last = trainer.history[-1]
+        print(f"--- after {last['epoch']} epochs: {trainer.describe(last)}")
     print(f"--- checkpoint: {trainer.out_dir}/checkpoint.npz; more text: npnn generate "
           f"{trainer.out_dir}")
-    return 130 if trainer.interrupted else 0
+    return {"SIGINT": 130, "SIGTERM": 143}.get(trainer.state.stopped, 0)
+
+
+# -- npnn generate -----------------------------------------------------------------
+SAMPLING = ("temperature", "top_k", "top_p", "seed")
+
+
+def _generate_parser(sub):
+    p = sub.add_parser("generate", help="generate text with a trained model",
+                       description="Continue a prompt with the model of a run folder.")
+    a = p.add_argument
+    a("dir", help="run folder (holding checkpoint.npz)")
+    a("--prefix", help="text to continue (default: the run's sample prompt)")
+    a("-n", type=_type(int_at_least(0), int), default=200,
+      help="tokens to generate (default: 200)")
+    a("--strategy", choices=("greedy", "sample", "beam"), default="sample",
+      help="(default: sample)")
+    a("--temperature", type=_type(positive_number, float),
+      help="sample only: divides the logits (default: 1)")
+    a("--top-k", type=_type(int_at_least(1), int), dest="top_k",
+      help="sample only: draw among the k most likely tokens (default: all)")
+    a("--top-p", type=_type(_probability, float), dest="top_p",
+      help="sample only: draw among the fewest tokens of probability p, in (0, 1] "
+           "(default: 1, all)")
+    a("--beam-width", type=_type(int_at_least(1), int), dest="beam_width",
+      help="beam only: hypotheses kept (default: 4)")
+    a("--seed", type=_type(int_at_least(0), int),
+      help="sample only: the generator's seed (default: fresh, and printed)")
+    a("--backend", choices=("numpy", "cupy"), default="numpy", help="(default: numpy)")
 
 
 def _generate(args):
+    for name in SAMPLING:
+        if getattr(args, name) is not None and args.strategy != "sample":
+            raise UsageError(f"argument --{name.replace('_', '-')}: only applies to --strategy "
+                             f"sample, not {args.strategy}")
+    if args.beam_width is not None and args.strategy != "beam":
+        raise UsageError(f"argument --beam-width: only applies to --strategy beam, not "
+                         f"{args.strategy}")
     get_backend(args.backend)
-    model = load_model(args.dir, args.backend)
-    prefix = args.prefix if args.prefix is not None else "def "
-    print(model.generate(prefix, args.n, strategy=args.strategy, temperature=args.temperature,
-                         top_k=args.top_k, top_p=args.top_p, beam_width=args.beam_width,
-                         seed=args.seed))
+    ckpt = read_checkpoint(args.dir)
+    model = load_model(ckpt, args.backend)
+    vocab = Vocab.from_tokens_list(ckpt.vocab)
+    prefix = args.prefix if args.prefix is not None else default_prefix(ckpt.config, vocab)
+    tokens = list(prefix) if ckpt.model_config.tokens == "char" else prefix.split()
+    if not tokens:
+        raise UsageError(f"argument --prefix: expected at least one token, got {prefix!r}")
+    unknown = [t for t in dict.fromkeys(tokens) if t not in vocab.token_to_idx]
+    if unknown:
+        print(f"npnn generate: warning: not in the model's vocabulary, read as <unk>: "
+              f"{', '.join(map(repr, unknown))}", file=sys.stderr)
+    seed = args.seed
+    if args.strategy == "sample" and seed is None:
+        seed = secrets.randbelow(2 ** 32)
+        print(f"npnn generate: sampling with --seed {seed} (give it to get this text again)",
+              file=sys.stderr)
+    print(model.generate(prefix, args.n, strategy=args.strategy,
+                         temperature=1.0 if args.temperature is None else args.temperature,
+                         top_k=args.top_k, top_p=args.top_p,
+                         beam_width=4 if args.beam_width is None else args.beam_width,
+                         seed=seed))
     return 0
+
+
+# -- npnn analyze ------------------------------------------------------------------
+def _analyze_parser(sub):
+    p = sub.add_parser("analyze", help="why gradients vanish: gradient norms and step-Jacobian "
+                                       "spectra of RNN, LSTM, GRU",
+                       description="Gradient norms through time and step-Jacobian spectra of "
+                                   "RNN, LSTM and GRU on the adding problem.")
+    a = p.add_argument
+    a("--T", type=_type(int_at_least(1), int), default=100, help="sequence length (default: 100)")
+    a("--hidden", type=_type(int_at_least(1), int), default=32, help="hidden size (default: 32)")
+    a("--train-steps", type=_type(int_at_least(0), int), default=300, dest="train_steps",
+      help="training steps before measuring, 0: at initialisation (default: 300)")
+    a("--seed", type=_type(int_at_least(0), int), default=0, help="(default: 0)")
+    a("--out", default="runs/analysis", help="folder for the PNG plots (default: runs/analysis)")
+
+
+def _analyze(args):
+    out = check_folder(args.out, "out")
+    from .analysis import analyze
+    analyze(args.T, args.hidden, args.train_steps, args.seed, out)
+    return 0
+
+
+COMMANDS = {"train": _train, "generate": _generate, "analyze": _analyze}
+
+
+def build_parser():
+    parser = _Parser(prog="npnn", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"npnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,analyze}")
+    _train_parser(sub)
+    _generate_parser(sub)
+    _analyze_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    prog = f"npnn {argv[0]}" if argv and argv[0] in COMMANDS else "npnn"
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:       # before training started, or while generating
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as e:
+        message = str(e)
+    except ConfigError as e:
+        message = f"argument {e.flag}: {e.detail}" if e.flag else e.detail
+    except MemoryError as e:
+        message = f"out of memory ({e})"
+    except USER_ERRORS as e:
+        message = str(e) or type(e).__name__
+    print(f"{prog}: error: " + message.replace("\n", " "), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -220,7 +220,11 @@ class TextCorpus:
             raise ValueError("expected a non-empty text, got no tokens")
         self.vocab = vocab if vocab is not None else Vocab(flat, min_freq=min_freq)
         self.ids = np.asarray(self.vocab[flat], dtype=np.int64)
-        if max_tokens:   # d2l: the vocabulary sees the whole text, the corpus is cut
+        if max_tokens is not None:   # d2l: the vocabulary sees the whole text, the corpus is cut
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) \
+                    or max_tokens < 1:
+                raise ValueError(f"expected max_tokens to be a positive integer or None, got "
+                                 f"{max_tokens!r}")
             self.ids = self.ids[:int(max_tokens)]
         self.train, self.val = split_corpus(self.ids, val_fraction)
 

@@ -74,3 +74,12 @@ def assert_close(actual, expected, atol, name=""):
     assert a.shape == e.shape, f"{name}: shape {a.shape} != {e.shape}"
     diff = float(np.max(np.abs(a - e), initial=0.0))
     assert diff < atol, f"{name}: max abs diff {diff:.3e} >= {atol:.1e}"
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    """A small UTF-8 text (``_helpers.TEXT``) in the test's folder."""
+    from _helpers import TEXT
+    path = tmp_path / "tiny.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path

@@ -12,9 +12,14 @@ TEXT = ("Call me Ishmael. Some years ago, never mind how long precisely, having 
         "money in my purse, and nothing particular to interest me on shore. ") * 10
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def npnn(*args, **kw):
+    """``npnn ARGS`` in a new process, this checkout first on its path."""
     return subprocess.run([sys.executable, "-m", "npnn", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, **kw)
+                          text=True, timeout=300, env=ENV, **kw)
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ def test_ctrl_c_saves_and_exits_cleanly(text_file, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "npnn", "train", "--text", str(text_file),
                              "--epochs", "100000", "--out", str(run), *map(str, SMALL)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 120
     while not (run / "checkpoint.npz").exists() and time.time() < deadline:
         time.sleep(0.2)

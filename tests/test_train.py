@@ -75,8 +75,9 @@ def test_resume_from_the_middle_of_an_epoch_is_bit_identical(text_file, tmp_path
     cut.train_step = interrupt
     cut.fit()
     assert cut.interrupted
-    meta, _ = read_checkpoint(tmp_path / "b")
-    assert meta["epoch"] == 1 and 0 < meta["batch"] and meta["carried"] == 2   # LSTM (h, c)
+    meta = read_checkpoint(tmp_path / "b").meta
+    assert meta["progress"]["epoch"] == 1 and 0 < meta["progress"]["batch"]
+    assert meta["carried"] == 2                                                # LSTM (h, c)
     resumed = Trainer.resume(tmp_path / "b", log=_quiet, progress=False)
     resumed.fit()
     _same(_params(straight), _params(resumed))
@@ -122,7 +123,7 @@ def test_bad_checkpoints_give_clear_errors(text_file, tmp_path):
     with np.load(tmp_path / "good.npz") as data:
         arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays["meta"]))
-    meta["config"]["hidden"] = 17
+    meta["model"]["hidden"] = 17
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(str(path), **arrays)
     with pytest.raises(CheckpointError, match="does not match its own settings"):
@@ -145,7 +146,7 @@ def test_training_reduces_perplexity_and_samples(text_file, tmp_path):
 
 
 def test_config_errors(text_file, tmp_path):
-    with pytest.raises(ValueError, match="expected cell to be one of rnn, lstm, gru, got 'tcn'"):
+    with pytest.raises(ValueError, match="cell: expected one of rnn, lstm, gru, got 'tcn'"):
         Trainer(_config(text_file, cell="tcn"), tmp_path)
     with pytest.raises(ValueError, match="expected a budget"):
         Trainer(_config(text_file, epochs=None, minutes=None), tmp_path)

@@ -234,21 +234,50 @@ class Module:
         return "\n".join(lines) + ")" if len(lines) > 1 else lines[0] + ")"
 
 
-def atomic_savez(path, arrays):
-    """``np.savez`` to a temporary file in the target's folder, then rename over it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
-    A crash mid-write leaves the previous file untouched.
+
+def atomic_write(path, write):
+    """Write ``path`` through ``write(file)`` (a binary file) without ever leaving it half
+    written: the data goes to a temporary file of a unique name in the same folder,
+    ``.NAME.tmp-XXXXXXXX``, which is flushed to disk and renamed over ``path``.
+
+    An error or a crash mid-write leaves the previous file untouched (a crash also
+    leaves the temporary file; ``npnn.rundir`` removes those of a run's folder).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
     try:
+        if hasattr(os, "fchmod"):      # mkstemp's 0600 -> what open() would give
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_savez(path, arrays):
+    """``np.savez(path, **arrays)``, atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -81,7 +81,10 @@ class RNNLM(Module):
         Xt = to_backend(X, backend_name(xp)).T                        # (T, N)
         if self.embedding_dim:
             return self.embedding(xp.ascontiguousarray(Xt))
-        return xp.eye(self.vocab_size, dtype=self.dtype)[Xt]           # (1) one-hot (T, N, V)
+        T, N = Xt.shape
+        onehot = xp.zeros((T, N, self.vocab_size), dtype=self.dtype)   # (1) one-hot (T, N, V)
+        onehot[xp.arange(T)[:, None], xp.arange(N)[None, :], Xt] = 1
+        return onehot
 
     def forward(self, X, state=None):
         """X (N, T) ids, state from the previous call or None -> logits (N, T, V), state."""

@@ -1,0 +1,190 @@
+"""Configuration is data: the language model's configuration apart from the run's settings.
+
+As nanoGPT keeps ``GPTConfig`` (the model) apart from its training settings,
+``ModelConfig`` holds what ``build_model`` needs (and, with the vocabulary, all
+that ``npnn generate`` needs), and ``TrainConfig`` holds every setting of a run,
+one field per ``npnn train`` flag. A checkpoint stores the two parts separately
+(``TrainConfig.model_config`` and ``TrainConfig.run_settings``).
+
+Every field has one rule in ``RULES``, used by both classes; a value out of its
+range raises ``ConfigError`` naming the field (the command line turns the field
+into its flag: ``argument --max-tokens: expected a positive integer, got -5000``).
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A setting out of range. ``field`` names it (None: not one setting), ``detail``
+    says what was expected and what came."""
+
+    def __init__(self, field, detail):
+        self.field, self.detail = field, detail
+        super().__init__(detail if field is None else f"{field}: {detail}")
+
+    @property
+    def flag(self):
+        """The command-line flag of the field: max_tokens -> --max-tokens."""
+        return None if self.field is None else "--" + self.field.replace("_", "-")
+
+
+# -- the rules -------------------------------------------------------------------
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_at_least(low):
+    def check(name, v):
+        if not _is_int(v) or v < low:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ConfigError(name, f"expected {what}, got {v!r}")
+    return check
+
+
+def positive_number(name, v):
+    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(name, f"expected a positive, finite number, got {v!r}")
+
+
+def fraction(name, v):
+    """A number in [0, 1)."""
+    if not _is_number(v) or not 0 <= v < 1:
+        raise ConfigError(name, f"expected a number in [0, 1), got {v!r}")
+
+
+def choice(*options):
+    def check(name, v):
+        if v not in options:
+            raise ConfigError(name, f"expected one of {', '.join(options)}, got {v!r}")
+    return check
+
+
+def optional(rule):
+    def check(name, v):
+        if v is not None:
+            rule(name, v)
+    return check
+
+
+def string(name, v):
+    if not isinstance(v, str) or not v:
+        raise ConfigError(name, f"expected a non-empty string, got {v!r}")
+
+
+def boolean(name, v):
+    if not isinstance(v, bool):
+        raise ConfigError(name, f"expected true or false, got {v!r}")
+
+
+CELLS = ("rnn", "lstm", "gru")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
+
+RULES = {
+    # the model
+    "vocab_size": int_at_least(1), "cell": choice(*CELLS), "hidden": int_at_least(1),
+    "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
+    "tie": boolean, "dtype": choice("float32", "float64"), "tokens": choice("char", "word"),
+    # the data
+    "text": optional(string), "preprocess": choice("none", "timemachine"),
+    "min_freq": int_at_least(0), "max_tokens": optional(int_at_least(1)),
+    "val_fraction": fraction, "batch": int_at_least(1), "steps": int_at_least(1),
+    "iterator": choice("sequential", "random"),
+    # the optimisation and the budget
+    "epochs": optional(int_at_least(1)), "minutes": optional(positive_number),
+    "optimizer": choice(*OPTIMIZERS), "lr": positive_number, "clip": optional(positive_number),
+    "seed": int_at_least(0), "backend": choice("numpy", "cupy"),
+    # the samples shown during training
+    "sample_every": int_at_least(1), "sample_length": int_at_least(1), "prefix": optional(string),
+}
+
+
+def _validate(obj):
+    for f in dataclasses.fields(obj):
+        RULES[f.name](f.name, getattr(obj, f.name))
+    if getattr(obj, "tie", False) and obj.embedding != obj.hidden:
+        raise ConfigError("tie", f"expected --embedding equal to --hidden ({obj.hidden}) to tie "
+                                 f"the embedding and the decoder, got --embedding {obj.embedding}")
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The language model (``npnn.models.RNNLM``): ``build_model(ModelConfig(...))``."""
+    vocab_size: int
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 1
+    embedding: int = 64                 # 0: one-hot inputs (d2l)
+    dropout: float = 0.0
+    tie: bool = False                   # the decoder shares the embedding's weight
+    dtype: str = "float32"
+    tokens: str = "char"                # 'char' or 'word': how text becomes tokens
+
+    def validate(self):
+        return _validate(self)
+
+
+#: The fields of TrainConfig that are the model's (all of ModelConfig's but vocab_size).
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a run, one per ``npnn train`` flag. Defaults: the README's command."""
+    text: Optional[str] = None          # a UTF-8 file, or None for the default corpus
+    preprocess: str = "none"            # 'none' or 'timemachine' (d2l: letters and space)
+    tokens: str = "char"                # 'char' or 'word'
+    min_freq: int = 0
+    max_tokens: Optional[int] = None    # keep only the first tokens (d2l: 10,000)
+    val_fraction: float = 0.05
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 1
+    embedding: int = 64                 # 0: one-hot inputs (d2l)
+    dropout: float = 0.0
+    tie: bool = False
+    batch: int = 32
+    steps: int = 64
+    iterator: str = "sequential"        # or 'random' (d2l's two schemes)
+    epochs: Optional[int] = None
+    minutes: Optional[float] = 3.0      # per session; None: no time limit (needs epochs)
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    clip: Optional[float] = 1.0
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "numpy"
+    sample_every: int = 5               # epochs
+    sample_length: int = 200
+    prefix: Optional[str] = None        # prompt of the samples; default from the corpus
+
+    def validate(self):
+        _validate(self)
+        if self.epochs is None and self.minutes is None:
+            raise ConfigError("minutes", "expected a budget: epochs or minutes (or both), got "
+                                         "neither")
+        return self
+
+    def model_config(self, vocab_size):
+        """The model's part of the settings, for a vocabulary of ``vocab_size``."""
+        return ModelConfig(vocab_size=vocab_size,
+                           **{k: getattr(self, k) for k in MODEL_FIELDS}).validate()
+
+    def run_settings(self):
+        """The settings that are not the model's, as a dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in MODEL_FIELDS}
+
+    @classmethod
+    def from_parts(cls, model, run):
+        """The inverse of ``model_config`` and ``run_settings``."""
+        return cls(**{k: getattr(model, k) for k in MODEL_FIELDS}, **run)
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in MODEL_FIELDS)

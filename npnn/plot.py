@@ -1,0 +1,34 @@
+"""Curves to PNG, when matplotlib is installed (``pip install -e ".[plot]"``).
+
+Drawn on a ``matplotlib.figure.Figure`` of its own: no pyplot, no global backend
+switch, nothing left open; written atomically under a unique temporary name.
+"""
+
+from .layers.base import atomic_write
+
+
+def plot_curves(path, curves, xlabel, ylabel, title="", logy=False):
+    """Write ``curves`` ({label: (xs, ys)}, every point marked) to the PNG ``path``.
+
+    Returns ``path``, or None when matplotlib is not installed. Errors of matplotlib
+    or of the write propagate: a caller that must not fail catches them.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=4, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return path
