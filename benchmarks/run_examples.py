@@ -22,6 +22,8 @@ EXAMPLES = {
     "classify": "Balanced brackets (N -> 1), GRU classifier on variable-length strings",
     "tag": "Part-of-speech-like tagging (N -> N) with ambiguous words",
     "conditional": "Number names from a vector (1 -> N), conditioned GRU decoder",
+    "sine": "Forecasting a noisy sine wave (regression: RNN + linear head, MSE, Adam) "
+            "against the last-value baseline",
 }
 
 

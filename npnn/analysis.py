@@ -28,6 +28,7 @@ import numpy as np
 from .backend import to_numpy
 from .functional.registry import as_states, from_states
 from .layers import Linear, MSELoss, Module
+from .layers.base import atomic_write
 from .layers.recurrent import layer_class
 from .optim import Adam, clip_grad_norm
 
@@ -206,15 +207,15 @@ def analyze(T=100, hidden=32, train_steps=300, seed=0, out_dir=None, log=print):
 
 
 def _plot(results, T, out_dir, log):
+    """Both panels on a ``matplotlib.figure.Figure`` of their own (no pyplot, no global
+    backend switch), written atomically; a failing plot is reported, not raised."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
-        log("(matplotlib not installed: no plots; pip install npnn[plot])")
+        log('(matplotlib not installed: no plots; pip install -e ".[plot]")')
         return
-    os.makedirs(out_dir, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for cell, r in results.items():
         axes[0].semilogy(np.arange(T + 1), r["norms"], label=cell.upper())
         axes[1].plot(np.arange(1, T + 1), r["sv"][:, 0], label=cell.upper())
@@ -228,8 +229,12 @@ def _plot(results, T, out_dir, log):
         ax.legend()
     fig.tight_layout()
     path = os.path.join(out_dir, "gradient_norms.png")
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    except (OSError, ValueError) as e:
+        log(f"(could not write the plot {path}: {e})")
+        return
     log(f"plots: {path}")
 
 

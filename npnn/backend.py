@@ -13,7 +13,7 @@ here, so no other module needs to know which backend it runs on.
 
 import numpy as np
 
-try:  # CuPy is an optional extra (``pip install npnn[gpu]``).
+try:  # CuPy is an optional extra (``pip install -e ".[gpu]"``, or ``cupy-cuda12x``).
     import cupy as _cupy
     import cupyx as _cupyx
 except Exception:  # ImportError, or a broken CUDA install raising on import

@@ -15,6 +15,8 @@ import dataclasses
 import math
 from typing import Optional
 
+from .functional.registry import CELLS
+
 
 class ConfigError(ValueError):
     """A setting out of range. ``field`` names it (None: not one setting), ``detail``
@@ -82,7 +84,6 @@ def boolean(name, v):
         raise ConfigError(name, f"expected true or false, got {v!r}")
 
 
-CELLS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 
 RULES = {

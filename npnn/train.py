@@ -40,7 +40,7 @@ from .fit import Diverged, Hooks, TrainState, fit
 from .functional import softmax_cross_entropy
 from .layers import SoftmaxCrossEntropy, no_grad
 from .models import RNNLM
-from .models.lm import CELLS
+from .functional.registry import CELLS
 from .optim import OPTIMIZERS, perplexity
 from .plot import plot_curves
 from .rundir import RunDir
@@ -78,9 +78,9 @@ def build_model(config, vocab=None, seed=None):
 
 def parameter_count(config):
     """The number of parameters of ``build_model(config)``, without building it."""
-    V, H, E, G = config.vocab_size, config.hidden, config.embedding, CELLS[config.cell].gates
+    V, H, E = config.vocab_size, config.hidden, config.embedding
     inputs = [E or V] + [H] * (config.layers - 1)
-    rnn = sum(G * H * (D + H + 2) for D in inputs)              # W_ih, W_hh, b_ih, b_hh
+    rnn = sum(math.prod(shape) for D in inputs for _, shape in CELLS[config.cell].param_shapes(D, H))
     return V * E + rnn + (0 if config.tie else H * V) + V        # embedding, rnn, decoder
 
 
