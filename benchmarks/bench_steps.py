@@ -21,6 +21,12 @@ What a decoder, a sampler or a hand-written loop does: one time step at a time.
   (embedding 16, hidden 128, sources of 12, answers of 10 tokens), against
   the same model in PyTorch decoded step by step; both must decode alike.
 
+* ``--crossover``: where the acceleration starts to pay. For each cell, input
+  and hidden size, batch N and length T, the time of a sequence forward +
+  backward on the reference path divided by the accelerated path's (both
+  forced): below 1 the reference is faster. ``accel.MIN_STEPS`` and
+  ``accel.MIN_ROWS`` are read off this table.
+
 Times are medians of blocks ordered a b c c b a (see bench_rnn.median_ms).
 """
 
@@ -35,7 +41,9 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
 import npnn  # noqa: E402
+from npnn.functional import accel  # noqa: E402
 from npnn.functional.activations import sigmoid  # noqa: E402
+from npnn.functional.registry import CELLS as REGISTRY  # noqa: E402
 from npnn.models import RNNLM, Seq2Seq  # noqa: E402
 from bench_rnn import machine, median_ms, write_section  # noqa: E402
 
@@ -274,12 +282,62 @@ def seq2seq_case(torch, batch, S=12, max_len=10, V=40):
     return ours, theirs, batch, model
 
 
+def crossover_table(repeat, cells=CELLS, sizes=((64, 256), (512, 512)), batches=(1, 4, 32),
+                    lengths=(2, 4, 8, 16, 32, 64)):
+    """Reference / accelerated time of a forward + backward, both forced."""
+    rows = ["| cell | D, H | N | " + " | ".join(f"T={T}" for T in lengths) + " |",
+            "|" + "---|" * (3 + len(lengths))]
+    for cell in cells:
+        spec = REGISTRY[cell]
+        for D, H in sizes:
+            for N in batches:
+                ratios = []
+                for T in lengths:
+                    rng = np.random.default_rng(0)
+                    k = 1 / np.sqrt(H)
+                    params = {p.arg: rng.uniform(-k, k, shape).astype(np.float32)
+                              for p, shape in spec.param_shapes(D, H)}
+                    x = rng.standard_normal((T, N, D)).astype(np.float32)
+                    dout = rng.standard_normal((T, N, H)).astype(np.float32)
+                    states = (None,) * spec.n_states
+
+                    def run(force):
+                        with force():
+                            _, _, cache = spec.run(x, states, params)
+                        spec.run_backward(dout, states, cache)
+                    ref, fast = median_ms([lambda: run(accel.use_reference),
+                                           lambda: run(accel.use_acceleration)], repeat,
+                                          budget_s=0.3)
+                    ratios.append(ref / fast)
+                rows.append(f"| {cell} | {D}, {H} | {N} | "
+                            + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+                print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    p.add_argument("--crossover", action="store_true",
+                   help="only the table of where the acceleration pays")
     args = p.parse_args(argv)
+    if args.crossover:
+        print(machine(None))
+        table = crossover_table(args.repeat)
+        print()
+        print(table)
+        if args.write:
+            section = ("## When the acceleration pays\n\n"
+                       f"`python benchmarks/bench_steps.py --crossover` — {machine(None)}. "
+                       "Time of a sequence forward + backward (float32) on the reference path "
+                       "divided by the accelerated path's, both forced; below 1 the reference "
+                       "is faster. `accel.select` runs the acceleration on NumPy only from "
+                       f"T >= {accel.MIN_STEPS} and T * N >= {accel.MIN_ROWS}.\n\n"
+                       + table + "\n")
+            write_section(os.path.join(HERE, "RESULTS.md"), "bench_steps:crossover", section)
+        return 0
     torch = None
     if not args.no_torch:
         try:

@@ -6,7 +6,6 @@ Profiles, chosen with HYPOTHESIS_PROFILE (default 'ci'):
   thorough  500 random examples a property, for a long run before a release.
 """
 
-import contextlib
 import os
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from npnn.backend import cupy_available, get_backend
-from npnn.functional.accel import use_reference
+from npnn.functional.accel import use_acceleration, use_reference
 
 settings.register_profile("ci", derandomize=True, max_examples=50, deadline=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
@@ -53,13 +52,14 @@ def reference_only():
 
 
 #: The two implementations of the recurrent ops: parametrize a test with
-#: ``@pytest.mark.parametrize("path", PATHS)`` and run its ops ``with on_path(path):``.
+#: ``@pytest.mark.parametrize("path", PATHS)`` and run its ops ``with on_path(path):``
+#: (the acceleration is forced, whatever the size, where the cell has one).
 PATHS = ["accelerated", "reference"]
 
 
 def on_path(path):
     """A context in which the recurrent ops take ``path`` (one of ``PATHS``)."""
-    return use_reference() if path == "reference" else contextlib.nullcontext()
+    return use_reference() if path == "reference" else use_acceleration()
 
 
 def to_numpy(a):

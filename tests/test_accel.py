@@ -150,10 +150,7 @@ def test_layers_in_both_directions_equal_the_reference(cell, T, N, D, H, num_lay
     results = {}
     for name in ("accelerated", "reference"):
         layer.zero_grad()
-        if name == "reference":
-            with accel.use_reference():
-                out, h_n = layer(x, lengths=lengths)
-        else:
+        with accel.use_reference() if name == "reference" else accel.use_acceleration():
             out, h_n = layer(x, lengths=lengths)
         dx, dh0 = layer.backward(dout)
         results[name] = [out, *as_states(h_n), dx, *as_states(dh0), *layer.grads.values()]
@@ -162,12 +159,17 @@ def test_layers_in_both_directions_equal_the_reference(cell, T, N, D, H, num_lay
 
 
 def test_selection_in_one_place(monkeypatch):
-    x = np.zeros((5, 2, 3))
+    x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS // accel.MIN_STEPS, 3))
     assert accel.select("lstm", x) is accel.lstm
     assert accel.select("peephole_lstm", x) is None           # no acceleration: the reference
-    assert accel.select("lstm", x[:accel.MIN_STEPS - 1]) is None   # too short to pay
+    assert accel.select("lstm", x[:-1]) is None                # too few steps to pay
+    assert accel.select("lstm", x[:, :-1]) is None             # too few rows to pay
+    assert accel.select("lstm", x[:1, :1]) is None             # a step taken by hand
     with accel.use_reference():
         assert accel.select("lstm", x) is None
+    with accel.use_acceleration():
+        assert accel.select("lstm", x[:1, :1]) is accel.lstm
+        assert accel.select("ctrnn", x) is None
     assert accel.select("lstm", x) is accel.lstm
     monkeypatch.setenv("NPNN_ACCEL", "0")
     assert accel.select("gru", x) is None
@@ -176,7 +178,7 @@ def test_selection_in_one_place(monkeypatch):
 
 def test_the_default_path_is_the_acceleration_and_the_switch_gives_the_reference(monkeypatch):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((6, 2, 3))
+    x = rng.standard_normal((accel.MIN_STEPS, accel.MIN_ROWS // accel.MIN_STEPS, 3))
     W = [0.5 * rng.standard_normal(s) for s in ((16, 3), (16, 4))]
     *_, cache = F.lstm_forward(x, None, None, *W)
     assert isinstance(cache, accel.lstm.LSTMAccelCache)
@@ -187,7 +189,7 @@ def test_the_default_path_is_the_acceleration_and_the_switch_gives_the_reference
 
 def test_use_reference_is_local_to_its_thread():
     """A thread that forces the reference does not change what another thread runs."""
-    x = np.zeros((5, 2, 3))
+    x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, 3))
     inside, seen = threading.Event(), []
 
     def worker():

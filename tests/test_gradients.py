@@ -25,7 +25,7 @@ def _check(built, seed):
 @example(T=1, N=1, D=1, H=1, bias=False, nonlinearity="relu", masked=True, seed=1)
 def test_rnn(backend, T, N, D, H, bias, nonlinearity, masked, seed):
     rng = np.random.default_rng(seed)
-    _check(cases.rnn_case(rng, T, N, D, H, bias, nonlinearity, masked, backend, reference=True),
+    _check(cases.rnn_case(rng, T, N, D, H, bias, nonlinearity, masked, backend, path="reference"),
            seed)
 
 
@@ -38,7 +38,7 @@ def test_gated_cells(backend, cell, T, N, D, H, bias, masked, seed):
     """The reference of every gated cell (the accelerations are checked against it in
     test_accel.py)."""
     rng = np.random.default_rng(seed)
-    _check(cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend, reference=True),
+    _check(cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend, path="reference"),
            seed)
 
 

@@ -13,8 +13,12 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import to_backend
-from ..functional.accel import use_reference
+from ..functional.accel import use_acceleration, use_reference
 from ..functional.registry import CELLS
+
+
+_PATHS = {"auto": contextlib.nullcontext, "reference": use_reference,
+          "accelerated": use_acceleration}
 
 
 def _normal(rng, shape, backend, scale=0.5):
@@ -39,10 +43,11 @@ def _random_mask(rng, T, N, backend):
 
 
 def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy",
-                   reference=False, **options):
+                   path="auto", **options):
     """The sequence op of any registered cell: gradients of (out, final states) w.r.t.
-    x, the initial states (``h0``, ``c0``, ...) and every parameter. With
-    ``reference`` the op runs its reference even where an acceleration exists."""
+    x, the initial states (``h0``, ``c0``, ...) and every parameter. ``path``:
+    'auto' (what runs by default), 'reference' or 'accelerated' (forced, where the
+    cell has an acceleration)."""
     spec = CELLS[cell]
     mask = _random_mask(rng, T, N, backend) if masked else None
     initial = [state + "0" for state in spec.states]
@@ -52,7 +57,7 @@ def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backe
 
     def f(x, **rest):
         states = tuple(rest.pop(name) for name in initial)
-        with use_reference() if reference else contextlib.nullcontext():
+        with _PATHS[path]():
             out, finals, cache = spec.run(x, states, rest, mask, **options)
 
         def vjp(d):
@@ -63,9 +68,9 @@ def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backe
 
 
 def rnn_case(rng, T=3, N=2, D=4, H=3, bias=True, nonlinearity="tanh", masked=False,
-             backend="numpy", reference=False):
+             backend="numpy", path="auto"):
     """Sequence RNN: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
-    return recurrent_case(rng, "rnn", T, N, D, H, bias, masked, backend, reference,
+    return recurrent_case(rng, "rnn", T, N, D, H, bias, masked, backend, path,
                           nonlinearity=nonlinearity)
 
 
@@ -239,18 +244,17 @@ def builtin_cases(rng, backend="numpy"):
     for name, spec in CELLS.items():
         variants = ([{"nonlinearity": "tanh"}, {"nonlinearity": "relu"}]
                     if "nonlinearity" in spec.options else [{}])
-        # what runs by default (accelerated where the cell has an acceleration), then the
-        # reference on its own
-        for ref in (False, True) if spec.accelerated else (False,):
-            tag = " [reference]" if ref else ""
+        # a cell with an acceleration: both paths, each forced
+        for path in ("accelerated", "reference") if spec.accelerated else ("reference",):
+            tag = f" [{path}]" if spec.accelerated else ""
             for opts in variants:
                 label = name + "".join(f"_{v}" for v in opts.values())
                 yield label + tag, recurrent_case(rng, name, T=4, N=3, D=3, H=4, backend=b,
-                                                  reference=ref, **opts)
+                                                  path=path, **opts)
             yield f"{name}(masked){tag}", recurrent_case(rng, name, T=4, N=3, D=3, H=4,
-                                                         masked=True, backend=b, reference=ref)
+                                                         masked=True, backend=b, path=path)
             yield f"{name}(no bias){tag}", recurrent_case(rng, name, T=3, N=2, D=3, H=2,
-                                                          bias=False, backend=b, reference=ref)
+                                                          bias=False, backend=b, path=path)
         yield f"{name}_step", step_case(rng, name, backend=b)
     # the registry's Jordan layer feeds back an output of size H; the op allows any O
     yield "jordan(O != H, masked)", jordan_case(rng, T=4, N=3, D=3, H=4, O=2, masked=True,

@@ -15,11 +15,17 @@ reference (tests/test_accel.py: equal to 1e-12 relative in float64):
 Selection happens here, in ``select``, and nowhere else:
 
 * ``NPNN_ACCEL=0`` in the environment, or the block ``with use_reference():``,
-  runs every op's reference;
-* sequences shorter than ``MIN_STEPS`` run the reference: an acceleration's
-  set-up (scaling the weights, allocating buffers) costs more than it saves
-  on one or two steps, and a step taken by hand (``LSTMCell``, generation, a
-  decoder) is a sequence of one;
+  runs every op's reference; ``with use_acceleration():`` runs the
+  acceleration whenever the cell has one, whatever the size (for tests and
+  benchmarks);
+* otherwise (``auto``) a NumPy sequence runs its acceleration only when it
+  is long enough to pay for the set-up (scaling and transposing the weights,
+  allocating buffers): at least ``MIN_STEPS`` steps and ``MIN_ROWS`` rows
+  (steps x sequences). Shorter ones, and every step taken by hand (a cell
+  layer, generation, a decoder: a sequence of one), run the reference, which
+  is faster there (measured in benchmarks/RESULTS.md, "When the acceleration
+  pays"). On CuPy, where the reference launches a dozen kernels per step and
+  the fused path two, any sequence of two steps or more is accelerated;
 * on CuPy, the fused kernels, unless ``NPNN_FUSED=0`` (then the ufunc path).
 """
 
@@ -27,32 +33,55 @@ import contextlib
 import contextvars
 import os
 
-from ._common import MIN_STEPS
+import numpy as np
 
-_FORCE_REFERENCE = contextvars.ContextVar("npnn_force_reference", default=False)
+from ._common import MIN_ROWS, MIN_STEPS
+
+_FORCE = contextvars.ContextVar("npnn_accel_force", default=None)
 
 
-def enabled():
-    """True unless ``NPNN_ACCEL=0`` or inside ``use_reference()``."""
-    return os.environ.get("NPNN_ACCEL", "1") != "0" and not _FORCE_REFERENCE.get()
+def mode():
+    """'reference', 'accelerated' or 'auto': what ``select`` does now."""
+    forced = _FORCE.get()
+    if forced is not None:
+        return forced
+    return "reference" if os.environ.get("NPNN_ACCEL", "1") == "0" else "auto"
 
 
 @contextlib.contextmanager
-def use_reference():
-    """Within this block (this thread or task only), every op runs its reference."""
-    token = _FORCE_REFERENCE.set(True)
+def _force(value):
+    token = _FORCE.set(value)
     try:
         yield
     finally:
-        _FORCE_REFERENCE.reset(token)
+        _FORCE.reset(token)
+
+
+def use_reference():
+    """Within this block (this thread or task only), every op runs its reference."""
+    return _force("reference")
+
+
+def use_acceleration():
+    """Within this block (this thread or task only), every op that has an acceleration
+    runs it, however short its sequence."""
+    return _force("accelerated")
 
 
 def select(cell, x):
     """The acceleration module of the registered cell ``cell`` for input x (T, N, D),
     or None when the reference should run (the cell has no acceleration, it is
     switched off, or the sequence is too short to pay)."""
-    if not enabled() or x.shape[0] < MIN_STEPS:
+    now = mode()
+    if now == "reference":
         return None
+    T, N = x.shape[0], x.shape[1]
+    if now == "auto":
+        if isinstance(x, np.ndarray):
+            if T < MIN_STEPS or T * N < MIN_ROWS:
+                return None
+        elif T < 2:
+            return None
     from ..registry import CELLS        # at call time: the registry imports the cells
     return CELLS[cell].accelerated
 

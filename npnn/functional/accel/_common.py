@@ -16,11 +16,13 @@ from ...backend import cupy_module
 SIGMOID_SCALE = 0.5
 SIGMOID_SHIFT = 0.5
 
-#: Sequences shorter than this run the reference: an acceleration's set-up
-#: (scaling and transposing the weights, allocating buffers) costs more than it
-#: saves on so few steps, and a step taken by hand (a cell layer, generation, a
-#: decoder) is a sequence of one. Measured in benchmarks/bench_steps.py.
-MIN_STEPS = 2
+#: On NumPy, sequences with fewer steps, or fewer rows (steps x sequences), than
+#: these run the reference: an acceleration's set-up (scaling and transposing the
+#: weights, allocating buffers) costs more than its faster steps save. Measured
+#: with benchmarks/bench_steps.py --crossover (RESULTS.md, "When the acceleration
+#: pays"): below them the reference was as fast or faster at every size tried.
+MIN_STEPS = 16
+MIN_ROWS = 128
 
 #: The backward loops flush every FLUSH_EVERY steps: a flushed gradient is exact zeros
 #: and stays zero (0 W = 0), so a gradient decaying through the slow range costs at
