@@ -11,11 +11,11 @@ from . import backend, functional  # noqa: E402,F401
 from .layers import (CTRNN, AdditiveAttention, DotAttention, GRU, LSTM, RNN, Dropout, Embedding, GRUCell,  # noqa: E402
                      JordanRNN, Linear, LSTMCell, Module, MSELoss, PeepholeLSTM, Recurrent,
                      RNNCell,
-                     Sequential, SoftmaxCrossEntropy, no_grad)
+                     Sequential, SoftmaxCrossEntropy, enable_grad, no_grad)
 
 from . import data, metrics, models, optim  # noqa: E402,F401
 
-__all__ = ["backend", "functional", "Module", "no_grad", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM",
+__all__ = ["backend", "functional", "Module", "no_grad", "enable_grad", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM",
            "CTRNN", "JordanRNN", "DotAttention", "AdditiveAttention", "RNNCell",
            "LSTMCell", "GRUCell", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy",
            "MSELoss", "Sequential"]

@@ -67,8 +67,8 @@ class LastStateRegressor(Module):
         return self.head(states[0][-1])
 
     def backward(self, dy):
-        n_states = self._pop()
-        dh = self.head.backward(dy)[None]                 # (1, N, H): the top layer's h_T
+        with self._consume() as n_states:
+            dh = self.head.backward(dy)[None]             # (1, N, H): the top layer's h_T
         self.rnn.backward(None, from_states((dh,) + (None,) * (n_states - 1)))
 
 

@@ -436,7 +436,8 @@ def write_checkpoint(path, meta, model, optimizer, carried=()):
             "optimizer": {"step_count": opt["step_count"], "lr": opt["lr"]},
             "carried": len(carried)}
     validate_meta(meta)
-    tree = {"model": {k: to_numpy(v) for k, v in model.state_dict().items()},
+    # each parameter once (a tied one under its first name; load_state_dict accepts that)
+    tree = {"model": {k: to_numpy(v) for k, v, _ in model.named_parameters()},
             "optimizer": {i: s for i, s in enumerate(opt["state"]) if s},
             "carried": {i: to_numpy(s) for i, s in enumerate(carried)}}
     arrays = flatten(tree)

@@ -266,3 +266,9 @@ class CosineAnnealingLR:
 def perplexity(mean_nll):
     """exp of the mean negative log-likelihood per token."""
     return math.exp(min(float(mean_nll), 700.0))
+
+
+#: PyTorch's names (``torch.nn.utils.clip_grad_norm_``; the trailing underscore marks an
+#: in-place operation, which both are here too).
+clip_grad_norm_ = clip_grad_norm
+clip_grad_value_ = clip_grad_value

@@ -161,6 +161,6 @@ def test_ctrnn_with_dt_equal_to_tau_is_the_tanh_rnn():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3, 4))
     W = [0.5 * rng.standard_normal(s) for s in ((6, 4), (6, 6), (6,), (6,))]
-    out, h, _ = F.ctrnn_forward(x, None, W[0], W[1], np.full(6, 2.0), W[2], W[3], dt=2.0)
+    out, h, _ = F.ctrnn_forward(x, None, W[0], W[1], np.full(6, np.log(2.0)), W[2], W[3], dt=2.0)
     ref, rh, _ = F.rnn_forward(x, None, *W)
     np.testing.assert_allclose(out, ref, atol=1e-14)

@@ -254,8 +254,10 @@ def _call_errors():
          "expected hx[0] of shape (2, 2, 4), got (2, 3, 4)"),
         (lambda: lstm(x, np.zeros((2, 2, 4), f32)), TypeError,
          "expected hx to be a tuple (h, c) or None, got ndarray"),
-        (lambda: lstm(x, lengths=[0, 3]), ValueError, "expected lengths in [1, 6), got 0"),
-        (lambda: lstm(x, lengths=[6, 3]), ValueError, "expected lengths in [1, 6), got 6"),
+        (lambda: lstm(x, lengths=[0, 3]), ValueError, "expected lengths between 1 and T=5 (the "
+         "number of time steps), got 0"),
+        (lambda: lstm(x, lengths=[6, 3]), ValueError, "expected lengths between 1 and T=5 (the "
+         "number of time steps), got 6"),
         (lambda: lstm(x, lengths=[1, 2, 3]), ValueError, "expected lengths of shape (2,), got (3,)"),
         (lambda: lstm(x, lengths=[1.0, 2.0]), TypeError, "expected lengths to be an integer array"),
         (lambda: lstm(x[:, 0], lengths=[5]), ValueError, "expected batched input"),
@@ -317,7 +319,7 @@ def test_variant_layers_finite_differences(backend, cell, num_layers, bidirectio
     report = check_module(layer, (dev(rng.standard_normal((T, N, D))), hx), kwargs, seed=seed,
                           raise_on_failure=True)
     names = {t.name for t in report.tensors}
-    expected = {"peephole": "weight_co_l0", "ctrnn": "tau_l0", "jordan": "weight_yh_l0"}[cell]
+    expected = {"peephole": "weight_co_l0", "ctrnn": "log_tau_l0", "jordan": "weight_yh_l0"}[cell]
     assert expected in names
 
 
@@ -325,11 +327,11 @@ def test_variant_layer_parameters_and_fixed_tau():
     p = npnn.PeepholeLSTM(3, 4, bidirectional=True)
     assert {"weight_ci_l0", "weight_cf_l0_reverse", "weight_co_l0"} <= set(p.params)
     fixed = npnn.CTRNN(3, 4, tau=5.0, learn_tau=False, dt=0.5)
-    assert "tau_l0" not in fixed.params
+    assert "log_tau_l0" not in fixed.params
     learned = npnn.CTRNN(3, 4, tau=5.0, dt=0.5, dtype="float64")
-    assert np.all(learned.params["tau_l0"] == 5.0)
+    assert np.allclose(np.exp(learned.params["log_tau_l0"]), 5.0, rtol=1e-15)
     x = np.random.default_rng(0).standard_normal((6, 2, 3))
-    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "tau_l0"})
+    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "log_tau_l0"})
     out_f, _ = fixed(x.astype(np.float32))
     out_l, _ = learned(x)
     assert_close(out_f, out_l, 1e-5, "fixed tau equals the learnable one at its initial value")

@@ -23,7 +23,7 @@ CELL_NAMES = sorted(CELLS)
 def _arrays(cell, T, N, D, H, seed):
     spec = CELLS[cell]
     rng = np.random.default_rng(seed)
-    params = {p.arg: (rng.uniform(0.8, 3.0, shape) if p.arg == "tau"
+    params = {p.arg: (np.log(rng.uniform(0.8, 3.0, shape)) if p.arg == "log_tau"
                       else 0.5 * rng.standard_normal(shape))
               for p, shape in spec.param_shapes(D, H)}
     x = rng.standard_normal((T, N, D))

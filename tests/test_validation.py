@@ -44,7 +44,7 @@ CASES = [
     (lambda: F.rnn_forward(z(5, 3, 8), None, z(2, 8), z(2, 2), mask=np.ones((5, 2), bool)),
      ValueError, "expected mask of shape (5, 3), got (5, 2)"),
     (lambda: F.length_mask(np.array([0, 3]), 3), ValueError,
-     "expected lengths in [1, 4), got 0"),
+     "expected lengths between 1 and T=3 (the number of time steps), got 0"),
     (lambda: F.length_mask(np.array([1.0, 3.0]), 3), TypeError,
      "expected lengths to be an integer array"),
     (lambda: F.rnn_step_forward(z(5, 3, 8), None, z(2, 8), z(2, 2)), ValueError,
@@ -66,7 +66,8 @@ CASES = [
     (lambda: F.softmax_cross_entropy(z(4, 5), np.zeros(4)), TypeError,
      "expected target to be an integer array, got dtype float64"),
     (lambda: F.softmax_cross_entropy(z(4, 5), np.zeros(3, int)), ValueError,
-     "expected target of shape (4,), got (3,)"),
+     "expected target of shape (4,) to match logits of shape (4, 5) with the class axis "
+     "last, got (3,)"),
     (lambda: F.softmax_cross_entropy(z(4, 5), np.zeros(4, int), reduction="avg"), ValueError,
      "expected reduction to be one of 'mean', 'sum', 'none', got 'avg'"),
     (lambda: F.softmax_cross_entropy(z(4, 5), np.zeros(4, int), label_smoothing=1.5), ValueError,

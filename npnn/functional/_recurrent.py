@@ -18,8 +18,7 @@ packed-sequence semantics: each sequence's final state is its state at its
 last valid step.
 """
 
-from .._checks import (check_array, check_float, check_index_range, check_integer,
-                       check_same_backend, check_shape)
+from .._checks import check_array, check_float, check_integer, check_same_backend, check_shape
 from ..backend import get_array_module
 
 
@@ -129,8 +128,11 @@ def length_mask(lengths, T):
     """
     check_integer("lengths", lengths)
     check_shape("lengths", lengths, (None,), "N")
-    check_index_range("lengths", lengths, 1, T + 1)
     xp = get_array_module(lengths)
+    bad = (lengths < 1) | (lengths > T)
+    if bool(xp.any(bad)):
+        raise ValueError(f"expected lengths between 1 and T={T} (the number of time steps), "
+                         f"got {int(lengths[bad].ravel()[0])}")
     return xp.arange(T)[:, None] < lengths[None, :]  # (T, N)
 
 

@@ -6,7 +6,12 @@ keeps a memory of about tau / dt steps. With dt = tau it is the plain tanh RNN.
 
     dh/dt = (-h + tanh(W_ih x + b_ih + W_hh h + b_hh)) / tau
 
-One step forward (``ctrnn_cell``), with k = dt / tau (H,):
+The time constants enter as their logarithms, log_tau (H,): tau = exp(log_tau)
+is positive whatever value a gradient step gives log_tau, so a learnt tau can
+never step to zero or below (learning tau itself, one step could, and the next
+forward would fail).
+
+One step forward (``ctrnn_cell``), with k = dt / tau = dt * exp(-log_tau) (H,):
 
     (1) a_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
     (2) phi_t = tanh(a_t)
@@ -22,7 +27,8 @@ last step, the final state's gradient):
 
 and over the whole sequence:
 
-    (8) dx_t = da_t W_ih,  dk = sum_t,n dh_t * (phi_t - h_{t-1}),  dtau = -dk * dt / tau^2
+    (8) dx_t = da_t W_ih,  dk = sum_t,n dh_t * (phi_t - h_{t-1}),
+        dlog_tau = -dk * k                         (as dk/dlog_tau = -dt exp(-log_tau) = -k)
     (9) dW_ih = sum da^T x,  dW_hh = sum da^T h_{t-1},  db_ih = db_hh = sum da
 """
 
@@ -58,23 +64,24 @@ class CTRNNCache(NamedTuple):
     phi: Any            # (T, N, H) tanh(a_t)
     W_ih: Any
     W_hh: Any
-    tau: Any            # (H,)
-    dt: float
+    k: Any              # (H,) dt / tau
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=None):
-    """Run a CTRNN: x (T, N, D), tau (H,) > 0 -> out (T, N, H), h_n (N, H), cache."""
+def ctrnn_forward(x, h0, W_ih, W_hh, log_tau, b_ih=None, b_hh=None, dt=1.0, mask=None):
+    """Run a CTRNN: x (T, N, D), log_tau (H,) the time constants' logarithms, dt > 0
+    the Euler step -> out (T, N, H), h_n (N, H), cache."""
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    check_float("tau", tau, x.dtype)
-    check_shape("tau", tau, (H,), "H")
+    check_float("log_tau", log_tau, x.dtype)
+    check_shape("log_tau", log_tau, (H,), "H")
     if not float(dt) > 0:
         raise ValueError(f"expected dt > 0, got {dt!r}")
-    if bool((tau <= 0).any()):
-        raise ValueError(f"expected tau > 0 everywhere, got min {float(tau.min())}")
+    if not bool(xp.isfinite(log_tau).all()):
+        raise ValueError("expected finite log_tau (tau = exp(log_tau)), got "
+                         f"{log_tau[~xp.isfinite(log_tau)][0]}")
     m = step_mask(mask)
-    k = dt / tau                                        # (H,)
+    k = dt * xp.exp(-log_tau)                           # (H,) dt / tau
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
     phi = []
@@ -85,17 +92,16 @@ def ctrnn_forward(x, h0, W_ih, W_hh, tau, b_ih=None, b_hh=None, dt=1.0, mask=Non
         h.append(h_t)
         phi.append(phi_t)
     h, phi = xp.stack(h), xp.stack(phi)
-    cache = CTRNNCache(x, h, phi, W_ih, W_hh, tau, float(dt), b_ih is not None, m)
+    cache = CTRNNCache(x, h, phi, W_ih, W_hh, k, b_ih is not None, m)
     return masked_output(xp, h[1:], m), h[T], cache    # (4)
 
 
 def ctrnn_backward(dout, dh_n, cache):
-    """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, tau, b_ih, b_hh)."""
-    x, h, phi, W_ih, W_hh, tau, dt, has_bias, m = cache
+    """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, log_tau, b_ih, b_hh)."""
+    x, h, phi, W_ih, W_hh, k, has_bias, m = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
-    k = dt / tau
     da, dh_all = [None] * T, [None] * T
     for t in range(T - 1, -1, -1):
         if dout is not None:
@@ -109,5 +115,5 @@ def ctrnn_backward(dout, dh_n, cache):
     da, dh_all = xp.stack(da), xp.stack(dh_all)         # (T, N, H) each
     dx, grads = input_and_weight_grads(da, da, x, h[:-1], W_ih, has_bias, m)   # (8), (9)
     dk = (dh_all * valid_only(xp, phi - h[:-1], m)).sum(axis=(0, 1))          # (8)
-    grads["tau"] = -dk * dt / (tau * tau)
+    grads["log_tau"] = -dk * k
     return dx, dh, grads

@@ -65,7 +65,14 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
         raise ValueError(f"expected logits of shape (..., C), got {tuple(logits.shape)}")
     C = logits.shape[-1]
     check_integer("target", target)
-    check_shape("target", target, tuple(logits.shape[:-1]))
+    if tuple(target.shape) != tuple(logits.shape[:-1]):
+        hint = ""
+        if logits.ndim >= 2 and tuple(target.shape) == (logits.shape[0],) + logits.shape[2:]:
+            hint = (" (the class axis is last in npnn: logits (..., C); logits in PyTorch's "
+                    "(N, C, ...) layout move there with np.moveaxis(logits, 1, -1))")
+        raise ValueError(f"expected target of shape {tuple(logits.shape[:-1])} to match "
+                         f"logits of shape {tuple(logits.shape)} with the class axis last, "
+                         f"got {tuple(target.shape)}{hint}")
     check_index_range("target", target, 0, C, allowed=ignore_index)
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"expected label_smoothing in [0, 1], got {label_smoothing!r}")
@@ -79,6 +86,9 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
             weights = weights.astype(dt)
         check_float("weights", weights)
         check_shape("weights", weights, tuple(target.shape))
+        if bool(xp.any(weights < 0)):
+            raise ValueError("expected weights >= 0 (a position's share of the loss), got a "
+                             f"negative one: {float(weights.min())}")
         w = w * weights.astype(dt)
     y = xp.where(valid, target, 0)
     logp = log_softmax(logits)                                          # (1)

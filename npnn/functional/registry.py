@@ -134,7 +134,7 @@ register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),
               peephole.peephole_lstm_forward, peephole.peephole_lstm_backward))
-register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("tau", "tau", ("H",)),),
+register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",)),),
               ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}))
 register(Cell("jordan", 1, ("y",),
               (Param("weight_ih", "W_ih", ("H", "D")), Param("weight_yh", "W_yh", ("H", "H")),

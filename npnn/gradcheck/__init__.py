@@ -24,10 +24,17 @@ gradients keyed like the inputs::
 
     def f(x, W):
         y, cache = linear_forward(x, W)
-        return y, lambda dy: dict(zip(("x", "W"), _grads(dy, cache)))
+
+        def vjp(dy):
+            dx, grads = linear_backward(dy, cache)
+            return {"x": dx, "W": grads["W"]}
+        return y, vjp
 
     report = check_gradients(f, {"x": x, "W": W})
     print(report)          # a table; report.passed is True or False
+
+Inputs are copied to C-ordered float64 arrays before they are perturbed, so any
+layout works (a transposed weight, a slice).
 
 ``python -m npnn.gradcheck`` checks every op of the library and prints the table.
 """
@@ -80,11 +87,11 @@ class GradCheckReport:
         return self
 
     def table(self):
-        rows = [("op", "tensor", "shape", "max rel error", "at", "result")]
+        rows = [("op", "tensor", "shape", "max rel error", "at", "analytic", "numeric", "result")]
         for t in self.tensors:
             rows.append((t.op, t.name, "x".join(map(str, t.shape)) or "()",
-                         f"{t.max_rel_error:.2e}", str(t.index),
-                         "pass" if t.passed else "FAIL"))
+                         f"{t.max_rel_error:.2e}", str(t.index), f"{t.analytic:.6g}",
+                         f"{t.numeric:.6g}", "pass" if t.passed else "FAIL"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -127,7 +134,10 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
     Returns:
         A ``GradCheckReport`` with one ``TensorCheck`` per checked tensor.
     """
-    inputs = {k: (v.astype(get_array_module(v).float64, copy=True)
+    # C-ordered float64 copies: the perturbations below go through a flat view, which
+    # only a C-contiguous array shares with itself (astype keeps an F-ordered layout)
+    inputs = {k: (get_array_module(v).array(v, dtype=get_array_module(v).float64, order="C",
+                                            copy=True)
                   if is_array(v) and v.dtype.kind == "f" else v)
               for k, v in inputs.items()}
     if wrt is None:
@@ -166,7 +176,8 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
 
 def _numeric_gradient(f, inputs, name, douts, eps):
     x = inputs[name]
-    flat = x.reshape(-1)            # a view: x is the float64 copy made above
+    flat = x.reshape(-1)            # a view: x is the C-ordered float64 copy made above
+    assert flat.base is x or flat.base is x.base, "the perturbed array must be a view"
     grad = np.empty(flat.size, dtype=np.float64)
     for i in range(flat.size):
         old = float(flat[i])

@@ -27,10 +27,11 @@ def _normal(rng, shape, backend, scale=0.5):
 
 def _recurrent_params(rng, cell, D, H, bias, backend):
     """The op's parameters of a registered cell, by argument name; time constants
-    (CTRNN's tau) drawn from [0.8, 3], which keeps them positive."""
+    (CTRNN's log_tau) drawn so that tau lies in [0.8, 3]."""
     params = {}
     for p, shape in CELLS[cell].param_shapes(D, H, bias):
-        params[p.arg] = (to_backend(rng.uniform(0.8, 3.0, size=shape), backend) if p.arg == "tau"
+        params[p.arg] = (to_backend(np.log(rng.uniform(0.8, 3.0, size=shape)), backend)
+                         if p.arg == "log_tau"
                          else _normal(rng, shape, backend))
     return params
 

@@ -8,8 +8,9 @@ rewound before every forward, so each evaluation draws the same masks.
 
 The protocol is the one every npnn layer follows: ``forward(*args)`` returns
 an array or a (nested) tuple of arrays, ``backward(*douts)`` takes gradients
-with the same structure and returns the argument gradients (one array, or a
-tuple mirroring ``args``).
+with the same structure and returns the argument gradients: one array, or a
+tuple mirroring forward's positional parameters (``(dx, dhx)`` for a recurrent
+layer, also when ``hx`` was not passed: the extra entries are ignored).
 """
 
 import numpy as np
@@ -91,8 +92,8 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
             module.zero_grad()
             structured = _rebuild((outputs,) if single else outputs, iter(douts))
             result = module.backward(*structured)
-            # one gradient (the first argument's) or a tuple mirroring args
-            arg_grads = result if isinstance(result, tuple) and len(args) > 1 else (result,)
+            # one gradient (the first argument's) or a tuple mirroring forward's parameters
+            arg_grads = result if isinstance(result, tuple) else (result,)
             grads = {}
             for a, g, n in zip(args, arg_grads, names):
                 grads.update(_pair(a, g, n))

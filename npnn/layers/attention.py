@@ -59,8 +59,8 @@ class DotAttention(_Attention):
         return c[:, 0] if single else c
 
     def backward(self, dc):
-        cache, single = self._pop()
-        dq, dK, dV = F.dot_attention_backward(dc[:, None, :] if single else dc, cache)
+        with self._consume() as (cache, single):
+            dq, dK, dV = F.dot_attention_backward(dc[:, None, :] if single else dc, cache)
         return (dq[:, 0] if single else dq), dK, dV
 
 
@@ -106,24 +106,24 @@ class AdditiveAttention(_Attention):
 
     def backward(self, dc):
         """dq, dK (dP after ``attend``), dV; the parameters' gradients accumulate."""
-        kind, cache, single = self._pop()
-        if kind == "project":
-            raise RuntimeError("AdditiveAttention.backward() reached the key projection: "
-                               "backpropagate it with project_backward()")
-        dc = dc[:, None, :] if single else dc
-        backward = (F.additive_attention_backward if kind == "full"
-                    else F.additive_attention_projected_backward)
-        dq, dK, dV, grads = backward(dc, cache)
+        with self._consume() as (kind, cache, single):
+            if kind == "project":
+                raise RuntimeError("AdditiveAttention.backward() reached the key projection: "
+                                   "backpropagate it with project_backward()")
+            dc = dc[:, None, :] if single else dc
+            backward = (F.additive_attention_backward if kind == "full"
+                        else F.additive_attention_projected_backward)
+            dq, dK, dV, grads = backward(dc, cache)
         for k, g in grads.items():
             self._accumulate(k, g)
         return (dq[:, 0] if single else dq), dK, dV
 
     def project_backward(self, dP):
         """dP (N, S, A), summed over every ``attend`` -> dK; adds to grads['W_k']."""
-        kind, cache, _ = self._pop()
-        if kind != "project":
-            raise RuntimeError("AdditiveAttention.project_backward() called while attention "
-                               "steps are still to be backpropagated")
-        dK, grads = F.linear_backward(dP, cache)
+        with self._consume() as (kind, cache, _):
+            if kind != "project":
+                raise RuntimeError("AdditiveAttention.project_backward() called while attention "
+                                   "steps are still to be backpropagated")
+            dK, grads = F.linear_backward(dP, cache)
         self._accumulate("W_k", grads["W"])
         return dK

@@ -4,38 +4,64 @@ A layer holds ``params`` and ``grads`` (dicts with the same keys, shapes and
 dtypes) and calls the pure functions of ``npnn.functional``. Each ``forward``
 pushes its cache on a stack and each ``backward`` pops the most recent one, so
 a layer applied several times (a decoder's cell, step by step) is
-backpropagated by calling ``backward`` in the reverse order. Gradients
-accumulate in ``grads`` until ``zero_grad()``, as PyTorch's ``.grad`` does.
+backpropagated by calling ``backward`` in the reverse order: last in, first
+out. Gradients accumulate in ``grads`` until ``zero_grad()``, as PyTorch's
+``.grad`` does.
 
-Inside ``with npnn.no_grad():`` no cache is kept (generation, evaluation).
+When a forward keeps its cache (the *grad mode*):
+
+* in training mode (``model.train()``, the default), always;
+* in evaluation mode (``model.eval()``), never: an evaluation loop that forgets
+  ``no_grad`` cannot grow memory (in PyTorch the graph dies with the outputs;
+  here the caches would live on in the layers). To backpropagate in eval mode,
+  run the forward inside ``with npnn.enable_grad():``;
+* inside ``with npnn.no_grad():`` (generation, evaluation), never.
+
+Both contexts are local to the thread (and asyncio task) that enters them, as
+PyTorch's grad mode is per thread.
 """
 
 import contextlib
+import contextvars
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
-from .._checks import check_choice
+from .._checks import check_choice, check_float
 from ..backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
 
-_GRAD_ENABLED = [True]
+#: None: the module's mode decides; False: no_grad(); True: enable_grad().
+_GRAD_MODE = contextvars.ContextVar("npnn_grad_mode", default=None)
 DTYPES = ("float32", "float64")
+#: A module that keeps this many caches (forwards never backpropagated) warns once.
+CACHE_WARNING = 1000
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Within this block, forward passes keep no cache (and cannot be backpropagated)."""
-    _GRAD_ENABLED.append(False)
+def _grad_mode(mode):
+    token = _GRAD_MODE.set(mode)
     try:
         yield
     finally:
-        _GRAD_ENABLED.pop()
+        _GRAD_MODE.reset(token)
+
+
+def no_grad():
+    """Within this block, forward passes keep no cache (and cannot be backpropagated)."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Within this block, forward passes keep their caches even in eval mode."""
+    return _grad_mode(True)
 
 
 def grad_enabled():
-    """True unless inside ``no_grad()``."""
-    return _GRAD_ENABLED[-1]
+    """False inside ``no_grad()``, True inside ``enable_grad()``, else None (the
+    module's training mode decides)."""
+    return _GRAD_MODE.get()
 
 
 def make_rng(seed):
@@ -53,6 +79,19 @@ def check_dtype(dtype):
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     check_choice("dtype", name, DTYPES)
     return np.dtype(name)
+
+
+def check_layer_dtype(name, a, dtype):
+    """An input must have the layer's dtype (no silent casts), with the way out named."""
+    if a.dtype != dtype:
+        hint = ""
+        if a.dtype.kind == "f":
+            hint = f"; convert it with {name}.astype(np.{dtype})"
+            if a.dtype.name in DTYPES:
+                hint += f" or build the layer with dtype='{a.dtype}'"
+        raise TypeError(f"expected {name} of dtype {dtype} (the layer's dtype), got {a.dtype}"
+                        + hint)
+    return a
 
 
 def check_positive_int(name, value):
@@ -75,6 +114,7 @@ class Module:
         object.__setattr__(self, "grads", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "_caches", [])
+        object.__setattr__(self, "_warned", False)
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -85,9 +125,27 @@ class Module:
         object.__setattr__(self, name, value)
 
     # -- parameters ---------------------------------------------------------
-    def _add_param(self, name, value):
+    def register_parameter(self, name, value):
+        """Add a parameter ``name`` (a NumPy or CuPy float array) and its zero gradient;
+        returns the array. Optimizers, ``state_dict`` and ``check_module`` see it."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"expected a parameter name without dots, got {name!r}")
+        xp = get_array_module(value)
+        if not hasattr(value, "dtype") or value.dtype.kind != "f":
+            raise TypeError(f"expected parameter {name} to be a floating-point array, "
+                            f"got {type(value).__name__}")
         self.params[name] = value
-        self.grads[name] = get_array_module(value).zeros_like(value)
+        self.grads[name] = xp.zeros_like(value)
+        return value
+
+    _add_param = register_parameter
+
+    def add_module(self, name, module):
+        """Register a submodule (as assigning it to an attribute does); returns it."""
+        if not isinstance(module, Module):
+            raise TypeError(f"expected an npnn Module, got {type(module).__name__}")
+        setattr(self, name, module)
+        return module
 
     def _accumulate(self, name, grad):
         self.grads[name] += grad
@@ -98,16 +156,17 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}{name}.")
 
-    def named_parameters(self):
+    def named_parameters(self, remove_duplicate=True):
         """Yield (dotted name, parameter, gradient) for every parameter of the tree.
 
         A parameter shared by two modules (tied weights share both the array
-        and its gradient) is yielded once, under its first name.
+        and its gradient) is yielded once, under its first name, unless
+        ``remove_duplicate`` is False (as PyTorch's ``named_parameters``).
         """
         seen = set()
         for prefix, module in self.named_modules():
             for name, p in module.params.items():
-                if id(p) not in seen:
+                if id(p) not in seen or not remove_duplicate:
                     seen.add(id(p))
                     yield prefix + name, p, module.grads[name]
 
@@ -134,22 +193,66 @@ class Module:
         """Evaluation mode (dropout off); returns self."""
         return self.train(False)
 
-    def _push(self, cache):
-        if grad_enabled():
-            self._caches.append(cache)
+    def keeps_caches(self):
+        """Whether a forward of this module now keeps its cache (see the module docstring)."""
+        mode = grad_enabled()
+        return self.training if mode is None else mode
 
-    def _pop(self):
+    def _push(self, cache):
+        if not self.keeps_caches():
+            return
+        self._caches.append(cache)
+        if len(self._caches) >= CACHE_WARNING and not self._warned:
+            object.__setattr__(self, "_warned", True)
+            warnings.warn(
+                f"{type(self).__name__} keeps {len(self._caches)} caches: forwards in training "
+                "mode that are never backpropagated hold memory until backward(); use "
+                "model.eval() or `with npnn.no_grad():` for forwards you will not "
+                "backpropagate (or call clear_caches())", RuntimeWarning, stacklevel=3)
+
+    def _peek(self):
+        """The most recent forward's cache, left in place (check, then ``_pop``)."""
         if not self._caches:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called without a matching forward(): "
-                "each backward consumes the cache of one earlier forward (run outside "
-                "npnn.no_grad()), most recent first")
+                "each backward consumes the cache of one earlier forward, most recent first "
+                "(last in, first out); a forward keeps none inside npnn.no_grad() or in eval "
+                "mode (model.eval()) - to backpropagate in eval mode, run the forward inside "
+                "`with npnn.enable_grad():`")
+        return self._caches[-1]
+
+    def _pop(self):
+        self._peek()
         return self._caches.pop()
+
+    @contextlib.contextmanager
+    def _consume(self):
+        """The most recent forward's cache, removed only when the block succeeds: a
+        backward rejected by its checks leaves it for a corrected retry."""
+        cache = self._peek()
+        yield cache
+        self._caches.pop()
+
+    def _check_grad(self, name, d, shape, dtype):
+        """A gradient for the most recent forward: a float array of ``dtype`` (when given)
+        and of ``shape``, else the error says which forward it was checked against."""
+        check_float(name, d, dtype)
+        if tuple(d.shape) != tuple(shape):
+            raise self._mismatch(name, d.shape, shape)
+        return d
+
+    def _mismatch(self, name, got, expected):
+        """A ValueError for a gradient that does not fit the most recent forward."""
+        return ValueError(
+            f"expected {name} of shape {tuple(expected)}, got {tuple(got)}: it does not fit "
+            f"the most recent forward of {type(self).__name__}, and each backward consumes "
+            "the most recent forward not yet backpropagated (last in, first out)")
 
     def clear_caches(self):
         """Drop every cache kept for backward in the whole tree."""
         for _, m in self.named_modules():
             m._caches.clear()
+            object.__setattr__(m, "_warned", False)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -182,36 +285,54 @@ class Module:
         return self
 
     def state_dict(self):
-        """Dict of dotted name -> copy of the parameter (on the module's backend)."""
-        return {name: p.copy() for name, p, _ in self.named_parameters()}
+        """Dict of dotted name -> copy of the parameter (on the module's backend).
+
+        A tied parameter appears under each of its names (``embedding.weight`` and
+        ``decoder.weight``), as in PyTorch, so state dicts move both ways."""
+        return {name: p.copy() for name, p, _ in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state, strict=True):
         """Copy parameters from ``state`` into this module, in place.
 
         Values may be NumPy or CuPy arrays, or anything convertible (lists,
         CPU torch tensors). Shapes must match; with ``strict`` the names must
-        match exactly, otherwise only the common names are loaded.
-        Returns (missing, unexpected) name lists.
+        match exactly, otherwise only the common names are loaded. A tied
+        parameter needs one of its names (PyTorch's state dicts have all of
+        them, npnn's older files one); where several are given they must be
+        equal. Returns (missing, unexpected) name lists.
         """
         if not hasattr(state, "keys"):
             raise TypeError(f"expected a dict of arrays, got {type(state).__name__}")
-        own = {name: p for name, p, _ in self.named_parameters()}
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
+        names = {}                                  # id(array) -> every name of that array
+        arrays = {}
+        for name, p, _ in self.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(name)
+            arrays[id(p)] = p
+        missing = [n for ns in names.values() if not any(k in state for k in ns) for n in ns]
+        unexpected = [k for k in state if not any(k in ns for ns in names.values())]
         if strict and (missing or unexpected):
             raise ValueError(
                 f"state dict does not match {type(self).__name__}: missing keys {missing}, "
                 f"unexpected keys {unexpected}")
         converted = {}
-        for k, p in own.items():
-            if k not in state:
-                continue
-            value = to_backend(state[k], backend_name(get_array_module(p)))
-            if tuple(value.shape) != tuple(p.shape):
-                raise ValueError(f"expected {k} of shape {tuple(p.shape)}, got {tuple(value.shape)}")
-            converted[k] = value
-        for k, value in converted.items():  # all checked before anything is written
-            own[k][...] = value.astype(own[k].dtype, copy=False)
+        for key, ns in names.items():
+            p = arrays[key]
+            given = [k for k in ns if k in state]
+            values = []
+            for k in given:
+                value = to_backend(state[k], backend_name(get_array_module(p)))
+                if tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(f"expected {k} of shape {tuple(p.shape)}, "
+                                     f"got {tuple(value.shape)}")
+                values.append(value)
+            for k, v in zip(given[1:], values[1:]):
+                if not bool(get_array_module(v).array_equal(v, values[0])):
+                    raise ValueError(f"the tied parameters {given[0]} and {k} (one array in "
+                                     f"{type(self).__name__}) differ in this state dict")
+            if values:
+                converted[key] = values[0]
+        for key, value in converted.items():    # all checked before anything is written
+            arrays[key][...] = value.astype(arrays[key].dtype, copy=False)
         return missing, unexpected
 
     def save(self, path):

@@ -37,8 +37,13 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        """dy (..., out) -> dx (..., in); adds to grads['weight'], grads['bias']."""
-        dx, grads = F.linear_backward(dy, self._pop())
+        """dy (..., out) -> dx (..., in); adds to grads['weight'], grads['bias'].
+
+        Consumes the most recent forward not yet backpropagated (last in, first out)."""
+        with self._consume() as cache:
+            self._check_grad("dy", dy, tuple(cache.x.shape[:-1]) + (self.out_features,),
+                             cache.x.dtype)
+            dx, grads = F.linear_backward(dy, cache)
         self._accumulate("weight", grads["W"])
         if "b" in grads:
             self._accumulate("bias", grads["b"])
@@ -75,7 +80,11 @@ class Embedding(Module):
 
     def backward(self, dy):
         """dy (..., embedding_dim) -> None (indices have no gradient); adds to grads['weight']."""
-        self._accumulate("weight", F.embedding_backward(dy, self._pop())["W"])
+        with self._consume() as cache:
+            self._check_grad("dy", dy, tuple(cache.idx.shape) + (self.embedding_dim,),
+                             self.dtype)
+            grads = F.embedding_backward(dy, cache)
+        self._accumulate("weight", grads["W"])
         return None
 
 
@@ -93,11 +102,12 @@ class Dropout(Module):
 
     def forward(self, x):
         mask = dropout_mask(self.rng, x.shape, self.p, x) if self.training and self.p else None
-        self._push(mask)
+        self._push((tuple(x.shape), mask))
         return x if mask is None else x * mask
 
     def backward(self, dy):
-        mask = self._pop()
+        with self._consume() as (shape, mask):
+            self._check_grad("dy", dy, shape, None)
         return dy if mask is None else dy * mask
 
 
@@ -122,7 +132,8 @@ class SoftmaxCrossEntropy(Module):
 
     def backward(self, dloss=None):
         """-> dlogits; ``dloss`` None means 1."""
-        return F.softmax_cross_entropy_backward(dloss, self._pop())
+        with self._consume() as cache:
+            return F.softmax_cross_entropy_backward(dloss, cache)
 
 
 class MSELoss(Module):
@@ -138,7 +149,8 @@ class MSELoss(Module):
         return loss
 
     def backward(self, dloss=None):
-        return F.mse_loss_backward(dloss, self._pop())
+        with self._consume() as cache:
+            return F.mse_loss_backward(dloss, cache)
 
 
 class Sequential(Module):

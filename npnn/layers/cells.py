@@ -13,7 +13,7 @@ import math
 from .._checks import check_choice, check_float, check_same_backend, check_shape
 from ..functional import rnn as rnn_ops
 from ..functional.registry import from_states, get_cell
-from .base import Module, check_dtype, check_positive_int, make_rng
+from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
 from .recurrent import _check_bool
 
 
@@ -44,8 +44,7 @@ class _Cell(Module):
 
     def _check_x(self, x):
         check_float("x", x)
-        if x.dtype != self.dtype:
-            raise TypeError(f"expected x of dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        check_layer_dtype("x", x, self.dtype)
         check_same_backend(x=x, weights=self.params["weight_ih"])
         D = self.input_size
         if x.ndim not in (1, 2) or x.shape[-1] != D:
@@ -61,6 +60,16 @@ class _Cell(Module):
             return check_shape(name, s, (N, H))
         check_shape(name, s, (H,))
         return s[None]
+
+    def _check_grad(self, name, g, N, batched):
+        """A state's gradient, checked against the most recent forward (see _Cell.backward)."""
+        if g is None:
+            return None
+        check_float(name, g, self.dtype)
+        expected = (N, self.hidden_size) if batched else (self.hidden_size,)
+        if tuple(g.shape) != expected:
+            raise self._mismatch(name, g.shape, expected)
+        return g if batched else g[None]
 
     def _split(self, name, states, N, batched):
         """An array (one state), a tuple (several), or None -> tuple of checked (N, H) or None."""
@@ -86,16 +95,19 @@ class _Cell(Module):
 
     def backward(self, dh, *d_other):
         """The gradients of the new state(s) (``dh``; for LSTMCell also ``dc``, either may
-        be None) -> dx (like x), the gradient(s) of hx (an array, or a tuple for several)."""
-        cache, batched = self._pop()
-        N = cache.x.shape[1]
+        be None) -> dx (like x), the gradient(s) of hx (an array, or a tuple for several).
+
+        Each backward consumes the most recent forward not yet backpropagated (last in,
+        first out): step forward t = 1..T, then backward t = T..1."""
         names = ["d" + s for s in self.spec.states]
         given = (dh,) + d_other
         if len(given) > len(names):
             raise TypeError(f"{type(self).__name__}.backward takes the gradients of "
                             f"{', '.join(self.spec.states)}: {len(names)}, got {len(given)}")
         given += (None,) * (len(names) - len(given))
-        d = tuple(self._check_state(n, g, N, batched) for n, g in zip(names, given))
+        with self._consume() as (cache, batched):
+            N = cache.x.shape[1]
+            d = tuple(self._check_grad(n, g, N, batched) for n, g in zip(names, given))
         dx, dprev, grads = self.spec.step_backward(d, cache)
         for p, _ in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias):
             self._accumulate(p.name, grads[p.arg])

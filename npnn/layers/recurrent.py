@@ -20,6 +20,7 @@ and back moves weights unchanged.
 """
 
 import math
+import warnings
 from typing import Any, List, NamedTuple, Optional
 
 import numpy as np
@@ -28,7 +29,7 @@ from .. import functional as F
 from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
 from ..functional.registry import from_states, get_cell
 from ..backend import backend_name, get_array_module, is_array, to_backend
-from .base import Module, check_dtype, check_positive_int, make_rng
+from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
 
 
 class _StackCache(NamedTuple):
@@ -95,6 +96,10 @@ class Recurrent(Module):
         self.bias = _check_bool("bias", bias)
         self.batch_first = _check_bool("batch_first", batch_first)
         self.dropout = check_dropout(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={self.dropout} and num_layers=1", UserWarning, stacklevel=3)
         self.bidirectional = _check_bool("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         self.rng = make_rng(seed)
@@ -157,12 +162,15 @@ class Recurrent(Module):
         """-> time-major (T, N, D) input and whether the input was batched."""
         check_float("x", x)
         D = self.input_size
-        if x.dtype != self.dtype:
-            raise TypeError(f"expected x of dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        check_layer_dtype("x", x, self.dtype)
         check_same_backend(x=x, weights=self.params["weight_ih_l0"])
-        if x.ndim not in (2, 3) or x.shape[-1] != D or 0 in x.shape:
+        if x.ndim not in (2, 3) or x.shape[-1] != D:
             raise ValueError(f"expected x of shape {self._layout().format(D=D)} or (T, {D}), "
                              f"got {tuple(x.shape)}")
+        if 0 in x.shape:
+            raise ValueError(f"expected x with at least one time step (T >= 1) and one sequence, "
+                             f"got shape {tuple(x.shape)} for the layout "
+                             f"{self._layout().format(D=D)}")
         if x.ndim == 2:
             return x[:, None, :], False
         return (x.transpose(1, 0, 2) if self.batch_first else x), True
@@ -210,6 +218,24 @@ class Recurrent(Module):
         t = xp.arange(T)[:, None]
         rev = xp.where(t < arr[None, :], arr[None, :] - 1 - t, t)        # (T, N)
         return mask, rev
+
+    def _check_backward(self, c, d_out, d_hn):
+        """The gradients of a backward, checked against the forward of cache ``c`` ->
+        time-major d_out (T, N, dirs*H) and the list of final-state gradients."""
+        H, dirs = self.hidden_size, self.num_directions
+        xp = get_array_module(c.caches[0].x)
+        shape = (c.T, c.N, dirs * H)
+        if d_out is None:
+            d_layer = xp.zeros(shape, dtype=self.dtype)
+        else:
+            check_float("d_out", d_out, self.dtype)
+            expected = ((c.T, dirs * H) if not c.batched else
+                        (c.N, c.T, dirs * H) if self.batch_first else shape)
+            if tuple(d_out.shape) != expected:
+                raise self._mismatch("d_out", d_out.shape, expected)
+            d_layer = (d_out[:, None, :] if not c.batched else
+                       d_out.transpose(1, 0, 2) if self.batch_first else d_out)
+        return d_layer, self._split_states("d_hn", d_hn, c.N, c.batched)
 
     @staticmethod
     def _reverse(a, rev):
@@ -277,33 +303,25 @@ class Recurrent(Module):
         """Backpropagation through time, through every layer and direction.
 
         Args:
-            d_out: gradient of ``out`` (same shape), or None.
+            d_out: gradient of ``out`` (same shape), or None when the outputs do
+                not reach the loss (training from ``h_n`` alone).
             d_hn: gradient of ``h_n`` (for cells with several states a tuple,
                 (d_hn, d_cn) for LSTM, any of them may be None), or None.
 
         Returns:
             dx (shaped like x) and dhx (shaped like hx; a tuple for several states).
             Parameter gradients are added to ``self.grads``.
+
+        Each backward consumes the most recent forward not yet backpropagated
+        (last in, first out): after ``out_a = layer(a)``, ``out_b = layer(b)``, the
+        first backward is b's. Gradients that cannot belong to that forward (another
+        shape, dtype or batch) are refused, and the forward stays for a corrected
+        call; gradients of the same shape for another forward cannot be told apart.
         """
-        c = self._pop()
+        with self._consume() as c:
+            d_layer, d_final = self._check_backward(c, d_out, d_hn)
         H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
-        x_cache = c.caches[0].x
-        xp = get_array_module(x_cache)
-        shape = (c.T, c.N, dirs * H)
-        if d_out is None:
-            d_layer = xp.zeros(shape, dtype=self.dtype)
-        else:
-            check_float("d_out", d_out, self.dtype)
-            if not c.batched:
-                check_shape("d_out", d_out, (c.T, dirs * H))
-                d_layer = d_out[:, None, :]
-            elif self.batch_first:
-                check_shape("d_out", d_out, (c.N, c.T, dirs * H))
-                d_layer = d_out.transpose(1, 0, 2)
-            else:
-                check_shape("d_out", d_out, shape)
-                d_layer = d_out
-        d_final = self._split_states("d_hn", d_hn, c.N, c.batched)
+        xp = get_array_module(d_layer)
         d_init = [xp.empty((L * dirs, c.N, H), dtype=self.dtype) for _ in range(self.n_states)]
         for layer in range(L - 1, -1, -1):
             if c.drops[layer] is not None:
@@ -383,8 +401,10 @@ class CTRNN(Recurrent):
     """Continuous-time RNN (``functional/ctrnn.py``): h += dt/tau * (-h + tanh(...)).
 
     ``npnn.CTRNN(input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
-    ...)``; with ``learn_tau`` the time constants are a parameter ``tau_l0`` (H,)
-    initialised to ``tau``, otherwise they stay fixed at ``tau``."""
+    ...)``; with ``learn_tau`` the time constants are learnt through their logarithms,
+    a parameter ``log_tau_l0`` (H,) initialised to log(``tau``), so that tau =
+    exp(log_tau) stays positive after any optimizer step; otherwise they stay fixed
+    at ``tau``."""
     cell = "ctrnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
@@ -402,17 +422,18 @@ class CTRNN(Recurrent):
 
     def _param_shapes(self, d_in):
         shapes = super()._param_shapes(d_in)
-        return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "tau"]
+        return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "log_tau"]
 
     def _init_param(self, name, shape):
-        if name == "tau":
-            return np.full(shape, self.tau, dtype=self.dtype)
+        if name == "log_tau":
+            return np.full(shape, math.log(self.tau), dtype=self.dtype)
         return super()._init_param(name, shape)
 
     def _op_options(self, xp):
         if self.learn_tau:
             return self.options
-        return {**self.options, "tau": xp.full(self.hidden_size, self.tau, dtype=self.dtype)}
+        return {**self.options,
+                "log_tau": xp.full(self.hidden_size, math.log(self.tau), dtype=self.dtype)}
 
 
 class JordanRNN(Recurrent):

@@ -111,6 +111,23 @@ class RNNLM(Module):
             return [self.vocab[t] for t in tokens]
         return [int(t) for t in prefix]
 
+    def _end_id(self, end_token):
+        """``end_token`` as an id: a token of the vocabulary (a string), an id, or None."""
+        if end_token is None:
+            return None
+        if isinstance(end_token, str):
+            if self.vocab is None:
+                raise ValueError("this model has no vocabulary: pass end_token as a token id")
+            if end_token not in self.vocab.token_to_idx:
+                raise ValueError(f"expected end_token to be a token of the vocabulary, got "
+                                 f"{end_token!r}, which is not in the vocabulary")
+            return self.vocab.token_to_idx[end_token]
+        if isinstance(end_token, bool) or not isinstance(end_token, (int, np.integer)) or \
+                not 0 <= end_token < self.vocab_size:
+            raise ValueError(f"expected end_token to be a token or an id in [0, "
+                             f"{self.vocab_size}), got {end_token!r}")
+        return int(end_token)
+
     def _decode(self, ids):
         if self.vocab is None:
             return list(ids)
@@ -129,7 +146,8 @@ class RNNLM(Module):
           beam:   keep the ``beam_width`` best partial sequences by summed log
                   probability; a sequence ends at ``end_token`` (if given) and
                   the winner maximises log P / length ** length_penalty.
-        ``prefix`` is text (with a vocabulary) or a list of token ids.
+        ``prefix`` is text (with a vocabulary) or a list of token ids; ``end_token``
+        (every strategy stops there) a token of the vocabulary, such as "\\n", or an id.
         """
         check_choice("strategy", strategy, STRATEGIES)
         ids = self._encode(prefix)
@@ -139,9 +157,7 @@ class RNNLM(Module):
             raise ValueError(f"expected n to be a non-negative integer, got {n!r}")
         if temperature <= 0:
             raise ValueError(f"expected temperature > 0, got {temperature!r}")
-        end = self._encode([end_token] if isinstance(end_token, str) else
-                           ([] if end_token is None else [end_token]))
-        end = end[0] if end else None
+        end = self._end_id(end_token)
         was_training = self.training
         self.eval()
         try:

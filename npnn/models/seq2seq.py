@@ -163,8 +163,10 @@ class Seq2Seq(Module):
 
     def backward(self, dlogits):
         """dlogits (N, T, V) -> None; every parameter's gradient accumulates."""
+        with self._consume() as (state0, T, E, enc_shape, keys_shape):
+            self._check_grad("dlogits", dlogits, (enc_shape[0], T, self.tgt_vocab),
+                             self.dtype)
         xp = get_array_module(dlogits)
-        state0, T, E, enc_shape, keys_shape = self._pop()
         d_dec = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))   # (T, N, H)
         d_enc_out = xp.zeros(enc_shape, dtype=d_dec.dtype)                   # (N, S, dirs*H)
         d_enc_state = None

@@ -92,8 +92,8 @@ class SequenceClassifier(Module):
         return self.head(pooled)
 
     def backward(self, dlogits):
-        h_n, shape, lengths = self._pop()
-        d_pooled = self.head.backward(dlogits)
+        with self._consume() as (h_n, shape, lengths):
+            d_pooled = self.head.backward(dlogits)
         xp = get_array_module(d_pooled)
         T, N, _ = shape
         if self.pooling == "last":
@@ -178,9 +178,9 @@ class ConditionalDecoder(Module):
         return self.out(out).transpose(1, 0, 2)
 
     def backward(self, dlogits):
-        h0 = self._pop()
         xp = get_array_module(dlogits)
-        d_out = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
+        with self._consume() as h0:
+            d_out = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
         dx, d_state = self.rnn.backward(d_out)
         E = self.embedding.embedding_dim
         self.embedding.backward(dx[:, :, :E] if self.scheme == "input" else dx)
