@@ -27,7 +27,8 @@ What a decoder, a sampler or a hand-written loop does: one time step at a time.
   forced): below 1 the reference is faster. ``accel.MIN_STEPS`` and
   ``accel.MIN_ROWS`` are read off this table.
 
-Times are medians of blocks ordered a b c c b a (see bench_rnn.median_ms).
+Times are medians of blocks ordered a b c c b a (see bench_rnn.median_ms), about
+``BUDGET_S`` seconds of each.
 """
 
 import argparse
@@ -48,6 +49,9 @@ from npnn.models import RNNLM, Seq2Seq  # noqa: E402
 from bench_rnn import machine, median_ms, write_section  # noqa: E402
 
 STEPS = 20
+#: Seconds of timed calls per function and case (more than bench_rnn's 1 s: steps are
+#: short, and a 2-core machine's drift swung 20-step loops by 30% at 1 s).
+BUDGET_S = 3.0
 SIZES = ((1, 512), (32, 256))
 CELLS = ("rnn", "lstm", "gru")
 
@@ -353,9 +357,9 @@ def main(argv=None):
         for N, H in SIZES:
             c = CellCase(cell, N, H, torch)
             fns = [c.npnn_forward, c.textbook_forward] + ([c.torch_forward] if torch else [])
-            f = [ms * 1e3 / STEPS for ms in median_ms(fns, args.repeat)]
+            f = [ms * 1e3 / STEPS for ms in median_ms(fns, args.repeat, budget_s=BUDGET_S)]
             fns = [c.npnn_both, c.textbook_both] + ([c.torch_both] if torch else [])
-            b = [ms * 1e3 / STEPS for ms in median_ms(fns, args.repeat)]
+            b = [ms * 1e3 / STEPS for ms in median_ms(fns, args.repeat, budget_s=BUDGET_S)]
             tf, tb = (f[2], b[2]) if torch else (float("nan"),) * 2
             rows.append(f"| {cell} | {N}, {H} | {f[0]:.1f} | {f[1]:.1f} | {tf:.1f} | {b[0]:.1f} | "
                         f"{b[1]:.1f} | {tb:.1f} | {f[0] / f[1]:.2f}, {b[0] / b[1]:.2f} | "
@@ -365,7 +369,7 @@ def main(argv=None):
              "|---|---|---|---|---|"]
     ours, theirs, n = lm_case(torch)
     same = "" if theirs is None else ("yes" if ours() == theirs() else "no")
-    ms = median_ms([ours] + ([theirs] if theirs else []), args.repeat)
+    ms = median_ms([ours] + ([theirs] if theirs else []), args.repeat, budget_s=BUDGET_S)
     peer = f"{n / ms[1] * 1e3:.0f}" if theirs else "-"
     ratio = f"{ms[0] / ms[1]:.2f}" if theirs else "-"
     rows.append(f"| RNNLM.generate, greedy (chars) | {n / ms[0] * 1e3:.0f} | {peer} | {ratio} | "
@@ -378,7 +382,7 @@ def main(argv=None):
             mine = ours()
             same = "yes" if all(list(r[:len(m)]) == m for r, m in zip(theirs().tolist(), mine)) \
                 else "no"
-        ms = median_ms([ours] + ([theirs] if theirs else []), args.repeat)
+        ms = median_ms([ours] + ([theirs] if theirs else []), args.repeat, budget_s=BUDGET_S)
         peer = f"{n / ms[1] * 1e3:.0f}" if theirs else "-"
         ratio = f"{ms[0] / ms[1]:.2f}" if theirs else "-"
         rows.append(f"| Seq2Seq.greedy_decode, batch {batch} (sequences) | {n / ms[0] * 1e3:.0f} "

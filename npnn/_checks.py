@@ -8,7 +8,7 @@ the argument, what was expected and what came, e.g.::
 
 import numpy as np
 
-from .backend import get_array_module, is_array
+from .backend import cupy_module, get_array_module, is_array
 
 
 def _fmt_shape(expected, symbols):
@@ -46,14 +46,19 @@ def check_shape(name, a, expected, symbols=None):
     ``expected x of shape (T, N, 8), got (5, 3, 7)``.
     """
     shape = tuple(a.shape)
-    if len(shape) != len(expected) or any(
-            e is not None and e != s for e, s in zip(expected, shape)):
-        raise ValueError(f"expected {name} of shape {_fmt_shape(expected, symbols)}, got {shape}")
-    return a
+    if len(shape) == len(expected):
+        for e, s in zip(expected, shape):      # a plain loop: this runs on every op call
+            if e is not None and e != s:
+                break
+        else:
+            return a
+    raise ValueError(f"expected {name} of shape {_fmt_shape(expected, symbols)}, got {shape}")
 
 
 def check_same_backend(**arrays):
     """All non-None arrays must live on the same backend (all NumPy or all CuPy)."""
+    if cupy_module() is None:                  # one backend only
+        return
     present = {k: v for k, v in arrays.items() if v is not None}
     modules = {k: get_array_module(v) for k, v in present.items()}
     if len(set(modules.values())) > 1:

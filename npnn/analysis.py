@@ -119,7 +119,7 @@ def _run_steps(layer, x):
     states = tuple(np.zeros((N, H), dtype=x.dtype) for _ in spec.states)
     caches = []
     for t in range(x.shape[0]):
-        states, cache = spec.step(x[t], states, W, **options)
+        states, cache = spec.run_step(x[t], states, W, **options)
         caches.append(cache)
     return caches, states
 
@@ -140,7 +140,7 @@ def gradient_norms(cell, layer, x, d_last=None):
     d = (dh,) + tuple(np.zeros_like(dh) for _ in final[1:])
     norms = [float(np.linalg.norm(d[0], axis=1).mean())]
     for cache in reversed(caches):
-        _, d, _ = spec.step_backward(d, cache)
+        _, d, _ = spec.run_step_backward(d, cache)
         norms.append(float(np.linalg.norm(d[0], axis=1).mean()))
     return np.array(norms[::-1])                     # index t: ||dL/dh_t||
 
@@ -161,11 +161,12 @@ def step_jacobians(cell, layer, x):
         # the same step for S copies of the state, backpropagating the rows of I:
         # row k of the result is d state_t[k] / d state_{t-1}, i.e. row k of J_t
         xs = np.repeat(x1[t], S, axis=0)
-        _, cache = spec.step(xs, tuple(np.repeat(s, S, axis=0) for s in states), W, **options)
+        copies = tuple(np.repeat(s, S, axis=0) for s in states)
+        _, cache = spec.run_step(xs, copies, W, **options)
         rows = tuple(eye[:, k * H:(k + 1) * H] for k in range(spec.n_states))
-        _, d_prev, _ = spec.step_backward(rows, cache)
+        _, d_prev, _ = spec.run_step_backward(rows, cache)
         J = np.concatenate(d_prev, axis=1)
-        states, _ = spec.step(x1[t], states, W, **options)
+        states, _ = spec.run_step(x1[t], states, W, **options)
         out.append(np.linalg.svd(J.astype(np.float64), compute_uv=False))
     return np.array(out)
 

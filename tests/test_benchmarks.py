@@ -74,7 +74,8 @@ def test_bench_steps_runs(monkeypatch, capsys, torch_peer):
         pytest.importorskip("torch")
     module = _load("bench_steps", monkeypatch)
     median_ms = module.median_ms
-    monkeypatch.setattr(module, "median_ms", lambda fns, repeat: median_ms(fns, 1, budget_s=0.0))
+    monkeypatch.setattr(module, "median_ms",
+                        lambda fns, repeat, budget_s: median_ms(fns, 1, budget_s=0.0))
     monkeypatch.setattr(module, "STEPS", 2)
     monkeypatch.setattr(module, "SIZES", ((1, 8), (3, 4)))
     monkeypatch.setattr(module, "lm_case", functools.partial(module.lm_case, n=5))

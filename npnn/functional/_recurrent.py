@@ -59,14 +59,8 @@ def check_mask(mask, T, N):
         check_shape("mask", mask, (T, N), "TN")
 
 
-def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
-    """Validate a gated cell's sequence arguments; return ``(xp, T, N, D, H)``.
-
-    ``gates`` is G (1 RNN, 4 LSTM, 3 GRU); ``states`` maps names such as
-    ``'h0'`` to initial states of shape (N, H) or None.
-    """
-    check_float("x", x)
-    dtype = x.dtype
+def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype):
+    """A gated cell's parameters (G = ``gates`` blocks of H rows); returns (D, H)."""
     check_float("W_hh", W_hh, dtype)
     check_float("W_ih", W_ih, dtype)
     if W_hh.ndim != 2:
@@ -77,9 +71,20 @@ def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
         check_shape("W_ih", W_ih, (gates * H, None), ("G*H", "D"))
     D = W_ih.shape[1]
     check_shape("W_ih", W_ih, (gates * H, D))
-    T, N = check_sequence_input(x, D)
-    check_states(states, N, H, dtype)
     check_bias_pair(("b_ih", "b_hh"), (b_ih, b_hh), ((gates * H,), (gates * H,)), dtype)
+    return D, H
+
+
+def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
+    """Validate a gated cell's sequence arguments; return ``(xp, T, N, D, H)``.
+
+    ``gates`` is G (1 RNN, 4 LSTM, 3 GRU); ``states`` maps names such as
+    ``'h0'`` to initial states of shape (N, H) or None.
+    """
+    check_float("x", x)
+    D, H = check_weights(gates, W_ih, W_hh, b_ih, b_hh, x.dtype)
+    T, N = check_sequence_input(x, D)
+    check_states(states, N, H, x.dtype)
     check_mask(mask, T, N)
     check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, mask=mask, **states)
     return get_array_module(x), T, N, D, H
@@ -91,6 +96,18 @@ def check_step_input(x):
     if x.ndim != 2:
         check_shape("x", x, (None, None), "ND")
     return x
+
+
+def check_step_args(gates, x, states, W_ih, W_hh, b_ih, b_hh):
+    """Validate a gated cell's one-step arguments: x (N, D), states (N, H) or None;
+    return ``(xp, N, D, H)``."""
+    check_step_input(x)
+    D, H = check_weights(gates, W_ih, W_hh, b_ih, b_hh, x.dtype)
+    check_shape("x", x, (None, D), "ND")
+    N = x.shape[0]
+    check_states(states, N, H, x.dtype)
+    check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, **states)
+    return get_array_module(x), N, D, H
 
 
 def output_grads(x, m, S, dout, finals, copy=False):
@@ -106,19 +123,27 @@ def output_grads(x, m, S, dout, finals, copy=False):
     """
     xp = get_array_module(x)
     T, N = x.shape[:2]
-    starts = []
-    for name, d in finals.items():
-        if d is None:
-            starts.append(xp.zeros((N, S), dtype=x.dtype))
-        else:
-            check_float(name, d, x.dtype)
-            check_shape(name, d, (N, S))
-            starts.append(d.copy() if copy else d)
+    starts = state_grads(x, N, S, finals, copy)
     if dout is not None:
         check_float("dout", dout, x.dtype)
         check_shape("dout", dout, (T, N, S))
         dout = valid_only(xp, dout, m)
     return xp, dout, starts
+
+
+def state_grads(x, N, S, grads, copy=False):
+    """The gradients of states (a dict name -> (N, S) array or None), checked against
+    x's dtype; None comes back as zeros, the others as copies with ``copy``."""
+    xp = get_array_module(x)
+    out = []
+    for name, d in grads.items():
+        if d is None:
+            out.append(xp.zeros((N, S), dtype=x.dtype))
+        else:
+            check_float(name, d, x.dtype)
+            check_shape(name, d, (N, S))
+            out.append(d.copy() if copy else d)
+    return out
 
 
 def length_mask(lengths, T):
@@ -155,9 +180,10 @@ def step_mask(mask):
 
 
 def input_half(x, W_ih, b_ih=None):
-    """x_t W_ih^T + b_ih for every step at once: one (T*N, D) x (D, G*H) product."""
-    T, N, D = x.shape
-    xw = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, W_ih.shape[0])
+    """x_t W_ih^T + b_ih for every step at once: x (T, N, D) (or one step's (N, D))
+    -> (T, N, G*H), one (T*N, D) x (D, G*H) product."""
+    D = x.shape[-1]
+    xw = (x.reshape(-1, D) @ W_ih.T).reshape(x.shape[:-1] + (W_ih.shape[0],))
     return xw if b_ih is None else xw + b_ih
 
 
@@ -187,20 +213,19 @@ def input_and_weight_grads(dxw, dhw, x, h_prev, W_ih, has_bias, m=None):
     dxw, dhw: (T, N, G*H) gradients of the input half x W_ih^T + b_ih and of
     the recurrent half h_{t-1} W_hh^T + b_hh (the same array for RNN and LSTM,
     where both halves enter one sum); x (T, N, D); h_prev (T, N, H) the states
-    each step read. Padded rows of dxw, dhw are zero; ``m`` also keeps
-    whatever the padding of x holds out of dW_ih.
+    each step read (or, for one step, (N, .) arrays). Padded rows of dxw, dhw
+    are zero; ``m`` also keeps whatever the padding of x holds out of dW_ih.
 
-    Returns dx (T, N, D) and {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases).
+    Returns dx (shaped like x) and {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases).
     """
     xp = get_array_module(x)
-    T, N, D = x.shape
-    GH, H = dxw.shape[-1], h_prev.shape[-1]
-    dxw2, dhw2 = dxw.reshape(T * N, GH), dhw.reshape(T * N, GH)     # (T*N, G*H)
-    dx = (dxw2 @ W_ih).reshape(T, N, D)
-    x2 = valid_only(xp, x, m).reshape(T * N, D)
+    D, GH, H = x.shape[-1], dxw.shape[-1], h_prev.shape[-1]
+    dxw2, dhw2 = dxw.reshape(-1, GH), dhw.reshape(-1, GH)           # (T*N, G*H)
+    dx = (dxw2 @ W_ih).reshape(x.shape)
+    x2 = valid_only(xp, x, m).reshape(-1, D)
     # dot, not @: for a single row (T * N = 1, a step taken by hand) NumPy's matmul
     # forms the outer product without BLAS, 4-7 times slower than dot
-    grads = {"W_ih": xp.dot(dxw2.T, x2), "W_hh": xp.dot(dhw2.T, h_prev.reshape(T * N, H))}
+    grads = {"W_ih": xp.dot(dxw2.T, x2), "W_hh": xp.dot(dhw2.T, h_prev.reshape(-1, H))}
     if has_bias:
         grads["b_ih"] = dxw2.sum(axis=0)
         grads["b_hh"] = dhw2.sum(axis=0)

@@ -45,9 +45,10 @@ from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
 from . import accel
-from ._recurrent import (check_sequence_args, check_step_input, initial_state,
+from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, split_gates, step_mask, valid_only)
+                         output_grads, pass_padded, split_gates, state_grads, step_mask,
+                         valid_only)
 from .activations import sigmoid, tanh
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
@@ -165,16 +166,31 @@ def gru_backward(dout, dh_n, cache):
     return dx, dh, grads
 
 
-def gru_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
-    """One GRU step: x (N, D), h (N, H) or None -> h_next (N, H), cache.
+class GRUStepCache(NamedTuple):
+    """What the backward of one step needs."""
+    x: Any              # (N, D)
+    h_prev: Any         # (N, H)
+    r: Any              # (N, H)
+    z: Any              # (N, H)
+    n: Any              # (N, H)
+    gh_n: Any           # (N, H)
+    W_ih: Any
+    W_hh: Any
+    has_bias: bool
 
-    Equations (1)-(5); the cache is that of a one-step sequence.
-    """
-    _, h_next, cache = gru_forward(check_step_input(x)[None], h, W_ih, W_hh, b_ih, b_hh)
-    return h_next, cache
+
+def gru_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
+    """One GRU step, (1)-(5): x (N, D), h (N, H) or None -> h_next (N, H), cache."""
+    xp, N, D, H = check_step_args(3, x, {"h": h}, W_ih, W_hh, b_ih, b_hh)
+    h = initial_state(xp, h, N, H, x.dtype)
+    h_next, saved = gru_cell(input_half(x, W_ih, b_ih), h, W_hh, b_hh)
+    return h_next, GRUStepCache(x, h, *saved, W_ih, W_hh, b_ih is not None)
 
 
 def gru_step_backward(dh_next, cache):
-    """Backward of one step -> dx (N, D), dh (N, H), grads."""
-    dx, dh, grads = gru_backward(None, dh_next, cache)
-    return dx[0], dh, grads
+    """Backward of one step, (8)-(15): dh_next (N, H) or None -> dx (N, D), dh (N, H), grads."""
+    x, h, r, z, n, gh_n, W_ih, W_hh, has_bias = cache
+    dh, = state_grads(x, *h.shape, {"dh_next": dh_next})
+    dgi, dgh, dh_prev = gru_cell_backward(dh, h, r, z, n, gh_n, W_hh)          # (8)-(13)
+    dx, grads = input_and_weight_grads(dgi, dgh, x, h, W_ih, has_bias)         # (14), (15)
+    return dx, dh_prev, grads

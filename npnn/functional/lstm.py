@@ -45,9 +45,10 @@ from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
 from . import accel
-from ._recurrent import (check_sequence_args, check_step_input, initial_state,
+from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, split_gates, step_mask, valid_only)
+                         output_grads, pass_padded, split_gates, state_grads, step_mask,
+                         valid_only)
 from .activations import sigmoid, tanh
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
@@ -167,17 +168,35 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     return dx, dh, dc, grads
 
 
-def lstm_step_forward(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
-    """One LSTM step: x (N, D), h, c (N, H) or None -> h_next, c_next (N, H), cache.
+class LSTMStepCache(NamedTuple):
+    """What the backward of one step needs."""
+    x: Any              # (N, D)
+    h_prev: Any         # (N, H)
+    c_prev: Any         # (N, H)
+    i: Any              # (N, H) each: the gates
+    f: Any
+    g: Any
+    o: Any
+    tanh_c: Any         # (N, H)
+    W_ih: Any
+    W_hh: Any
+    has_bias: bool
 
-    Equations (1)-(4); the cache is that of a one-step sequence.
-    """
-    _, h_next, c_next, cache = lstm_forward(check_step_input(x)[None], h, c,
-                                            W_ih, W_hh, b_ih, b_hh)
-    return h_next, c_next, cache
+
+def lstm_step_forward(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
+    """One LSTM step, (1)-(4): x (N, D), h, c (N, H) or None -> h_next, c_next (N, H), cache."""
+    xp, N, D, H = check_step_args(4, x, {"h": h, "c": c}, W_ih, W_hh, b_ih, b_hh)
+    h = initial_state(xp, h, N, H, x.dtype)
+    c = initial_state(xp, c, N, H, x.dtype)
+    h_next, c_next, saved = lstm_cell(input_half(x, W_ih, b_ih), h, c, W_hh, b_hh)
+    return h_next, c_next, LSTMStepCache(x, h, c, *saved, W_ih, W_hh, b_ih is not None)
 
 
 def lstm_step_backward(dh_next, dc_next, cache):
-    """Backward of one step -> dx (N, D), dh (N, H), dc (N, H), grads."""
-    dx, dh, dc, grads = lstm_backward(None, dh_next, dc_next, cache)
-    return dx[0], dh, dc, grads
+    """Backward of one step, (7)-(14): the gradients of h_next, c_next (N, H) or None
+    -> dx (N, D), dh (N, H), dc (N, H), grads."""
+    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias = cache
+    dh, dc = state_grads(x, *h.shape, {"dh_next": dh_next, "dc_next": dc_next})
+    dz, dh_prev, dc_prev = lstm_cell_backward(dh, dc, c, i, f, g, o, tanh_c, W_hh)  # (7)-(12)
+    dx, grads = input_and_weight_grads(dz, dz, x, h, W_ih, has_bias)                # (13), (14)
+    return dx, dh_prev, dc_prev, grads

@@ -55,6 +55,9 @@ class Cell:
     keyword option to its default; ``accelerated`` is the module of
     ``functional/accel`` with the same ops made faster, or None. ``forward``
     hands its work to ``accelerated`` when ``accel.select`` says so.
+    ``step_forward(x, *states, **params, **options) -> *new_states, cache`` and
+    ``step_backward(*dstates, cache) -> dx, *dprev, grads``, where given, take
+    one step directly (a cell without them steps as a sequence of one).
     """
     name: str
     gates: int
@@ -64,6 +67,8 @@ class Cell:
     backward: Callable
     options: Mapping[str, Any] = field(default_factory=dict)
     accelerated: Optional[ModuleType] = None
+    step_forward: Optional[Callable] = None
+    step_backward: Optional[Callable] = None
 
     @property
     def n_states(self):
@@ -84,14 +89,20 @@ class Cell:
         dx, *dinits, grads = self.backward(dout, *dfinals, cache)
         return dx, tuple(dinits), grads
 
-    def step(self, x, states, params, **options):
-        """One step: x (N, D) -> tuple of new states (N, H), cache (a one-step sequence's)."""
+    def run_step(self, x, states, params, **options):
+        """One step: x (N, D) -> tuple of new states (N, H), cache."""
+        if self.step_forward is not None:
+            *new, cache = self.step_forward(x, *states, **params, **options)
+            return tuple(new), cache
         _, finals, cache = self.run(check_step_input(x)[None], states, params, **options)
         return finals, cache
 
-    def step_backward(self, dstates, cache):
+    def run_step_backward(self, dstates, cache):
         """Gradients of a step's new states (each (N, H) or None) -> dx (N, D), tuple of
         the previous states' gradients, parameter gradients."""
+        if self.step_backward is not None:
+            dx, *dprev, grads = self.step_backward(*dstates, cache)
+            return dx, tuple(dprev), grads
         dx, dprev, grads = self.run_backward(None, dstates, cache)
         return dx[0], dprev, grads
 
@@ -125,11 +136,13 @@ def from_states(states):
 
 
 register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
-              {"nonlinearity": "tanh"}, accel.rnn))
+              {"nonlinearity": "tanh"}, accel.rnn, rnn.rnn_step_forward, rnn.rnn_step_backward))
 register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
-              accelerated=accel.lstm))
+              accelerated=accel.lstm, step_forward=lstm.lstm_step_forward,
+              step_backward=lstm.lstm_step_backward))
 register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward,
-              accelerated=accel.gru))
+              accelerated=accel.gru, step_forward=gru.gru_step_forward,
+              step_backward=gru.gru_step_backward))
 register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),

@@ -37,9 +37,9 @@ from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
 from . import accel
-from ._recurrent import (check_sequence_args, check_step_input, initial_state,
+from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, step_mask, valid_only)
+                         output_grads, pass_padded, state_grads, step_mask, valid_only)
 from .activations import relu, relu_backward, tanh, tanh_backward
 
 NONLINEARITIES = ("tanh", "relu")
@@ -136,17 +136,30 @@ def rnn_backward(dout, dh_n, cache):
     return dx, dh, grads
 
 
-def rnn_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
-    """One RNN step: x (N, D), h (N, H) or None -> h_next (N, H), cache.
+class RNNStepCache(NamedTuple):
+    """What the backward of one step needs."""
+    x: Any                   # (N, D)
+    h_prev: Any              # (N, H)
+    h: Any                   # (N, H) the new state
+    W_ih: Any
+    W_hh: Any
+    has_bias: bool
+    nonlinearity: str
 
-    Equations (1)-(2); the cache is that of a one-step sequence.
-    """
-    _, h_next, cache = rnn_forward(check_step_input(x)[None], h, W_ih, W_hh, b_ih, b_hh,
-                                   nonlinearity)
-    return h_next, cache
+
+def rnn_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """One RNN step, (1)-(2): x (N, D), h (N, H) or None -> h_next (N, H), cache."""
+    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    xp, N, D, H = check_step_args(1, x, {"h": h}, W_ih, W_hh, b_ih, b_hh)
+    h = initial_state(xp, h, N, H, x.dtype)
+    h_next = rnn_cell(input_half(x, W_ih, b_ih), h, W_hh, b_hh, nonlinearity)
+    return h_next, RNNStepCache(x, h, h_next, W_ih, W_hh, b_ih is not None, nonlinearity)
 
 
 def rnn_step_backward(dh_next, cache):
-    """Backward of one step: dh_next (N, H) -> dx (N, D), dh (N, H), grads."""
-    dx, dh, grads = rnn_backward(None, dh_next, cache)
-    return dx[0], dh, grads
+    """Backward of one step, (5)-(8): dh_next (N, H) or None -> dx (N, D), dh (N, H), grads."""
+    x, h, h_next, W_ih, W_hh, has_bias, nonlinearity = cache
+    dh, = state_grads(x, *h.shape, {"dh_next": dh_next})
+    da, dh_prev = rnn_cell_backward(dh, h_next, W_hh, nonlinearity)            # (5)-(6)
+    dx, grads = input_and_weight_grads(da, da, x, h, W_ih, has_bias)           # (7), (8)
+    return dx, dh_prev, grads

@@ -105,10 +105,10 @@ def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", **options):
 
     def f(x, **rest):
         states = tuple(rest.pop(state) for state in spec.states)
-        new, cache = spec.step(x, states, rest, **options)
+        new, cache = spec.run_step(x, states, rest, **options)
 
         def vjp(d):
-            dx, dprev, grads = spec.step_backward(d, cache)
+            dx, dprev, grads = spec.run_step_backward(d, cache)
             return {"x": dx, **dict(zip(spec.states, dprev)), **grads}
         return new, vjp
     return f, inputs

@@ -31,16 +31,17 @@ class _Cell(Module):
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
         k = 1.0 / math.sqrt(self.hidden_size)
-        for p, shape in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias):
+        shapes = self.spec.param_shapes(self.input_size, self.hidden_size, self.bias)
+        for p, shape in shapes:
             self._add_param(p.name, rng.uniform(-k, k, size=shape).astype(self.dtype))
+        self._args = {p.arg: p.name for p, _ in shapes}     # op argument -> parameter name
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
     def _weights(self):
         """Op argument name -> parameter."""
-        return {p.arg: self.params[p.name]
-                for p, _ in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias)}
+        return {arg: self.params[name] for arg, name in self._args.items()}
 
     def _check_x(self, x):
         check_float("x", x)
@@ -88,9 +89,11 @@ class _Cell(Module):
         """x (N, D) or (D,), hx (N, H)/(H,), a tuple of them for several states, or None
         -> the new state(s), shaped like hx."""
         x, batched = self._check_x(x)
-        new, cache = self.spec.step(x, self._split("hx", hx, x.shape[0], batched),
-                                    self._weights(), **self.options)
-        self._push((cache, batched))
+        N = x.shape[0]
+        new, cache = self.spec.run_step(x, self._split("hx", hx, N, batched), self._weights(),
+                                        **self.options)
+        self._push((cache, batched, N))
+        # copies: the cache holds the new state, and a caller may change what it gets
         return from_states(tuple((s if batched else s[0]).copy() for s in new))
 
     def backward(self, dh, *d_other):
@@ -105,12 +108,11 @@ class _Cell(Module):
             raise TypeError(f"{type(self).__name__}.backward takes the gradients of "
                             f"{', '.join(self.spec.states)}: {len(names)}, got {len(given)}")
         given += (None,) * (len(names) - len(given))
-        with self._consume() as (cache, batched):
-            N = cache.x.shape[1]
+        with self._consume() as (cache, batched, N):
             d = tuple(self._check_grad(n, g, N, batched) for n, g in zip(names, given))
-        dx, dprev, grads = self.spec.step_backward(d, cache)
-        for p, _ in self.spec.param_shapes(self.input_size, self.hidden_size, self.bias):
-            self._accumulate(p.name, grads[p.arg])
+        dx, dprev, grads = self.spec.run_step_backward(d, cache)
+        for arg, name in self._args.items():
+            self._accumulate(name, grads[arg])
         unbatch = (lambda a: a) if batched else (lambda a: a[0])
         return unbatch(dx), from_states(tuple(unbatch(g) for g in dprev))
 
