@@ -8,6 +8,8 @@ Configurations: d2l's (GRU H 256, one-hot vocabulary 28, batch 32 x 35 steps,
 SGD lr 1) and npnn's default main job (LSTM H 256, embedding 64, vocabulary
 160, batch 32 x 64, Adam). Both libraries run the same model with the same
 threads, state carried between steps, median of ``--steps`` timed steps.
+npnn is timed twice: with NumPy alone (``NPNN_NUMBA=0``) and, when numba is
+installed (``pip install -e ".[fast]"``), with its compiled step kernels.
 """
 
 import argparse
@@ -31,6 +33,21 @@ CONFIGS = {
     "d2l GRU": dict(cell="gru", H=256, E=0, V=28, N=32, T=35, opt="sgd", lr=1.0),
     "default LSTM": dict(cell="lstm", H=256, E=64, V=160, N=32, T=64, opt="adam", lr=2e-3),
 }
+
+
+def with_kernels(step, numba):
+    """``step`` with the numba kernels switched on or off around each call."""
+    def run():
+        old = os.environ.get("NPNN_NUMBA")
+        os.environ["NPNN_NUMBA"] = "1" if numba else "0"
+        try:
+            step()
+        finally:
+            if old is None:
+                del os.environ["NPNN_NUMBA"]
+            else:
+                os.environ["NPNN_NUMBA"] = old
+    return run
 
 
 def npnn_step(cfg, seed=0):
@@ -123,28 +140,37 @@ def main(argv=None):
     except ImportError:
         torch = None
         print("PyTorch is not installed: npnn-only figures")
-    info = machine(torch)
+    from npnn.functional.accel import _numba
+    has_numba = _numba.numba() is not None
+    info = machine(torch) + ("; numba " + _numba.numba().__version__ if has_numba else
+                             "; numba not installed")
     print(info)
-    lines = ["| configuration | npnn tokens/s | PyTorch tokens/s | npnn/PyTorch throughput |",
-             "|---|---|---|---|"]
+    lines = ["| configuration | npnn tokens/s, NumPy alone | npnn tokens/s, with numba | "
+             "PyTorch tokens/s | npnn/PyTorch, NumPy alone | npnn/PyTorch, with numba |",
+             "|---|---|---|---|---|---|"]
     for name, cfg in CONFIGS.items():
         tokens = cfg["N"] * cfg["T"]
-        fns = [npnn_step(cfg)] + ([torch_step(cfg, torch)] if torch else [])
-        ours, *theirs = tokens_per_s(fns, tokens, args.steps)
-        theirs = theirs[0] if torch else float("nan")
-        print(f"{name}: npnn {ours:,.0f} tok/s, PyTorch {theirs:,.0f} tok/s, "
-              f"throughput ratio {ours / theirs:.2f}")
+        step = npnn_step(cfg)
+        fns = [with_kernels(step, False)] + ([with_kernels(step, True)] if has_numba else [])
+        fns += [torch_step(cfg, torch)] if torch else []
+        rates = tokens_per_s(fns, tokens, args.steps)
+        ours = rates[0]
+        fast = rates[1] if has_numba else float("nan")
+        theirs = rates[-1] if torch else float("nan")
+        print(f"{name}: npnn {ours:,.0f} tok/s (numba {fast:,.0f}), PyTorch {theirs:,.0f} "
+              f"tok/s, throughput ratios {ours / theirs:.2f} ({fast / theirs:.2f})")
         lines.append(f"| {name} ({cfg['cell'].upper()} H {cfg['H']}, "
                      f"{'one-hot' if not cfg['E'] else 'embedding ' + str(cfg['E'])}, V {cfg['V']}, "
-                     f"batch {cfg['N']} x {cfg['T']}, {cfg['opt']}) | {ours:,.0f} | {theirs:,.0f} | "
-                     f"{ours / theirs:.2f} |")
+                     f"batch {cfg['N']} x {cfg['T']}, {cfg['opt']}) | {ours:,.0f} | {fast:,.0f} | "
+                     f"{theirs:,.0f} | {ours / theirs:.2f} | {fast / theirs:.2f} |")
     table = "\n".join(lines)
     print(table)
     if args.write:
         write_section(os.path.join(HERE, "RESULTS.md"), "bench_lm",
                       "## Language-model training step\n\n`python benchmarks/bench_lm.py` — "
-                      f"{info}. Median of {args.steps} steps in blocks ordered npnn, PyTorch, "
-                      f"PyTorch, npnn.\n\n{table}\n")
+                      f"{info}. Median of {args.steps} steps in blocks ordered a b c c b a "
+                      "(npnn with NumPy alone, npnn with numba, PyTorch).\n\n"
+                      f"{table}\n")
     return 0
 
 

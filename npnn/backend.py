@@ -11,6 +11,8 @@ embedding gradients, moving arrays between host and device) have a helper
 here, so no other module needs to know which backend it runs on.
 """
 
+import os
+
 import numpy as np
 
 try:  # CuPy is an optional extra (``pip install -e ".[gpu]"``, or ``cupy-cuda12x``).
@@ -125,12 +127,56 @@ def elementwise_kernel(in_params, out_params, body, name):
 def scatter_add(target, indices, values):
     """``target[indices] += values`` with repeated indices accumulated.
 
-    NumPy's ``np.add.at`` and CuPy's ``cupyx.scatter_add`` do this; plain
-    fancy-index assignment would keep only one of the repeated updates.
+    Plain fancy-index assignment would keep only one of the repeated updates.
+    NumPy, 1-D indices: the updates are sorted by index (stably) and each run of
+    equal indices summed with ``np.add.reduceat``, then added once: 3x faster
+    than ``np.add.at`` (an embedding's backward at a language model's shape),
+    equal to it up to the grouping of the additions, and deterministic.
+    Otherwise ``np.add.at``, CuPy's ``add.at`` or ``cupyx.scatter_add``.
     """
     xp = get_array_module(target)
+    if xp is np and indices.ndim == 1 and indices.size and values.shape[:1] == indices.shape:
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_idx[1:] != sorted_idx[:-1])))
+        target[sorted_idx[starts]] += np.add.reduceat(values[order], starts, axis=0)
+        return target
     if xp is np or hasattr(xp.add, "at"):       # NumPy, and CuPy >= 13
         xp.add.at(target, indices, values)
     else:
         _cupyx.scatter_add(target, indices, values)
     return target
+
+
+# -- BLAS threads -----------------------------------------------------------------
+
+def busy_cores():
+    """How many cores other processes keep busy now: the 1-minute load average,
+    rounded (0 where the system does not report one)."""
+    try:
+        return int(round(os.getloadavg()[0]))
+    except (AttributeError, OSError):
+        return 0
+
+
+def usable_cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def auto_threads():
+    """BLAS threads for a run starting now: one per core that no other process keeps
+    busy, at least one. OpenBLAS's threads spin while they wait for work, so a thread
+    that shares its core with another busy process slows every product down: on a
+    2-core machine with one core busy, 2 threads ran the language model 2.4-2.8x
+    slower than 1 (and 1.2x faster than 1 on an idle machine)."""
+    return max(1, usable_cores() - busy_cores())
+
+
+def blas_threads(n):
+    """Context manager: NumPy's BLAS runs ``n`` threads inside (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=int(n), user_api="blas")

@@ -17,7 +17,7 @@ import secrets
 import sys
 
 from . import __version__
-from .backend import get_backend
+from .backend import auto_threads, blas_threads, get_backend
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import ConfigError, TrainConfig, int_at_least, positive_number
 from .data import Vocab
@@ -121,6 +121,7 @@ def _train_parser(sub):
     a("--allow-changed-text", action="store_true", dest="allow_changed_text",
       help="resume although the text changed since the run started")
     a("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def _same_folder(a, b):
@@ -187,6 +188,7 @@ def _generate_parser(sub):
     a("--seed", type=_type(int_at_least(0), int),
       help="sample only: the generator's seed (default: fresh, and printed)")
     a("--backend", choices=("numpy", "cupy"), default="numpy", help="(default: numpy)")
+    return p
 
 
 def _generate(args):
@@ -235,6 +237,7 @@ def _analyze_parser(sub):
       help="training steps before measuring, 0: at initialisation (default: 300)")
     a("--seed", type=_type(int_at_least(0), int), default=0, help="(default: 0)")
     a("--out", default="runs/analysis", help="folder for the PNG plots (default: runs/analysis)")
+    return p
 
 
 def _analyze(args):
@@ -252,10 +255,25 @@ def build_parser():
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"npnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,analyze}")
-    _train_parser(sub)
-    _generate_parser(sub)
-    _analyze_parser(sub)
+    for command in (_train_parser(sub), _generate_parser(sub), _analyze_parser(sub)):
+        command.add_argument(
+            "--threads", type=_threads, default="auto",
+            help="BLAS threads: a number, or 'auto': one per core that no other process "
+                 "keeps busy when the command starts (default: auto)")
     return parser
+
+
+def _threads(text):
+    """--threads: a positive integer or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return n
 
 
 def main(argv=None):
@@ -264,7 +282,8 @@ def main(argv=None):
     prog = f"npnn {argv[0]}" if argv and argv[0] in COMMANDS else "npnn"
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with blas_threads(auto_threads() if args.threads == "auto" else args.threads):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:       # before training started, or while generating
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -43,10 +43,18 @@ class Optimizer:
         self.lr = _check_hyper("lr", lr)
         self.step_count = 0
         self.state = [{} for _ in self.pairs]
+        self._work = {}        # work arrays of in-place updates (not state: never saved)
 
     def zero_grad(self):
         for _, g in self.pairs:
             g[...] = 0
+
+    def _scratch(self, i, like):
+        """A work array like parameter i, kept between steps but not part of the state."""
+        work = self._work.get(i)
+        if work is None or work.shape != like.shape or work.dtype != like.dtype:
+            work = self._work[i] = get_array_module(like).empty_like(like)
+        return work
 
     def _buffer(self, i, name, like, fill=0.0):
         s = self.state[i]
@@ -131,15 +139,23 @@ class Adam(Optimizer):
         g = self._decay(p, g)
         m = self._buffer(i, "exp_avg", p)
         v = self._buffer(i, "exp_avg_sq", p)
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
+        s = self._scratch(i, p)               # in place, one work array: no allocation
         t = self.step_count
         bias1 = 1 - self.beta1 ** t
         bias2 = 1 - self.beta2 ** t
-        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps
-        p -= (self.lr / bias1) * m / denom
+        xp.multiply(g, 1 - self.beta1, out=s)          # m = beta1 m + (1 - beta1) g
+        m *= self.beta1
+        m += s
+        xp.multiply(g, g, out=s)                       # v = beta2 v + (1 - beta2) g^2
+        s *= 1 - self.beta2
+        v *= self.beta2
+        v += s
+        xp.sqrt(v, out=s)                              # denom = sqrt(v) / sqrt(bias2) + eps
+        s /= math.sqrt(bias2)
+        s += self.eps
+        xp.divide(m, s, out=s)                         # p -= lr / bias1 * m / denom
+        s *= self.lr / bias1
+        p -= s
 
 
 class AdamW(Adam):

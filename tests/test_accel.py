@@ -8,6 +8,8 @@ layers in both directions. The fused GPU kernels are held to the same
 reference in test_fused.py (on a GPU) and test_fused_compile.py (on the host).
 """
 
+import contextlib
+import os
 import threading
 
 import numpy as np
@@ -19,6 +21,7 @@ import npnn
 from npnn import functional as F
 from npnn.backend import to_backend, to_numpy
 from npnn.functional import accel
+from npnn.functional.accel import _numba
 from npnn.functional.registry import CELLS, as_states
 
 TOL = {"float64": 1e-12, "float32": 1e-5}
@@ -114,6 +117,26 @@ def compare(variant, case, dtype, ref_case=None):
         assert_equal_to_reference(f_grads[k], grads[k], dtype, k)
 
 
+@contextlib.contextmanager
+def kernel_set(kernels):
+    """The NumPy step kernels the accelerations use: 'ufuncs', or 'numba' (both dtypes)."""
+    if kernels == "numba" and _numba.numba() is None:
+        pytest.skip("needs numba (pip install -e '.[fast]')")
+    old = os.environ.get("NPNN_NUMBA")
+    os.environ["NPNN_NUMBA"] = "all" if kernels == "numba" else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["NPNN_NUMBA"]
+        else:
+            os.environ["NPNN_NUMBA"] = old
+
+
+KERNELS = ["ufuncs", "numba"]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("given_grads", ["out", "final", "both"])
@@ -121,19 +144,42 @@ def compare(variant, case, dtype, ref_case=None):
        poison=st.booleans(), seed=seeds)
 @example(T=1, N=1, D=1, H=1, bias=True, given_states=False, poison=False, seed=0)
 @example(T=4, N=2, D=3, H=2, bias=True, given_states=True, poison=True, seed=1)
-def test_accelerations_equal_the_reference_float64(variant, masked, given_grads, T, N, D, H,
-                                                   bias, given_states, poison, seed):
+def test_accelerations_equal_the_reference_float64(kernels, variant, masked, given_grads, T, N,
+                                                   D, H, bias, given_states, poison, seed):
     case = make_case(variant, T, N, D, H, "float64", bias, masked, given_states, given_grads,
                      poison, seed)
-    compare(variant, case, "float64")
+    with kernel_set(kernels):
+        compare(variant, case, "float64")
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("masked", [False, True])
 @given(T=dims, N=dims, D=dims, H=dims, seed=seeds)
-def test_accelerations_equal_the_reference_float32(variant, masked, T, N, D, H, seed):
+def test_accelerations_equal_the_reference_float32(kernels, variant, masked, T, N, D, H, seed):
+    """In float32 the numba kernels' tanh is a rational approximation (``_numba``): within
+    4e-7 of tanh, so results stay within float32 tolerance of the reference."""
     case = make_case(variant, T, N, D, H, "float32", True, masked, True, "both", masked, seed)
-    compare(variant, case, "float32")
+    with kernel_set(kernels):
+        compare(variant, case, "float32")
+
+
+def test_numba_is_chosen_for_float32_and_switched_off_by_its_switches(monkeypatch):
+    if _numba.numba() is None:
+        pytest.skip("needs numba")
+    assert _numba.use(np, np.float32) and not _numba.use(np, np.float64)
+    monkeypatch.setenv("NPNN_NUMBA", "all")
+    assert _numba.use(np, np.float64)
+    monkeypatch.setenv("NPNN_NUMBA", "0")
+    assert not _numba.use(np, np.float32)
+    monkeypatch.delenv("NPNN_NUMBA")
+    x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, 3), np.float32)
+    W = [np.zeros(s, np.float32) for s in ((16, 3), (16, 4))]
+    *_, cache = F.lstm_forward(x, None, None, *W)
+    assert isinstance(cache, accel.lstm.LSTMAccelCache)      # numba inside the acceleration
+    monkeypatch.setenv("NPNN_ACCEL", "0")                     # the switch of every acceleration
+    *_, cache = F.lstm_forward(x, None, None, *W)
+    assert isinstance(cache, F.LSTMCache)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

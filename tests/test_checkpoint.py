@@ -14,7 +14,6 @@ from _helpers import TEXT, interrupted_run
 from npnn import cli, rundir
 from npnn.checkpoint import (CheckpointError, flatten, read_checkpoint, unflatten)
 from npnn.config import ModelConfig
-from npnn.functional.accel import use_acceleration
 from npnn.models.lm import CELLS
 from npnn.rundir import RunBusyError, RunDir
 from npnn.train import Trainer, build_model, load_model, parameter_count
@@ -217,17 +216,19 @@ def format1(tmp_path, monkeypatch):
 
 
 def test_a_format1_checkpoint_continues_as_npnn_010_would_have(format1):
-    """Bit for bit needs the arithmetic 0.1.0 ran: its LSTM kernel, which is now the
-    acceleration (for a model this small npnn now runs the reference, equal to ~1e-7)."""
+    """It resumes at the position it was saved at and, 29 Adam steps later, ends where
+    0.1.0's uninterrupted run ended, to float32 rounding: bit for bit holds within one
+    version (tests/test_never_lose_work.py), not across versions whose arithmetic was
+    made faster (the cross-entropy's single exp, Adam in place, numba's tanh)."""
     lines = []
     trainer = Trainer.resume(format1, log=lines.append, progress=False)
     assert (trainer.epoch, trainer.batch) == (1, 8)
-    with use_acceleration():
-        trainer.fit()
+    trainer.fit()
     assert trainer.optimizer.step_count == 73
     with np.load(os.path.join(FORMAT1, "expected_after_resume.npz")) as expected:
         for name, value in trainer.model.state_dict().items():
-            assert np.array_equal(value, expected[name]), name
+            np.testing.assert_allclose(value, expected[name], rtol=0, err_msg=name,
+                                       atol=1e-5 * np.abs(expected[name]).max())
     assert any("format-1 checkpoint" in line for line in lines)
     assert read_checkpoint(format1).meta["format"] == 2      # saved in the current format
 

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from .._checks import (check_choice, check_float, check_index_range, check_integer,
                        check_same_backend, check_shape)
 from ..backend import get_array_module
-from .activations import log_softmax
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -91,7 +90,13 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
                              f"negative one: {float(weights.min())}")
         w = w * weights.astype(dt)
     y = xp.where(valid, target, 0)
-    logp = log_softmax(logits)                                          # (1)
+    # every (..., C) array below is made like the logits (xp.empty_like keeps their memory
+    # layout), so the gradient of transposed logits comes back transposed: no copy
+    like = lambda: xp.empty_like(logits)                                # noqa: E731
+    shifted = xp.subtract(logits, logits.max(axis=-1, keepdims=True), out=like())  # (1)
+    e = xp.exp(shifted)                   # the one exp: log p below, and p for (5)
+    sum_e = e.sum(axis=-1, keepdims=True)
+    logp = xp.subtract(shifted, xp.log(sum_e), out=like())              # (1)
     nll = -xp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]      # (3), eps = 0 part
     eps = float(label_smoothing)
     loss_m = (1 - eps) * nll - (eps / C) * logp.sum(axis=-1) if eps else nll  # (2)-(3)
@@ -103,7 +108,7 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
         loss = weighted.sum()
     else:
         loss = weighted.sum() / xp.maximum(total, xp.finfo(dt).tiny)
-    cache = CrossEntropyCache(xp.exp(logp), y, w, total, eps, reduction)
+    cache = CrossEntropyCache(xp.divide(e, sum_e, out=e), y, w, total, eps, reduction)  # p
     return loss, cache
 
 
@@ -123,11 +128,12 @@ def softmax_cross_entropy_backward(dloss, cache):
         if getattr(dloss, "size", 1) != 1:
             raise ValueError(f"expected dloss to be a scalar, got shape {tuple(dloss.shape)}")
         s = dloss / xp.maximum(total, xp.finfo(p.dtype).tiny) if reduction == "mean" else dloss
-    q = ((xp.arange(C) == y[..., None]) * (1.0 - eps)).astype(p.dtype)  # (2)
+    q = (xp.arange(C) == y[..., None]) * p.dtype.type(1 - eps)         # (2), in p's dtype
     if eps:
-        q += eps / C
-    scale = (w * s)[..., None]
-    return ((p - q) * scale).astype(p.dtype, copy=False)
+        q += p.dtype.type(eps / C)
+    dz = xp.subtract(p, q, out=xp.empty_like(p))                        # (5), p's layout
+    dz *= (w * s).astype(p.dtype, copy=False)[..., None]
+    return dz
 
 
 class MSECache(NamedTuple):

@@ -55,8 +55,10 @@ class RNNLM(Module):
         if self.embedding_dim:
             self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype, seed=self.rng)
         extra = {"nonlinearity": nonlinearity} if "nonlinearity" in get_cell(cell).options else {}
+        # the layer's dropout acts between its layers only (Dropout below does the decoder's)
         self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,
-                                     num_layers=num_layers, dropout=dropout, dtype=dtype,
+                                     num_layers=num_layers,
+                                     dropout=dropout if num_layers > 1 else 0.0, dtype=dtype,
                                      seed=self.rng, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)

@@ -33,6 +33,8 @@ import numpy as np
 
 from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
+from . import _numba
+from ._numba import const as _const, tanh as _tanh
 from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
@@ -142,8 +144,55 @@ class _Fused:
             """, "npnn_gru_backward_step")(rz, n, h_prev, gh_n, dh, H, dg, dh_z)
 
 
+def _numba_forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
+    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    N, H = h.shape
+    s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
+    for row in range(N):
+        zr, zz, gr, gz = rz[row, :H], rz[row, H:], gh_rz[row, :H], gh_rz[row, H:]
+        nn, ghn, hp, hn = n[row], gh_n[row], h_prev[row], h[row]
+        for j in range(H):
+            r = _tanh(zr[j] + gr[j]) * s + b                                    # (3)
+            z = _tanh(zz[j] + gz[j]) * s + b
+            zr[j], zz[j] = r, z
+            g = ghn[j] + b_hn[j]                                                # (2)
+            ghn[j] = g
+            nj = _tanh(nn[j] + r * g)                                           # (4)
+            nn[j] = nj
+            hn[j] = nj + z * (hp[j] - nj)                                       # (5)
+
+
+def _numba_backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
+    """``_Fused.backward_step`` as a loop compiled by numba."""
+    N, H = dh.shape
+    one = _const(dh, 1.0)
+    for row in range(N):
+        yr, yz = rz[row, :H], rz[row, H:]
+        dgh_n, da_r, da_z, da_n = (dg[row, :H], dg[row, H:2 * H], dg[row, 2 * H:3 * H],
+                                   dg[row, 3 * H:])
+        nn, hp, ghn, dhn, dhz = n[row], h_prev[row], gh_n[row], dh[row], dh_z[row]
+        for j in range(H):
+            r, z, nj, d = yr[j], yz[j], nn[j], dhn[j]
+            an = d * (one - z) * (one - nj * nj)                                # (8), (9)
+            dgh_n[j] = an * r                                                   # (12)
+            da_r[j] = an * ghn[j] * r * (one - r)                               # (10), (11)
+            da_z[j] = d * (hp[j] - nj) * z * (one - z)
+            da_n[j] = an
+            dhz[j] = d * z                                                      # (13)
+
+
+class _Numba:
+    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
+
+    def __init__(self, xp, H, N, dtype):
+        self.forward_step = _numba.jit(_numba_forward_step)
+        self.backward_step = _numba.jit(_numba_backward_step)
+
+
 def _steps(xp, H, N, dtype):
-    return (_Fused if fused(xp) else _Ufuncs)(xp, H, N, dtype)
+    if fused(xp):
+        return _Fused(xp, H, N, dtype)
+    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp, H, N, dtype)
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):

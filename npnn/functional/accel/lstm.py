@@ -26,6 +26,8 @@ import numpy as np
 
 from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
+from . import _numba
+from ._numba import const as _const, tanh as _tanh
 from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
@@ -143,8 +145,57 @@ class _Fused:
             """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, H, dz, dc)
 
 
+def _numba_forward_step(z, rec, c_prev, c, tanh_c, h):
+    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    N, H = c.shape
+    s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
+    for n in range(N):
+        zi, zf, zg, zo = z[n, :H], z[n, H:2 * H], z[n, 2 * H:3 * H], z[n, 3 * H:]
+        ri, rf, rg, ro = rec[n, :H], rec[n, H:2 * H], rec[n, 2 * H:3 * H], rec[n, 3 * H:]
+        cp, cn, tc, hn = c_prev[n], c[n], tanh_c[n], h[n]
+        for j in range(H):
+            ig = _tanh(zi[j] + ri[j]) * s + b                                   # (2)
+            fg = _tanh(zf[j] + rf[j]) * s + b
+            gg = _tanh(zg[j] + rg[j])
+            og = _tanh(zo[j] + ro[j]) * s + b
+            zi[j], zf[j], zg[j], zo[j] = ig, fg, gg, og
+            cj = fg * cp[j] + ig * gg                                           # (3)
+            cn[j] = cj
+            tj = _tanh(cj)                                                      # (4)
+            tc[j] = tj
+            hn[j] = og * tj
+
+
+def _numba_backward_step(y, c_prev, tanh_c, dh, dc, dz):
+    """``_Fused.backward_step`` as a loop compiled by numba."""
+    N, H = dh.shape
+    one = _const(dh, 1.0)
+    for n in range(N):
+        yi, yf, yg, yo = y[n, :H], y[n, H:2 * H], y[n, 2 * H:3 * H], y[n, 3 * H:]
+        di, df, dg, do = dz[n, :H], dz[n, H:2 * H], dz[n, 2 * H:3 * H], dz[n, 3 * H:]
+        cp, tc, dhn, dcn = c_prev[n], tanh_c[n], dh[n], dc[n]
+        for j in range(H):
+            ig, fg, gg, og, t = yi[j], yf[j], yg[j], yo[j], tc[j]
+            dct = dcn[j] + dhn[j] * og * (one - t * t)                          # (8)
+            di[j] = dct * gg * ig * (one - ig)                                  # (9), (11)
+            df[j] = dct * cp[j] * fg * (one - fg)
+            dg[j] = dct * ig * (one - gg * gg)
+            do[j] = dhn[j] * t * og * (one - og)                                # (7), (11)
+            dcn[j] = dct * fg                                                   # (10)
+
+
+class _Numba:
+    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
+
+    def __init__(self, xp, H, N, dtype):
+        self.forward_step = _numba.jit(_numba_forward_step)
+        self.backward_step = _numba.jit(_numba_backward_step)
+
+
 def _steps(xp, H, N, dtype):
-    return (_Fused if fused(xp) else _Ufuncs)(xp, H, N, dtype)
+    if fused(xp):
+        return _Fused(xp, H, N, dtype)
+    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp, H, N, dtype)
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):

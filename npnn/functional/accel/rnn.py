@@ -12,6 +12,8 @@ from typing import Any, NamedTuple, Optional
 
 from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
+from . import _numba
+from ._numba import const as _const, tanh as _tanh
 from ._common import (FLUSH_EVERY, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
@@ -75,8 +77,41 @@ class _Fused:
                            "npnn_rnn_backward_" + ("relu" if relu else "tanh"))(g, h, da)
 
 
-def _steps(xp):
-    return (_Fused if fused(xp) else _Ufuncs)(xp)
+def _numba_forward_step(a, rec, h, relu):
+    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    N, H = h.shape
+    zero = _const(h, 0.0)
+    for n in range(N):
+        an, rn, hn = a[n], rec[n], h[n]
+        for j in range(H):
+            v = an[j] + rn[j]
+            an[j] = v
+            hn[j] = (v if (v > zero or v != v) else zero) if relu else _tanh(v)
+
+
+def _numba_backward_step(g, h, da, relu):
+    """``_Fused.backward_step`` as a loop compiled by numba."""
+    N, H = h.shape
+    zero, one = _const(h, 0.0), _const(h, 1.0)
+    for n in range(N):
+        gn, hn, dn = g[n], h[n], da[n]
+        for j in range(H):
+            hj = hn[j]
+            dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
+
+
+class _Numba:
+    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
+
+    def __init__(self, xp):
+        self.forward_step = _numba.jit(_numba_forward_step)
+        self.backward_step = _numba.jit(_numba_backward_step)
+
+
+def _steps(xp, dtype):
+    if fused(xp):
+        return _Fused(xp)
+    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp)
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
@@ -92,7 +127,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
         a += b_ih + b_hh
     W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
     rec = xp.empty((N, H), dtype=x.dtype)
-    step = _steps(xp).forward_step
+    step = _steps(xp, x.dtype).forward_step
     relu = nonlinearity == "relu"
     for t in range(T):
         xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
@@ -113,7 +148,7 @@ def rnn_backward(dout, dh_n, cache):
     if pad is not None:
         g_t = xp.empty_like(g)
     da = xp.empty((T, N, H), dtype=x.dtype)
-    step = _steps(xp).backward_step
+    step = _steps(xp, x.dtype).backward_step
     relu = nonlinearity == "relu"
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (4)
