@@ -221,7 +221,21 @@ def launched_size(environ=None):
     return None
 
 
+def launched_rank(environ=None):
+    """This process's rank as its launcher says (0 when not launched), before any MPI call."""
+    env = os.environ if environ is None else environ
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return 0
+
+
 _WORLD = []
+
+
+def current():
+    """The world ``world()`` made, or the one-process world if it was never called."""
+    return _WORLD[0] if _WORLD else LOCAL
 
 
 def world(environ=None):
@@ -280,6 +294,17 @@ def _abort_on_uncaught_exceptions(w):
 
 
 # -- errors met together ---------------------------------------------------------------
+def agreed(error):
+    """Whether every process raised ``error`` (its own, or a PeerError) at the same point,
+    so that none waits for another: the processes may end normally."""
+    return getattr(error, "_npnn_every_process", False)
+
+
+def mark_agreed(error):
+    error._npnn_every_process = True
+    return error
+
+
 class _Failed:
     def __init__(self, error):
         self.message = str(error) or type(error).__name__
@@ -295,12 +320,12 @@ def from_root(w, make):
             result = make()
         except BaseException as e:
             w.bcast(_Failed(e))
-            raise
+            raise mark_agreed(e)
         w.bcast(result)
         return result
     result = w.bcast(None)
     if isinstance(result, _Failed):
-        raise PeerError(result.message)
+        raise mark_agreed(PeerError(result.message))
     return result
 
 
@@ -316,10 +341,10 @@ def all_ok(w, fn):
         result, error = None, e
     failed = w.allgather(None if error is None else _Failed(error).message)
     if error is not None:
-        raise error
+        raise mark_agreed(error)
     first = next(((r, m) for r, m in enumerate(failed) if m is not None), None)
     if first is not None:
-        raise PeerError(f"process {first[0]} of {w.size}: {first[1]}")
+        raise mark_agreed(PeerError(f"process {first[0]} of {w.size}: {first[1]}"))
     return result
 
 

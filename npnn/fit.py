@@ -45,7 +45,7 @@ from typing import Optional
 import numpy as np
 
 from .backend import get_array_module
-from .distributed import INTERRUPTED, LOCAL, DataParallel
+from .distributed import INTERRUPTED, LOCAL, DataParallel, mark_agreed
 from .optim import clip_grad_norm
 
 
@@ -349,9 +349,11 @@ def _diverged(where, state, hooks, what, saved, record=None):
             pass
     kept = (f"not saved: the checkpoint stays at {_where(*saved)}" if saved else
             "nothing was saved")
-    return Diverged(f"training diverged at {where}: {what} "
-                    f"({hooks.describe(record)}); {kept}; try a smaller learning rate (--lr) "
-                    "or gradient clipping (--clip)")
+    error = Diverged(f"training diverged at {where}: {what} "
+                     f"({hooks.describe(record)}); {kept}; try a smaller learning rate (--lr) "
+                     "or gradient clipping (--clip)")
+    # data parallel: the loss, parameters and metrics are the same everywhere, so is this
+    return mark_agreed(error) if isinstance(hooks, DataParallel) else error
 
 
 def _check_budget(epochs, minutes, clip):
