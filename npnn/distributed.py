@@ -474,7 +474,7 @@ class DataParallel:
 def broadcast_parameters(w, model, optimizer=None):
     """Rank 0's parameters (in place) and, given ``optimizer``, its step count, rate and
     buffers, on every rank."""
-    for _, p in model.parameters():
+    for p, _ in model.parameters():
         w.bcast_array(p)
     if optimizer is not None:
         state = from_root(w, lambda: optimizer.state_dict() if optimizer.step_count else None)
