@@ -287,6 +287,16 @@ def test_a_batch_that_does_not_split_over_the_processes_is_one_line_and_status_2
     assert not (tmp_path / "run").exists()          # found before the folder was made
 
 
+@needs_mpi
+@pytest.mark.parametrize("example,header", [("classify.py", "| pooling |"),
+                                            ("sine.py", "| forecast of x_t |")])
+def test_the_examples_run_data_parallel(tmp_path, example, header):
+    out = ["--out", tmp_path] if example == "sine.py" else []
+    run = mpirun(2, os.path.join(ROOT, "examples", example), "--smoke", *out, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count(header) == 1                   # rank 0 alone prints
+
+
 # -- without MPI --------------------------------------------------------------------------
 def _model(tie=False):
     return RNNLM(11, 6, "lstm", embedding_dim=6, tie_weights=tie, dtype="float64", seed=0)
