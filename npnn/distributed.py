@@ -37,8 +37,8 @@ error, divergence) end every rank normally, through ``from_root`` and ``all_ok``
 """
 
 import os
+import importlib.util
 import sys
-import traceback
 
 import numpy as np
 
@@ -251,13 +251,11 @@ def world(environ=None):
     elif size == 1 and "mpi4py.MPI" not in sys.modules:
         found = LOCAL
     else:
-        try:
-            import mpi4py  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("mpi4py") is None:
             raise RuntimeError(
                 f"npnn runs under an MPI launcher ({_launch_variable(env)}) but mpi4py is "
                 "not installed: install the extra, pip install \"npnn[mpi]\" (in npnn's "
-                "folder: pip install -e \".[mpi]\")") from None
+                "folder: pip install -e \".[mpi]\")")
         found = MPIWorld()
         if found.size == 1:
             found = LOCAL

@@ -128,7 +128,7 @@ class Trainer(Hooks):
         self.log = log if w.rank == 0 else _quiet         # only rank 0 prints, samples, plots
         self.progress = progress if w.rank == 0 else False
         self.nothing_to_do = False
-        self.run, ckpt = RunDir(out_dir), None     # the folder, locked by rank 0 alone
+        self.run, ckpt = RunDir.elsewhere(out_dir), None   # rank 0 alone checks and locks it
 
         def source():            # rank 0: the folder, the text and the checkpoint
             nonlocal ckpt

@@ -374,3 +374,16 @@ def test_one_process_runs_the_same_code():
     assert w.allgather(1) == [1] and w.bcast("x") == "x"
     with pytest.raises(KeyError):
         from_root(w, lambda: {}["missing"])
+
+
+def test_a_launch_without_mpi4py_or_without_srun_mpi_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(distributed, "_WORLD", [])
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mpi4py" else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"PMI_SIZE=2.*mpi4py is not installed.*\[mpi\]"):
+        distributed.world({"PMI_SIZE": "2", "PMI_RANK": "0"})
+    with pytest.raises(RuntimeError, match="srun started 4 tasks.*--mpi=pmi2"):
+        distributed.world({"SLURM_STEP_NUM_TASKS": "4"})
+    assert distributed.world({"SLURM_STEP_NUM_TASKS": "1"}) is distributed.LOCAL
