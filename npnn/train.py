@@ -142,12 +142,9 @@ class Trainer(Hooks):
                 self.run = RunDir.open(out_dir)
             else:
                 self.run, ckpt, cfg = _open_checkpoint(out_dir, _resume[1])
-                try:
-                    _check_processes(cfg, w, resumed=True)
-                except ConfigError:
-                    self.run.release()
-                    raise
             try:
+                if ckpt is not None:
+                    _check_processes(cfg, w, resumed=True)
                 if ckpt is None and not overwrite and os.path.exists(self.run.file(CHECKPOINT)):
                     raise ConfigError("out", f"{self.run.path} already holds a checkpoint: "
                                              f"continue that run with --resume {self.run.path}, "
