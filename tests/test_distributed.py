@@ -285,6 +285,13 @@ def test_a_batch_that_does_not_split_over_the_processes_is_one_line_and_status_2
     assert run.returncode == 2
     one_line_error(run.stderr, "--batch", "multiple of the 2 processes", "got 5")
     assert not (tmp_path / "run").exists()          # found before the folder was made
+    mpirun(0, "-m", "npnn", "train", "--text", text_file, "--hidden", "8", "--embedding", "4",
+           "--batch", "4", "--steps", "10", "--epochs", "1", "--no-progress", "--out",
+           tmp_path / "run")
+    run = mpirun(3, "-m", "npnn", "train", "--resume", tmp_path / "run", "--epochs", "2",
+                 check=False)
+    assert run.returncode == 2
+    one_line_error(run.stderr, "this run's --batch 4 does not split evenly over 3 processes")
 
 
 @needs_mpi
