@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import npnn  # noqa: E402
+from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
 from npnn.data import Vocab  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
 from npnn.fit import fit  # noqa: E402
@@ -106,13 +107,13 @@ def train(context, train_pairs, test_pairs, vocabs, epochs, batch, hidden, lr, s
     def batches(rng):
         order = rng.permutation(len(src))
         for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch]
-            S = int(lengths[idx].max())
+            idx = order[i:i + batch][WORLD.rows(batch)]          # this process's rows
+            S = int(lengths[order[i:i + batch]].max())
             yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt_out[idx]
 
     fit(model, npnn.SoftmaxCrossEntropy(ignore_index=tgt_vocab[PAD]), batches, Adam(model, lr=lr),
         epochs=epochs, clip=1.0, rng=np.random.default_rng(seed),
-        log=lambda line: log(f"  [{context}] {line}"))
+        log=lambda line: log(f"  [{context}] {line}"), world=WORLD)
     return model, accuracy(model, test_pairs, vocabs)
 
 

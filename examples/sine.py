@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import npnn  # noqa: E402
+from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
 from npnn.analysis import LastStateRegressor  # noqa: E402
 from npnn.fit import Hooks, fit  # noqa: E402
 from npnn.optim import Adam  # noqa: E402
@@ -74,13 +75,13 @@ def main(argv=None):
     def batches(rng):
         order = rng.permutation(N_TRAIN)
         for i in range(0, N_TRAIN - args.batch + 1, args.batch):
-            idx = order[i:i + args.batch]
+            idx = order[i:i + args.batch][WORLD.rows(args.batch)]      # this process's rows
             yield (as_sequences(X_train[idx]),), y_train[idx, None]   # (tau, N, 1), (N, 1)
 
     hooks = Hooks(evaluate=lambda state, record: {"test_mse": mse(model, X_test, y_test)})
     state = fit(model, npnn.MSELoss(), batches, Adam(model, lr=args.lr), epochs=epochs,
                 clip=1.0, rng=np.random.default_rng(args.seed), hooks=hooks,
-                log=lambda line: print(f"  [{args.cell}] {line}"))
+                log=lambda line: print(f"  [{args.cell}] {line}"), world=WORLD)
     baseline = float(np.mean((X_test[:, -1] - y_test) ** 2))
     model_mse = mse(model, X_test, y_test)
     print(f"{len(y_train)} training / {len(y_test)} test windows of {args.tau} values; "
@@ -90,7 +91,7 @@ def main(argv=None):
           f"| {args.cell.upper()} H={args.hidden}, {state.epoch} epochs | {model_mse:.4f} |")
     epochs_done = [r["epoch"] for r in state.history]
     os.makedirs(args.out, exist_ok=True)
-    path = plot_curves(os.path.join(args.out, "loss.png"),
+    path = WORLD.rank == 0 and plot_curves(os.path.join(args.out, "loss.png"),
                        {"training loss": (epochs_done, [r["train_loss"] for r in state.history]),
                         "test MSE": (epochs_done, [r["test_mse"] for r in state.history]),
                         "baseline test MSE": (epochs_done, [baseline] * len(epochs_done))},

@@ -9,6 +9,12 @@
 A mistake in the arguments, or a problem with a file they name, is one line on
 stderr and exit status 2. A training run stopped by Ctrl-C or SIGTERM saves its
 checkpoint and exits with 130 or 143.
+
+Under an MPI launcher (``mpiexec -n 8 npnn train ...``, ``srun``, ``python -m mpi4py
+-m npnn train``) ``npnn train`` trains data-parallel over the processes
+(``npnn.distributed``); only rank 0 prints. An error every process meets (a
+setting, a file, divergence) is rank 0's one line and exit status 2 everywhere;
+one that a single process meets ends the whole job (MPI_Abort, status 2).
 """
 
 import argparse
@@ -20,6 +26,7 @@ from . import __version__
 from .backend import auto_threads, blas_threads, get_backend
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import ConfigError, TrainConfig, int_at_least, positive_number
+from . import distributed
 from .data import Vocab
 from .functional.registry import CELLS
 from .rundir import RunBusyError, check_folder
@@ -141,17 +148,20 @@ def _train(args):
                              "folder: drop --out")
         if args.overwrite:
             raise UsageError("argument --overwrite: not allowed with --resume")
+    elif args.allow_changed_text:
+        raise UsageError("argument --allow-changed-text: only with --resume")
+    world = distributed.world()
+    if args.resume:
         trainer = Trainer.resume(args.resume, progress=progress,
-                                 allow_changed_text=args.allow_changed_text, **given)
+                                 allow_changed_text=args.allow_changed_text, world=world,
+                                 **given)
     else:
-        if args.allow_changed_text:
-            raise UsageError("argument --allow-changed-text: only with --resume")
         trainer = Trainer(TrainConfig(**given), args.out or DEFAULT_OUT, progress=progress,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, world=world)
     with trainer:
         trainer.fit()
-    if trainer.nothing_to_do:
-        return 0
+    if trainer.nothing_to_do or world.rank:
+        return 0 if trainer.nothing_to_do else _exit_status(trainer)
     print("\n--- generated text ---")
     print(trainer.sample(n=trainer.config.sample_length * 2))
     if trainer.history:
@@ -159,6 +169,10 @@ def _train(args):
         print(f"--- after {last['epoch']} epochs: {trainer.describe(last)}")
     print(f"--- checkpoint: {trainer.out_dir}/checkpoint.npz; more text: npnn generate "
           f"{trainer.out_dir}")
+    return _exit_status(trainer)
+
+
+def _exit_status(trainer):
     return {"SIGINT": 130, "SIGTERM": 143}.get(trainer.state.stopped, 0)
 
 
@@ -286,17 +300,32 @@ def main(argv=None):
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:       # before training started, or while generating
         print(f"{prog}: interrupted", file=sys.stderr)
+        _abort_others(130)
         return 130
-    except UsageError as e:
-        message = str(e)
+    except UsageError as e:         # the same arguments in every process: no abort
+        error, message = None, str(e)
     except ConfigError as e:
-        message = f"argument {e.flag}: {e.detail}" if e.flag else e.detail
+        error, message = e, f"argument {e.flag}: {e.detail}" if e.flag else e.detail
     except MemoryError as e:
-        message = f"out of memory ({e})"
+        error, message = e, f"out of memory ({e})"
     except USER_ERRORS as e:
-        message = str(e) or type(e).__name__
-    print(f"{prog}: error: " + message.replace("\n", " "), file=sys.stderr)
+        error, message = e, str(e) or type(e).__name__
+    message = f"{prog}: error: " + message.replace("\n", " ")
+    world = distributed.current()
+    if world.size > 1 and error is not None and not distributed.agreed(error):
+        print(f"{message} (process {world.rank} of {world.size}; ending every process)",
+              file=sys.stderr)
+        world.abort(2)
+    if (world.rank if world.size > 1 else distributed.launched_rank()) == 0:
+        print(message, file=sys.stderr)
     return 2
+
+
+def _abort_others(code):
+    """Under MPI, processes may wait for this one in a collective: end them all."""
+    world = distributed.current()
+    if world.size > 1:
+        world.abort(code)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ generator's state at the epoch's start). A step is d2l's:
 
     out = model(*inputs); loss = loss_fn(out, targets)      forward (``step``)
     model.zero_grad(); model.backward(loss_fn.backward())    backward
-    hooks.after_backward(model)                              (data parallel: all-reduce here)
+    loss, weight, stop = hooks.reduce(model, loss, weight, should_stop())
+                                                             (data parallel: all-reduce here)
     clip_grad_norm(model, clip); optimizer.step()            update
 
 ``fit`` loops over ``train_epoch`` and is the one place that
@@ -26,7 +27,13 @@ generator's state at the epoch's start). A step is d2l's:
 * evaluates and saves after every epoch.
 
 What a model adds (evaluation, samples, checkpoints, a recurrent state carried
-between batches, a data-parallel all-reduce) comes through ``Hooks``.
+between batches) comes through ``Hooks``. With ``world`` (``npnn.distributed.world()``)
+of more than one process, ``fit`` trains data-parallel: each process's ``batches``
+yield its rows of every global batch (``world.rows``), and
+``npnn.distributed.DataParallel`` wraps the hooks: rank 0's parameters are
+broadcast, the gradients and the loss averaged, every decision to stop agreed, and
+only rank 0 logs (its ``evaluate`` and ``save`` run on rank 0 alone unless the hooks
+are ``collective``).
 """
 
 import dataclasses
@@ -38,6 +45,7 @@ from typing import Optional
 import numpy as np
 
 from .backend import get_array_module
+from .distributed import INTERRUPTED, LOCAL, DataParallel, mark_agreed
 from .optim import clip_grad_norm
 
 
@@ -79,6 +87,8 @@ class Hooks:
     pass functions: ``Hooks(evaluate=lambda state, record: {"test_mse": ...})``."""
 
     unit = "items"      # what the rate counts (the loss weights: target elements)
+    collective = False  # data parallel: evaluate and save run on every process (True)
+                        # or on rank 0 alone, their outcome broadcast (False)
 
     def __init__(self, **functions):
         for name, fn in functions.items():
@@ -92,13 +102,22 @@ class Hooks:
     def start_epoch(self, state):
         """A fresh epoch starts (not called when resuming inside one)."""
 
+    def reduce(self, model, loss, weight, stop):
+        """After each backward, before the update: the batch's gradients are in
+        ``model``, ``loss`` is its mean over ``weight`` target elements, ``stop`` why
+        this process would stop after this step (None: go on). Returns (loss, weight,
+        stop) for the update and the totals; data-parallel training averages the
+        gradients and the loss over the processes here and returns the same in every
+        process. This one calls ``after_backward`` and ``agree``."""
+        self.after_backward(model)
+        return loss, weight, (stop if stop == INTERRUPTED else self.agree(stop))
+
     def after_backward(self, model):
-        """The batch's gradients are in ``model``; data-parallel training averages
-        them over the processes here."""
+        """The batch's gradients are in ``model`` (data parallel: averaged)."""
 
     def agree(self, stop):
-        """Why to stop after this step (None: go on), as seen by this process; data-
-        parallel training returns the same answer in every process."""
+        """Why to stop after this step or epoch (None: go on), as seen by this process;
+        data-parallel training returns the same answer in every process."""
         return stop
 
     def evaluate(self, state, record):
@@ -126,23 +145,34 @@ class Hooks:
         return None
 
 
-_HOOKS = [name for name in vars(Hooks) if not name.startswith("_") and name != "unit"]
+_HOOKS = [name for name in vars(Hooks) if not name.startswith("_")
+          and name not in ("unit", "collective")]
 _RECORD = ("epoch", "train_loss", "items_per_s", "elapsed_s")
 
 
 def loss_step(model, loss_fn):
     """The default step: ``loss_fn(model(*inputs), targets)`` and its backward; returns
-    (loss, weight), the weight being the number of target elements (d2l's)."""
+    (loss, weight), the weight being the number of target elements the loss is a mean
+    over (d2l's; those equal to the loss's ``ignore_index`` left out)."""
     def step(batch):
         inputs, targets = batch
         loss = loss_fn(model(*inputs), targets)
         model.backward(loss_fn.backward())
-        return float(loss), float(np.size(targets))
+        return float(loss), loss_weight(loss_fn, targets)
     return step
 
 
+def loss_weight(loss_fn, targets):
+    """The number of target elements ``loss_fn``'s mean is over: all of them, less
+    those equal to its ``ignore_index`` (cross-entropy's padding)."""
+    ignore = getattr(loss_fn, "ignore_index", None)
+    if ignore is None:
+        return float(np.size(targets))
+    return float((get_array_module(targets).asarray(targets) != ignore).sum())
+
+
 def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=None, rng=None,
-        state=None, hooks=None, step=None, log=print, progress=None):
+        state=None, hooks=None, step=None, log=print, progress=None, world=None):
     """Train until ``epochs`` (in all, counting those of ``state``) or ``minutes`` (this
     call) are spent, or a signal; returns the ``TrainState``.
 
@@ -157,7 +187,11 @@ def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=N
         hooks: ``Hooks``; step: ``step(batch) -> (loss, weight)`` replacing ``loss_step``.
         log: a function of one line, or None; progress: True, False or None (a bar on
             a terminal only).
-    Raises ``Diverged`` (nothing saved), and whatever ``hooks.save`` raises.
+        world: ``npnn.distributed.world()`` to train data-parallel over its processes
+            (``batches`` then yield this process's rows; the loss must be a mean); None:
+            this process alone.
+    Raises ``Diverged`` (nothing saved, in every process), and whatever ``hooks.save``
+    raises.
     """
     _check_budget(epochs, minutes, clip)
     if state is None:
@@ -166,6 +200,18 @@ def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=N
         raise ValueError("expected rng for a new run or state to continue one, got both")
     hooks = Hooks() if hooks is None else hooks
     step = loss_step(model, loss_fn) if step is None else step
+    world = LOCAL if world is None else world
+    if world.size > 1:
+        if getattr(loss_fn, "reduction", "mean") != "mean":
+            raise ValueError(f"expected a loss with reduction 'mean' for data-parallel "
+                             f"training (the processes' gradients are averaged), got "
+                             f"{loss_fn.reduction!r}")
+        hooks = DataParallel(hooks, model, optimizer, world)
+        fresh = world.bcast(state)             # one data order and position everywhere
+        if world.rank:
+            for f in dataclasses.fields(state):
+                setattr(state, f.name, getattr(fresh, f.name))
+            log, progress = None, False
     log = log or (lambda line: None)
     state.stopped = None
     session, before = time.perf_counter(), state.elapsed
@@ -235,7 +281,8 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
                 should_stop=lambda: None, bar=None):
     """Run the batches of the current epoch from ``state.batch`` on (the earlier ones
     are skipped: a replay); returns None when they are done, or why it stopped early
-    ('SIGINT', 'SIGTERM', 'time'). Raises ``_NonFinite`` after a broken update (the
+    ('SIGINT', 'SIGTERM', 'time'), decided after a step's backward (``hooks.reduce``),
+    the step's update still made. Raises ``_NonFinite`` after a broken update (the
     state then counts the broken step: it must not be saved)."""
     hooks = Hooks() if hooks is None else hooks
     t0, done = time.perf_counter(), 0.0
@@ -245,9 +292,13 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
         model.zero_grad()
         try:
             loss, weight = step(batch)
-        except KeyboardInterrupt:    # raised before any update: nothing changed
+            stop = should_stop()
+        except KeyboardInterrupt:    # raised before any update: this step is dropped
+            model.zero_grad()
+            loss, weight, stop = 0.0, 0.0, INTERRUPTED
+        loss, weight, stop = hooks.reduce(model, loss, weight, stop)
+        if stop == INTERRUPTED:     # (in every process)
             return "SIGINT"
-        hooks.after_backward(model)
         if clip is not None:
             clip_grad_norm(model, clip)
         optimizer.step()
@@ -266,7 +317,6 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
             bar.set_postfix({"loss": f"{loss:.3f}", **hooks.postfix(loss),
                              f"{hooks.unit}_s": f"{rate:,.0f}"}, refresh=False)
             bar.update(1)
-        stop = hooks.agree(should_stop())
         if stop is not None:
             return stop
     return None
@@ -299,9 +349,11 @@ def _diverged(where, state, hooks, what, saved, record=None):
             pass
     kept = (f"not saved: the checkpoint stays at {_where(*saved)}" if saved else
             "nothing was saved")
-    return Diverged(f"training diverged at {where}: {what} "
-                    f"({hooks.describe(record)}); {kept}; try a smaller learning rate (--lr) "
-                    "or gradient clipping (--clip)")
+    error = Diverged(f"training diverged at {where}: {what} "
+                     f"({hooks.describe(record)}); {kept}; try a smaller learning rate (--lr) "
+                     "or gradient clipping (--clip)")
+    # data parallel: the loss, parameters and metrics are the same everywhere, so is this
+    return mark_agreed(error) if isinstance(hooks, DataParallel) else error
 
 
 def _check_budget(epochs, minutes, clip):

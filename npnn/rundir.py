@@ -56,6 +56,14 @@ class RunDir:
         self.path = check_folder(path)
 
     @classmethod
+    def elsewhere(cls, path):
+        """The folder as named, neither checked nor locked: what the other processes of a
+        data-parallel run hold (rank 0 alone uses the folder; it may not even be shared)."""
+        run = cls.__new__(cls)
+        run._fd, run.path = None, os.path.abspath(os.fspath(path))
+        return run
+
+    @classmethod
     def open(cls, path):
         run = cls(path)
         try:

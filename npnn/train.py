@@ -30,12 +30,13 @@ import os
 import numpy as np
 
 from . import __version__
-from .backend import backend_name, get_array_module, get_backend, to_backend
+from .backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
 from .checkpoint import (NAME as CHECKPOINT, CheckpointError, module_generators,
                          read_checkpoint, text_digest, write_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import (TextCorpus, Vocab, default_corpus, num_batches, read_text,
                    seq_data_iter_random, seq_data_iter_sequential, timemachine_lines)
+from .distributed import LOCAL, all_ok, from_root
 from .fit import Diverged, Hooks, TrainState, fit
 from .functional import softmax_cross_entropy
 from .layers import SoftmaxCrossEntropy, no_grad
@@ -49,6 +50,8 @@ __all__ = ["Trainer", "TrainConfig", "ModelConfig", "CheckpointError", "ConfigEr
            "Diverged", "build_model", "build_optimizer", "load_corpus", "load_model",
            "read_checkpoint"]
 
+#: Validation reads the text in pieces of this many steps (see ``validation_perplexity``).
+VAL_PIECE_STEPS = 16
 #: Settings a resumed run may change; the others must stay as the checkpoint has them.
 RESUMABLE = ("epochs", "minutes", "backend", "sample_every", "sample_length", "prefix")
 
@@ -117,88 +120,108 @@ class Trainer(Hooks):
     """
 
     unit = "tokens"
+    collective = True      # data parallel: evaluate and save run on every rank (see below)
 
     def __init__(self, config, out_dir, log=print, progress=None, overwrite=False, *,
-                 _resume=None):
-        config = dataclasses.replace(config)
-        if _resume is None and config.text is not None:
-            config.text = os.path.abspath(config.text)   # resumable from any folder
-        self.config = config.validate()
-        self.log, self.progress = log, progress
+                 world=None, _resume=None):
+        self.world = w = LOCAL if world is None else world
+        self.log = log if w.rank == 0 else _quiet         # only rank 0 prints, samples, plots
+        self.progress = progress if w.rank == 0 else False
         self.nothing_to_do = False
-        get_backend(config.backend)   # a clear error now if CuPy or a GPU is missing
-        if _resume is None:      # a missing text is found before the folder is made
-            text, ckpt = read_corpus_text(config), None
-            run = RunDir.open(out_dir)
-        else:                    # the folder is locked: read the text now
-            run, ckpt, allow_changed_text = _resume
-        self.run = run
-        try:
-            if ckpt is None and not overwrite and os.path.exists(run.file(CHECKPOINT)):
-                raise ConfigError("out", f"{run.path} already holds a checkpoint: continue that "
-                                         f"run with --resume {run.path}, or replace it with "
-                                         "--overwrite")
-            if ckpt is not None:
-                text = read_corpus_text(config)
-                self._check_text(ckpt, text_digest(text), allow_changed_text)
-            self.text_sha256 = text_digest(text)
-            vocab = None if ckpt is None else Vocab.from_tokens_list(ckpt.vocab)
-            self.corpus = load_corpus(config, vocab, text)
-            self._check_length()
-            self.model_config = config.model_config(len(self.corpus.vocab))
-            if ckpt is not None:
-                _check_size(ckpt, self.model_config)
-            self.model = build_model(self.model_config, self.corpus.vocab,
-                                     seed=config.seed).to(config.backend)
-            self.optimizer = build_optimizer(config, self.model)
-            self.loss_fn = SoftmaxCrossEntropy()
-            if ckpt is None:
-                self.config.prefix = self.config.prefix or self._corpus_prefix()
-                self.state = TrainState(rng=np.random.default_rng([config.seed, 1]))
-                self.carried = None
+        self.run, ckpt = RunDir.elsewhere(out_dir), None   # rank 0 alone checks and locks it
+
+        def source():            # rank 0: the folder, the text and the checkpoint
+            nonlocal ckpt
+            if _resume is None:
+                cfg = dataclasses.replace(config)
+                if cfg.text is not None:
+                    cfg.text = os.path.abspath(cfg.text)      # resumable from any folder
+                _check_processes(cfg.validate(), w)
+                get_backend(cfg.backend)   # a clear error now if CuPy or a GPU is missing
+                text = read_corpus_text(cfg)   # a missing text is found before the folder
+                self.run = RunDir.open(out_dir)
             else:
-                self._restore(ckpt)
+                self.run, ckpt, cfg = _open_checkpoint(out_dir, _resume[1])
+            try:
+                if ckpt is not None:
+                    _check_processes(cfg, w, resumed=True)
+                if ckpt is None and not overwrite and os.path.exists(self.run.file(CHECKPOINT)):
+                    raise ConfigError("out", f"{self.run.path} already holds a checkpoint: "
+                                             f"continue that run with --resume {self.run.path}, "
+                                             "or replace it with --overwrite")
+                if ckpt is not None:     # the folder is locked: read the text now
+                    text = read_corpus_text(cfg)
+                    self._check_text(cfg, ckpt, text_digest(text), _resume[0])
+            except BaseException:
+                self.run.release()
+                raise
+            return cfg, text, None if ckpt is None else ckpt.vocab
+
+        config, text, vocab = from_root(w, source)
+        try:
+            all_ok(w, lambda: self._build(config, text, vocab, ckpt))
+            self._share_progress()
         except BaseException:
-            run.release()
+            self.run.release()
             raise
 
+    def _build(self, config, text, vocab, ckpt):
+        """The corpus, the model and the optimizer, on every rank; rank 0 restores the
+        checkpoint (the others receive its state through ``_share_progress`` and fit)."""
+        self.config = config
+        get_backend(config.backend)
+        if config.backend == "cupy" and self.world.size > 1:
+            self.world.use_device()
+        self.text_sha256 = text_digest(text)
+        vocab = None if vocab is None else Vocab.from_tokens_list(vocab)
+        self.corpus = load_corpus(config, vocab, text)
+        self._check_length()
+        self.model_config = config.model_config(len(self.corpus.vocab))
+        if ckpt is not None:
+            _check_size(ckpt, self.model_config)
+        self.model = build_model(self.model_config, self.corpus.vocab,
+                                 seed=config.seed).to(config.backend)
+        self.optimizer = build_optimizer(config, self.model)
+        self.loss_fn = SoftmaxCrossEntropy()
+        if ckpt is None:
+            self.config.prefix = self.config.prefix or self._corpus_prefix()
+            self.state = TrainState(rng=np.random.default_rng([config.seed, 1]))
+            self.carried = None
+        else:
+            self._restore(ckpt)
+
+    def _share_progress(self):
+        """Rank 0's position, generators and carried state, on every rank; each keeps its
+        rows of the carried state (the parameters and the optimizer's buffers are
+        broadcast when ``fit`` starts)."""
+        w = self.world
+        if w.size == 1:
+            return
+        carried = None if self.carried is None else [to_numpy(a) for a in _states(self.carried)]
+        progress, rngs, carried = w.bcast((self.state.to_dict(), [
+            g.bit_generator.state for g in module_generators(self.model)], carried))
+        if w.rank:
+            self.state = TrainState.from_dict(progress)
+            for g, s in zip(module_generators(self.model), rngs):
+                g.bit_generator.state = s
+        if carried is not None:
+            rows = w.rows(self.config.batch)
+            carried = [to_backend(np.ascontiguousarray(a[:, rows]), self.config.backend)
+                       for a in carried]
+            self.carried = tuple(carried) if len(carried) > 1 else carried[0]
+
     @classmethod
-    def resume(cls, out_dir, log=print, progress=None, allow_changed_text=False, **overrides):
+    def resume(cls, out_dir, log=print, progress=None, allow_changed_text=False, *, world=None,
+               **overrides):
         """Continue the run saved in ``out_dir``. ``overrides`` may extend the budget
         (``epochs``, ``minutes``: None for no time limit), change the backend or the
-        samples; any other setting must equal the checkpoint's."""
-        path = os.path.join(os.fspath(out_dir), CHECKPOINT)
-        if not os.path.isdir(out_dir):
-            raise CheckpointError(f"no checkpoint at {path}")
-        run = RunDir.open(out_dir)     # the lock first: nobody writes while we read
-        try:
-            if not os.path.isfile(path):
-                raise CheckpointError(f"no checkpoint at {path}")
-            ckpt = read_checkpoint(run.file(CHECKPOINT))
-            config = ckpt.config
-            for k, v in overrides.items():
-                if k not in TrainConfig.__dataclass_fields__:
-                    raise TypeError(f"unexpected setting {k!r}")
-                if k in RESUMABLE:
-                    setattr(config, k, v)
-                elif k == "text" and v is not None and config.text is not None and \
-                        os.path.abspath(v) == os.path.abspath(config.text):
-                    continue
-                elif getattr(config, k) != v:
-                    raise CheckpointError(
-                        f"--{k.replace('_', '-')} {v} differs from the checkpoint's "
-                        f"{getattr(config, k)!r}; a resumed run keeps its settings (only "
-                        f"{', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} can "
-                        "change)")
-            done = ckpt.meta["progress"]["epoch"]
-            if config.epochs is not None and config.epochs < done:
-                raise ConfigError("epochs", f"{config.epochs} is below the {done} epochs this "
-                                            f"run has done; give {done + 1} or more to continue "
-                                            "it")
-            return cls(config, out_dir, log, progress, _resume=(run, ckpt, allow_changed_text))
-        except BaseException:
-            run.release()
-            raise
+        samples; any other setting must equal the checkpoint's. ``world``: as for a new
+        run (the checkpoint may come from any number of processes)."""
+        for k in overrides:
+            if k not in TrainConfig.__dataclass_fields__:
+                raise TypeError(f"unexpected setting {k!r}")
+        return cls(None, out_dir, log, progress, world=world,
+                   _resume=(allow_changed_text, overrides))
 
     def close(self):
         """Release the run folder (``fit`` does when it returns)."""
@@ -217,9 +240,9 @@ class Trainer(Hooks):
             raise ValueError(f"the training text has {n} tokens, too few for batch {cfg.batch} "
                              f"x steps {cfg.steps}; use a longer text or smaller --batch/--steps")
 
-    def _check_text(self, ckpt, digest, allow_changed_text):
+    def _check_text(self, config, ckpt, digest, allow_changed_text):
         stored = ckpt.meta["text_sha256"]
-        name = self.config.text or "the default corpus"
+        name = config.text or "the default corpus"
         if stored is None:
             self.log(f"(a format-1 checkpoint: whether {name} changed cannot be checked)")
         elif stored != digest and not allow_changed_text:
@@ -269,11 +292,12 @@ class Trainer(Hooks):
                      f"epochs; give a larger --epochs to continue it")
             self.close()
             return self.history
-        self.run.acquire()
+        if self.world.rank == 0:
+            self.run.acquire()
         try:
             fit(self.model, self.loss_fn, self._batches, self.optimizer, epochs=cfg.epochs,
                 minutes=cfg.minutes, clip=cfg.clip, state=state, hooks=self, step=self._step,
-                log=self.log, progress=self.progress)
+                log=self.log, progress=self.progress, world=self.world)
         finally:
             self.close()
         resume = f"continue with `npnn train --resume {self.out_dir}`"
@@ -297,7 +321,7 @@ class Trainer(Hooks):
         self.log(f"npnn {__version__}: {cfg.cell.upper()} H={cfg.hidden} x{cfg.layers}, "
                  f"{self.model.num_parameters():,} parameters, vocabulary {len(corpus.vocab)}, "
                  f"{len(corpus.train):,} training / {len(corpus.val):,} validation tokens, "
-                 f"{cfg.backend}{where}")
+                 f"{cfg.backend}{_processes(self.world, cfg.batch)}{where}")
 
     def start_epoch(self, state):
         self.carried = None
@@ -323,29 +347,40 @@ class Trainer(Hooks):
         return {"ppl": f"{math.exp(min(loss, 700.0)):.2f}"}
 
     def end_epoch(self, state, record):
-        if state.epoch % self.config.sample_every == 0:
+        if state.epoch % self.config.sample_every == 0 and self.world.rank == 0:
             self.log("sample: " + self.sample())
 
     def save(self, state=None):
         """Write the checkpoint atomically (and the history plot); CheckpointWriteError
-        (an OSError) if it cannot be written, the previous one then being intact."""
-        carried = [] if self.carried is None else (
-            list(self.carried) if isinstance(self.carried, tuple) else [self.carried])
-        meta = {"model": dataclasses.asdict(self.model_config),
-                "vocab": self.corpus.vocab.idx_to_token, "run": self.config.run_settings(),
-                "text_sha256": self.text_sha256, "progress": self.state.to_dict(),
-                "module_rngs": [g.bit_generator.state for g in module_generators(self.model)]}
-        write_checkpoint(self.run.file(CHECKPOINT), meta, self.model, self.optimizer, carried)
-        self._plot()
-        return True
+        (an OSError) if it cannot be written, the previous one then being intact. Data
+        parallel: rank 0 writes, the carried state's rows gathered from every rank in
+        rank order (the one-process layout), and every rank raises if it failed."""
+        carried = [] if self.carried is None else [to_numpy(a) for a in _states(self.carried)]
+        parts = self.world.gather(carried)
+
+        def write():
+            full = [np.concatenate([p[i] for p in parts], axis=1) for i in range(len(carried))]
+            meta = {"model": dataclasses.asdict(self.model_config),
+                    "vocab": self.corpus.vocab.idx_to_token, "run": self.config.run_settings(),
+                    "text_sha256": self.text_sha256, "progress": self.state.to_dict(),
+                    "module_rngs": [g.bit_generator.state
+                                    for g in module_generators(self.model)]}
+            write_checkpoint(self.run.file(CHECKPOINT), meta, self.model, self.optimizer, full)
+            self._plot()
+            return True
+        return from_root(self.world, write)
 
     # -- the language model's step, evaluation and samples -------------------------
     def _batches(self, rng):
         cfg = self.config
         sequential = cfg.iterator == "sequential"
         it = seq_data_iter_sequential if sequential else seq_data_iter_random
-        return _Sized(it(self.corpus.train, cfg.batch, cfg.steps, rng),
-                      num_batches(len(self.corpus.train), cfg.batch, cfg.steps, sequential))
+        batches = it(self.corpus.train, cfg.batch, cfg.steps, rng)
+        if self.world.size > 1:           # every rank draws the global batch, keeps its rows
+            rows = self.world.rows(cfg.batch)
+            batches = ((X[rows], Y[rows]) for X, Y in batches)
+        return _Sized(batches, num_batches(len(self.corpus.train), cfg.batch, cfg.steps,
+                                           sequential))
 
     def _step(self, batch):
         X, Y = batch
@@ -363,28 +398,50 @@ class Trainer(Hooks):
         return float(loss), state
 
     def validation_perplexity(self, ids=None):
-        """Perplexity on ``ids`` (default: the validation text), state carried over
-        consecutive chunks of one long stream, no dropout."""
+        """Perplexity on ``ids`` (default: the validation text), no dropout.
+
+        The text is cut into pieces of ``VAL_PIECE_STEPS`` x steps tokens, each read in
+        chunks of ``steps`` with the state carried (and reset at the piece's start);
+        rank r reads pieces r, r + P, ... as the rows of one batch, and the pieces'
+        log-likelihoods are summed over the ranks (each piece's by one rank: exactly).
+        The perplexity is thus the same on any number of processes."""
         ids = self.corpus.val if ids is None else ids
-        if len(ids) < 2:
+        n, w = len(ids) - 1, self.world              # n: the tokens predicted
+        if n < 1:
             return float("nan")
+        length = VAL_PIECE_STEPS * self.config.steps
+        nll = np.zeros(-(-n // length))                # (pieces,)
+        mine = list(range(w.rank, nll.size, w.size))
+        whole = [i for i in mine if (i + 1) * length <= n]
         was = self.model.training
         self.model.eval()
-        nll, count, state = 0.0, 0, None
+        try:
+            with no_grad():
+                for k in range(0, len(whole), self.config.batch):
+                    group = whole[k:k + self.config.batch]
+                    nll[group] = self._piece_nll(ids, [i * length for i in group], length)
+                if nll.size - 1 in mine and nll.size - 1 not in whole:   # the short last one
+                    start = (nll.size - 1) * length
+                    nll[-1] = self._piece_nll(ids, [start], n - start)[0]
+        finally:
+            self.model.train(was)
+        w.allreduce(nll)
+        return perplexity(float(np.sum(nll)) / n)
+
+    def _piece_nll(self, ids, starts, length):
+        """The summed negative log-likelihood of each piece ``ids[s:s + length + 1]``
+        (predicting its last ``length`` tokens), the pieces as rows of one batch."""
         T = self.config.steps
-        with no_grad():
-            for i in range(0, len(ids) - 1, T):
-                X = ids[i:i + T][None]
-                Y = ids[i + 1:i + 1 + T][None]
-                X = X[:, :Y.shape[1]]
-                logits, state = self.model(X, state)
-                xp = get_array_module(logits)
-                loss, _ = softmax_cross_entropy(logits, to_backend(Y, backend_name(xp)),
-                                                reduction="sum")
-                nll += float(loss)
-                count += Y.size
-        self.model.train(was)
-        return perplexity(nll / count)
+        X = np.stack([ids[s:s + length] for s in starts])                 # (rows, length)
+        Y = np.stack([ids[s + 1:s + 1 + length] for s in starts])
+        sums, state = np.zeros(len(starts)), None
+        for t in range(0, length, T):
+            logits, state = self.model(X[:, t:t + T], state)                # (rows, T, V)
+            xp = get_array_module(logits)
+            loss, _ = softmax_cross_entropy(logits, to_backend(Y[:, t:t + T], backend_name(xp)),
+                                            reduction="none")                 # (rows, T)
+            sums += to_numpy(loss.sum(axis=1)).astype(np.float64)
+        return sums
 
     def sample(self, n=None, strategy="sample", seed=0):
         return self.model.generate(default_prefix(self.config, self.corpus.vocab),
@@ -409,6 +466,62 @@ class Trainer(Hooks):
             self.log(f"could not draw history.png ({type(e).__name__}: {e}); training goes on")
 
 
+def _open_checkpoint(out_dir, overrides):
+    """Lock the run folder and read its checkpoint: (RunDir, Checkpoint, the run's
+    TrainConfig with ``overrides`` applied); every problem a one-line error."""
+    path = os.path.join(os.fspath(out_dir), CHECKPOINT)
+    if not os.path.isdir(out_dir):
+        raise CheckpointError(f"no checkpoint at {path}")
+    run = RunDir.open(out_dir)     # the lock first: nobody writes while we read
+    try:
+        if not os.path.isfile(path):
+            raise CheckpointError(f"no checkpoint at {path}")
+        ckpt = read_checkpoint(run.file(CHECKPOINT))
+        config = ckpt.config
+        for k, v in overrides.items():
+            if k in RESUMABLE:
+                setattr(config, k, v)
+            elif k == "text" and v is not None and config.text is not None and \
+                    os.path.abspath(v) == os.path.abspath(config.text):
+                continue
+            elif getattr(config, k) != v:
+                raise CheckpointError(
+                    f"--{k.replace('_', '-')} {v} differs from the checkpoint's "
+                    f"{getattr(config, k)!r}; a resumed run keeps its settings (only "
+                    f"{', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} can "
+                    "change)")
+        done = ckpt.meta["progress"]["epoch"]
+        if config.epochs is not None and config.epochs < done:
+            raise ConfigError("epochs", f"{config.epochs} is below the {done} epochs this "
+                                        f"run has done; give {done + 1} or more to continue it")
+        return run, ckpt, config.validate()
+    except BaseException:
+        run.release()
+        raise
+
+
+def _check_processes(config, world, resumed=False):
+    """The global batch must split evenly over the processes (never silently changed:
+    nor the batch, nor the learning rate)."""
+    if config.batch % world.size == 0:
+        return
+    if resumed:
+        raise ConfigError(None, f"this run's --batch {config.batch} does not split evenly over "
+                                f"{world.size} processes; resume it on a number of processes "
+                                f"that divides {config.batch}")
+    raise ConfigError("batch", f"expected a multiple of the {world.size} processes (each takes "
+                               f"an equal share of the global batch), got {config.batch}")
+
+
+def _states(carried):
+    """The carried state as a list of arrays (one per state: the LSTM's h and c)."""
+    return list(carried) if isinstance(carried, tuple) else [carried]
+
+
+def _quiet(*_):
+    pass
+
+
 class _Sized:
     """An iterable with a known length (the progress bar's total)."""
 
@@ -420,6 +533,12 @@ class _Sized:
 
     def __len__(self):
         return self.n
+
+
+def _processes(world, batch):
+    if world.size == 1:
+        return ""
+    return f", {world.size} processes x {batch // world.size} rows"
 
 
 def _position(state):
