@@ -141,20 +141,38 @@ def test_seq2seq_finite_differences_drawn_shapes(context, cell, bidirectional, N
                  raise_on_failure=True)
 
 
-def test_projected_attention_steps_equal_full_calls_and_keep_their_order():
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_attention_steps_equal_full_calls_and_keep_their_order(kind):
+    """project / attend / attend_backward / project_backward give what full calls give:
+    dq step by step, dK, dV and the parameters' gradients summed over the steps."""
     rng = np.random.default_rng(0)
-    layer = npnn.AdditiveAttention(3, 4, 5, dtype="float64", seed=0)
+    layer = (npnn.DotAttention(scale=0.7) if kind == "dot" else
+             npnn.AdditiveAttention(4, 4, 5, dtype="float64", seed=0))
     K, V = rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 6, 2))
-    qs = rng.standard_normal((3, 2, 3))
-    full = [layer(q, K, V) for q in qs]
-    layer.clear_caches()
+    mask = np.arange(6)[None, :] < np.array([[6], [3]])
+    qs, dcs = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 2))
+    full = [layer(q, K, V, mask) for q in qs]
+    full_grads = [layer.backward(dc) for dc in dcs[::-1]][::-1]
+    want = {k: g.copy() for k, g in layer.grads.items()}
+    layer.zero_grad()
     keys = layer.project(K)
-    steps = [layer.attend(q, keys, V) for q in qs]
+    steps = [layer.attend(q, keys, V, mask) for q in qs]
     for a, b in zip(full, steps):
         np.testing.assert_allclose(a, b, atol=1e-14)
     with pytest.raises(RuntimeError, match="still to be backpropagated"):
-        layer.project_backward(np.zeros_like(keys))
-    layer.clear_caches()
+        layer.project_backward()
+    with pytest.raises(RuntimeError, match="attend_backward"):
+        layer.backward(dcs[-1])
+    dqs = [layer.attend_backward(dc) for dc in dcs[::-1]][::-1]
+    dK, dV = layer.project_backward()
+    for dq, (dq_full, _, _) in zip(dqs, full_grads):
+        np.testing.assert_allclose(dq, dq_full, atol=1e-13)
+    np.testing.assert_allclose(dK, sum(g[1] for g in full_grads), atol=1e-13)
+    np.testing.assert_allclose(dV, sum(g[2] for g in full_grads), atol=1e-13)
+    for k, g in want.items():
+        np.testing.assert_allclose(layer.grads[k], g, atol=1e-13)
     layer.project(K)
-    with pytest.raises(RuntimeError, match="reached the key projection"):
-        layer.backward(np.zeros((2, 2)))
+    with pytest.raises(RuntimeError, match="attend\\(\\) call"):
+        layer.attend_backward(dcs[0])
+    with pytest.raises(RuntimeError, match="no attend_backward"):
+        layer.project_backward()

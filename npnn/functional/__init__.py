@@ -11,8 +11,10 @@ from .activations import (log_softmax, relu, relu_backward, sigmoid, sigmoid_bac
 from .attention import (AdditiveAttentionCache, AdditiveProjectedCache, DotAttentionCache,
                         additive_attention_backward, additive_attention_forward,
                         additive_attention_projected_backward,
-                        additive_attention_projected_forward, dot_attention_backward,
-                        dot_attention_forward)
+                        additive_attention_projected_forward,
+                        additive_attention_projected_query_backward, concat_attention_caches,
+                        dot_attention_backward, dot_attention_forward,
+                        dot_attention_query_backward)
 from .ctrnn import CTRNNCache, ctrnn_backward, ctrnn_forward
 from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .jordan import JordanCache, jordan_backward, jordan_forward
@@ -38,8 +40,10 @@ __all__ = [
     "ctrnn_forward", "ctrnn_backward", "CTRNNCache",
     "jordan_forward", "jordan_backward", "JordanCache",
     "peephole_lstm_forward", "peephole_lstm_backward", "PeepholeLSTMCache",
-    "dot_attention_forward", "dot_attention_backward", "DotAttentionCache",
+    "dot_attention_forward", "dot_attention_backward", "dot_attention_query_backward",
+    "DotAttentionCache",
     "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",
     "additive_attention_projected_forward", "additive_attention_projected_backward",
-    "AdditiveProjectedCache",
+    "additive_attention_projected_query_backward", "AdditiveProjectedCache",
+    "concat_attention_caches",
 ]

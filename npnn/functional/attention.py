@@ -35,6 +35,24 @@ The key half of (9), P = K W_k^T (N, S, A), does not depend on the query: a
 decoder that attends once per step projects the keys once per sequence
 (``additive_attention_projected_*`` take P), and ``additive_attention_*`` are
 that projection composed with the projected op.
+
+The L queries are independent of each other, so the L steps of a decoder can
+attend in one call with L = T (Luong's form, where the decoder's outputs are
+the queries), and every gradient but dq is a sum over the queries. A decoder
+whose queries depend on earlier contexts (Bahdanau's form: the query of step
+t is the state that read c_{t-1}) must attend step by step, L = 1, and needs
+dq at every step of its backward loop; the rest can wait. Its backward
+therefore splits:
+
+* ``*_query_backward(dc_t, cache_t)`` -> dq_t, every step: (5), (6) and the
+  query half of (8) or (13), products that contract over Ev, S or A, never
+  over the single query;
+* ``concat_attention_caches(caches)`` makes one L = T cache of the steps'
+  caches, and the op's ``*_backward`` on it, with the steps' dc stacked along
+  L, gives dK (or dP), dV and the parameters' gradients of all steps at once:
+  (7), (8), (12)-(14) contract over the T steps in one batched product, not
+  over a length-1 query axis at every step (outer products, which NumPy's
+  batched matmul forms without BLAS).
 """
 
 import math
@@ -84,6 +102,16 @@ def _softmax_backward(dalpha, alpha):
     return alpha * (dalpha - (dalpha * alpha).sum(axis=-1, keepdims=True))
 
 
+def _scores_backward(dc, V, alpha):
+    """(5)-(6): dc (N, L, Ev) -> ds (N, L, S), contracting over Ev."""
+    return _softmax_backward(dc @ V.transpose(0, 2, 1), alpha)
+
+
+def _check_dc(dc, q, V):
+    check_float("dc", dc, q.dtype)
+    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
+
+
 class DotAttentionCache(NamedTuple):
     q: Any
     K: Any
@@ -114,14 +142,20 @@ def dot_attention_forward(q, K, V, mask=None, scale=None):
 def dot_attention_backward(dc, cache):
     """(5)-(8): dc (N, L, Ev) -> dq, dK, dV."""
     q, K, V, alpha, scale = cache
-    check_float("dc", dc, q.dtype)
-    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
-    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
-    ds = _softmax_backward(dalpha, alpha)                  # (6)
+    _check_dc(dc, q, V)
+    ds = _scores_backward(dc, V, alpha)                    # (5)-(6)
     dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
     dq = (ds @ K) * scale                                  # (8)
     dK = (ds.transpose(0, 2, 1) @ q) * scale
     return dq, dK, dV
+
+
+def dot_attention_query_backward(dc, cache):
+    """(5), (6) and dq of (8) alone: dc (N, L, Ev) -> dq (N, L, E); for a decoder's
+    steps (see the module docstring)."""
+    q, K, V, alpha, scale = cache
+    _check_dc(dc, q, V)
+    return (_scores_backward(dc, V, alpha) @ K) * scale     # (5), (6), (8)
 
 
 class AdditiveProjectedCache(NamedTuple):
@@ -164,18 +198,37 @@ def additive_attention_projected_forward(q, P, V, W_q, w_v, mask=None):
 def additive_attention_projected_backward(dc, cache):
     """(5)-(7), (12)-(13): dc (N, L, Ev) -> dq, dP, dV, grads {'W_q', 'w_v'}."""
     q, V, e, alpha, W_q, w_v = cache
-    check_float("dc", dc, q.dtype)
-    check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
-    dalpha = dc @ V.transpose(0, 2, 1)                     # (5)
-    ds = _softmax_backward(dalpha, alpha)                  # (6) (N, L, S)
+    _check_dc(dc, q, V)
+    xp = get_array_module(dc)
+    A, E = W_q.shape
+    ds = _scores_backward(dc, V, alpha)                    # (5)-(6) (N, L, S)
     dV = alpha.transpose(0, 2, 1) @ dc                     # (7)
-    A = w_v.shape[0]
-    dw_v = (ds[..., None] * e).reshape(-1, A).sum(axis=0)  # (12)
-    du = ds[..., None] * w_v * (1 - e * e)                 # (N, L, S, A)
-    du_q = du.sum(axis=2)                                  # (13) (N, L, A)
+    dw_v = xp.dot(ds.reshape(-1), e.reshape(-1, A))        # (12) sum_{N,L,S} ds * e
+    du = _tanh_grad(e)                                     # (12) du = ds * (1 - e^2) * w_v,
+    du *= ds[..., None]                                    #      w_v applied after the sums
+    du_q = du.sum(axis=2) * w_v                            # (13) (N, L, A)
     dq = du_q @ W_q
-    grads = {"W_q": du_q.reshape(-1, A).T @ q.reshape(-1, q.shape[2]), "w_v": dw_v}
-    return dq, du.sum(axis=1), dV, grads                   # dP = sum_L du (N, S, A)
+    grads = {"W_q": xp.dot(du_q.reshape(-1, A).T, q.reshape(-1, E)), "w_v": dw_v}
+    return dq, du.sum(axis=1) * w_v, dV, grads             # dP = sum_L du (N, S, A)
+
+
+def additive_attention_projected_query_backward(dc, cache):
+    """(5), (6) and dq of (13) alone: dc (N, L, Ev) -> dq (N, L, E); for a decoder's
+    steps (see the module docstring)."""
+    q, V, e, alpha, W_q, w_v = cache
+    _check_dc(dc, q, V)
+    ds = _scores_backward(dc, V, alpha)                    # (5)-(6) (N, L, S)
+    # (13) sum_S du = w_v * sum_S ds (1 - e^2): one product per query over S
+    du_q = (ds[:, :, None, :] @ _tanh_grad(e))[:, :, 0, :] * w_v      # (N, L, A)
+    return du_q @ W_q
+
+
+def _tanh_grad(e):
+    """1 - e^2 for e = tanh(u), a new array."""
+    g = e * e
+    g *= -1
+    g += 1
+    return g
 
 
 class AdditiveAttentionCache(NamedTuple):
@@ -214,3 +267,38 @@ def additive_attention_backward(dc, cache):
     dK = dP @ W_k                                          # (14)
     grads["W_k"] = dP.reshape(-1, A).T @ K.reshape(-1, K.shape[2])
     return dq, dK, dV, grads
+
+
+def concat_attention_caches(caches):
+    """The caches of several calls of one op on the same keys and values (a decoder's
+    steps) -> one cache with all their queries along L, in the given order.
+
+    The op's backward on it, given the calls' dc concatenated along L, returns dK
+    (dP), dV and the parameters' gradients summed over the calls, in one batched
+    product per gradient; its dq are the calls' dq, concatenated."""
+    caches = list(caches)
+    if not caches:
+        raise ValueError("expected at least one attention cache, got none")
+    first = caches[0]
+    kinds = (DotAttentionCache, AdditiveProjectedCache)
+    if not isinstance(first, kinds) or any(type(c) is not type(first) for c in caches):
+        raise TypeError("expected caches of one op: all from dot_attention_forward or all "
+                        "from additive_attention_projected_forward, got "
+                        + ", ".join(sorted({type(c).__name__ for c in caches})))
+    same = ("K", "V") if isinstance(first, DotAttentionCache) else ("V", "W_q", "w_v")
+    for i, c in enumerate(caches):
+        for name in same:
+            if getattr(c, name) is not getattr(first, name):
+                raise ValueError(f"expected every call on the same {name} (one array), got "
+                                 f"another one in call {i}")
+    if len(caches) == 1:
+        return first
+    xp = get_array_module(first.q)
+
+    def cat(name):
+        return xp.concatenate([getattr(c, name) for c in caches], axis=1)
+    if isinstance(first, DotAttentionCache):
+        if any(c.scale != first.scale for c in caches):
+            raise ValueError("expected every call with the same scale")
+        return first._replace(q=cat("q"), alpha=cat("alpha"))
+    return first._replace(q=cat("q"), e=cat("e"), alpha=cat("alpha"))

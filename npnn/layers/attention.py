@@ -1,27 +1,42 @@
 """Attention layers over encoder outputs, wrapping ``functional/attention.py``.
 
 ``context = layer(q, K, V, mask=None)`` with q (N, E) for one decoder step or
-(N, L, E) for L queries, K (N, S, Ek), V (N, S, Ev), mask (N, S) True at valid
-keys; ``layer.weights`` holds the last attention weights (for plotting).
-``dq, dK, dV = layer.backward(dcontext)``.
+(N, L, E) for L queries (all the steps of a Luong decoder at once), K (N, S, Ek),
+V (N, S, Ev), mask (N, S) True at valid keys; ``layer.weights`` holds the last
+attention weights (for plotting). ``dq, dK, dV = layer.backward(dcontext)``.
 
-A decoder that attends once per step splits the call so that whatever depends
-only on the keys is done once per sequence:
+A decoder that attends once per step (Bahdanau's form: each query depends on
+the previous step's context) splits the call so that whatever depends only on
+the keys is done once per sequence, forward and backward:
 
     keys = layer.project(K)                         # once
     c_t = layer.attend(q_t, keys, V, mask)          # every step
     ...
-    dq_t, dkeys_t, dV_t = layer.backward(dc_t)      # every step, in reverse
-    dK = layer.project_backward(sum_t dkeys_t)      # once, last
+    dq_t = layer.attend_backward(dc_t)              # every step, in reverse: dq_t alone
+    dK, dV = layer.project_backward()               # once, last: all the steps' dK, dV
 
-(the identity for dot-product attention; the key half K W_k^T of the
-additive score for additive attention).
+``project`` is the identity for dot-product attention and the key half K W_k^T
+of the additive score for additive attention. ``attend_backward`` computes only
+what the decoder's backward loop needs at once, the query's gradient;
+``project_backward`` computes the keys', values' and parameters' gradients of
+every step since ``project`` in one batched product over the steps
+(``functional.concat_attention_caches``).
 """
 
 import math
+import numbers
 
 from .. import functional as F
+from ..backend import get_array_module
 from .base import Module, check_dtype, check_positive_int, make_rng
+
+
+class _Projection:
+    """``project``'s record on the cache stack: its cache and, as the decoder's loop
+    backpropagates them, the (dc, cache) of each ``attend`` that used its keys."""
+
+    def __init__(self, cache):
+        self.cache, self.steps = cache, []
 
 
 class _Attention(Module):
@@ -30,16 +45,67 @@ class _Attention(Module):
     def _split(self, q):
         return (q[:, None, :], True) if q.ndim == 2 else (q, False)
 
-    def project(self, K):
-        """What the scores need of the keys alone; the keys themselves here."""
-        return K
+    def _project(self, K):
+        """-> keys, cache (the keys themselves, no cache, by default)."""
+        return K, None
 
-    def project_backward(self, dkeys):
-        return dkeys
+    def project(self, K):
+        """What the scores need of the keys alone, once per sequence (see the module
+        docstring); each later ``attend`` reads it."""
+        keys, cache = self._project(K)
+        self._push(_Projection(cache))
+        return keys
 
     def attend(self, q, keys, V, mask=None):
-        """One attention call on keys from ``project``."""
-        return self.forward(q, keys, V, mask)
+        """One attention call on keys from ``project``: q (N, E) or (N, L, E) -> context."""
+        q3, single = self._split(q)
+        c, self.weights, cache = self._attend(q3, keys, V, mask)
+        self._push(("attend", cache, single))
+        return c[:, 0] if single else c
+
+    def attend_backward(self, dc):
+        """dc of the most recent ``attend`` (N, Ev) or (N, L, Ev) -> dq. The keys',
+        values' and parameters' gradients wait for ``project_backward``."""
+        with self._consume() as record:
+            if not (isinstance(record, tuple) and record[0] == "attend"):
+                raise RuntimeError(f"{type(self).__name__}.attend_backward() expects the most "
+                                   "recent forward to be an attend() call, got "
+                                   + ("project()" if isinstance(record, _Projection)
+                                      else "a full forward (use backward())"))
+            _, cache, single = record
+            dc3 = dc[:, None, :] if single else dc
+            dq = self._query_backward(dc3, cache)
+            projection = self._open_projection()
+        projection.steps.append((dc3, cache))
+        return dq[:, 0] if single else dq
+
+    def _open_projection(self):
+        for i in range(len(self._caches) - 2, -1, -1):  # [-1]: the attend being consumed
+            if isinstance(self._caches[i], _Projection):
+                return self._caches[i]
+        raise RuntimeError(f"{type(self).__name__}.attend_backward() found no project() "
+                           "before the attend() calls: project the keys first")
+
+    def project_backward(self):
+        """After ``attend_backward`` of every ``attend`` since ``project``: -> dK (N, S, Ek)
+        and dV (N, S, Ev), the sums over those steps; the parameters' gradients
+        accumulate."""
+        with self._consume() as record:
+            if not isinstance(record, _Projection):
+                raise RuntimeError(f"{type(self).__name__}.project_backward() called while "
+                                   "attention steps are still to be backpropagated "
+                                   "(attend_backward, most recent first)")
+            if not record.steps:
+                raise RuntimeError(f"{type(self).__name__}.project_backward() called with no "
+                                   "attend_backward() since project()")
+            steps = record.steps[::-1]                  # forward order
+            xp = get_array_module(steps[0][0])
+            dc = xp.concatenate([d for d, _ in steps], axis=1)                 # (N, T, Ev)
+            cache = F.concat_attention_caches([c for _, c in steps])
+            dK, dV, grads = self._keys_backward(dc, cache, record.cache)
+        for k, g in grads.items():
+            self._accumulate(k, g)
+        return dK, dV
 
 
 class DotAttention(_Attention):
@@ -47,7 +113,7 @@ class DotAttention(_Attention):
 
     def __init__(self, scale=None):
         super().__init__()
-        self.scale = scale
+        self.scale = check_scale(scale)
 
     def extra_repr(self):
         return "scaled" if self.scale is None else f"scale={self.scale}"
@@ -55,13 +121,25 @@ class DotAttention(_Attention):
     def forward(self, q, K, V, mask=None):
         q3, single = self._split(q)
         c, self.weights, cache = F.dot_attention_forward(q3, K, V, mask, self.scale)
-        self._push((cache, single))
+        self._push(("full", cache, single))
         return c[:, 0] if single else c
 
     def backward(self, dc):
-        with self._consume() as (cache, single):
+        with self._consume() as record:
+            _check_full(self, record)
+            _, cache, single = record
             dq, dK, dV = F.dot_attention_backward(dc[:, None, :] if single else dc, cache)
         return (dq[:, 0] if single else dq), dK, dV
+
+    def _attend(self, q3, keys, V, mask):
+        return F.dot_attention_forward(q3, keys, V, mask, self.scale)
+
+    def _query_backward(self, dc, cache):
+        return F.dot_attention_query_backward(dc, cache)
+
+    def _keys_backward(self, dc, cache, _):
+        _, dK, dV = F.dot_attention_backward(dc, cache)
+        return dK, dV, {}
 
 
 class AdditiveAttention(_Attention):
@@ -91,39 +169,52 @@ class AdditiveAttention(_Attention):
         self._push(("full", cache, single))
         return c[:, 0] if single else c
 
-    def project(self, K):
-        """P = K W_k^T (N, S, A), the key half of the additive score."""
-        P, cache = F.linear_forward(K, self.params["W_k"])
-        self._push(("project", cache, None))
-        return P
-
-    def attend(self, q, P, V, mask=None):
-        q3, single = self._split(q)
-        c, self.weights, cache = F.additive_attention_projected_forward(
-            q3, P, V, self.params["W_q"], self.params["w_v"], mask)
-        self._push(("attend", cache, single))
-        return c[:, 0] if single else c
-
     def backward(self, dc):
-        """dq, dK (dP after ``attend``), dV; the parameters' gradients accumulate."""
-        with self._consume() as (kind, cache, single):
-            if kind == "project":
-                raise RuntimeError("AdditiveAttention.backward() reached the key projection: "
-                                   "backpropagate it with project_backward()")
-            dc = dc[:, None, :] if single else dc
-            backward = (F.additive_attention_backward if kind == "full"
-                        else F.additive_attention_projected_backward)
-            dq, dK, dV, grads = backward(dc, cache)
+        """dq, dK, dV of the most recent full forward; the parameters' gradients
+        accumulate."""
+        with self._consume() as record:
+            _check_full(self, record)
+            _, cache, single = record
+            dq, dK, dV, grads = F.additive_attention_backward(
+                dc[:, None, :] if single else dc, cache)
         for k, g in grads.items():
             self._accumulate(k, g)
         return (dq[:, 0] if single else dq), dK, dV
 
-    def project_backward(self, dP):
-        """dP (N, S, A), summed over every ``attend`` -> dK; adds to grads['W_k']."""
-        with self._consume() as (kind, cache, _):
-            if kind != "project":
-                raise RuntimeError("AdditiveAttention.project_backward() called while attention "
-                                   "steps are still to be backpropagated")
-            dK, grads = F.linear_backward(dP, cache)
-        self._accumulate("W_k", grads["W"])
-        return dK
+    def _project(self, K):
+        """P = K W_k^T (N, S, A), the key half of the additive score."""
+        return F.linear_forward(K, self.params["W_k"])
+
+    def _attend(self, q3, P, V, mask):
+        return F.additive_attention_projected_forward(q3, P, V, self.params["W_q"],
+                                                      self.params["w_v"], mask)
+
+    def _query_backward(self, dc, cache):
+        return F.additive_attention_projected_query_backward(dc, cache)
+
+    def _keys_backward(self, dc, cache, projection):
+        _, dP, dV, grads = F.additive_attention_projected_backward(dc, cache)
+        dK, linear = F.linear_backward(dP, projection)
+        grads["W_k"] = linear["W"]
+        return dK, dV, grads
+
+
+def check_scale(scale):
+    """None (1/sqrt(E)) or a positive, finite number -> None or a float."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+            math.isfinite(scale) and scale > 0):
+        raise ValueError(f"expected scale to be None (1/sqrt(E)) or a positive, finite number, "
+                         f"got {scale!r}")
+    return float(scale)
+
+
+def _check_full(layer, record):
+    """``backward`` pairs with a full forward, not with project/attend."""
+    if not (isinstance(record, tuple) and record[0] == "full"):
+        raise RuntimeError(f"{type(layer).__name__}.backward() reached a "
+                           + ("project() call" if isinstance(record, _Projection)
+                              else "attend() call")
+                           + ": backpropagate the steps with attend_backward() and the keys "
+                           "with project_backward()")

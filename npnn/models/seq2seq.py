@@ -1,35 +1,59 @@
-"""Encoder-decoder (N -> M) with the three ways the seeds pass the source to the decoder.
+"""Encoder-decoder (N -> M) with the ways the tutorials pass the source to the decoder.
 
-Encoder: embedding + (bi)directional GRU/LSTM over the padded source, with
-``lengths`` (packed semantics). Its final states, through a ``bridge``
-(tanh(Linear(.)) of both directions' states when bidirectional), start the decoder.
-The ``context`` scheme decides what else the decoder sees:
+Encoder: embedding + (bi)directional GRU/LSTM over the source, with ``lengths``
+(packed semantics) for padded sources or none for fixed-length ones. Its final
+states, through a ``bridge`` (tanh(Linear(.)) of both directions' states when
+bidirectional), start the decoder: all of them (``decoder_init='state'``, the
+default: (h, c) for an LSTM) or h alone, the other states starting at zero
+(``'h'``, as "Deep Learning from Scratch 2" does). The ``context`` scheme
+decides what else the decoder sees (c: the source summary, the encoder's final
+top-layer state; H_enc: all encoder outputs; s_t: the decoder's state):
 
     'init'       the context only as the decoder's initial state (Cho et al.);
-    'concat'     also the encoder's final top-layer state c, appended to every
-                 decoder input: x_t = [emb(y_{t-1}); c]  (d2l's Seq2SeqDecoder);
-    'attention'  at every step the context is recomputed by attention over all
-                 encoder outputs, queried by the previous decoder state:
-                 c_t = attn(s_{t-1}, enc_out), x_t = [c_t; emb(y_{t-1})] (Bahdanau).
+    'concat'     also c, appended to every decoder input: x_t = [emb(y_{t-1}); c]
+                 (d2l's Seq2SeqDecoder; the "peeky" decoder);
+    'attention'  Bahdanau's form: at every step the context is recomputed by
+                 attention over H_enc, queried by the previous decoder state:
+                 c_t = attn(s_{t-1}, H_enc), x_t = [c_t; emb(y_{t-1})]; the decoder
+                 steps one step at a time, since each query needs the step before;
+    'luong'      Luong's global attention: the decoder runs over the whole
+                 sequence first, s_t = cell(emb(y_{t-1}), s_{t-1}), then every step
+                 attends with its own output as the query, c_t = attn(s_t, H_enc),
+                 all steps in one batched call, and the output layer reads [c_t; s_t].
+
+With ``output_context`` the output layer reads [c; s_t] ('concat': the peeky
+decoder of the book, which feeds c to the output layer too) or [c_t; s_t]
+('attention'); 'luong' always does. Options of the textbooks' tasks:
+``reverse_source`` reverses each source within its length before encoding
+(Sutskever et al.); ``pad=None``, ``eos=None`` and ``src_lengths=None`` make a
+fixed-length model (no padding id, no end id; the encoder takes its unmasked
+path, as it also does for a batch whose lengths are all full); ``scale``
+passes through to dot attention.
 
 Training uses teacher forcing: the decoder reads <bos> y_1 .. y_{T-1} and is
-scored on y_1 .. y_T with cross-entropy that ignores padding. Decoding is
-greedy or beam search (length-normalised score log P / len**alpha, ends at <eos>).
-Token ids: batch-major (N, S) sources and (N, T) targets, as in d2l.
+scored on y_1 .. y_T with cross-entropy that ignores padding (``fit_seq2seq``
+runs it through ``npnn.fit``). Decoding is greedy or beam search (length-
+normalised score log P / len**alpha, ends at <eos>, or after ``max_len`` tokens
+without an end id). Token ids: batch-major (N, S) sources and (N, T) targets.
 """
 
 import numpy as np
 
-from .._checks import check_choice
+from .._checks import check_choice, check_integer, check_shape
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
-from ..functional import log_softmax
+from ..fit import Hooks, fit
+from ..functional import length_mask, log_softmax
 from ..functional.registry import CELLS, as_states, from_states
-from ..layers import AdditiveAttention, DotAttention, Embedding, Linear, Module, no_grad
+from ..layers import (AdditiveAttention, DotAttention, Embedding, Linear, Module,
+                      SoftmaxCrossEntropy, no_grad)
+from ..layers.attention import check_scale
 from ..layers.base import check_positive_int, make_rng
 from ..layers.recurrent import layer_class
+from ..optim import Adam
 from .lm import _select_state
 
-CONTEXTS = ("init", "concat", "attention")
+CONTEXTS = ("init", "concat", "attention", "luong")
+DECODER_INITS = ("state", "h")
 
 
 class Seq2Seq(Module):
@@ -39,18 +63,44 @@ class Seq2Seq(Module):
         src_vocab, tgt_vocab: vocabulary sizes.
         embed_size, hidden_size, num_layers: of both encoder and decoder.
         cell: a registered cell ('gru', 'lstm', ...).  bidirectional: the encoder.
-        context: 'init', 'concat' or 'attention'.  attention: 'additive' or 'dot'.
-        pad, bos, eos: special token ids of the target (pad also of the source).
+        context: 'init', 'concat', 'attention' (Bahdanau) or 'luong'.
+        attention: 'additive' or 'dot' (with 'attention' and 'luong'); scale: dot
+            attention's score factor, None for 1/sqrt(H), 1.0 for Luong's plain dot.
+        pad, bos, eos: special token ids of the target (pad also of the source);
+            pad and eos may be None (fixed-length sequences), bos starts decoding.
+        output_context: the output layer also reads the context ('concat',
+            'attention'); None: only for 'luong', which needs it.
+        reverse_source: reverse each source within its length before encoding.
+        decoder_init: 'state' (the encoder's final states, (h, c) for an LSTM) or
+            'h' (h alone, the other states zero).
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_size=32, hidden_size=64, num_layers=1,
                  cell="gru", bidirectional=False, context="attention", attention="additive",
-                 dropout=0.0, pad=0, bos=1, eos=2, dtype="float32", seed=None):
+                 dropout=0.0, pad=0, bos=1, eos=2, dtype="float32", seed=None, *, scale=None,
+                 output_context=None, reverse_source=False, decoder_init="state"):
         super().__init__()
         self.context = check_choice("context", context, CONTEXTS)
         self.cell = check_choice("cell", cell, tuple(CELLS))
         check_choice("attention", attention, ("additive", "dot"))
-        self.pad, self.bos, self.eos = int(pad), int(bos), int(eos)
+        self.decoder_init = check_choice("decoder_init", decoder_init, DECODER_INITS)
+        attends = context in ("attention", "luong")
+        if scale is not None and not (attends and attention == "dot"):
+            raise ValueError(f"expected scale only with dot attention (context 'attention' or "
+                             f"'luong', attention='dot'), got context={context!r}, "
+                             f"attention={attention!r}")
+        if output_context is None:
+            output_context = context == "luong"
+        if context == "luong" and not output_context:
+            raise ValueError("expected output_context=True (or None) with context='luong': "
+                             "its output layer reads [c_t; s_t]")
+        if output_context and context == "init":
+            raise ValueError("expected output_context only with context 'concat', 'attention' "
+                             "or 'luong', got 'init' (its context is the initial state alone)")
+        self.output_context = bool(output_context)
+        self.reverse_source = bool(reverse_source)
+        self.pad, self.bos, self.eos = (_token_id("pad", pad, True), _token_id("bos", bos),
+                                        _token_id("eos", eos, True))
         self.dtype = np.dtype(dtype)
         E, H = check_positive_int("embed_size", embed_size), check_positive_int(
             "hidden_size", hidden_size)
@@ -62,24 +112,32 @@ class Seq2Seq(Module):
         self.encoder = RNNClass(E, H, num_layers=num_layers, dropout=dropout,
                                 bidirectional=bidirectional, dtype=dtype, seed=rng)
         self.dirs = 2 if bidirectional else 1
-        enc_out = self.dirs * H
+        C = self.dirs * H                                   # context size
         if bidirectional:           # one bridge per state: 'bridge' for h, 'bridge_c' for c, ...
             for name in self._bridge_names():
                 setattr(self, name, Linear(2 * H, H, dtype=dtype, seed=rng))
         self.tgt_embedding = Embedding(tgt_vocab, E, padding_idx=pad, dtype=dtype, seed=rng)
-        extra = enc_out if context in ("concat", "attention") else 0
+        extra = C if context in ("concat", "attention") else 0
         self.decoder = RNNClass(E + extra, H, num_layers=num_layers, dropout=dropout, dtype=dtype,
                                 seed=rng)
-        if context == "attention":
+        if attends:
             if attention == "dot":
-                if enc_out != H:
+                if C != H:
                     raise ValueError(f"expected dot attention with encoder outputs of the "
-                                     f"decoder's size {H}, got {enc_out} (use 'additive')")
-                self.attention = DotAttention()
+                                     f"decoder's size {H}, got {C} (use 'additive')")
+                self.attention = DotAttention(check_scale(scale))
             else:
-                self.attention = AdditiveAttention(H, enc_out, H, dtype=dtype, seed=rng)
-        self.out = Linear(H, tgt_vocab, dtype=dtype, seed=rng)
+                self.attention = AdditiveAttention(H, C, H, dtype=dtype, seed=rng)
+        self.out = Linear(H + (C if self.output_context else 0), tgt_vocab, dtype=dtype, seed=rng)
         self.tgt_vocab = tgt_vocab
+
+    def extra_repr(self):
+        options = [f"context={self.context!r}"]
+        options += [f"{k}={v!r}" for k, v, default in (
+            ("output_context", self.output_context, self.context == "luong"),
+            ("reverse_source", self.reverse_source, False),
+            ("decoder_init", self.decoder_init, "state")) if v != default]
+        return ", ".join(options)
 
     # -- encoder -------------------------------------------------------------
     def _xp(self):
@@ -88,40 +146,72 @@ class Seq2Seq(Module):
     def _ids(self, ids):
         return to_backend(np.asarray(to_numpy(ids)), backend_name(self._xp()))
 
-    def encode(self, src, src_lengths):
-        """src (N, S) ids, lengths (N,) -> enc_out (N, S, dirs*H), the encoder's final state,
-        the decoder's initial state (bridged), mask (N, S)."""
+    def _source(self, src, src_lengths):
+        """-> host ids (N, S), reversed within their lengths when asked, and the lengths
+        (N,) or None: none given, or all full (a full-length batch takes the unmasked
+        path)."""
+        src = np.asarray(to_numpy(src))
+        check_integer("src", src)
+        if src.ndim != 2:
+            check_shape("src", src, (None, None), "NS")
+        N, S = src.shape
+        lengths = None
+        if src_lengths is not None:
+            lengths = np.asarray(to_numpy(src_lengths))
+            check_integer("src_lengths", lengths)
+            check_shape("src_lengths", lengths, (N,), "N")
+            length_mask(lengths, S)                         # lengths in 1..S, or ValueError
+            if bool((lengths == S).all()):
+                lengths = None
+        if self.reverse_source:
+            if lengths is None:
+                src = src[:, ::-1]
+            else:
+                s, n = np.arange(S)[None, :], lengths[:, None]
+                src = np.take_along_axis(src, np.where(s < n, n - 1 - s, s), axis=1)
+        return src, lengths
+
+    def encode(self, src, src_lengths=None):
+        """src (N, S) ids, lengths (N,) or None -> enc_out (N, S, dirs*H), the encoder's
+        final state, the decoder's initial state, mask (N, S) or None (no padding)."""
         xp = self._xp()
-        src = self._ids(src)
-        lengths = np.asarray(to_numpy(src_lengths))
-        emb = self.src_embedding(xp.ascontiguousarray(src.T))            # (S, N, E)
+        src, lengths = self._source(src, src_lengths)
+        emb = self.src_embedding(self._ids(np.ascontiguousarray(src.T)))   # (S, N, E)
         enc_out, state = self.encoder(emb, lengths=lengths)              # (S, N, dirs*H)
-        mask = xp.arange(src.shape[1])[None, :] < self._ids(lengths)[:, None]
-        return enc_out.transpose(1, 0, 2), state, self._bridge(state), mask
+        mask = None if lengths is None else self._ids(length_mask(lengths, src.shape[1]).T)
+        return enc_out.transpose(1, 0, 2), state, self._start_state(state), mask
 
     def _bridge_names(self):
+        n = 1 if self.decoder_init == "h" else len(self.encoder.spec.states)
         return ["bridge" if i == 0 else "bridge_" + state
-                for i, state in enumerate(self.encoder.spec.states)]
+                for i, state in enumerate(self.encoder.spec.states[:n])]
 
     def _bridges(self):
         return [getattr(self, name) for name in self._bridge_names()]
 
-    def _bridge(self, state):
-        if self.dirs == 1:
-            return state
-        return from_states(tuple(self._bridge_one(s, lin)
-                                 for s, lin in zip(as_states(state), self._bridges())))
+    def _start_state(self, state):
+        """The decoder's initial state: the encoder's final states (bridged when
+        bidirectional), with 'h' only the first, the others zero."""
+        states = as_states(state)
+        n = len(self._bridge_names())
+        start = (list(states[:n]) if self.dirs == 1 else
+                 [self._bridge_one(s, lin) for s, lin in zip(states, self._bridges())])
+        xp = get_array_module(states[0])
+        return from_states(tuple(start) + tuple(xp.zeros_like(start[0]) for _ in states[n:]))
 
     def _bridge_one(self, s, lin):
         L, N, H = self.num_layers, s.shape[1], self.hidden_size
         both = s.reshape(L, 2, N, H).transpose(0, 2, 1, 3).reshape(L, N, 2 * H)
         return get_array_module(s).tanh(lin(both))
 
-    def _bridge_backward(self, d_state, state0):
-        if self.dirs == 1:
-            return d_state
-        return from_states(tuple(self._bridge_one_backward(d, y, lin) for d, y, lin in
-                                 zip(as_states(d_state), as_states(state0), self._bridges())))
+    def _start_state_backward(self, d_state, state0):
+        """The decoder's initial-state gradient -> the encoder's final-state gradient
+        (None for the states 'h' does not pass)."""
+        d_states, n = as_states(d_state), len(self._bridge_names())
+        d = (list(d_states[:n]) if self.dirs == 1 else
+             [self._bridge_one_backward(dd, y, lin) for dd, y, lin in
+              zip(d_states, as_states(state0), self._bridges())])
+        return tuple(d) + (None,) * (len(d_states) - n)
 
     def _bridge_one_backward(self, d, y, lin):
         L, N, H = self.num_layers, d.shape[1], self.hidden_size
@@ -135,103 +225,126 @@ class Seq2Seq(Module):
 
     # -- teacher-forced forward and backward ----------------------------------
     def forward(self, src, src_lengths, tgt_in):
-        """src (N, S), src_lengths (N,), tgt_in (N, T) (<bos> y_1..y_{T-1}) -> logits (N, T, V)."""
+        """src (N, S), src_lengths (N,) or None (fixed length), tgt_in (N, T)
+        (<bos> y_1..y_{T-1}) -> logits (N, T, V)."""
         xp = self._xp()
         enc_out, enc_state, state0, mask = self.encode(src, src_lengths)
-        tgt_in = self._ids(tgt_in)
-        emb = self.tgt_embedding(xp.ascontiguousarray(tgt_in.T))         # (T, N, E)
-        T = emb.shape[0]
+        emb = self.tgt_embedding(self._ids(np.ascontiguousarray(to_numpy(tgt_in).T)))  # (T, N, E)
+        T, N = emb.shape[:2]
+        ctx = None                                  # what the output layer reads besides s_t
         if self.context == "init":
             dec_out, _ = self.decoder(emb, state0)
         elif self.context == "concat":
-            ctx_vec = self._context_vector(enc_state)                   # (N, dirs*H)
-            x = xp.concatenate([emb, xp.broadcast_to(ctx_vec, (T,) + ctx_vec.shape)], axis=2)
-            dec_out, _ = self.decoder(x, state0)
-        else:
+            ctx = xp.broadcast_to(self._context_vector(enc_state), (T, N, enc_out.shape[2]))
+            dec_out, _ = self.decoder(xp.concatenate([emb, ctx], axis=2), state0)
+        elif self.context == "attention":
             keys = self.attention.project(enc_out)     # what depends on the keys alone: once
-            state, outs = state0, []
+            state, outs, ctxs = state0, [], []
             for t in range(T):
                 query = as_states(state)[0][-1]                                # (N, H)
-                ctx = self.attention.attend(query, keys, enc_out, mask)        # (N, dirs*H)
-                out, state = self.decoder(xp.concatenate([ctx, emb[t]], axis=1)[None], state)
+                c = self.attention.attend(query, keys, enc_out, mask)          # (N, dirs*H)
+                out, state = self.decoder(xp.concatenate([c, emb[t]], axis=1)[None], state)
                 outs.append(out[0])
+                ctxs.append(c)
             dec_out = xp.stack(outs)                                           # (T, N, H)
-        logits = self.out(dec_out)                                             # (T, N, V)
-        self._push((state0, T, emb.shape[2], enc_out.shape,
-                    keys.shape if self.context == "attention" else None))
+            ctx = xp.stack(ctxs)                                               # (T, N, dirs*H)
+        else:                                                                  # 'luong'
+            dec_out, _ = self.decoder(emb, state0)                             # (T, N, H)
+            ctx = self.attention(dec_out.transpose(1, 0, 2), enc_out, enc_out, mask)
+            ctx = ctx.transpose(1, 0, 2)                                       # (T, N, dirs*H)
+        if self.output_context:
+            logits = self.out(xp.concatenate([ctx, dec_out], axis=2))          # (T, N, V)
+        else:
+            logits = self.out(dec_out)
+        self._push((state0, T, emb.shape[2], enc_out.shape))
         return logits.transpose(1, 0, 2)
 
     def backward(self, dlogits):
         """dlogits (N, T, V) -> None; every parameter's gradient accumulates."""
-        with self._consume() as (state0, T, E, enc_shape, keys_shape):
+        with self._consume() as (state0, T, E, enc_shape):
             self._check_grad("dlogits", dlogits, (enc_shape[0], T, self.tgt_vocab),
                              self.dtype)
         xp = get_array_module(dlogits)
-        d_dec = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))   # (T, N, H)
-        d_enc_out = xp.zeros(enc_shape, dtype=d_dec.dtype)                   # (N, S, dirs*H)
-        d_enc_state = None
+        N, S, C = enc_shape
+        d_out = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))  # (T, N, .)
+        d_ctx, d_dec = (d_out[:, :, :C], d_out[:, :, C:]) if self.output_context else (None,
+                                                                                      d_out)
+        d_enc_out = None                                                     # (N, S, dirs*H)
+        d_top = None                       # 'concat': the context vector's gradient (N, C)
         if self.context == "init":
             d_emb, d_state0 = self.decoder.backward(d_dec)
         elif self.context == "concat":
             dx, d_state0 = self.decoder.backward(d_dec)
             d_emb = dx[:, :, :E]
-            d_ctx = dx[:, :, E:].sum(axis=0)                                 # (N, dirs*H)
-            d_enc_state = d_ctx
-        else:
-            d_emb = xp.empty((T,) + d_dec.shape[1:2] + (E,), dtype=d_dec.dtype)
+            d_top = dx[:, :, E:].sum(axis=0)
+            if d_ctx is not None:
+                d_top += d_ctx.sum(axis=0)
+        elif self.context == "attention":
+            d_emb = xp.empty((T, N, E), dtype=d_dec.dtype)
             d_state = None
-            C = enc_shape[2]
-            d_keys = xp.zeros(keys_shape, dtype=d_dec.dtype)
             for t in range(T - 1, -1, -1):
                 dx, d_state = self.decoder.backward(d_dec[t][None], d_state)
-                d_ctx, d_emb[t] = dx[0, :, :C], dx[0, :, C:]
-                dq, dk, dV = self.attention.backward(d_ctx)
-                d_keys += dk
-                d_enc_out += dV
+                d_c, d_emb[t] = dx[0, :, :C], dx[0, :, C:]
+                if d_ctx is not None:
+                    d_c = d_c + d_ctx[t]
+                dq = self.attention.attend_backward(d_c)
                 as_states(d_state)[0][-1] += dq                              # the query s_{t-1}
-            d_enc_out += self.attention.project_backward(d_keys)            # the keys, once
+            dK, dV = self.attention.project_backward()     # every step's, in one product
+            d_enc_out = dK + dV
             d_state0 = d_state
+        else:                                                                # 'luong'
+            dq, dK, dV = self.attention.backward(xp.ascontiguousarray(d_ctx.transpose(1, 0, 2)))
+            d_emb, d_state0 = self.decoder.backward(d_dec + dq.transpose(1, 0, 2))
+            d_enc_out = dK + dV
         self.tgt_embedding.backward(d_emb)
-        d_state_enc = self._bridge_backward(d_state0, state0)
-        if d_enc_state is not None:      # 'concat': the context is the top layer's final state
-            d_top = d_enc_state.reshape(d_enc_state.shape[0], self.dirs, self.hidden_size)
-            states = as_states(d_state_enc)
-            h = states[0].copy()
-            h[-self.dirs:] += d_top.transpose(1, 0, 2)
-            d_state_enc = from_states((h,) + states[1:])
-        d_src, _ = self.encoder.backward(xp.ascontiguousarray(d_enc_out.transpose(1, 0, 2)),
-                                         d_state_enc)
+        d_state_enc = self._start_state_backward(d_state0, state0)
+        if d_top is not None:           # 'concat': the context is the top layer's final state
+            d_top = d_top.reshape(N, self.dirs, self.hidden_size).transpose(1, 0, 2)
+            h = d_state_enc[0].copy()
+            h[-self.dirs:] += d_top
+            d_state_enc = (h,) + d_state_enc[1:]
+        if d_enc_out is None:
+            d_enc = None
+        else:
+            d_enc = xp.ascontiguousarray(d_enc_out.transpose(1, 0, 2))      # (S, N, dirs*H)
+        d_src, _ = self.encoder.backward(d_enc, from_states(d_state_enc))
         self.src_embedding.backward(d_src)
 
     # -- decoding ------------------------------------------------------------
     def _step(self, tok, state, enc_out, mask, ctx):
         """One decoder step: tok (B,) ids -> logits (B, V) as float64 on the host, state.
         ``ctx`` is what ``_start`` prepared: the context vector ('concat') or the
-        projected keys ('attention')."""
+        projected keys ('attention', 'luong')."""
         xp = self._xp()
         emb = self.tgt_embedding(self._ids(tok)[None])                  # (1, B, E)
-        if self.context == "init":
+        c = None
+        if self.context in ("init", "luong"):
             x = emb
         elif self.context == "concat":
             x = xp.concatenate([emb, ctx[None]], axis=2)
+            c = ctx
         else:
             query = as_states(state)[0][-1]
             c = self.attention.attend(query, ctx, enc_out, mask)
             x = xp.concatenate([c[None], emb], axis=2)
         out, state = self.decoder(x, state)
-        return to_numpy(self.out(out[0])).astype(np.float64), state
+        if self.context == "luong":
+            c = self.attention.attend(out[0], ctx, enc_out, mask)
+        h = xp.concatenate([c, out[0]], axis=1) if self.output_context else out[0]
+        return to_numpy(self.out(h)).astype(np.float64), state
 
     def _start(self, src, src_lengths):
         enc_out, enc_state, state, mask = self.encode(src, src_lengths)
         ctx = None
         if self.context == "concat":
             ctx = self._context_vector(enc_state)
-        elif self.context == "attention":
+        elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
         return enc_out, state, mask, ctx
 
-    def greedy_decode(self, src, src_lengths, max_len=50):
-        """Most likely token at every step, for a batch; lists of ids, <eos> excluded."""
+    def greedy_decode(self, src, src_lengths=None, max_len=50):
+        """Most likely token at every step, for a batch; lists of ids, <eos> excluded
+        (without an end id, ``max_len`` tokens each)."""
         was = self.training
         self.eval()
         try:
@@ -244,29 +357,32 @@ class Seq2Seq(Module):
                     logits, state = self._step(tok, state, enc_out, mask, ctx)
                     tok = logits.argmax(axis=1)
                     outs.append(tok)
-                    done |= tok == self.eos
-                    if done.all():
-                        break
+                    if self.eos is not None:
+                        done |= tok == self.eos
+                        if done.all():
+                            break
         finally:
             self.train(was)
-        seqs = np.stack(outs, axis=1)
-        return [list(row[:list(row).index(self.eos)] if self.eos in row else row)
-                for row in seqs.tolist()]
+        seqs = np.stack(outs, axis=1).tolist()
+        if self.eos is None:
+            return seqs
+        return [row[:row.index(self.eos)] if self.eos in row else row for row in seqs]
 
-    def beam_decode(self, src, src_length, beam_width=4, max_len=50, alpha=0.75):
+    def beam_decode(self, src, src_length=None, beam_width=4, max_len=50, alpha=0.75):
         """Beam search for one source (S,) ids: keeps ``beam_width`` hypotheses by summed
-        log-probability; a hypothesis ends at <eos>; the result maximises
-        log P / len ** alpha (len counts <eos>). Returns ids, <eos> excluded."""
+        log-probability; a hypothesis ends at <eos> (or after ``max_len`` tokens); the
+        result maximises log P / len ** alpha (len counts <eos>). Returns ids, <eos>
+        excluded."""
         width = check_positive_int("beam_width", beam_width)
         was = self.training
         self.eval()
         try:
             with no_grad():
-                enc_out, state, mask, ctx = self._start(np.asarray(src)[None],
-                                                            np.asarray([int(src_length)]))
+                lengths = None if src_length is None else np.asarray([int(src_length)])
+                enc_out, state, mask, ctx = self._start(np.asarray(to_numpy(src))[None],
+                                                        lengths)
                 scores, seqs, finished = np.zeros(1), [[]], []
                 tok = np.array([self.bos])
-                live = np.arange(1)
                 for step in range(max_len):
                     logits, state = self._step(tok, state, enc_out, mask, ctx)
                     total = (scores[:, None] + log_softmax(logits)).ravel()
@@ -274,7 +390,8 @@ class Seq2Seq(Module):
                     beam_idx, toks = np.divmod(order, logits.shape[1])
                     scores = total[order]
                     seqs = [seqs[b] + [int(t)] for b, t in zip(beam_idx, toks)]
-                    ended = toks == self.eos
+                    ended = (toks == self.eos if self.eos is not None
+                             else np.zeros(toks.shape, dtype=bool))
                     finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i][:-1])
                                  for i in np.flatnonzero(ended)]
                     live = np.flatnonzero(~ended)
@@ -282,11 +399,98 @@ class Seq2Seq(Module):
                         break
                     seqs, scores, tok = [seqs[i] for i in live], scores[live], toks[live]
                     state = _select_state(state, beam_idx[live])
-                    rows = np.zeros(live.size, dtype=np.int64)      # one source, repeated
-                    enc_out, mask = enc_out[self._ids(rows)], mask[self._ids(rows)]
+                    rows = self._ids(np.zeros(live.size, dtype=np.int64))  # one source, repeated
+                    enc_out = enc_out[rows]
+                    mask = None if mask is None else mask[rows]
                     if ctx is not None:
-                        ctx = ctx[self._ids(rows)]
+                        ctx = ctx[rows]
                 finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         finally:
             self.train(was)
         return max(finished, key=lambda f: f[0])[1]
+
+
+def _token_id(name, value, optional=False):
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        what = "a non-negative integer" + (" or None" if optional else "")
+        raise ValueError(f"expected {name} to be {what}, got {value!r}")
+    return int(value)
+
+
+# -- training and evaluation through npnn.fit ------------------------------------------
+def teacher_forcing(tgt, bos):
+    """Targets y_1 .. y_T (N, T) -> the decoder's inputs <bos> y_1 .. y_{T-1} (N, T)."""
+    tgt = np.asarray(to_numpy(tgt))
+    check_integer("tgt", tgt)
+    if tgt.ndim != 2:
+        check_shape("tgt", tgt, (None, None), "NT")
+    return np.concatenate([np.full((tgt.shape[0], 1), bos, dtype=tgt.dtype), tgt[:, :-1]],
+                          axis=1)
+
+
+def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None):
+    """``batches(rng)`` for ``npnn.fit``: every epoch a fresh permutation, the last
+    partial minibatch dropped, each minibatch ((src, src_lengths, tgt_in), tgt) with
+    teacher forcing; padded sources are cut to the minibatch's longest."""
+    src, tgt = np.asarray(to_numpy(src)), np.asarray(to_numpy(tgt))
+    lengths = None if src_lengths is None else np.asarray(to_numpy(src_lengths))
+    if len(src) != len(tgt) or (lengths is not None and len(lengths) != len(src)):
+        raise ValueError(f"expected as many targets and lengths as sources ({len(src)}), "
+                         f"got {len(tgt)} and {None if lengths is None else len(lengths)}")
+    batch_size = check_positive_int("batch_size", batch_size)
+    if batch_size > len(src):
+        raise ValueError(f"expected batch_size at most the number of sequences ({len(src)}), "
+                         f"got {batch_size}")
+    tgt_in = teacher_forcing(tgt, bos)
+
+    def batches(rng):
+        order = rng.permutation(len(src))
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[i:i + batch_size]
+            if lengths is None:
+                yield (src[idx], None, tgt_in[idx]), tgt[idx]
+            else:
+                S = int(lengths[idx].max())
+                yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt[idx]
+    return batches
+
+
+def exact_match(model, src, tgt, src_lengths=None, batch_size=1000):
+    """Share of sources whose greedy decoding is exactly the target (ids, up to <eos>,
+    which is excluded), decoded ``batch_size`` at a time; ``max_len`` is T (+1 for <eos>)."""
+    src, tgt = np.asarray(to_numpy(src)), np.asarray(to_numpy(tgt))
+    lengths = None if src_lengths is None else np.asarray(to_numpy(src_lengths))
+    right = 0
+    for i in range(0, len(src), batch_size):
+        part = slice(i, i + batch_size)
+        out = model.greedy_decode(src[part], None if lengths is None else lengths[part],
+                                  max_len=tgt.shape[1])
+        for got, want in zip(out, tgt[part].tolist()):
+            if model.eos is not None and model.eos in want:
+                want = want[:want.index(model.eos)]
+            right += got == want
+    return right / len(src)
+
+
+def fit_seq2seq(model, train, test=None, *, epochs, batch_size=128, lr=1e-3, clip=5.0,
+                optimizer=None, rng=None, eval_batch=1000, log=print, progress=False):
+    """Train ``model`` with teacher forcing through ``npnn.fit``: Adam (or
+    ``optimizer``), cross-entropy ignoring ``model.pad``, global-norm clipping, and
+    after every epoch the exact-match accuracy on ``test`` (batched greedy decoding).
+
+    ``train`` and ``test`` are (src (N, S), tgt (N, T)) or (src, tgt, src_lengths)
+    with targets y_1 .. y_T (ending in <eos> if the model has one). Returns the
+    ``TrainState``; its history records hold 'test_exact_match'.
+    """
+    src, tgt, *lengths = train
+    batches = seq2seq_batches(src, tgt, model.bos, batch_size, *lengths)
+    hooks = None
+    if test is not None:
+        t_src, t_tgt, *t_lengths = test
+        hooks = Hooks(evaluate=lambda state, record: {"test_exact_match": exact_match(
+            model, t_src, t_tgt, *t_lengths, batch_size=eval_batch)})
+    loss = SoftmaxCrossEntropy(ignore_index=-100 if model.pad is None else model.pad)
+    return fit(model, loss, batches, optimizer or Adam(model, lr=lr), epochs=epochs, clip=clip,
+               rng=rng, hooks=hooks, log=log, progress=progress)
