@@ -311,36 +311,50 @@ class Seq2Seq(Module):
         self.src_embedding.backward(d_src)
 
     # -- decoding ------------------------------------------------------------
-    def _step(self, tok, state, enc_out, mask, ctx):
-        """One decoder step: tok (B,) ids -> logits (B, V) as float64 on the host, state.
-        ``ctx`` is what ``_start`` prepared: the context vector ('concat') or the
-        projected keys ('attention', 'luong')."""
-        xp = self._xp()
-        emb = self.tgt_embedding(self._ids(tok)[None])                  # (1, B, E)
-        c = None
-        if self.context in ("init", "luong"):
-            x = emb
-        elif self.context == "concat":
-            x = xp.concatenate([emb, ctx[None]], axis=2)
-            c = ctx
-        else:
-            query = as_states(state)[0][-1]
-            c = self.attention.attend(query, ctx, enc_out, mask)
-            x = xp.concatenate([c[None], emb], axis=2)
-        out, state = self.decoder(x, state)
-        if self.context == "luong":
-            c = self.attention.attend(out[0], ctx, enc_out, mask)
-        h = xp.concatenate([c, out[0]], axis=1) if self.output_context else out[0]
-        return to_numpy(self.out(h)).astype(np.float64), state
-
     def _start(self, src, src_lengths):
+        """Decoding's set-up for a batch of sources -> (enc_out, mask, ctx), the decoder's
+        initial state and its parameters by layer. ``ctx`` is what every step reads: the
+        context vector ('concat') or the projected keys ('attention', 'luong')."""
         enc_out, enc_state, state, mask = self.encode(src, src_lengths)
         ctx = None
         if self.context == "concat":
             ctx = self._context_vector(enc_state)
         elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
-        return enc_out, state, mask, ctx
+        weights = [self.decoder._weights(layer, 0) for layer in range(self.num_layers)]
+        return [enc_out, mask, ctx], state, weights
+
+    def _step(self, tok, state, source, weights):
+        """One decoder step: tok (B,) ids -> logits (B, V) (on the model's backend), state.
+
+        Decoding keeps no cache and has no dropout, so the step calls the cell's op
+        (``spec.run``) layer by layer with the decoder's parameters, and indexes the
+        embedding and applies the output layer directly: a layer's call would add its
+        checks and bookkeeping to every token of every sequence decoded."""
+        xp = self._xp()
+        enc_out, mask, ctx = source
+        x = self.tgt_embedding.params["weight"][self._ids(tok)]               # (B, E)
+        c = None
+        if self.context == "concat":
+            x = xp.concatenate([x, ctx], axis=1)
+            c = ctx
+        elif self.context == "attention":
+            c = self.attention.attend(as_states(state)[0][-1], ctx, enc_out, mask)
+            x = xp.concatenate([c, x], axis=1)
+        dec = self.decoder
+        states, finals = as_states(state), []
+        out = x[None]                                                         # (1, B, D)
+        for layer in range(self.num_layers):
+            out, final, _ = dec.spec.run(out, tuple(s[layer] for s in states), weights[layer],
+                                         **dec._op_options(xp))
+            finals.append(final)
+        state = from_states(tuple(xp.stack(f) for f in zip(*finals)))         # (L, B, H) each
+        h = out[0]                                                            # (B, H)
+        if self.context == "luong":
+            c = self.attention.attend(h, ctx, enc_out, mask)
+        if self.output_context:
+            h = xp.concatenate([c, h], axis=1)
+        return xp.dot(h, self.out.params["weight"].T) + self.out.params["bias"], state
 
     def greedy_decode(self, src, src_lengths=None, max_len=50):
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded
@@ -349,13 +363,13 @@ class Seq2Seq(Module):
         self.eval()
         try:
             with no_grad():
-                enc_out, state, mask, ctx = self._start(src, src_lengths)
-                N = enc_out.shape[0]
+                source, state, weights = self._start(src, src_lengths)
+                N = source[0].shape[0]
                 tok = np.full(N, self.bos)
                 outs, done = [], np.zeros(N, dtype=bool)
                 for _ in range(max_len):
-                    logits, state = self._step(tok, state, enc_out, mask, ctx)
-                    tok = logits.argmax(axis=1)
+                    logits, state = self._step(tok, state, source, weights)
+                    tok = to_numpy(logits.argmax(axis=1))
                     outs.append(tok)
                     if self.eos is not None:
                         done |= tok == self.eos
@@ -379,12 +393,12 @@ class Seq2Seq(Module):
         try:
             with no_grad():
                 lengths = None if src_length is None else np.asarray([int(src_length)])
-                enc_out, state, mask, ctx = self._start(np.asarray(to_numpy(src))[None],
-                                                        lengths)
+                source, state, weights = self._start(np.asarray(to_numpy(src))[None], lengths)
                 scores, seqs, finished = np.zeros(1), [[]], []
                 tok = np.array([self.bos])
                 for step in range(max_len):
-                    logits, state = self._step(tok, state, enc_out, mask, ctx)
+                    logits, state = self._step(tok, state, source, weights)
+                    logits = to_numpy(logits).astype(np.float64)
                     total = (scores[:, None] + log_softmax(logits)).ravel()
                     order = np.argsort(-total, kind="stable")[:width]
                     beam_idx, toks = np.divmod(order, logits.shape[1])
@@ -400,10 +414,7 @@ class Seq2Seq(Module):
                     seqs, scores, tok = [seqs[i] for i in live], scores[live], toks[live]
                     state = _select_state(state, beam_idx[live])
                     rows = self._ids(np.zeros(live.size, dtype=np.int64))  # one source, repeated
-                    enc_out = enc_out[rows]
-                    mask = None if mask is None else mask[rows]
-                    if ctx is not None:
-                        ctx = ctx[rows]
+                    source = [None if a is None else a[rows] for a in source]
                 finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         finally:
             self.train(was)
