@@ -11,9 +11,10 @@ LSTM looping over time with a step object per step, attention as elementwise
 products and sums, its own Adam and clipping. Its two tasks, with data generated
 here from a seed:
 
-* addition: "16+75" -> "91", questions padded with spaces to 7 characters,
-  answers to 4 (after the start symbol "_"), 50,000 distinct pairs of 0..999,
-  45,000 to train and 5,000 to test; hidden size 128;
+* addition (``examples/addition.py``'s generator): "16+75" -> "91", questions
+  padded with spaces to 7 characters, answers to 4 (after the start symbol "_"),
+  50,000 distinct pairs of 0..999, 45,000 to train and 5,000 to test; hidden
+  size 128;
 * dates: ``examples/dates.py``'s generator (one of 14 human formats -> ISO),
   questions padded to 29 characters, answers of 10; 45,000 / 5,000 dates (test
   days unseen in training); hidden size 256.
@@ -65,8 +66,9 @@ sys.path.insert(0, HERE)
 
 import npnn  # noqa: E402
 from npnn.fit import fit  # noqa: E402
+from npnn.functional.accel import use_acceleration  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.models.seq2seq import exact_match, fit_seq2seq, seq2seq_batches  # noqa: E402
+from npnn.models.seq2seq import fit_seq2seq  # noqa: E402
 from npnn.optim import Adam  # noqa: E402
 from bench_rnn import machine, median_ms, write_section  # noqa: E402
 
@@ -78,18 +80,18 @@ VARIANTS = {
     "peeky": ({"context": "concat", "output_context": True}, "peeky", "peeky", False),
     "reversed": ({"context": "init"}, "plain", "plain", True),
     "reversed+peeky": ({"context": "concat", "output_context": True}, "peeky", "peeky", True),
-    "attention, Luong (the peer's form)": (
+    "attention: Luong (the peer's form)": (
         {"context": "luong", "attention": "dot", "scale": 1.0}, "attention", "luong", False),
-    "attention, Bahdanau (npnn's form)": (
+    "attention: Bahdanau (npnn's form)": (
         {"context": "attention", "attention": "dot", "scale": 1.0}, "attention", "bahdanau",
         False),
 }
 #: the variants timed per task (dates: the book reverses every source)
 TASK_VARIANTS = {
     "addition": ["plain", "peeky", "reversed", "reversed+peeky",
-                 "attention, Luong (the peer's form)", "attention, Bahdanau (npnn's form)"],
-    "dates": ["reversed", "reversed+peeky", "reversed+attention, Luong (the peer's form)",
-              "reversed+attention, Bahdanau (npnn's form)"],
+                 "attention: Luong (the peer's form)", "attention: Bahdanau (npnn's form)"],
+    "dates": ["reversed", "reversed+peeky", "reversed+attention: Luong (the peer's form)",
+              "reversed+attention: Bahdanau (npnn's form)"],
 }
 
 
@@ -128,11 +130,10 @@ class Task:
 
 
 def addition_task(seed=1984, n=50000, n_test=5000):
-    """Distinct pairs a, b of 0..999: "a+b" padded to 7, "_" + (a + b) padded to 5."""
-    codes = np.random.default_rng(seed).choice(1000 * 1000, size=n, replace=False)
-    pairs = [(f"{a}+{b}".ljust(7), "_" + str(a + b).ljust(4))
-             for a, b in zip(*np.divmod(codes, 1000))]
-    return Task("addition", pairs[n_test:], pairs[:n_test])
+    """examples/addition.py's questions: "a+b" padded to 7, "_" + (a + b) padded to 5."""
+    import addition
+    train, test = addition.make_data(n, n_test, seed)
+    return Task("addition", train, test)
 
 
 def dates_task(seed=0, n_train=45000, n_test=5000):
@@ -242,7 +243,8 @@ class TextbookTimeLSTM:
         for t in reversed(range(T)):
             step = self.steps[t]
             dxs[:, t, :], dh, dc = step.backward(dhs[:, t, :] + dh, dc)
-            sums = [s + g for s, g in zip(sums, step.grads)]
+            for k, g in enumerate(step.grads):
+                sums[k] += g
         for mine, s in zip(self.grads, sums):
             mine[...] = s
         self.dh = dh
@@ -535,6 +537,12 @@ class Runs:
         self.k += BATCH
         return idx
 
+    def npnn_accel_step(self):
+        """npnn's step with every sequence op on its acceleration (``accel.select`` runs
+        sequences under 16 steps on the reference)."""
+        with use_acceleration():
+            self.npnn_step()
+
     def npnn_step(self):
         idx = self._next()
         batch = ((self.task.x_train[idx], None, self.t[idx, :-1]), self.t[idx, 1:])
@@ -584,19 +592,20 @@ class Runs:
 
 
 def time_variant(task, name, torch, repeat, n_single, n_batch):
-    """(s/epoch for npnn, peer, torch), (ms/question one at a time ...), (batched ...)."""
+    """Seconds per epoch of [npnn, npnn with the accelerations forced, textbook, PyTorch],
+    then ms per question decoded one at a time and in a batch, [npnn, textbook, PyTorch]
+    (NaN for PyTorch when it is not installed)."""
     runs = Runs(task, name, torch)
     impls = ["npnn", "peer"] + (["torch"] if torch is not None else [])
-    steps = [getattr(runs, f"{k}_step") for k in impls]
+    steps = [runs.npnn_step, runs.npnn_accel_step] + [getattr(runs, f"{k}_step")
+                                                     for k in impls[1:]]
     epoch = [ms * 1e-3 * runs.steps_per_epoch for ms in median_ms(steps, repeat, budget_s=0.0)]
-    single = [ms / n_single for ms in median_ms(
-        [lambda k=k: getattr(runs, f"{k}_decode")(n_single, False) for k in impls], 3,
-        budget_s=0.0)]
-    batched = [ms / n_batch for ms in median_ms(
-        [lambda k=k: getattr(runs, f"{k}_decode")(n_batch, True) for k in impls], 3,
-        budget_s=0.0)]
-    nan = [float("nan")] * (3 - len(impls))
-    return epoch + nan, single + nan, batched + nan
+    decoded = []
+    for n, batched in ((n_single, False), (n_batch, True)):
+        fns = [lambda k=k: getattr(runs, f"{k}_decode")(n, batched) for k in impls]
+        decoded.append([ms / n for ms in median_ms(fns, 3, budget_s=0.0)]
+                       + [float("nan")] * (3 - len(impls)))
+    return epoch + [float("nan")] * (4 - len(epoch)), decoded[0], decoded[1]
 
 
 # -- accuracy ---------------------------------------------------------------------------
@@ -666,18 +675,18 @@ def main(argv=None):
     tasks = {name: TASKS[name]() for name in args.tasks.split(",")}
     if args.accuracy:
         return accuracy_main(args, tasks, info)
-    rows = ["| task | variant | npnn s/epoch | textbook | PyTorch | textbook/npnn | "
-            "PyTorch/npnn | decode 1 at a time, ms/question: npnn | textbook | PyTorch | "
-            f"batch of {args.decode_batch}: npnn | textbook | PyTorch |",
-            "|" + "---|" * 13]
+    rows = ["| task | variant | npnn s/epoch | npnn, accelerations forced | textbook | "
+            "PyTorch | textbook/npnn | PyTorch/npnn | decode 1 at a time, ms/question: npnn | "
+            f"textbook | PyTorch | batch of {args.decode_batch}: npnn | textbook | PyTorch |",
+            "|" + "---|" * 14]
     for task in tasks.values():
         names = args.variants.split(",") if args.variants else TASK_VARIANTS[task.name]
         for name in names:
             epoch, single, batched = time_variant(task, name, torch, args.repeat, args.single,
                                                   args.decode_batch)
             rows.append(f"| {task.name} | {name} | {epoch[0]:.1f} | {epoch[1]:.1f} | "
-                        f"{epoch[2]:.1f} | {epoch[1] / epoch[0]:.2f} | "
-                        f"{epoch[2] / epoch[0]:.2f} | {single[0]:.2f} | {single[1]:.2f} | "
+                        f"{epoch[2]:.1f} | {epoch[3]:.1f} | {epoch[2] / epoch[0]:.2f} | "
+                        f"{epoch[3] / epoch[0]:.2f} | {single[0]:.2f} | {single[1]:.2f} | "
                         f"{single[2]:.2f} | {batched[0]:.3f} | {batched[1]:.3f} | "
                         f"{batched[2]:.3f} |")
             print(rows[-1], flush=True)

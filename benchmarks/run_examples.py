@@ -19,6 +19,8 @@ from bench_rnn import write_section  # noqa: E402
 EXAMPLES = {
     "dates": "Human-written dates -> ISO dates (encoder-decoder, N -> M): exact match on "
              "held-out calendar days, by how the decoder receives the source",
+    "addition": "Fixed-width addition, \"16+75\" -> \"91\" (encoder-decoder, N -> M, the task of "
+                "Deep Learning from Scratch 2): exact match on held-out questions by variant",
     "classify": "Balanced brackets (N -> 1), GRU classifier on variable-length strings",
     "tag": "Part-of-speech-like tagging (N -> N) with ambiguous words",
     "conditional": "Number names from a vector (1 -> N), conditioned GRU decoder",

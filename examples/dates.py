@@ -8,8 +8,11 @@ between 1950 and 2049 written in one of many formats ("5 March 2021",
 "Fri, Mar 5 2021", "05.03.2021", "the 5th of march, 2021", "05-MAR-21", ...)
 is the source, its ISO form "2021-03-05" the target. Test dates are calendar
 days never seen in training. Characters are the tokens. The report is the
-exact-match accuracy (whole date right) with Bahdanau attention and with the
-context only fed at every step ('concat') or as the initial state ('init').
+exact-match accuracy (whole date right) with attention in Bahdanau's form
+('attention') and in Luong's ('luong'), and with the context only fed at every
+step ('concat') or as the initial state ('init'). Training runs through
+``npnn.models.seq2seq.fit_seq2seq`` (``npnn.fit`` with teacher forcing, clipping
+and batched greedy evaluation after every epoch).
 """
 
 import argparse
@@ -21,12 +24,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import npnn  # noqa: E402
 from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
 from npnn.data import Vocab  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.fit import fit  # noqa: E402
-from npnn.optim import Adam  # noqa: E402
+from npnn.models.seq2seq import fit_seq2seq  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December"]
@@ -98,35 +99,19 @@ def encode(pairs, src_vocab, tgt_vocab):
 
 
 def train(context, train_pairs, test_pairs, vocabs, epochs, batch, hidden, lr, seed, log=print):
+    """A bidirectional GRU encoder-decoder trained through fit_seq2seq -> (model, the
+    exact match on the test dates after the last epoch)."""
     src_vocab, tgt_vocab = vocabs
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_size=32, hidden_size=hidden,
                     bidirectional=True, context=context, pad=tgt_vocab[PAD], bos=tgt_vocab[BOS],
                     eos=tgt_vocab[EOS], seed=seed)
-    src, lengths, tgt_in, tgt_out = encode(train_pairs, src_vocab, tgt_vocab)
-
-    def batches(rng):
-        order = rng.permutation(len(src))
-        for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch][WORLD.rows(batch)]          # this process's rows
-            S = int(lengths[order[i:i + batch]].max())
-            yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt_out[idx]
-
-    fit(model, npnn.SoftmaxCrossEntropy(ignore_index=tgt_vocab[PAD]), batches, Adam(model, lr=lr),
-        epochs=epochs, clip=1.0, rng=np.random.default_rng(seed),
-        log=lambda line: log(f"  [{context}] {line}"), world=WORLD)
-    return model, accuracy(model, test_pairs, vocabs)
-
-
-def accuracy(model, pairs, vocabs, batch=500):
-    """Exact-match accuracy of greedy decoding."""
-    src_vocab, tgt_vocab = vocabs
-    right = 0
-    for i in range(0, len(pairs), batch):
-        chunk = pairs[i:i + batch]
-        src, lengths, _, _ = encode(chunk, src_vocab, tgt_vocab)
-        for out, (_, iso) in zip(model.greedy_decode(src, lengths, max_len=12), chunk):
-            right += "".join(tgt_vocab.to_tokens(out)) == iso
-    return right / len(pairs)
+    src, lengths, _, tgt = encode(train_pairs, src_vocab, tgt_vocab)
+    t_src, t_lengths, _, t_tgt = encode(test_pairs, src_vocab, tgt_vocab)
+    state = fit_seq2seq(model, (src, tgt, lengths), (t_src, t_tgt, t_lengths), epochs=epochs,
+                        batch_size=batch, lr=lr, clip=1.0, rng=np.random.default_rng(seed),
+                        eval_batch=500, log=lambda line: log(f"  [{context}] {line}"),
+                        world=WORLD)
+    return model, state.history[-1]["test_exact_match"]
 
 
 def main(argv=None):
@@ -139,12 +124,12 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64, help="hidden size of encoder and decoder")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam's learning rate")
     p.add_argument("--seed", type=int, default=0, help="of the data, the weights and the order")
-    p.add_argument("--contexts", default="attention,concat,init",
+    p.add_argument("--contexts", default="attention,luong,concat,init",
                    help="how the decoder sees the source, comma-separated")
     p.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.train, args.test, args.epochs, args.hidden = 256, 64, 1, 16
+        args.train, args.test, args.epochs, args.hidden, args.batch = 256, 64, 1, 16, 32
     train_pairs, test_pairs = make_data(args.train, args.test, args.seed)
     chars = sorted({c for h, _ in train_pairs + test_pairs for c in h})
     vocabs = (Vocab(chars, reserved_tokens=[PAD]),

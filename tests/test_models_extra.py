@@ -119,7 +119,7 @@ def test_lstm_learns_a_short_adding_problem():
     assert mse < 0.3 * BASELINE_MSE
 
 
-@pytest.mark.parametrize("example", ["dates", "classify", "tag", "conditional"])
+@pytest.mark.parametrize("example", ["dates", "addition", "classify", "tag", "conditional"])
 def test_examples_run(example):
     run = subprocess.run([sys.executable, os.path.join(ROOT, "examples", f"{example}.py"),
                           "--smoke"], capture_output=True, text=True, timeout=300)

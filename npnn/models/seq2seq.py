@@ -174,7 +174,6 @@ class Seq2Seq(Module):
     def encode(self, src, src_lengths=None):
         """src (N, S) ids, lengths (N,) or None -> enc_out (N, S, dirs*H), the encoder's
         final state, the decoder's initial state, mask (N, S) or None (no padding)."""
-        xp = self._xp()
         src, lengths = self._source(src, src_lengths)
         emb = self.src_embedding(self._ids(np.ascontiguousarray(src.T)))   # (S, N, E)
         enc_out, state = self.encoder(emb, lengths=lengths)              # (S, N, dirs*H)
@@ -441,10 +440,11 @@ def teacher_forcing(tgt, bos):
                           axis=1)
 
 
-def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None):
+def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None, world=None):
     """``batches(rng)`` for ``npnn.fit``: every epoch a fresh permutation, the last
     partial minibatch dropped, each minibatch ((src, src_lengths, tgt_in), tgt) with
-    teacher forcing; padded sources are cut to the minibatch's longest."""
+    teacher forcing; padded sources are cut to the minibatch's longest. With
+    ``world`` (data parallel) each process keeps its rows of every minibatch."""
     src, tgt = np.asarray(to_numpy(src)), np.asarray(to_numpy(tgt))
     lengths = None if src_lengths is None else np.asarray(to_numpy(src_lengths))
     if len(src) != len(tgt) or (lengths is not None and len(lengths) != len(src)):
@@ -454,16 +454,18 @@ def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None):
     if batch_size > len(src):
         raise ValueError(f"expected batch_size at most the number of sequences ({len(src)}), "
                          f"got {batch_size}")
+    rows = slice(None) if world is None else world.rows(batch_size)
     tgt_in = teacher_forcing(tgt, bos)
 
     def batches(rng):
         order = rng.permutation(len(src))
         for i in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[i:i + batch_size]
+            batch = order[i:i + batch_size]
+            idx = batch[rows]                               # this process's rows
             if lengths is None:
                 yield (src[idx], None, tgt_in[idx]), tgt[idx]
             else:
-                S = int(lengths[idx].max())
+                S = int(lengths[batch].max())               # the same on every process
                 yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt[idx]
     return batches
 
@@ -486,17 +488,20 @@ def exact_match(model, src, tgt, src_lengths=None, batch_size=1000):
 
 
 def fit_seq2seq(model, train, test=None, *, epochs, batch_size=128, lr=1e-3, clip=5.0,
-                optimizer=None, rng=None, eval_batch=1000, log=print, progress=False):
+                optimizer=None, rng=None, eval_batch=1000, log=print, progress=False,
+                world=None):
     """Train ``model`` with teacher forcing through ``npnn.fit``: Adam (or
     ``optimizer``), cross-entropy ignoring ``model.pad``, global-norm clipping, and
     after every epoch the exact-match accuracy on ``test`` (batched greedy decoding).
 
     ``train`` and ``test`` are (src (N, S), tgt (N, T)) or (src, tgt, src_lengths)
-    with targets y_1 .. y_T (ending in <eos> if the model has one). Returns the
+    with targets y_1 .. y_T (ending in <eos> if the model has one). ``world``
+    (``npnn.distributed.world()``) trains data-parallel: each process keeps its
+    rows of every minibatch and evaluates the whole test set. Returns the
     ``TrainState``; its history records hold 'test_exact_match'.
     """
     src, tgt, *lengths = train
-    batches = seq2seq_batches(src, tgt, model.bos, batch_size, *lengths)
+    batches = seq2seq_batches(src, tgt, model.bos, batch_size, *lengths, world=world)
     hooks = None
     if test is not None:
         t_src, t_tgt, *t_lengths = test
@@ -504,4 +509,4 @@ def fit_seq2seq(model, train, test=None, *, epochs, batch_size=128, lr=1e-3, cli
             model, t_src, t_tgt, *t_lengths, batch_size=eval_batch)})
     loss = SoftmaxCrossEntropy(ignore_index=-100 if model.pad is None else model.pad)
     return fit(model, loss, batches, optimizer or Adam(model, lr=lr), epochs=epochs, clip=clip,
-               rng=rng, hooks=hooks, log=log, progress=progress)
+               rng=rng, hooks=hooks, log=log, progress=progress, world=world)
