@@ -326,10 +326,10 @@ class Seq2Seq(Module):
     def _step(self, tok, state, source, weights):
         """One decoder step: tok (B,) ids -> logits (B, V) (on the model's backend), state.
 
-        Decoding keeps no cache and has no dropout, so the step calls the cell's op
-        (``spec.run``) layer by layer with the decoder's parameters, and indexes the
-        embedding and applies the output layer directly: a layer's call would add its
-        checks and bookkeeping to every token of every sequence decoded."""
+        Decoding keeps no cache and has no dropout, so the step calls the cell's step
+        (``spec.run_step``) layer by layer with the decoder's parameters, and indexes
+        the embedding and applies the output layer directly: a layer's call would add
+        its checks and bookkeeping to every token of every sequence decoded."""
         xp = self._xp()
         enc_out, mask, ctx = source
         x = self.tgt_embedding.params["weight"][self._ids(tok)]               # (B, E)
@@ -342,13 +342,13 @@ class Seq2Seq(Module):
             x = xp.concatenate([c, x], axis=1)
         dec = self.decoder
         states, finals = as_states(state), []
-        out = x[None]                                                         # (1, B, D)
         for layer in range(self.num_layers):
-            out, final, _ = dec.spec.run(out, tuple(s[layer] for s in states), weights[layer],
-                                         **dec._op_options(xp))
-            finals.append(final)
+            new, _ = dec.spec.run_step(x, tuple(s[layer] for s in states), weights[layer],
+                                       **dec._op_options(xp))
+            finals.append(new)
+            x = new[0]                                                        # (B, H)
         state = from_states(tuple(xp.stack(f) for f in zip(*finals)))         # (L, B, H) each
-        h = out[0]                                                            # (B, H)
+        h = x
         if self.context == "luong":
             c = self.attention.attend(h, ctx, enc_out, mask)
         if self.output_context:
