@@ -671,6 +671,9 @@ def main(argv=None):
         except ImportError:
             print("PyTorch is not installed: no PyTorch column")
     info = machine(torch)
+    from npnn.functional.accel import _numba
+    if _numba.numba() is not None:
+        info += f"; numba {_numba.numba().__version__} (the accelerations' step kernels)"
     print(info)
     tasks = {name: TASKS[name]() for name in args.tasks.split(",")}
     if args.accuracy:
@@ -695,16 +698,21 @@ def main(argv=None):
     print(table)
     if args.write:
         section = ("## Seq2seq against the textbook (\"Deep Learning from Scratch 2\") and "
-                   "PyTorch\n\n"
-                   f"`python benchmarks/bench_seq2seq.py` — {info}; one BLAS thread "
+                   f"PyTorch ({', '.join(tasks)})\n\n"
+                   f"`python benchmarks/bench_seq2seq.py --tasks {','.join(tasks)}` — {info}; "
+                   "one BLAS thread "
                    "(OPENBLAS_NUM_THREADS=1 set before NumPy is imported; "
                    "torch.set_num_threads(1)). Seconds per epoch: the median of "
                    f"{args.repeat} training steps per library, timed in blocks ordered "
                    "a b c c b a, times the 351 steps of an epoch (45,000 questions, batch "
                    f"128). Decoding: greedy, {args.single} test questions one at a time "
-                   f"and {args.decode_batch} as one batch. Settings in the script's "
-                   "docstring.\n\n" + table + "\n")
-        write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq", section)
+                   f"and {args.decode_batch} as one batch. \"npnn\" runs as installed "
+                   "(`accel.select` keeps sequences under 16 steps on the reference path: "
+                   "every decoder here, and the addition encoder); \"accelerations forced\" "
+                   "runs every sequence op on its acceleration (`use_acceleration()`). "
+                   "Settings in the script's docstring.\n\n" + table + "\n")
+        write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq:" + ",".join(tasks),
+                      section)
     return 0
 
 

@@ -108,7 +108,7 @@ class Seq2Seq(Module):
         rng = make_rng(seed)
         self.rng = rng
         RNNClass = layer_class(cell)
-        self.src_embedding = Embedding(src_vocab, E, padding_idx=pad, dtype=dtype, seed=rng)
+        self.src_embedding = Embedding(src_vocab, E, padding_idx=self.pad, dtype=dtype, seed=rng)
         self.encoder = RNNClass(E, H, num_layers=num_layers, dropout=dropout,
                                 bidirectional=bidirectional, dtype=dtype, seed=rng)
         self.dirs = 2 if bidirectional else 1
@@ -116,7 +116,7 @@ class Seq2Seq(Module):
         if bidirectional:           # one bridge per state: 'bridge' for h, 'bridge_c' for c, ...
             for name in self._bridge_names():
                 setattr(self, name, Linear(2 * H, H, dtype=dtype, seed=rng))
-        self.tgt_embedding = Embedding(tgt_vocab, E, padding_idx=pad, dtype=dtype, seed=rng)
+        self.tgt_embedding = Embedding(tgt_vocab, E, padding_idx=self.pad, dtype=dtype, seed=rng)
         extra = C if context in ("concat", "attention") else 0
         self.decoder = RNNClass(E + extra, H, num_layers=num_layers, dropout=dropout, dtype=dtype,
                                 seed=rng)
@@ -440,11 +440,12 @@ def teacher_forcing(tgt, bos):
                           axis=1)
 
 
-def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None, world=None):
+def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None, world=None, backend="numpy"):
     """``batches(rng)`` for ``npnn.fit``: every epoch a fresh permutation, the last
     partial minibatch dropped, each minibatch ((src, src_lengths, tgt_in), tgt) with
-    teacher forcing; padded sources are cut to the minibatch's longest. With
-    ``world`` (data parallel) each process keeps its rows of every minibatch."""
+    teacher forcing; padded sources are cut to the minibatch's longest, targets are
+    on ``backend`` (the loss's). With ``world`` (data parallel) each process keeps its
+    rows of every minibatch."""
     src, tgt = np.asarray(to_numpy(src)), np.asarray(to_numpy(tgt))
     lengths = None if src_lengths is None else np.asarray(to_numpy(src_lengths))
     if len(src) != len(tgt) or (lengths is not None and len(lengths) != len(src)):
@@ -462,11 +463,12 @@ def seq2seq_batches(src, tgt, bos, batch_size, src_lengths=None, world=None):
         for i in range(0, len(order) - batch_size + 1, batch_size):
             batch = order[i:i + batch_size]
             idx = batch[rows]                               # this process's rows
+            target = to_backend(tgt[idx], backend)
             if lengths is None:
-                yield (src[idx], None, tgt_in[idx]), tgt[idx]
+                yield (src[idx], None, tgt_in[idx]), target
             else:
                 S = int(lengths[batch].max())               # the same on every process
-                yield (src[idx, :S], lengths[idx], tgt_in[idx]), tgt[idx]
+                yield (src[idx, :S], lengths[idx], tgt_in[idx]), target
     return batches
 
 
@@ -501,7 +503,8 @@ def fit_seq2seq(model, train, test=None, *, epochs, batch_size=128, lr=1e-3, cli
     ``TrainState``; its history records hold 'test_exact_match'.
     """
     src, tgt, *lengths = train
-    batches = seq2seq_batches(src, tgt, model.bos, batch_size, *lengths, world=world)
+    batches = seq2seq_batches(src, tgt, model.bos, batch_size, *lengths, world=world,
+                              backend=model.backend)
     hooks = None
     if test is not None:
         t_src, t_tgt, *t_lengths = test
