@@ -608,6 +608,45 @@ def time_variant(task, name, torch, repeat, n_single, n_batch):
     return epoch + [float("nan")] * (4 - len(epoch)), decoded[0], decoded[1]
 
 
+# -- the attention backward of a step-wise decoder -------------------------------------
+def attention_split_table(repeat, N=128, S=29, H=256, T=10):
+    """Bahdanau's decoder at the dates' sizes: T single-query attention calls, then their
+    backward, per step (every gradient at every step, as npnn did before: products over
+    the length-1 query axis) against the split (dq per step, the rest in one call)."""
+    import npnn.functional as F
+    rng = np.random.default_rng(0)
+    K = (0.1 * rng.standard_normal((N, S, H))).astype("f")
+    qs = (0.1 * rng.standard_normal((T, N, 1, H))).astype("f")
+    dcs = rng.standard_normal((T, N, 1, H)).astype("f")
+    W_q = (0.05 * rng.standard_normal((H, H))).astype("f")
+    w_v = (0.1 * rng.standard_normal(H)).astype("f")
+    P = K @ W_q.T
+    ops = {"dot": (lambda q: F.dot_attention_forward(q, K, K, None, 1.0)[2],
+                   F.dot_attention_backward, F.dot_attention_query_backward),
+           "additive": (lambda q: F.additive_attention_projected_forward(q, P, K, W_q, w_v)[2],
+                        F.additive_attention_projected_backward,
+                        F.additive_attention_projected_query_backward)}
+    rows = [f"| score | forward, {T} steps | backward per step (before) | "
+            "backward split (dq per step, the rest once) | before/split |", "|---|---|---|---|---|"]
+    for name, (forward, backward, query) in ops.items():
+        caches = [forward(q) for q in qs]
+
+        def per_step():
+            for t in range(T - 1, -1, -1):
+                backward(dcs[t], caches[t])
+
+        def split():
+            for t in range(T - 1, -1, -1):
+                query(dcs[t], caches[t])
+            backward(np.concatenate(list(dcs), axis=1), F.concat_attention_caches(caches))
+        fwd, before, after = median_ms([lambda: [forward(q) for q in qs], per_step, split],
+                                       repeat)
+        rows.append(f"| {name} | {fwd:.2f} ms | {before:.2f} ms | {after:.2f} ms | "
+                    f"{before / after:.1f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 # -- accuracy ---------------------------------------------------------------------------
 def npnn_accuracy(task, name, epochs, log=print, seed=0):
     """Exact match on the test set after each epoch, npnn through fit_seq2seq."""
@@ -661,6 +700,8 @@ def main(argv=None):
     p.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS",
                    help="instead of timing: train EPOCHS epochs and report test accuracy")
     p.add_argument("--peer-accuracy", action="store_true", help="also the peer's accuracy")
+    p.add_argument("--attention", action="store_true",
+                   help="only the table of a step-wise decoder's attention backward")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     torch = None
@@ -675,6 +716,19 @@ def main(argv=None):
     if _numba.numba() is not None:
         info += f"; numba {_numba.numba().__version__} (the accelerations' step kernels)"
     print(info)
+    if args.attention:
+        table = attention_split_table(args.repeat)
+        if args.write:
+            write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq:attention",
+                          "## The attention backward of a step-wise (Bahdanau) decoder\n\n"
+                          f"`python benchmarks/bench_seq2seq.py --attention` — {info}. "
+                          "N = 128 sequences, S = 29 keys, H = A = 256, T = 10 decoder "
+                          "steps (the dates task), float32; medians of blocks a b c c b a. "
+                          "Before: each step's backward computes every gradient, with "
+                          "products over the single query; split: `*_query_backward` per "
+                          "step, then one backward on `concat_attention_caches`.\n\n"
+                          + table + "\n")
+        return 0
     tasks = {name: TASKS[name]() for name in args.tasks.split(",")}
     if args.accuracy:
         return accuracy_main(args, tasks, info)

@@ -103,3 +103,11 @@ def test_bench_seq2seq_runs(bench, monkeypatch, capsys, torch_peer):
     assert bench.main(["--tasks", "addition", "--variants", "reversed", "--accuracy", "1",
                        "--peer-accuracy", "--no-torch"]) == 0
     assert "| addition | reversed | 1 |" in capsys.readouterr().out
+
+
+def test_bench_seq2seq_attention_table(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "attention_split_table",
+                        lambda repeat, f=bench.attention_split_table: f(repeat, 4, 5, 6, 3))
+    assert bench.main(["--attention", "--repeat", "1", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "| dot |" in out and "| additive |" in out
