@@ -591,21 +591,47 @@ class Runs:
                                                     self.M).numpy() for i in range(n)])
 
 
+def lstm_products(task, name):
+    """A function making the matrix products of one training step's LSTMs, encoder
+    and decoder, as npnn's kernels make them (``bench_rnn.Case.time_blas``: the input
+    products, T recurrent products each way, the weight-gradient products), with no
+    elementwise work: no implementation of the model built from these BLAS calls can
+    train faster (the textbook makes the same products, in other shapes)."""
+    import bench_rnn
+    options, H = variant(name)[0], HIDDEN[task.name]
+    D_dec = EMBED + (H if options["context"] in ("concat", "attention") else 0)
+    cases = []
+    for part, T, D in (("encoder", task.x_train.shape[1], EMBED),
+                       ("decoder", task.t_train.shape[1] - 1, D_dec)):
+        key = f"{task.name} {part}"
+        bench_rnn.SIZES[key] = (BATCH, T, D, H)         # a size of bench_rnn's for a moment
+        try:
+            cases.append(bench_rnn.Case("lstm", key, "forward+backward", "float32", np, None,
+                                        "cpu"))
+        finally:
+            del bench_rnn.SIZES[key]
+    return lambda: [case.time_blas() for case in cases]
+
+
 def time_variant(task, name, torch, repeat, n_single, n_batch):
-    """Seconds per epoch of [npnn, npnn with the accelerations forced, textbook, PyTorch],
-    then ms per question decoded one at a time and in a batch, [npnn, textbook, PyTorch]
-    (NaN for PyTorch when it is not installed)."""
+    """Seconds per epoch of [npnn, npnn with the accelerations forced, textbook, PyTorch,
+    the LSTMs' matrix products alone], then ms per question decoded one at a time and
+    in a batch, [npnn, textbook, PyTorch] (NaN for PyTorch when it is not installed)."""
     runs = Runs(task, name, torch)
     impls = ["npnn", "peer"] + (["torch"] if torch is not None else [])
-    steps = [runs.npnn_step, runs.npnn_accel_step] + [getattr(runs, f"{k}_step")
-                                                     for k in impls[1:]]
-    epoch = [ms * 1e-3 * runs.steps_per_epoch for ms in median_ms(steps, repeat, budget_s=0.0)]
+    nan = float("nan")
+    steps = ([runs.npnn_step, runs.npnn_accel_step, runs.peer_step]
+             + ([runs.torch_step] if torch is not None else []) + [lstm_products(task, name)])
+    ms = median_ms(steps, repeat, budget_s=0.0)
+    epoch = [t * 1e-3 * runs.steps_per_epoch for t in ms]
+    if torch is None:
+        epoch.insert(3, nan)
     decoded = []
     for n, batched in ((n_single, False), (n_batch, True)):
         fns = [lambda k=k: getattr(runs, f"{k}_decode")(n, batched) for k in impls]
-        decoded.append([ms / n for ms in median_ms(fns, 3, budget_s=0.0)]
-                       + [float("nan")] * (3 - len(impls)))
-    return epoch + [float("nan")] * (4 - len(epoch)), decoded[0], decoded[1]
+        decoded.append([t / n for t in median_ms(fns, 3, budget_s=0.0)]
+                       + [nan] * (3 - len(impls)))
+    return epoch, decoded[0], decoded[1]
 
 
 # -- the attention backward of a step-wise decoder -------------------------------------
@@ -648,12 +674,12 @@ def attention_split_table(repeat, N=128, S=29, H=256, T=10):
 
 
 # -- accuracy ---------------------------------------------------------------------------
-def npnn_accuracy(task, name, epochs, log=print, seed=0):
+def npnn_accuracy(task, name, epochs, decoder_init="h", log=print, seed=0):
     """Exact match on the test set after each epoch, npnn through fit_seq2seq."""
     options, _, _, reverse = variant(name)
     model = Seq2Seq(task.V, task.V, EMBED, HIDDEN[task.name], cell="lstm", pad=None,
-                    bos=task.start, eos=None, decoder_init="h", reverse_source=reverse,
-                    seed=seed, **options)
+                    bos=task.start, eos=None, decoder_init=decoder_init,
+                    reverse_source=reverse, seed=seed, **options)
     t0 = time.perf_counter()
     state = fit_seq2seq(model, (task.x_train, task.t_train[:, 1:]),
                         (task.x_test, task.t_test[:, 1:]), epochs=epochs, batch_size=BATCH,
@@ -700,6 +726,8 @@ def main(argv=None):
     p.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS",
                    help="instead of timing: train EPOCHS epochs and report test accuracy")
     p.add_argument("--peer-accuracy", action="store_true", help="also the peer's accuracy")
+    p.add_argument("--decoder-init", default="h", choices=("h", "state"),
+                   help="npnn's decoder_init in the accuracy runs (h: the textbook's)")
     p.add_argument("--attention", action="store_true",
                    help="only the table of a step-wise decoder's attention backward")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
@@ -733,17 +761,18 @@ def main(argv=None):
     if args.accuracy:
         return accuracy_main(args, tasks, info)
     rows = ["| task | variant | npnn s/epoch | npnn, accelerations forced | textbook | "
-            "PyTorch | textbook/npnn | PyTorch/npnn | decode 1 at a time, ms/question: npnn | "
-            f"textbook | PyTorch | batch of {args.decode_batch}: npnn | textbook | PyTorch |",
-            "|" + "---|" * 14]
+            "PyTorch | LSTM products alone | textbook/npnn | PyTorch/npnn | textbook/products | "
+            "decode 1 at a time, ms/question: npnn | textbook | PyTorch | "
+            f"batch of {args.decode_batch}: npnn | textbook | PyTorch |", "|" + "---|" * 16]
     for task in tasks.values():
         names = args.variants.split(",") if args.variants else TASK_VARIANTS[task.name]
         for name in names:
             epoch, single, batched = time_variant(task, name, torch, args.repeat, args.single,
                                                   args.decode_batch)
             rows.append(f"| {task.name} | {name} | {epoch[0]:.1f} | {epoch[1]:.1f} | "
-                        f"{epoch[2]:.1f} | {epoch[3]:.1f} | {epoch[2] / epoch[0]:.2f} | "
-                        f"{epoch[3] / epoch[0]:.2f} | {single[0]:.2f} | {single[1]:.2f} | "
+                        f"{epoch[2]:.1f} | {epoch[3]:.1f} | {epoch[4]:.1f} | "
+                        f"{epoch[2] / epoch[0]:.2f} | {epoch[3] / epoch[0]:.2f} | "
+                        f"{epoch[2] / epoch[4]:.2f} | {single[0]:.2f} | {single[1]:.2f} | "
                         f"{single[2]:.2f} | {batched[0]:.3f} | {batched[1]:.3f} | "
                         f"{batched[2]:.3f} |")
             print(rows[-1], flush=True)
@@ -764,20 +793,25 @@ def main(argv=None):
                    "(`accel.select` keeps sequences under 16 steps on the reference path: "
                    "every decoder here, and the addition encoder); \"accelerations forced\" "
                    "runs every sequence op on its acceleration (`use_acceleration()`). "
-                   "Settings in the script's docstring.\n\n" + table + "\n")
+                   "\"LSTM products alone\": the matrix products of the step's encoder and "
+                   "decoder LSTMs (input, recurrent both ways, weight gradients) with no "
+                   "other work, timed in the same blocks; textbook/products is the largest "
+                   "speed-up over the textbook that any implementation making these "
+                   "products could reach. Settings in the script's docstring.\n\n"
+                   + table + "\n")
         write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq:" + ",".join(tasks),
                       section)
     return 0
 
 
 def accuracy_main(args, tasks, info):
-    rows = ["| task | variant | epochs | npnn test exact match | textbook | "
-            "npnn s/epoch (with evaluation) | textbook |", "|" + "---|" * 7]
+    rows = ["| task | variant | epochs | npnn decoder_init | npnn test exact match | textbook | "
+            "npnn s/epoch (with evaluation) | textbook |", "|" + "---|" * 8]
     peers = {}                  # the textbook's model and data of a variant: trained once
     for task in tasks.values():
         names = args.variants.split(",") if args.variants else TASK_VARIANTS[task.name]
         for name in names:
-            accs, secs, _ = npnn_accuracy(task, name, args.accuracy)
+            accs, secs, _ = npnn_accuracy(task, name, args.accuracy, args.decoder_init)
             peer = ("-", "-")
             if args.peer_accuracy:
                 key = (task.name,) + variant(name)[1::2]
@@ -785,17 +819,19 @@ def accuracy_main(args, tasks, info):
                     peers[key] = peer_accuracy(task, name, args.accuracy)
                 p_accs, p_secs = peers[key]
                 peer = (f"{100 * p_accs[-1]:.1f}%", f"{p_secs:.0f}")
-            rows.append(f"| {task.name} | {name} | {args.accuracy} | {100 * accs[-1]:.1f}% | "
-                        f"{peer[0]} | {secs:.0f} | {peer[1]} |")
+            rows.append(f"| {task.name} | {name} | {args.accuracy} | {args.decoder_init} | "
+                        f"{100 * accs[-1]:.1f}% | {peer[0]} | {secs:.0f} | {peer[1]} |")
             print(rows[-1], flush=True)
     table = "\n".join(rows)
     print()
     print(table)
     if args.write:
-        key = "bench_seq2seq:accuracy:" + ",".join(tasks)
-        section = (f"## Seq2seq accuracy ({', '.join(tasks)})\n\n`python "
-                   f"benchmarks/bench_seq2seq.py --accuracy {args.accuracy} --tasks "
-                   f"{','.join(tasks)}{' --peer-accuracy' if args.peer_accuracy else ''}` — "
+        key = f"bench_seq2seq:accuracy:{','.join(tasks)}:{args.decoder_init}"
+        section = (f"## Seq2seq accuracy ({', '.join(tasks)}; npnn's decoder from "
+                   f"{'h, c = 0' if args.decoder_init == 'h' else 'the whole state (h, c)'})"
+                   f"\n\n`python benchmarks/bench_seq2seq.py --accuracy {args.accuracy} --tasks "
+                   f"{','.join(tasks)} --decoder-init {args.decoder_init}"
+                   f"{' --peer-accuracy' if args.peer_accuracy else ''}` — "
                    f"{info}. Exact match (the whole answer right) on the 5,000 test questions "
                    "after the last epoch, greedy decoding in batches.\n\n" + table + "\n")
         write_section(os.path.join(HERE, "RESULTS.md"), key, section)
