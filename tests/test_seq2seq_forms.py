@@ -287,6 +287,8 @@ def test_bad_sources_and_lengths_are_refused():
         model(src.astype(float), None, tgt)
     with pytest.raises(ValueError, match=r"src of shape \(N, S\)"):
         model(src[0], None, tgt)
+    with pytest.raises(ValueError, match=r"tgt_in of shape \(2, T\), got \(3, 2\)"):
+        model(src, None, np.ones((3, 2), dtype=int))
 
 
 # -- training through npnn.fit -------------------------------------------------------------

@@ -228,7 +228,10 @@ class Seq2Seq(Module):
         (<bos> y_1..y_{T-1}) -> logits (N, T, V)."""
         xp = self._xp()
         enc_out, enc_state, state0, mask = self.encode(src, src_lengths)
-        emb = self.tgt_embedding(self._ids(np.ascontiguousarray(to_numpy(tgt_in).T)))  # (T, N, E)
+        tgt_in = np.asarray(to_numpy(tgt_in))
+        check_integer("tgt_in", tgt_in)
+        check_shape("tgt_in", tgt_in, (enc_out.shape[0], None), "NT")
+        emb = self.tgt_embedding(self._ids(np.ascontiguousarray(tgt_in.T)))  # (T, N, E)
         T, N = emb.shape[:2]
         ctx = None                                  # what the output layer reads besides s_t
         if self.context == "init":
