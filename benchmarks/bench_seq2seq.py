@@ -54,6 +54,7 @@ if __name__ == "__main__":      # one BLAS thread, set before NumPy is imported
         os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -670,7 +671,7 @@ def attention_split_table(repeat, N=128, S=29, H=256, T=10):
         rows.append(f"| {name} | {fwd:.2f} ms | {before:.2f} ms | {after:.2f} ms | "
                     f"{before / after:.1f} |")
         print(rows[-1], flush=True)
-    return "\n".join(rows)
+    return rows
 
 
 # -- accuracy ---------------------------------------------------------------------------
@@ -731,7 +732,9 @@ def main(argv=None):
     p.add_argument("--attention", action="store_true",
                    help="only the table of a step-wise decoder's attention backward")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    command = " ".join(["python benchmarks/bench_seq2seq.py"] + [shlex.quote(a) for a in argv])
     torch = None
     if not args.no_torch:
         try:
@@ -745,21 +748,16 @@ def main(argv=None):
         info += f"; numba {_numba.numba().__version__} (the accelerations' step kernels)"
     print(info)
     if args.attention:
-        table = attention_split_table(args.repeat)
-        if args.write:
-            write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq:attention",
-                          "## The attention backward of a step-wise (Bahdanau) decoder\n\n"
-                          f"`python benchmarks/bench_seq2seq.py --attention` — {info}. "
-                          "N = 128 sequences, S = 29 keys, H = A = 256, T = 10 decoder "
-                          "steps (the dates task), float32; medians of blocks a b c c b a. "
-                          "Before: each step's backward computes every gradient, with "
-                          "products over the single query; split: `*_query_backward` per "
-                          "step, then one backward on `concat_attention_caches`.\n\n"
-                          + table + "\n")
-        return 0
+        return finish(attention_split_table(args.repeat), args, "bench_seq2seq:attention",
+                      "The attention backward of a step-wise (Bahdanau) decoder",
+                      f"`{command}` — {info}. N = 128 sequences, S = 29 keys, H = A = 256, "
+                      "T = 10 decoder steps (the dates task), float32; medians of blocks "
+                      "a b c c b a. Before: each step's backward computes every gradient, "
+                      "with products over the single query; split: `*_query_backward` per "
+                      "step, then one backward on `concat_attention_caches`.")
     tasks = {name: TASKS[name]() for name in args.tasks.split(",")}
     if args.accuracy:
-        return accuracy_main(args, tasks, info)
+        return accuracy_main(args, tasks, f"`{command}` — {info}")
     rows = ["| task | variant | npnn s/epoch | npnn, accelerations forced | textbook | "
             "PyTorch | LSTM products alone | textbook/npnn | PyTorch/npnn | textbook/products | "
             "decode 1 at a time, ms/question: npnn | textbook | PyTorch | "
@@ -776,31 +774,33 @@ def main(argv=None):
                         f"{single[2]:.2f} | {batched[0]:.3f} | {batched[1]:.3f} | "
                         f"{batched[2]:.3f} |")
             print(rows[-1], flush=True)
+    return finish(rows, args, "bench_seq2seq:" + ",".join(tasks),
+                  "Seq2seq against the textbook (\"Deep Learning from Scratch 2\") and PyTorch "
+                  f"({', '.join(tasks)})",
+                  f"`{command}` — {info}; one BLAS thread (OPENBLAS_NUM_THREADS=1 set before "
+                  "NumPy is imported; torch.set_num_threads(1)). Seconds per epoch: the median "
+                  f"of {args.repeat} training steps per library, timed in blocks ordered "
+                  "a b c c b a, times the 351 steps of an epoch (45,000 questions, batch 128). "
+                  f"Decoding: greedy, {args.single} test questions one at a time and "
+                  f"{args.decode_batch} as one batch. \"npnn\" runs as installed "
+                  "(`accel.select` keeps sequences under 16 steps on the reference path: every "
+                  "decoder here, and the addition encoder); \"accelerations forced\" runs every "
+                  "sequence op on its acceleration (`use_acceleration()`). \"LSTM products "
+                  "alone\": the matrix products of the step's encoder and decoder LSTMs (input, "
+                  "recurrent both ways, weight gradients) with no other work, timed in the same "
+                  "blocks; textbook/products is the largest speed-up over the textbook that any "
+                  "implementation making these products could reach. Settings in the script's "
+                  "docstring.")
+
+
+def finish(rows, args, key, heading, text):
+    """Print the table; with ``--write`` also put it in RESULTS.md under ``key``."""
     table = "\n".join(rows)
     print()
     print(table)
     if args.write:
-        section = ("## Seq2seq against the textbook (\"Deep Learning from Scratch 2\") and "
-                   f"PyTorch ({', '.join(tasks)})\n\n"
-                   f"`python benchmarks/bench_seq2seq.py --tasks {','.join(tasks)}` — {info}; "
-                   "one BLAS thread "
-                   "(OPENBLAS_NUM_THREADS=1 set before NumPy is imported; "
-                   "torch.set_num_threads(1)). Seconds per epoch: the median of "
-                   f"{args.repeat} training steps per library, timed in blocks ordered "
-                   "a b c c b a, times the 351 steps of an epoch (45,000 questions, batch "
-                   f"128). Decoding: greedy, {args.single} test questions one at a time "
-                   f"and {args.decode_batch} as one batch. \"npnn\" runs as installed "
-                   "(`accel.select` keeps sequences under 16 steps on the reference path: "
-                   "every decoder here, and the addition encoder); \"accelerations forced\" "
-                   "runs every sequence op on its acceleration (`use_acceleration()`). "
-                   "\"LSTM products alone\": the matrix products of the step's encoder and "
-                   "decoder LSTMs (input, recurrent both ways, weight gradients) with no "
-                   "other work, timed in the same blocks; textbook/products is the largest "
-                   "speed-up over the textbook that any implementation making these "
-                   "products could reach. Settings in the script's docstring.\n\n"
-                   + table + "\n")
-        write_section(os.path.join(HERE, "RESULTS.md"), "bench_seq2seq:" + ",".join(tasks),
-                      section)
+        write_section(os.path.join(HERE, "RESULTS.md"), key,
+                      f"## {heading}\n\n{text}\n\n{table}\n")
     return 0
 
 
@@ -822,20 +822,11 @@ def accuracy_main(args, tasks, info):
             rows.append(f"| {task.name} | {name} | {args.accuracy} | {args.decoder_init} | "
                         f"{100 * accs[-1]:.1f}% | {peer[0]} | {secs:.0f} | {peer[1]} |")
             print(rows[-1], flush=True)
-    table = "\n".join(rows)
-    print()
-    print(table)
-    if args.write:
-        key = f"bench_seq2seq:accuracy:{','.join(tasks)}:{args.decoder_init}"
-        section = (f"## Seq2seq accuracy ({', '.join(tasks)}; npnn's decoder from "
-                   f"{'h, c = 0' if args.decoder_init == 'h' else 'the whole state (h, c)'})"
-                   f"\n\n`python benchmarks/bench_seq2seq.py --accuracy {args.accuracy} --tasks "
-                   f"{','.join(tasks)} --decoder-init {args.decoder_init}"
-                   f"{' --peer-accuracy' if args.peer_accuracy else ''}` — "
-                   f"{info}. Exact match (the whole answer right) on the 5,000 test questions "
-                   "after the last epoch, greedy decoding in batches.\n\n" + table + "\n")
-        write_section(os.path.join(HERE, "RESULTS.md"), key, section)
-    return 0
+    start = "h, c = 0" if args.decoder_init == "h" else "the whole state (h, c)"
+    return finish(rows, args, f"bench_seq2seq:accuracy:{','.join(tasks)}:{args.decoder_init}",
+                  f"Seq2seq accuracy ({', '.join(tasks)}; npnn's decoder from {start})",
+                  f"{info}. Exact match (the whole answer right) on the 5,000 test questions "
+                  "after the last epoch, greedy decoding in batches.")
 
 
 if __name__ == "__main__":

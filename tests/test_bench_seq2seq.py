@@ -105,9 +105,14 @@ def test_bench_seq2seq_runs(bench, monkeypatch, capsys, torch_peer):
     assert "| addition | reversed | 1 |" in capsys.readouterr().out
 
 
-def test_bench_seq2seq_attention_table(bench, monkeypatch, capsys):
+def test_bench_seq2seq_attention_table(bench, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(bench, "attention_split_table",
                         lambda repeat, f=bench.attention_split_table: f(repeat, 4, 5, 6, 3))
-    assert bench.main(["--attention", "--repeat", "1", "--no-torch"]) == 0
+    monkeypatch.setattr(bench, "HERE", str(tmp_path))       # --write: RESULTS.md there
+    assert bench.main(["--attention", "--repeat", "1", "--no-torch", "--write"]) == 0
     out = capsys.readouterr().out
     assert "| dot |" in out and "| additive |" in out
+    written = (tmp_path / "RESULTS.md").read_text()
+    assert "## The attention backward of a step-wise (Bahdanau) decoder" in written
+    assert "`python benchmarks/bench_seq2seq.py --attention --repeat 1 --no-torch --write`" \
+        in written and "| additive |" in written

@@ -13,7 +13,7 @@ from npnn.gradcheck import check_gradients, check_module
 from npnn.models import Seq2Seq
 from npnn.models.seq2seq import exact_match, fit_seq2seq, seq2seq_batches, teacher_forcing
 
-from conftest import assert_close
+from conftest import assert_close, to_numpy
 
 seeds = st.integers(0, 2**32 - 1)
 #: (name, Seq2Seq options) of every form the tests run
@@ -53,14 +53,14 @@ def _model(options, cell="lstm", E=3, H=4, layers=1, seed=0, bidirectional=False
 # -- gradients ------------------------------------------------------------------------
 @pytest.mark.parametrize("name,options", FORMS, ids=[f[0] for f in FORMS])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_forms_finite_differences(name, options, cell):
+def test_forms_finite_differences(backend, name, options, cell):
     """Padded sources with lengths, and (without a padding id) fixed-length ones."""
     rng = np.random.default_rng(3)
     src, lengths, tgt = _batch(rng)
-    check_module(_model(options, cell), (src, lengths, tgt),
+    check_module(_model(options, cell).to(backend), (src, lengths, tgt),
                  arg_names=["src", "lengths", "tgt"], raise_on_failure=True)
     src, _, tgt = _batch(rng, pad=5)
-    check_module(_model(options, cell, pad=None, eos=None), (src, None, tgt),
+    check_module(_model(options, cell, pad=None, eos=None).to(backend), (src, None, tgt),
                  arg_names=["src", "lengths", "tgt"], raise_on_failure=True)
 
 
@@ -231,13 +231,13 @@ def test_bidirectional_decoder_init_h_has_one_bridge():
 # -- decoding ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name,options", FORMS, ids=[f[0] for f in FORMS])
 @pytest.mark.parametrize("fixed", [False, True])
-def test_greedy_decoding_agrees_with_the_teacher_forced_forward(name, options, fixed):
+def test_greedy_decoding_agrees_with_the_teacher_forced_forward(backend, name, options, fixed):
     """Fed its own greedy output, the teacher-forced forward predicts that output: the
-    decoding step (the cell op called directly) computes what forward computes."""
+    decoding step (the cell's step called directly) computes what forward computes."""
     rng = np.random.default_rng(8)
     src, lengths, _ = _batch(rng, N=5, pad=5 if fixed else 0)
     kw = {"pad": None, "eos": None} if fixed else {"eos": 2}
-    model = Seq2Seq(9, 7, 4, 6, 2, "lstm", False, seed=1, **options, **kw)
+    model = Seq2Seq(9, 7, 4, 6, 2, "lstm", False, seed=1, **options, **kw).to(backend)
     lengths = None if fixed else lengths
     out = model.greedy_decode(src, lengths, max_len=6)
     for i, seq in enumerate(out):
@@ -247,7 +247,7 @@ def test_greedy_decoding_agrees_with_the_teacher_forced_forward(name, options, f
         tgt_in = np.array([[model.bos] + toks[:-1]])
         with npnn.no_grad():
             logits = model(src[i:i + 1], None if lengths is None else lengths[i:i + 1], tgt_in)
-        assert list(logits[0].argmax(axis=1)) == toks
+        assert to_numpy(logits[0].argmax(axis=1)).tolist() == toks
         assert model.beam_decode(src[i], None if lengths is None else lengths[i],
                                  beam_width=1, max_len=6) == seq
 
