@@ -62,13 +62,15 @@ def backend(request):
         yield name
 
 
-@pytest.fixture
-def device(backend):
-    """A backend with a device ('cupy' on a GPU, or the stand-in): the tests of the device
-    path that make no sense on NumPy."""
-    if backend == "numpy":
-        pytest.skip("a device-path test")
-    return backend
+DEVICES = [p for p in BACKENDS if p.values[0] != "numpy"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """'cupy' on each device backend (a real GPU, the stand-in), for the tests of the
+    device path; yields the name npnn knows."""
+    with on_backend(request.param) as name:
+        yield name
 
 
 @pytest.fixture
