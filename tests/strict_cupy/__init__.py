@@ -533,7 +533,7 @@ _FROM_HOST = {"asarray", "array", "asanyarray"}
 #: Functions whose result needs a count only the device knows (a sync)
 _SYNCING = {"nonzero", "flatnonzero", "argwhere", "unique", "count_nonzero_nonaxis"}
 #: Functions that return views or metadata (no launch)
-_NO_LAUNCH = {"broadcast_to", "shape", "ndim", "size", "result_type", "can_cast",
+_NO_LAUNCH = {"empty", "empty_like", "broadcast_to", "shape", "ndim", "size", "result_type", "can_cast",
               "may_share_memory", "shares_memory", "get_array_module", "atleast_1d",
               "atleast_2d", "atleast_3d", "expand_dims", "squeeze", "swapaxes", "moveaxis",
               "transpose", "ravel_multi_index", "isscalar", "iscomplexobj", "isrealobj",
