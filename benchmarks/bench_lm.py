@@ -27,27 +27,12 @@ import npnn  # noqa: E402
 from npnn.models import RNNLM  # noqa: E402
 from npnn.optim import SGD, Adam, clip_grad_norm  # noqa: E402
 
-from bench_rnn import machine, write_section  # noqa: E402
+from bench_rnn import machine, with_kernels, write_section  # noqa: E402
 
 CONFIGS = {
     "d2l GRU": dict(cell="gru", H=256, E=0, V=28, N=32, T=35, opt="sgd", lr=1.0),
     "default LSTM": dict(cell="lstm", H=256, E=64, V=160, N=32, T=64, opt="adam", lr=2e-3),
 }
-
-
-def with_kernels(step, numba):
-    """``step`` with the numba kernels switched on or off around each call."""
-    def run():
-        old = os.environ.get("NPNN_NUMBA")
-        os.environ["NPNN_NUMBA"] = "1" if numba else "0"
-        try:
-            step()
-        finally:
-            if old is None:
-                del os.environ["NPNN_NUMBA"]
-            else:
-                os.environ["NPNN_NUMBA"] = old
-    return run
 
 
 def npnn_step(cfg, seed=0):

@@ -14,7 +14,9 @@ GPU (CUDA events for both sides, cuDNN with TF32 off, npnn in full fp32).
 FLOPs of one layer: forward 2*T*N*G*H*(D+H), forward+backward three times that.
 
 The *reference* column times the same call on the reference path (the cell's
-textbook file, ``NPNN_ACCEL=0``): what the accelerations buy.
+textbook file, ``NPNN_ACCEL=0``): what the accelerations buy. On NumPy npnn is
+timed with NumPy alone (``NPNN_NUMBA=0``) and, when numba is installed
+(``pip install -e ".[fast]"``), with its compiled step kernels, side by side.
 
 The *BLAS floor* is also measured in the same run: the matrix products npnn's
 kernel makes (the input product for all steps, T recurrent products each way,
@@ -236,35 +238,38 @@ def main(argv=None):
     print(info)
     roof = gemm_gflops(xp, args.dtype, sync)
     print(f"GEMM roofline ({args.dtype}, 2048^3 on {args.backend}): {roof:.0f} GFLOP/s")
-    rows = []
+    from npnn.functional.accel import _numba
+    numba = args.backend == "numpy" and _numba.numba() is not None
+    if numba:
+        info += f"; numba {_numba.numba().__version__}"
+    header = ["cell", "size", "mode", "npnn ms", "npnn/PyTorch"]
+    header += ["npnn + numba ms", "npnn + numba/PyTorch"] if numba else []
+    header += ["PyTorch ms", "BLAS floor ms", "floor/PyTorch", "reference ms",
+               "reference/PyTorch", "npnn GFLOP/s", "% of GEMM roofline", "peak mem / min cache"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    nan = float("nan")
     for cell in args.cells.split(","):
         for size in args.sizes.split(","):
             for mode in args.modes.split(","):
                 case = Case(cell, size, mode, args.dtype, xp, torch, device)
-                fns = [case.time_npnn, case.time_blas, case.time_reference] + (
-                    [case.time_torch] if torch else [])
-                ours, floor, ref, *theirs = median_ms(fns, args.repeat, sync)
-                theirs = theirs[0] if torch else float("nan")
+                fns = ([with_kernels(case.time_npnn, numba=False)]
+                       + ([with_kernels(case.time_npnn, numba=True)] if numba else [])
+                       + [case.time_blas, case.time_reference]
+                       + ([case.time_torch] if torch else []))
+                times = median_ms(fns, args.repeat, sync)
+                ours, fast = times[0], (times[1] if numba else nan)
+                floor, ref = times[-3:-1] if torch else times[-2:]
+                theirs = times[-1] if torch else nan
                 gflops = case.flops / (ours * 1e-3) / 1e9
                 mem = ""
                 if mode == "forward+backward" and args.backend == "numpy":
                     mem = f"{case.peak_memory() / case.min_cache:.1f}x"
-                rows.append((cell, size, mode, ours, theirs, ours / theirs, floor,
-                             floor / theirs, ref, ref / theirs, gflops, gflops / roof, mem))
-                print(f"{cell:8s} {size:2s} {mode:16s} npnn {ours:9.2f} ms  torch {theirs:9.2f} ms"
-                      f"  ratio {ours / theirs:5.2f}  floor {floor:9.2f} ms ({floor / theirs:4.2f})"
-                      f"  reference {ref:9.2f} ms ({ref / theirs:4.2f})"
-                      f"  {gflops:6.1f} GFLOP/s ({100 * gflops / roof:4.1f}% of GEMM)  {mem}",
-                      flush=True)
-    header = ("| cell | size | mode | npnn ms | PyTorch ms | npnn/PyTorch | BLAS floor ms | "
-              "floor/PyTorch | reference ms | reference/PyTorch | npnn GFLOP/s | "
-              "% of GEMM roofline | peak mem / min cache |")
-    lines = [header, "|" + "---|" * 13]
-    for (cell, size, mode, ours, theirs, ratio, floor, fratio, ref, rratio, gf, frac,
-         mem) in rows:
-        lines.append(f"| {cell} | {size} | {mode} | {ours:.2f} | {theirs:.2f} | {ratio:.2f} | "
-                     f"{floor:.2f} | {fratio:.2f} | {ref:.2f} | {rratio:.2f} | {gf:.1f} | "
-                     f"{100 * frac:.0f}% | {mem} |")
+                row = [cell, size, mode, f"{ours:.2f}", f"{ours / theirs:.2f}"]
+                row += [f"{fast:.2f}", f"{fast / theirs:.2f}"] if numba else []
+                row += [f"{theirs:.2f}", f"{floor:.2f}", f"{floor / theirs:.2f}", f"{ref:.2f}",
+                        f"{ref / theirs:.2f}", f"{gflops:.1f}", f"{100 * gflops / roof:.0f}%", mem]
+                lines.append("| " + " | ".join(row) + " |")
+                print(lines[-1], flush=True)
     table = "\n".join(lines)
     print()
     print(table)
@@ -279,6 +284,21 @@ def main(argv=None):
                       f"bench_rnn:{args.backend}:{os.environ.get('OPENBLAS_CORETYPE', 'default')}",
                       section)
     return 0
+
+
+def with_kernels(fn, numba):
+    """``fn`` run with numba's step kernels switched on or off (``NPNN_NUMBA``)."""
+    def run():
+        old = os.environ.get("NPNN_NUMBA")
+        os.environ["NPNN_NUMBA"] = "1" if numba else "0"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["NPNN_NUMBA"]
+            else:
+                os.environ["NPNN_NUMBA"] = old
+    return run
 
 
 def write_section(path, key, section):

@@ -213,18 +213,13 @@ def _numba_backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
             dhz[j] = d * z                                                      # (13)
 
 
-class _Numba:
-    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
-
-    def __init__(self, xp, H, N, dtype):
-        self.forward_step = _numba.jit(_numba_forward_step)
-        self.backward_step = _numba.jit(_numba_backward_step)
-
-
 def _steps(xp, H, N, dtype):
+    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
     if fused(xp):
         return _Fused(xp, H, N, dtype)
-    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp, H, N, dtype)
+    if _numba.use(xp, dtype):
+        return _numba.Steps(_numba_forward_step, _numba_backward_step)
+    return _Ufuncs(xp, H, N, dtype)
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):

@@ -127,18 +127,13 @@ def _numba_backward_step(g, h, da, relu):
             dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
 
 
-class _Numba:
-    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
-
-    def __init__(self, xp):
-        self.forward_step = _numba.jit(_numba_forward_step)
-        self.backward_step = _numba.jit(_numba_backward_step)
-
-
 def _steps(xp, dtype):
+    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
     if fused(xp):
         return _Fused(xp)
-    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp)
+    if _numba.use(xp, dtype):
+        return _numba.Steps(_numba_forward_step, _numba_backward_step)
+    return _Ufuncs(xp)
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
