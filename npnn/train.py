@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from . import __version__
-from .backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
+from .backend import get_backend, to_backend, to_numpy
 from .checkpoint import (NAME as CHECKPOINT, CheckpointError, module_generators,
                          read_checkpoint, text_digest, write_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig

@@ -456,10 +456,9 @@ for _op, _ufunc in (("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
 for _op, _ufunc in (("lt", "less"), ("le", "less_equal"), ("gt", "greater"),
                     ("ge", "greater_equal"), ("eq", "equal"), ("ne", "not_equal")):
     setattr(ndarray, f"__{_op}__", _binary(_ufunc))
-ndarray.__neg__ = lambda self: negative(self)                  # noqa: F821
-ndarray.__pos__ = lambda self: positive(self)                  # noqa: F821
-ndarray.__abs__ = lambda self: absolute(self)                  # noqa: F821
-ndarray.__invert__ = lambda self: invert(self)                 # noqa: F821
+for _op, _ufunc in (("neg", "negative"), ("pos", "positive"), ("abs", "absolute"),
+                    ("invert", "invert")):      # the ufuncs are made below, from the API
+    setattr(ndarray, f"__{_op}__", lambda self, _u=_ufunc: globals()[_u](self))
 
 
 # -- ufuncs ---------------------------------------------------------------------------
@@ -698,6 +697,8 @@ def __getattr__(name):
 
 
 from . import cuda, random  # noqa: E402
+
+SUBMODULES = (cuda, random)      # cupy.cuda, cupy.random
 
 
 # -- npnn sees the stand-in as CuPy ---------------------------------------------------
