@@ -177,7 +177,7 @@ class _Fused:
 
 
 def _numba_forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = h.shape
     s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
     for row in range(N):
@@ -195,7 +195,7 @@ def _numba_forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
 
 
 def _numba_backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = dh.shape
     one = _const(dh, 1.0)
     for row in range(N):

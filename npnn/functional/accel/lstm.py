@@ -175,7 +175,7 @@ class _Fused:
 
 
 def _numba_forward_step(z, rec, c_prev, c, tanh_c, h):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = c.shape
     s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
     for n in range(N):
@@ -196,7 +196,7 @@ def _numba_forward_step(z, rec, c_prev, c, tanh_c, h):
 
 
 def _numba_backward_step(y, c_prev, tanh_c, dh, dc, dz):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = dh.shape
     one = _const(dh, 1.0)
     for n in range(N):

@@ -105,7 +105,7 @@ class _Fused:
 
 
 def _numba_forward_step(a, rec, h, relu):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = h.shape
     zero = _const(h, 0.0)
     for n in range(N):
@@ -117,7 +117,7 @@ def _numba_forward_step(a, rec, h, relu):
 
 
 def _numba_backward_step(g, h, da, relu):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = h.shape
     zero, one = _const(h, 0.0), _const(h, 1.0)
     for n in range(N):
