@@ -119,6 +119,7 @@ class _Fused:
         xp = get_array_module(h)
         masked = pad is not None
         ins = "raw T rec, T c_prev, T h_prev, " + ("bool pad, " if masked else "") + "int32 H"
+        keep = "if (pad) { c = c_prev; h = h_prev; } else " if masked else ""
         kernel = elementwise_kernel(ins, "raw T z, T c, T tc, T h", f"""
             const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
             const T ig = tanh(z[k] + rec[k]) * {_S} + {_B};                      // (2)
@@ -129,7 +130,7 @@ class _Fused:
             const T cn = fg * c_prev + ig * gg;                                  // (3)
             const T tn = tanh(cn);                                               // (4)
             tc = tn;
-            {"if (pad) { c = c_prev; h = h_prev; } else " if masked else ""}{{ c = cn; h = og * tn; }}
+            {keep}{{ c = cn; h = og * tn; }}
             """, "npnn_lstm_forward" + ("_masked" if masked else ""))
         H = np.int32(h.shape[2])
         for t in range(gates.shape[0]):

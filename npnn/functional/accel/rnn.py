@@ -88,8 +88,8 @@ class _Fused:
         slope = "(T)(h > (T)0)" if relu else "((T)1 - h * h)"
         reach = "g" + (" + dout" if has_dout else "") + (" + carry" if masked else "")
         body = (f"const T gt = {reach}; " +
-                (f"if (pad) {{ da = (T)0; carry = gt; }} else {{ da = gt * {slope}; carry = (T)0; }}"
-                 if masked else f"da = gt * {slope};"))
+                ("if (pad) { da = (T)0; carry = gt; } else { "
+                 f"da = gt * {slope}; carry = (T)0; }}" if masked else f"da = gt * {slope};"))
         kernel = elementwise_kernel(
             "T g, T h" + (", T dout" if has_dout else "") + (", bool pad" if masked else ""),
             "T da" + (", T carry" if masked else ""), body,
