@@ -56,7 +56,8 @@ def main(argv=None):
     base = import_base(args.base)
     rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.base], check=True,
                          capture_output=True, text=True).stdout.strip()
-    info = machine(torch)
+    info = machine(torch) + "; this checkout with " + ", ".join(
+        f"{k}={os.environ.get(k, 'unset')}" for k in ("NPNN_ACCEL", "NPNN_NUMBA"))
     print(info)
     rows = ["| cell | size | mode | after ms | before ms | after/before | after/PyTorch | "
             "before/PyTorch |", "|" + "---|" * 8]

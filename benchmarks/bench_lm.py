@@ -117,7 +117,7 @@ def tokens_per_s(steps_fns, tokens, steps):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
     try:

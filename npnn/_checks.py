@@ -8,7 +8,7 @@ the argument, what was expected and what came, e.g.::
 
 import numpy as np
 
-from .backend import cupy_module, get_array_module, is_array
+from .backend import backend_name, cupy_module, get_array_module, is_array, to_backend
 
 
 def _fmt_shape(expected, symbols):
@@ -87,6 +87,21 @@ def check_index_range(name, a, low, high, allowed=None):
         extra = f" or {allowed}" if allowed is not None else ""
         raise ValueError(f"expected {name} in [{low}, {high}){extra}, got {int(value)}")
     return a
+
+
+def check_indices(name, a, low, high, like, allowed=None):
+    """Integer indices (ids, targets) to use next to the float array ``like``: checked to
+    lie in [low, high) (or equal ``allowed``) and returned on ``like``'s backend.
+
+    Indices on the host (NumPy arrays) are checked there and copied to the device once;
+    indices already on the device are checked there, which costs a device-to-host
+    synchronisation (reading the answer). Models keep their ids on the host for that."""
+    check_integer(name, a)
+    if get_array_module(a) is np:
+        check_index_range(name, a, low, high, allowed)
+        return to_backend(a, backend_name(get_array_module(like)))
+    check_same_backend(**{name: a, "the float inputs": like})
+    return check_index_range(name, a, low, high, allowed)
 
 
 def check_choice(name, value, choices):

@@ -128,18 +128,24 @@ def scatter_add(target, indices, values):
     """``target[indices] += values`` with repeated indices accumulated.
 
     Plain fancy-index assignment would keep only one of the repeated updates.
-    NumPy, 1-D indices: the updates are sorted by index (stably) and each run of
-    equal indices summed with ``np.add.reduceat``, then added once: 3x faster
-    than ``np.add.at`` (an embedding's backward at a language model's shape),
-    equal to it up to the grouping of the additions, and deterministic.
+    1-D indices (an embedding's backward): the updates are sorted by index (stably)
+    and each run of equal indices summed with ``add.reduceat``, then added once.
+    The sums then have one fixed order on every backend, so a GPU run repeats bit for
+    bit (CuPy's ``add.at`` and ``cupyx.scatter_add`` add with atomics, in whatever
+    order the threads arrive); on a GPU it costs one synchronisation (the number of
+    distinct indices). On NumPy it is 3x faster than ``np.add.at`` at a language
+    model's shape, and equal to it up to the grouping of the additions.
     Otherwise ``np.add.at``, CuPy's ``add.at`` or ``cupyx.scatter_add``.
     """
     xp = get_array_module(target)
-    if xp is np and indices.ndim == 1 and indices.size and values.shape[:1] == indices.shape:
-        order = np.argsort(indices, kind="stable")
+    if indices.ndim == 1 and indices.size and values.shape[:1] == indices.shape:
+        order = xp.argsort(indices, kind="stable")
         sorted_idx = indices[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_idx[1:] != sorted_idx[:-1])))
-        target[sorted_idx[starts]] += np.add.reduceat(values[order], starts, axis=0)
+        first = xp.empty(sorted_idx.shape, dtype=bool)          # each run's first element
+        first[0] = True
+        xp.not_equal(sorted_idx[1:], sorted_idx[:-1], out=first[1:])
+        starts = xp.flatnonzero(first)
+        target[sorted_idx[starts]] += xp.add.reduceat(values[order], starts, axis=0)
         return target
     if xp is np or hasattr(xp.add, "at"):       # NumPy, and CuPy >= 13
         xp.add.at(target, indices, values)

@@ -44,7 +44,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 from .distributed import INTERRUPTED, LOCAL, DataParallel, mark_agreed
 from .optim import clip_grad_norm
 
@@ -307,9 +307,11 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
         state.totals[1] += weight
         if not math.isfinite(loss):
             raise _NonFinite(f"the loss is {loss}")
-        if not _all_finite(p for p, _ in model.parameters()):
+        params_ok, buffers_ok = _all_finite([p for p, _ in model.parameters()],
+                                            [b for s in optimizer.state for b in s.values()])
+        if not params_ok:
             raise _NonFinite("the parameters are not finite after the update")
-        if not _all_finite(b for s in optimizer.state for b in s.values()):
+        if not buffers_ok:
             raise _NonFinite("the optimizer's buffers are not finite after the update")
         done += weight
         if bar is not None:
@@ -326,8 +328,19 @@ class _NonFinite(Exception):
     pass
 
 
-def _all_finite(arrays):
-    return all(bool(get_array_module(a).isfinite(a).all()) for a in arrays)
+def _all_finite(*groups):
+    """For each group of arrays, whether all of them are finite: one answer read from a
+    device for all groups (a GPU synchronises once a step, not once an array)."""
+    flags = []
+    for arrays in groups:
+        flags.append([get_array_module(a).isfinite(a).all() for a in arrays])
+    device = [f for group in flags for f in group if not isinstance(f, (bool, np.bool_))]
+    if device:
+        xp = get_array_module(device[0])
+        read = iter(to_numpy(xp.stack(device)).tolist())
+        flags = [[f if isinstance(f, (bool, np.bool_)) else next(read) for f in group]
+                 for group in flags]
+    return tuple(all(bool(f) for f in group) for group in flags)
 
 
 def _finite_record(record):

@@ -234,11 +234,13 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
     As ``torch.nn.utils.clip_grad_norm_``: the factor is max_norm / (norm + 1e-6),
-    applied only when it is below 1. Returns the norm before clipping (a float).
+    applied only when it is below 1. Returns the norm before clipping (a float: on a
+    GPU the one synchronisation of the call; the sum of squares stays on the device).
     """
     max_norm = _check_hyper("max_norm", max_norm, low_open=True)
     grads = [g for _, g in _pairs(params)]
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
+    squares = [get_array_module(g).vdot(g.ravel(), g.ravel()).astype("float64") for g in grads]
+    total = math.sqrt(float(sum(squares[1:], squares[0])))
     scale = max_norm / (total + eps)
     if scale < 1:
         for g in grads:

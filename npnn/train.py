@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from . import __version__
-from .backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
+from .backend import get_backend, to_backend, to_numpy
 from .checkpoint import (NAME as CHECKPOINT, CheckpointError, module_generators,
                          read_checkpoint, text_digest, write_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig
@@ -392,8 +392,7 @@ class Trainer(Hooks):
         """Forward, loss and backward of one batch (``fit`` clips and updates);
         returns (mean loss, the state to carry)."""
         logits, state = self.model(X, state)
-        xp = get_array_module(logits)
-        loss = self.loss_fn(logits, to_backend(Y, backend_name(xp)))
+        loss = self.loss_fn(logits, Y)          # host targets: checked there, copied once
         self.model.backward(self.loss_fn.backward())
         return float(loss), state
 
@@ -434,14 +433,12 @@ class Trainer(Hooks):
         T = self.config.steps
         X = np.stack([ids[s:s + length] for s in starts])                 # (rows, length)
         Y = np.stack([ids[s + 1:s + 1 + length] for s in starts])
-        sums, state = np.zeros(len(starts)), None
+        sums, state = 0.0, None
         for t in range(0, length, T):
             logits, state = self.model(X[:, t:t + T], state)                # (rows, T, V)
-            xp = get_array_module(logits)
-            loss, _ = softmax_cross_entropy(logits, to_backend(Y[:, t:t + T], backend_name(xp)),
-                                            reduction="none")                 # (rows, T)
-            sums += to_numpy(loss.sum(axis=1)).astype(np.float64)
-        return sums
+            loss, _ = softmax_cross_entropy(logits, Y[:, t:t + T], reduction="none")
+            sums = sums + loss.astype(np.float64).sum(axis=1)   # (rows,), where the logits are
+        return to_numpy(sums)           # one device-to-host read per group of pieces
 
     def sample(self, n=None, strategy="sample", seed=0):
         return self.model.generate(default_prefix(self.config, self.corpus.vocab),

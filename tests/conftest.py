@@ -1,42 +1,86 @@
 """Shared test set-up: Hypothesis profiles and the array-backend fixture.
 
+Backends: 'numpy'; 'cupy' on a real GPU (skipped without one); 'cupy-strict', the
+strict CuPy stand-in of ``tests/strict_cupy`` (always on: CuPy's API and refusals on
+NumPy data, kernels compiled on the host, syncs and launches counted). A test that
+takes ``backend`` gets the name npnn knows, 'numpy' or 'cupy'; under 'cupy-strict'
+npnn's CuPy *is* the stand-in for the duration of the test.
+
 Profiles, chosen with HYPOTHESIS_PROFILE (default 'ci'):
   ci        deterministic (derandomized), 50 examples a property, no deadline;
   dev       quick: 8 random examples a property;
   thorough  500 random examples a property, for a long run before a release.
 """
 
+import contextlib
 import os
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+import strict_cupy
 from npnn.backend import cupy_available, get_backend
 from npnn.functional.accel import use_acceleration, use_reference
 
+# the backend fixture is function-scoped (it installs the stand-in for one test) and
+# safe to share between a property's examples
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", derandomize=True, max_examples=50, deadline=None,
-                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+                          print_blob=True, suppress_health_check=_SUPPRESS)
 settings.register_profile("dev", max_examples=8, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=_SUPPRESS)
 settings.register_profile("thorough", max_examples=500, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+REAL_GPU = cupy_available()
 BACKENDS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
-        not cupy_available(), reason="needs CuPy and a CUDA GPU")),
+        not REAL_GPU, reason="needs CuPy and a CUDA GPU")),
+    pytest.param("cupy-strict", id="cupy-strict"),
 ]
 
 
-@pytest.fixture(params=BACKENDS, scope="session")
+@contextlib.contextmanager
+def on_backend(name):
+    """The backend ``name`` of ``BACKENDS`` in place for the block; yields the name npnn
+    knows it by ('numpy' or 'cupy')."""
+    if name == "cupy-strict":
+        with strict_cupy.installed():
+            yield "cupy"
+    else:
+        yield name
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request):
-    """'numpy' or 'cupy': every test that takes it runs once per available backend."""
-    return request.param
+    """'numpy' or 'cupy': every test that takes it runs once per backend (the strict
+    stand-in as 'cupy')."""
+    with on_backend(request.param) as name:
+        yield name
 
 
-@pytest.fixture(scope="session")
+DEVICES = [p for p in BACKENDS if p.values[0] != "numpy"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """'cupy' on each device backend (a real GPU, the stand-in), for the tests of the
+    device path; yields the name npnn knows."""
+    with on_backend(request.param) as name:
+        yield name
+
+
+@pytest.fixture
+def strict():
+    """The strict stand-in, installed as npnn's CuPy for the test; yields the module."""
+    with strict_cupy.installed() as module:
+        yield module
+
+
+@pytest.fixture
 def xp(backend):
     """The array module of ``backend``."""
     return get_backend(backend)

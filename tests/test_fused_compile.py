@@ -1,200 +1,119 @@
-"""The fused GPU kernels, compiled and run without a GPU.
+"""The fused GPU kernels, compiled for a GPU without one.
 
-1. Every kernel's body is expanded the way ``cupy.ElementwiseKernel`` expands it
-   (raw parameters are pointers indexed by hand, the others are references to
-   element i) and compiled with nvcc for float and double. This catches what
-   only a GPU run would otherwise show (an undeclared name, a type error).
-2. The same bodies are compiled with the host's C++ compiler into a loop over i
-   and run on NumPy arrays in place of the GPU kernels: the accelerated
-   sequence ops then take their fused path on the CPU, and their results must
-   match the textbook reference (functional/rnn.py, lstm.py, gru.py). This
-   checks the kernels' indexing and numbers; test_fused.py checks them on a
-   GPU, when there is one.
+Every kernel the accelerated ops build (each cell, masked or not, with or without
+output gradients, and the dropout mask) is collected by running them on the strict
+CuPy stand-in, then compiled with nvcc:
+
+1. expanded as CuPy expands an ElementwiseKernel (``strict_cupy.kernels.cuda_source``:
+   raw parameters are pointers indexed by hand, the others references to element i,
+   inputs const), for float and double;
+2. where CuPy itself is installed (it imports without a GPU), with CuPy's own code
+   generator (``cupy._core._kernel._get_elementwise_kernel_code``) and headers: the
+   source NVRTC would compile on a GPU.
+
+A body that writes one of its inputs fails both (and the stand-in's host build).
 """
 
-import ctypes
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from npnn.functional.accel import _common, gru, lstm, rnn
+import strict_cupy
+from npnn.backend import to_backend
+from npnn.functional.accel import use_acceleration
+from npnn.functional.registry import CELLS
+from npnn.layers.recurrent import dropout_mask
+from strict_cupy import kernels
 
-from test_accel import VARIANTS, compare_paths
+from test_accel import VARIANTS, make_case
 
-MODULES = (rnn, lstm, gru)
-
-NVCC = shutil.which("nvcc")
-CXX = shutil.which("g++") or shutil.which("c++")
-
-
-def _capture(monkeypatch):
-    """(in_params, out_params, body, name) of every fused kernel."""
-    captured = []
-
-    def fake(in_params, out_params, body, name):
-        captured.append((in_params, out_params, body, name))
-        return lambda *args: None
-    for module in MODULES:
-        monkeypatch.setattr(module, "elementwise_kernel", fake)
-    z, s = np.zeros((2, 12), "f"), np.zeros((2, 3), "f")
-    lstm._Fused.forward_step(z, z, s, s, s, s)
-    lstm._Fused.backward_step(z, s, s, s, s, z)
-    rz = np.zeros((2, 6), "f")
-    gru._Fused.forward_step(rz, rz, s, s, s[0], s, s)
-    gru._Fused.backward_step(rz, s, s, s, s, z, s)
-    for relu in (False, True):
-        rnn._Fused.forward_step(s, s, s, relu)
-        rnn._Fused.backward_step(s, s, s, relu)
-    return captured
+NVCC = kernels.NVCC
+NDARRAY, INDEXER, SCALAR = 1, 2, 3      # CuPy's _ArgKind (cupy/_core/_kernel.pxd)
 
 
-def _expand(in_params, out_params, body, name):
-    params, refs = [], []
-    for decl in (in_params + ", " + out_params).split(","):
-        *mods, typ, var = decl.split()
-        if mods == ["raw"]:
-            params.append(("T*", var))
-        elif typ == "T":
-            params.append(("T*", "_" + var))
-            refs.append(f"T& {var} = _{var}[i];")
-        else:
-            params.append(({"int32": "int"}.get(typ, typ), var))
-    sig = ", ".join(f"{t} {v}" for t, v in params)
-    lines = [f"template <typename T> __global__ void {name}({sig}, ptrdiff_t _size) {{",
-             "  ptrdiff_t i = blockIdx.x * blockDim.x + threadIdx.x; if (i >= _size) return;",
-             "  " + " ".join(refs), body, "}"]
-    for real in ("float", "double"):
-        inst = ", ".join(t.replace("T", real) for t, _ in params)
-        lines.append(f"template __global__ void {name}<{real}>({inst}, ptrdiff_t);")
-    return "\n".join(lines)
+@pytest.fixture(scope="module")
+def every_kernel():
+    """name -> (in_params, out_params, body) of every fused kernel."""
+    with strict_cupy.installed(), use_acceleration():
+        strict_cupy.KERNELS.clear()
+        for variant, (cell, options, _, _) in VARIANTS.items():
+            for masked in (False, True):
+                for grads in ("final", "both"):
+                    case = make_case(variant, 3, 2, 2, 3, "float32", True, masked, True, grads,
+                                     False, 0, "cupy")
+                    out, finals, cache = CELLS[cell].run(case["x"], case["states"],
+                                                         case["params"], case["mask"], **options)
+                    CELLS[cell].run_backward(case["dout"], case["dfinals"], cache)
+        dropout_mask(np.random.default_rng(0), (2, 3), 0.5, to_backend(np.zeros(1), "cupy"))
+        return dict(strict_cupy.KERNELS)
+
+
+def test_every_variant_builds_its_kernel(every_kernel):
+    # rnn tanh/relu, lstm, gru: forward plain and masked; backward x (dout or not) x masked
+    assert len(every_kernel) == 4 * (2 + 4) + 1, sorted(every_kernel)
+
+
+def _nvcc(tmp_path, source, *flags):
+    path = tmp_path / "kernels.cu"
+    path.write_text(source)
+    return subprocess.run([NVCC, "-c", *flags, "-o", str(tmp_path / "kernels.o"), str(path)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.skipif(NVCC is None, reason="needs nvcc (the CUDA compiler)")
-def test_every_fused_kernel_compiles(monkeypatch, tmp_path):
-    kernels = _capture(monkeypatch)
-    assert len(kernels) == 8
-    source = tmp_path / "kernels.cu"
-    source.write_text("\n\n".join(_expand(*k) for k in kernels))
-    run = subprocess.run([NVCC, "-c", "-o", str(tmp_path / "kernels.o"), str(source)],
-                         capture_output=True, text=True, timeout=300)
+def test_every_fused_kernel_compiles(every_kernel, tmp_path):
+    source = "\n\n".join(kernels.cuda_source(*k, name) for name, k in every_kernel.items())
+    run = _nvcc(tmp_path, source)
     assert run.returncode == 0, run.stderr
 
 
-# -- 2. the kernels on the host -------------------------------------------------
-
-def _params(in_params, out_params):
-    """[(kind, c type, name)] with kind 'raw', 'elem' (element i) or 'scalar'."""
-    out = []
-    for decl in (in_params + ", " + out_params).split(","):
-        *mods, typ, var = decl.split()
-        kind = "raw" if mods == ["raw"] else "elem" if typ == "T" else "scalar"
-        out.append((kind, {"int32": "int"}.get(typ, typ), var))
-    return out
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc (the CUDA compiler)")
+def test_a_kernel_that_writes_an_input_does_not_compile(tmp_path):
+    run = _nvcc(tmp_path, kernels.cuda_source("T x", "T y", "x = 1; y = x;", "bad"))
+    assert run.returncode != 0 and "const" in run.stderr
 
 
-def _host_function(in_params, out_params, body, name):
-    """C++ source of the kernel as a loop over i, with extern "C" entry points."""
-    params = _params(in_params, out_params)
-    sig = ", ".join(f"{'T*' if k != 'scalar' else t} {'_' + v if k == 'elem' else v}"
-                    for k, t, v in params)
-    refs = " ".join(f"T& {v} = _{v}[i];" for k, _, v in params if k == "elem")
-    lines = [f"template <typename T> void {name}({sig}, ptrdiff_t _size) {{",
-             f"  for (ptrdiff_t i = 0; i < _size; ++i) {{ {refs}", body, "  }", "}"]
-    for real in ("float", "double"):
-        csig = ", ".join(f"{real + '*' if k != 'scalar' else t} a{j}"
-                         for j, (k, t, _) in enumerate(params))
-        call = ", ".join(f"a{j}" for j in range(len(params)))
-        lines.append(f'extern "C" void {name}_{real}({csig}, ptrdiff_t size) '
-                     f"{{ {name}<{real}>({call}, size); }}")
-    return "\n".join(lines)
+def test_a_kernel_that_writes_an_input_fails_on_the_stand_in_too(strict):
+    x = strict.zeros(3)
+    with pytest.raises(kernels.CompileError):
+        strict.ElementwiseKernel("T x", "T y", "x = 1; y = x;", "bad_host")(x, strict.empty(3))
 
 
-class _HostKernels:
-    """Stands in for ``backend.elementwise_kernel``: each kernel compiled with the host
-    compiler (all of them in one library) and called with ElementwiseKernel's rules."""
-
-    def __init__(self, tmp_path, monkeypatch):
-        with monkeypatch.context() as m:
-            self.sources = {k[3]: k for k in _capture(m)}
-        code = ["#include <cmath>", "#include <cstddef>", "#include <algorithm>",
-                "using std::tanh;"]
-        code += [_host_function(*k) for k in self.sources.values()]
-        src, lib = tmp_path / "kernels.cpp", tmp_path / "kernels.so"
-        src.write_text("\n\n".join(code))
-        run = subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
-                             capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr
-        self.lib = ctypes.CDLL(str(lib))
-
-    def __call__(self, in_params, out_params, body, name):
-        params = _params(in_params, out_params)
-        n_in = len(in_params.split(","))
-
-        def kernel(*args):
-            assert len(args) == len(params)
-            arrays = [a for a, (k, _, _) in zip(args, params) if k == "elem"]
-            shape = np.broadcast_shapes(*(a.shape for a in arrays))
-            dtype = arrays[0].dtype
-            c_args, write_back = [], []
-            for j, (a, (kind, _, var)) in enumerate(zip(args, params)):
-                if kind == "scalar":
-                    c_args.append(ctypes.c_int(int(a)))
-                    continue
-                assert a.dtype == dtype, f"{name}: {var} is {a.dtype}, not {dtype}"
-                if kind == "elem" and j >= n_in:
-                    assert a.shape == shape, f"{name}: output {var} of shape {a.shape}"
-                buf = np.ascontiguousarray(np.broadcast_to(a, shape) if kind == "elem" else a)
-                if j >= n_in and buf is not a:
-                    write_back.append((a, buf))
-                c_args.append(buf.ctypes.data_as(ctypes.c_void_p))
-            real = {"float32": "float", "float64": "double"}[dtype.name]
-            getattr(self.lib, f"{name}_{real}")(*c_args, ctypes.c_ssize_t(int(np.prod(shape))))
-            for a, buf in write_back:
-                a[...] = buf
-        return kernel
+def _cupy_code(cupy, in_params, out_params, body, name, dtype):
+    """The source CuPy's ElementwiseKernel hands NVRTC for 1-d contiguous arrays of
+    ``dtype`` (and int32/bool/uint64/float64 where the parameters say so)."""
+    from cupy._core import _kernel
+    ins = _kernel._get_param_info(in_params, True)
+    outs = _kernel._get_param_info(out_params, False)
+    params = ins + outs + _kernel._get_param_info("CIndexer _ind", False)
+    infos, types = [], {}
+    for p in ins + outs:
+        dt = np.dtype(dtype) if p.dtype is None else p.dtype
+        if p.dtype is None:
+            types[p.ctype] = dt
+        scalar = not p.raw and p.dtype is not None and p.dtype.kind in "iuf" and \
+            p.name in ("H", "key", "p")
+        infos.append(_kernel._ArgInfo(SCALAR if scalar else NDARRAY, cupy.ndarray, dt,
+                                      0 if scalar else 1, True, True))
+    infos.append(_kernel._ArgInfo(INDEXER, None, None, 1, True, True))
+    type_map = _kernel._TypeMap(tuple(sorted(types.items())))
+    return _kernel._get_elementwise_kernel_code(tuple(infos), type_map, params, body, name, "")
 
 
-@pytest.fixture
-def host_kernels(tmp_path, monkeypatch):
-    if CXX is None:
-        pytest.skip("needs a C++ compiler")
-    return _HostKernels(tmp_path, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_fused_kernels_on_the_host_match_the_reference(host_kernels, monkeypatch, variant, dtype,
-                                                       masked):
-    for module in MODULES:
-        monkeypatch.setattr(module, "elementwise_kernel", host_kernels)
-        monkeypatch.setattr(module, "fused", lambda xp: True)
-    compare_paths(variant, dtype, masked)
-
-
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("where", ["x", "dout"])
-def test_fused_kernels_propagate_nan_as_numpy_does(host_kernels, monkeypatch, variant, where):
-    """A NaN in a *valid* input or output gradient gives NaN exactly where the reference
-    does (CUDA's max() would drop it: fmaxf(NaN, 0) is 0; so would h > 0 ? g : 0)."""
-    from npnn.functional.accel import use_reference
-    from npnn.functional.registry import CELLS
-    from test_accel import make_case
-    case = make_case(variant, 3, 2, 2, 3, "float64", True, False, True, "both", False, 0)
-    case[where][1, 0, :] = np.nan
-    cell, options = VARIANTS[variant][:2]
-
-    def run():
-        out, finals, cache = CELLS[cell].run(case["x"], case["states"], case["params"],
-                                             **options)
-        dx, _, grads = CELLS[cell].run_backward(case["dout"], case["dfinals"], cache)
-        return [out, *finals, dx, *grads.values()]
-    with use_reference():
-        expected = run()
-    for module in MODULES:
-        monkeypatch.setattr(module, "elementwise_kernel", host_kernels)
-        monkeypatch.setattr(module, "fused", lambda xp: True)
-    for a, b in zip(run(), expected):
-        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc (the CUDA compiler)")
+def test_every_fused_kernel_compiles_as_cupy_generates_it(every_kernel, tmp_path):
+    cupy = pytest.importorskip("cupy")
+    import os
+    include = os.path.join(os.path.dirname(cupy.__file__), "_core", "include")
+    sources = ["#include <cassert>", "#include <cupy/carray.cuh>"]
+    for name, (ins, outs, body) in every_kernel.items():
+        for dtype in ("float32", "float64"):
+            code = _cupy_code(cupy, ins, outs, body, f"{name}_{dtype}", dtype)
+            sources.append(f"namespace {name}_{dtype}_ns {{\n{code}\n}}")
+    run = _nvcc(tmp_path, "\n".join(sources), "-I", include, "-std=c++17")
+    assert run.returncode == 0, run.stderr[-3000:]
+    bad = _cupy_code(cupy, "T x", "T y", "x = 1; y = x;", "bad", "float32")
+    run = _nvcc(tmp_path, "#include <cassert>\n#include <cupy/carray.cuh>\n" + bad,
+                "-I", include, "-std=c++17")
+    assert run.returncode != 0 and "must be a modifiable lvalue" in run.stderr   # x is const

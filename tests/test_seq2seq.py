@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npnn
-from npnn.backend import to_backend
+from npnn.backend import to_backend, to_numpy
 from npnn.gradcheck import check_module
 from npnn.metrics import bleu, corpus_bleu
 from npnn.models import Seq2Seq
@@ -67,7 +67,7 @@ def test_attention_layers_finite_differences(backend, kind, single_query):
     report = check_module(layer, (q, K, V, mask), arg_names=["q", "K", "V", "mask"],
                           raise_on_failure=True)
     assert {"q", "K", "V"} <= {t.name for t in report.tensors}
-    assert float(np.abs(np.asarray(layer.weights)[1, ..., 2:]).max()) == 0.0  # padding
+    assert float(np.abs(to_numpy(layer.weights)[1, ..., 2:]).max()) == 0.0  # padding
 
 
 @settings(max_examples=10, deadline=None)

@@ -9,6 +9,7 @@ with PyTorch's ``nn.Linear`` layout W (O, D), b (O,):
 Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
 
     (3) y[...] = W[idx[...]]                            idx (...) -> y (..., E)
+        (idx may live on the host next to W on a GPU: it is checked there and copied)
     (4) dW[v] = sum of dy[...] over the positions where idx[...] == v
         (a scatter-add: an index that occurs k times collects k gradients);
         the row ``padding_idx`` gets no gradient.
@@ -16,8 +17,7 @@ Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import (check_float, check_index_range, check_integer, check_same_backend,
-                       check_shape)
+from .._checks import check_float, check_indices, check_same_backend, check_shape
 from ..backend import get_array_module, scatter_add
 
 
@@ -73,12 +73,10 @@ def embedding_forward(idx, W, padding_idx=None):
     check_float("W", W)
     if W.ndim != 2:
         check_shape("W", W, (None, None), "VE")
-    check_integer("idx", idx)
     V = W.shape[0]
-    check_index_range("idx", idx, 0, V)
+    idx = check_indices("idx", idx, 0, V, W)       # host ids: checked there, then copied
     if padding_idx is not None:
         padding_idx = _normalise_padding_idx(padding_idx, V)
-    check_same_backend(idx=idx, W=W)
     return W[idx], EmbeddingCache(idx, V, W.dtype, padding_idx)
 
 

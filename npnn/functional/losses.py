@@ -23,7 +23,7 @@ Mean-squared error, for predictions and targets of one shape (M elements):
 
 from typing import Any, NamedTuple
 
-from .._checks import (check_choice, check_float, check_index_range, check_integer,
+from .._checks import (check_choice, check_float, check_indices, check_integer,
                        check_same_backend, check_shape)
 from ..backend import get_array_module
 
@@ -49,7 +49,8 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
 
     Args:
         logits: (..., C) unnormalised scores.
-        target: (...) integers in [0, C), or ``ignore_index``.
+        target: (...) integers in [0, C), or ``ignore_index`` (on the host or the logits'
+            backend: host targets are checked there and copied, with no synchronisation).
         weights: optional (...) per-position weights or mask (bool or float).
         ignore_index: target value whose positions are left out.
         reduction: 'mean', 'sum' or 'none'.
@@ -64,6 +65,7 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
         raise ValueError(f"expected logits of shape (..., C), got {tuple(logits.shape)}")
     C = logits.shape[-1]
     check_integer("target", target)
+    target = check_indices("target", target, 0, C, logits, allowed=ignore_index)
     if tuple(target.shape) != tuple(logits.shape[:-1]):
         hint = ""
         if logits.ndim >= 2 and tuple(target.shape) == (logits.shape[0],) + logits.shape[2:]:
@@ -72,7 +74,6 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
         raise ValueError(f"expected target of shape {tuple(logits.shape[:-1])} to match "
                          f"logits of shape {tuple(logits.shape)} with the class axis last, "
                          f"got {tuple(target.shape)}{hint}")
-    check_index_range("target", target, 0, C, allowed=ignore_index)
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"expected label_smoothing in [0, 1], got {label_smoothing!r}")
     check_same_backend(logits=logits, target=target, weights=weights)

@@ -79,10 +79,10 @@ class RNNLM(Module):
         check_integer("X", X)
         if X.ndim != 2:
             raise ValueError(f"expected X of shape (N, T), got {tuple(X.shape)}")
-        check_index_range("X", X, 0, self.vocab_size)
+        check_index_range("X", X, 0, self.vocab_size)    # on the host for host ids: no sync
+        if self.embedding_dim:                          # host ids go to the device once, there
+            return self.embedding(get_array_module(X).ascontiguousarray(X.T))
         Xt = to_backend(X, backend_name(xp)).T                        # (T, N)
-        if self.embedding_dim:
-            return self.embedding(xp.ascontiguousarray(Xt))
         T, N = Xt.shape
         onehot = xp.zeros((T, N, self.vocab_size), dtype=self.dtype)   # (1) one-hot (T, N, V)
         onehot[xp.arange(T)[:, None], xp.arange(N)[None, :], Xt] = 1

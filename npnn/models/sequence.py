@@ -30,7 +30,7 @@ def _argmax_eval(model, X, lengths):
     with no_grad():
         logits = model.eval().forward(X, lengths)
     model.train(was)
-    return to_numpy(logits).argmax(axis=-1)
+    return to_numpy(logits.argmax(axis=-1))
 
 
 class _Encoder(Module):
@@ -50,10 +50,9 @@ class _Encoder(Module):
         return get_array_module(self.embedding.params["weight"])
 
     def run(self, X, lengths):
-        xp = self._xp()
-        X = to_backend(np.asarray(to_numpy(X)), backend_name(xp))
-        lengths = None if lengths is None else np.asarray(to_numpy(lengths))
-        out, h_n = self.rnn(self.embedding(xp.ascontiguousarray(X.T)), lengths=lengths)
+        X = X if hasattr(X, "dtype") else np.asarray(X)     # ids: host or device, never moved back
+        out, h_n = self.rnn(self.embedding(get_array_module(X).ascontiguousarray(X.T)),
+                            lengths=lengths)
         return out, h_n                                        # (T, N, dirs*H)
 
     def back(self, d_out, d_hn=None):
@@ -80,8 +79,7 @@ class SequenceClassifier(Module):
         out, h_n = self.encoder.run(X, lengths)
         xp = get_array_module(out)
         T, N = out.shape[:2]
-        lengths_b = xp.full(N, T) if lengths is None else to_backend(
-            np.asarray(to_numpy(lengths)), backend_name(xp))
+        lengths_b = xp.full(N, T) if lengths is None else to_backend(lengths, backend_name(xp))
         if self.pooling == "last":      # each sequence's state at its last valid step
             h = as_states(h_n)[0]
             top = h[-self.dirs:]                                   # (dirs, N, H)
@@ -164,8 +162,8 @@ class ConditionalDecoder(Module):
 
     def _inputs(self, tokens, c):
         xp = get_array_module(c)
-        tokens = to_backend(np.asarray(to_numpy(tokens)), backend_name(xp))
-        emb = self.embedding(xp.ascontiguousarray(tokens.T))      # (T, N, E)
+        tokens = tokens if hasattr(tokens, "dtype") else np.asarray(tokens)
+        emb = self.embedding(get_array_module(tokens).ascontiguousarray(tokens.T))   # (T, N, E)
         if self.scheme == "input":
             emb = xp.concatenate([emb, xp.broadcast_to(c, (emb.shape[0],) + c.shape)], axis=2)
         return emb
@@ -202,7 +200,7 @@ class ConditionalDecoder(Module):
             done = np.zeros(N, dtype=bool)
             for _ in range(max_len):
                 out, state = self.rnn(self._inputs(tok, c), state)
-                tok = to_numpy(self.out(out[0])).argmax(axis=1)[:, None]
+                tok = to_numpy(self.out(out[0]).argmax(axis=1))[:, None]     # one sync a step
                 outs.append(tok[:, 0])
                 done |= tok[:, 0] == self.eos
                 if done.all():

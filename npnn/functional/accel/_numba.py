@@ -72,6 +72,15 @@ def jit(fn):
     return _COMPILED[fn]
 
 
+class Steps:
+    """A cell's two numba step kernels, compiled, as ``forward_step``/``backward_step``
+    (the interface of the cells' ``_Ufuncs`` and ``_Fused``)."""
+
+    def __init__(self, forward_step, backward_step):
+        self.forward_step = jit(forward_step)
+        self.backward_step = jit(backward_step)
+
+
 def tanh(x):
     """tanh inside the kernels: the rational approximation in float32, math.tanh else."""
     return math.tanh(x)

@@ -106,17 +106,24 @@ _S, _B = f"(T){SIGMOID_SCALE!r}", f"(T){SIGMOID_SHIFT!r}"
 
 
 class _Fused:
-    """The per-step elementwise work as one CUDA kernel each way (CuPy only)."""
+    """Each step's elementwise work as one CUDA kernel each way (CuPy only), padded steps,
+    the output gradients and the direct path dh z included: with the products, three
+    launches a step forward and two backward, masked or not. The backward writes the
+    gradients of the two halves to two contiguous (N, 3H) blocks a step, dgh (n, r, z)
+    for the recurrent product and dgi (r, z, n): no strided view of a shared buffer
+    (CuPy copies those before every product). ``pad`` (N, 1) is True at padded rows."""
 
     def __init__(self, xp, H, N, dtype):
         pass
 
     @staticmethod
-    def forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
-        H = np.int32(h.shape[1])
-        elementwise_kernel(
-            "raw T gh_rz, raw T b_hn, T h_prev, int32 H", "raw T rz, T n, T gh_n, T h",
-            f"""
+    def forward(rz, n, gh_n, gh_rz, W_hrz_T, W_hn_T, b_hn, h, pad):
+        """(2)-(5) for every step; padded rows keep h_{t-1}."""
+        xp = get_array_module(h)
+        masked = pad is not None
+        kernel = elementwise_kernel(
+            "raw T gh_rz, raw T b_hn, T h_prev, " + ("bool pad, " if masked else "") + "int32 H",
+            "raw T rz, T n, T gh_n, T h", f"""
             const ptrdiff_t row = i / H, j = i % H, k = row * 2 * H + j;
             const T r = tanh(rz[k] + gh_rz[k]) * {_S} + {_B};                    // (3)
             const T z = tanh(rz[k + H] + gh_rz[k + H]) * {_S} + {_B};
@@ -124,28 +131,53 @@ class _Fused:
             gh_n = gh_n + b_hn[j];
             const T nn = tanh(n + r * gh_n);                                     // (4)
             n = nn;
-            h = nn + z * (h_prev - nn);                                          // (5)
-            """, "npnn_gru_forward_step")(gh_rz, b_hn, h_prev, H, rz, n, gh_n, h)
+            h = {"pad ? h_prev : " if masked else ""}nn + z * (h_prev - nn);     // (5)
+            """, "npnn_gru_forward" + ("_masked" if masked else ""))
+        H = np.int32(h.shape[2])
+        for t in range(rz.shape[0]):
+            xp.matmul(h[t], W_hrz_T, out=gh_rz)     # (2), r and z rows
+            xp.matmul(h[t], W_hn_T, out=gh_n[t])    # (2), n rows (b_hn added by the kernel)
+            kernel(gh_rz, b_hn, h[t], *((pad[t],) if masked else ()), H,
+                   rz[t], n[t], gh_n[t], h[t + 1])
 
     @staticmethod
-    def backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
-        H = np.int32(dh.shape[1])
-        elementwise_kernel(
-            "raw T rz, T n, T h_prev, T gh_n, T dh, int32 H", "raw T dg, T dh_z",
-            """
-            const ptrdiff_t row = i / H, j = i % H, k = row * 2 * H + j, k4 = row * 4 * H + j;
+    def backward(rz, n, h, gh_n, W_hh_nrz, dout, dh, pad):
+        """(7)-(13) for every step: dgi, dgh (T*N, 3H) and dh_0. ``dh`` holds dgh_{t+1}
+        W_hh, ``carry`` the direct path dh_{t+1} z_{t+1} (what a padded step passes
+        back, at its rows); the kernel adds them and dout_t."""
+        xp = get_array_module(dh)
+        T, N, H = n.shape
+        masked, has_dout = pad is not None, dout is not None
+        ins = ("raw T rz, T n, T h_prev, T gh_n, T dh, " + ("T dout, " if has_dout else "") +
+               ("bool pad, " if masked else "") + "int32 H")
+        kernel = elementwise_kernel(ins, "raw T dgh, raw T dgi, T carry", f"""
+            const ptrdiff_t row = i / H, j = i % H, k = row * 2 * H + j, k3 = row * 3 * H + j;
+            const T g = dh + carry{" + dout" if has_dout else ""};                // (7), (13)
+            {"if (pad) { dgh[k3] = dgh[k3 + H] = dgh[k3 + 2 * H] = (T)0;"
+             " dgi[k3] = dgi[k3 + H] = dgi[k3 + 2 * H] = (T)0; carry = g; } else {"
+             if masked else "{"}
             const T r = rz[k], z = rz[k + H];
-            const T da_n = dh * ((T)1 - z) * ((T)1 - n * n);                     // (8), (9)
-            dg[k4] = da_n * r;                                                   // (12)
-            dg[k4 + H] = da_n * gh_n * r * ((T)1 - r);                           // (10), (11)
-            dg[k4 + 2 * H] = dh * (h_prev - n) * z * ((T)1 - z);
-            dg[k4 + 3 * H] = da_n;
-            dh_z = dh * z;                                                       // (13)
-            """, "npnn_gru_backward_step")(rz, n, h_prev, gh_n, dh, H, dg, dh_z)
+            const T da_n = g * ((T)1 - z) * ((T)1 - n * n);                      // (8), (9)
+            const T da_r = da_n * gh_n * r * ((T)1 - r);                         // (10), (11)
+            const T da_z = g * (h_prev - n) * z * ((T)1 - z);
+            dgh[k3] = da_n * r; dgh[k3 + H] = da_r; dgh[k3 + 2 * H] = da_z;      // (12)
+            dgi[k3] = da_r; dgi[k3 + H] = da_z; dgi[k3 + 2 * H] = da_n;
+            carry = g * z; }}                                                    // (13)
+            """, "npnn_gru_backward" + ("_dout" if has_dout else "") +
+            ("_masked" if masked else ""))
+        dgh = xp.empty((T, N, 3 * H), dtype=dh.dtype)
+        dgi = xp.empty((T, N, 3 * H), dtype=dh.dtype)
+        carry = xp.zeros_like(dh)
+        H32 = np.int32(H)
+        for t in range(T - 1, -1, -1):
+            kernel(rz[t], n[t], h[t], gh_n[t], dh, *((dout[t],) if has_dout else ()),
+                   *((pad[t],) if masked else ()), H32, dgh[t], dgi[t], carry)
+            xp.matmul(dgh[t], W_hh_nrz, out=dh)     # (13) dgh W_hh
+        return dgi.reshape(T * N, 3 * H), dgh.reshape(T * N, 3 * H), dh + carry
 
 
 def _numba_forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = h.shape
     s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
     for row in range(N):
@@ -163,7 +195,7 @@ def _numba_forward_step(rz, gh_rz, n, gh_n, b_hn, h_prev, h):
 
 
 def _numba_backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = dh.shape
     one = _const(dh, 1.0)
     for row in range(N):
@@ -181,18 +213,13 @@ def _numba_backward_step(rz, n, h_prev, gh_n, dh, dg, dh_z):
             dhz[j] = d * z                                                      # (13)
 
 
-class _Numba:
-    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
-
-    def __init__(self, xp, H, N, dtype):
-        self.forward_step = _numba.jit(_numba_forward_step)
-        self.backward_step = _numba.jit(_numba_backward_step)
-
-
 def _steps(xp, H, N, dtype):
+    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
     if fused(xp):
         return _Fused(xp, H, N, dtype)
-    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp, H, N, dtype)
+    if _numba.use(xp, dtype):
+        return _numba.Steps(_numba_forward_step, _numba_backward_step)
+    return _Ufuncs(xp, H, N, dtype)
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
@@ -217,13 +244,16 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     W_hn_T = xp.ascontiguousarray(W_hh[2 * H:].T)                       # (H, H)
     gh_rz = xp.empty((N, 2 * H), dtype=dt)
     b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)
-    step = _steps(xp, H, N, dt).forward_step
-    for t in range(T):
-        xp.matmul(h[t], W_hrz_T, out=gh_rz)         # (2), r and z rows
-        xp.matmul(h[t], W_hn_T, out=gh_n[t])        # (2), n rows (b_hn added by the step)
-        step(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t], h[t + 1])      # (3)-(5)
-        if pad is not None:                         # padded steps keep h_{t-1}
-            hold(xp, h, t, pad)
+    steps = _steps(xp, H, N, dt)
+    if isinstance(steps, _Fused):                   # (2)-(5), padded rows in the kernel
+        steps.forward(rz, n, gh_n, gh_rz, W_hrz_T, W_hn_T, b_hn, h, pad)
+    else:
+        for t in range(T):
+            xp.matmul(h[t], W_hrz_T, out=gh_rz)     # (2), r and z rows
+            xp.matmul(h[t], W_hn_T, out=gh_n[t])    # (2), n rows (b_hn added by the step)
+            steps.forward_step(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t], h[t + 1])   # (3)-(5)
+            if pad is not None:                     # padded steps keep h_{t-1}
+                hold(xp, h, t, pad)
     out = masked_output(xp, h[1:], pad)             # (6)
     cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, pad)
     return out, h[T], cache
@@ -237,11 +267,14 @@ def gru_backward(dout, dh_n, cache):
     dt = x.dtype
     xp, dout, (dh,) = output_grads(x, None if pad is None else ~pad, H, dout, {"dh_n": dh_n},
                                    copy=True)
+    W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))    # W_hh's blocks as (n, r, z)
+    if fused(xp):
+        dgi2, dgh2, dh = _Fused.backward(rz, n, h, gh_n, W_hh_nrz, dout, dh, pad)
+        return _weight_grads(x, h, W_ih, has_bias, pad, dgi2, dgh2, dh)
     if pad is not None:
         dh_t = xp.empty_like(dh)
     dg = xp.empty((T, N, 4 * H), dtype=dt)         # [da_n r | da_r | da_z | da_n] per step
     dh_z = xp.empty((N, H), dtype=dt)
-    W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))    # W_hh's blocks as (n, r, z)
     step = _steps(xp, H, N, dt).backward_step
     for t in range(T - 1, -1, -1):
         if dout is not None:                        # (7)
@@ -261,6 +294,16 @@ def gru_backward(dout, dh_n, cache):
             xp.copyto(dh, dh_t, where=pad[t])
     dgi2 = dg[:, :, H:].reshape(T * N, 3 * H)       # (T*N, 3H), blocks r, z, n
     dgh2 = dg[:, :, :3 * H].reshape(T * N, 3 * H)   # (T*N, 3H), blocks n, r, z
+    return _weight_grads(x, h, W_ih, has_bias, pad, dgi2, dgh2, dh)
+
+
+def _weight_grads(x, h, W_ih, has_bias, pad, dgi2, dgh2, dh):
+    """(14)-(15) as single products over all steps, after the loop; dgi2 (T*N, 3H) in the
+    blocks r, z, n, dgh2 in n, r, z."""
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    H = h.shape[2]
+    dt = x.dtype
     dx = (dgi2 @ W_ih).reshape(T, N, D)             # (14)
     dW_hh_nrz = dgh2.T @ h[:-1].reshape(T * N, H)   # (15)
     grads = {"W_ih": dgi2.T @ valid_rows(xp, x, pad).reshape(T * N, D),

@@ -103,50 +103,80 @@ _S, _B = f"(T){SIGMOID_SCALE!r}", f"(T){SIGMOID_SHIFT!r}"
 
 
 class _Fused:
-    """The per-step elementwise work as one CUDA kernel each way (CuPy only).
+    """Each step's elementwise work as one CUDA kernel each way (CuPy only), padded steps
+    and the output gradients included: with the matrix product, two launches a step
+    each way, masked or not (a mask selected apart cost 2 more forward, 5 backward).
 
     Each kernel reads a gate block of row n at column j through the raw (N, 4H)
-    arrays; one thread per (n, j) of (N, H)."""
+    arrays; one thread per (n, j) of (N, H). ``pad`` (N, 1) is True at padded rows."""
 
     def __init__(self, xp, H, N, dtype):
         pass
 
     @staticmethod
-    def forward_step(z, rec, c_prev, c, tanh_c, h):
-        H = np.int32(c.shape[1])
-        elementwise_kernel(
-            "raw T rec, T c_prev, int32 H", "raw T z, T c, T tc, T h",
-            f"""
+    def forward(gates, rec, W_hh_sT, h, c, tanh_c, pad):
+        """(1)-(4) for every step; padded rows keep (h, c)_{t-1}."""
+        xp = get_array_module(h)
+        masked = pad is not None
+        ins = "raw T rec, T c_prev, T h_prev, " + ("bool pad, " if masked else "") + "int32 H"
+        keep = "if (pad) { c = c_prev; h = h_prev; } else " if masked else ""
+        kernel = elementwise_kernel(ins, "raw T z, T c, T tc, T h", f"""
             const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
             const T ig = tanh(z[k] + rec[k]) * {_S} + {_B};                      // (2)
             const T fg = tanh(z[k + H] + rec[k + H]) * {_S} + {_B};
             const T gg = tanh(z[k + 2 * H] + rec[k + 2 * H]);
             const T og = tanh(z[k + 3 * H] + rec[k + 3 * H]) * {_S} + {_B};
             z[k] = ig; z[k + H] = fg; z[k + 2 * H] = gg; z[k + 3 * H] = og;
-            c = fg * c_prev + ig * gg;                                           // (3)
-            tc = tanh(c);                                                        // (4)
-            h = og * tc;
-            """, "npnn_lstm_forward_step")(rec, c_prev, H, z, c, tanh_c, h)
+            const T cn = fg * c_prev + ig * gg;                                  // (3)
+            const T tn = tanh(cn);                                               // (4)
+            tc = tn;
+            {keep}{{ c = cn; h = og * tn; }}
+            """, "npnn_lstm_forward" + ("_masked" if masked else ""))
+        H = np.int32(h.shape[2])
+        for t in range(gates.shape[0]):
+            xp.matmul(h[t], W_hh_sT, out=rec)       # (1) recurrent half
+            kernel(rec, c[t], h[t], *((pad[t],) if masked else ()), H,
+                   gates[t], c[t + 1], tanh_c[t], h[t + 1])
 
     @staticmethod
-    def backward_step(y, c_prev, tanh_c, dh, dc, dz):
-        H = np.int32(dh.shape[1])
-        elementwise_kernel(
-            "raw T y, T c_prev, T tc, T dh, int32 H", "raw T dz, T dc",
-            """
+    def backward(gates, c, tanh_c, W_hh, dout, dh, dc, pad):
+        """(6)-(12) for every step: dz (T, N, 4H), dh_0, dc_0. ``dh`` holds the gradient
+        reaching h_t from step t + 1 (dz_{t+1} W_hh), ``carry`` what padded steps pass
+        straight back; both are added to dout_t inside the kernel."""
+        xp = get_array_module(dh)
+        T, N, H = tanh_c.shape
+        masked, has_dout = pad is not None, dout is not None
+        ins = ("raw T y, T c_prev, T tc, T dh, " + ("T dout, " if has_dout else "") +
+               ("bool pad, " if masked else "") + "int32 H")
+        outs = "raw T dz, T dc" + (", T carry" if masked else "")
+        reach = "dh" + (" + dout" if has_dout else "") + (" + carry" if masked else "")
+        kernel = elementwise_kernel(ins, outs, f"""
             const ptrdiff_t n = i / H, j = i % H, k = n * 4 * H + j;
+            const T g = {reach};                                                 // (6)
+            {"if (pad) { dz[k] = dz[k + H] = dz[k + 2 * H] = dz[k + 3 * H] = (T)0; carry = g; }"
+             " else {" if masked else "{"}
             const T ig = y[k], fg = y[k + H], gg = y[k + 2 * H], og = y[k + 3 * H];
-            const T dct = dc + dh * og * ((T)1 - tc * tc);                       // (8)
+            const T dct = dc + g * og * ((T)1 - tc * tc);                        // (8)
             dz[k] = dct * gg * ig * ((T)1 - ig);                                 // (9), (11)
             dz[k + H] = dct * c_prev * fg * ((T)1 - fg);
             dz[k + 2 * H] = dct * ig * ((T)1 - gg * gg);
-            dz[k + 3 * H] = dh * tc * og * ((T)1 - og);                          // (7), (11)
+            dz[k + 3 * H] = g * tc * og * ((T)1 - og);                           // (7), (11)
             dc = dct * fg;                                                       // (10)
-            """, "npnn_lstm_backward_step")(y, c_prev, tanh_c, dh, H, dz, dc)
+            {"carry = (T)0; " if masked else ""}}}
+            """, "npnn_lstm_backward" + ("_dout" if has_dout else "") +
+            ("_masked" if masked else ""))
+        dz = xp.empty((T, N, 4 * H), dtype=dh.dtype)
+        carry = xp.zeros_like(dh) if masked else None
+        H32 = np.int32(H)
+        for t in range(T - 1, -1, -1):
+            kernel(gates[t], c[t], tanh_c[t], dh, *((dout[t],) if has_dout else ()),
+                   *((pad[t],) if masked else ()), H32, dz[t], dc, *((carry,) if masked else ()))
+            xp.matmul(dz[t], W_hh, out=dh)          # (12)
+        return dz, (dh + carry if masked else dh), dc
 
 
 def _numba_forward_step(z, rec, c_prev, c, tanh_c, h):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = c.shape
     s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
     for n in range(N):
@@ -167,7 +197,7 @@ def _numba_forward_step(z, rec, c_prev, c, tanh_c, h):
 
 
 def _numba_backward_step(y, c_prev, tanh_c, dh, dc, dz):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = dh.shape
     one = _const(dh, 1.0)
     for n in range(N):
@@ -184,18 +214,13 @@ def _numba_backward_step(y, c_prev, tanh_c, dh, dc, dz):
             dcn[j] = dct * fg                                                   # (10)
 
 
-class _Numba:
-    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
-
-    def __init__(self, xp, H, N, dtype):
-        self.forward_step = _numba.jit(_numba_forward_step)
-        self.backward_step = _numba.jit(_numba_backward_step)
-
-
 def _steps(xp, H, N, dtype):
+    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
     if fused(xp):
         return _Fused(xp, H, N, dtype)
-    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp, H, N, dtype)
+    if _numba.use(xp, dtype):
+        return _numba.Steps(_numba_forward_step, _numba_backward_step)
+    return _Ufuncs(xp, H, N, dtype)
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
@@ -217,13 +242,16 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         gates += (b_ih + b_hh) * s
     W_hh_sT = xp.ascontiguousarray((W_hh * s[:, None]).T)    # (H, 4H)
     rec = xp.empty((N, 4 * H), dtype=dt)
-    step = _steps(xp, H, N, dt).forward_step
-    for t in range(T):
-        xp.matmul(h[t], W_hh_sT, out=rec)           # (1) recurrent half
-        step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])      # (2)-(4)
-        if pad is not None:                         # padded steps keep (h, c)_{t-1}
-            hold(xp, h, t, pad)
-            hold(xp, c, t, pad)
+    steps = _steps(xp, H, N, dt)
+    if isinstance(steps, _Fused):                   # (1)-(4), padded rows in the kernel
+        steps.forward(gates, rec, W_hh_sT, h, c, tanh_c, pad)
+    else:
+        for t in range(T):
+            xp.matmul(h[t], W_hh_sT, out=rec)       # (1) recurrent half
+            steps.forward_step(gates[t], rec, c[t], c[t + 1], tanh_c[t], h[t + 1])  # (2)-(4)
+            if pad is not None:                     # padded steps keep (h, c)_{t-1}
+                hold(xp, h, t, pad)
+                hold(xp, c, t, pad)
     out = masked_output(xp, h[1:], pad)             # (5)
     cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, pad)
     return out, h[T], c[T], cache
@@ -237,6 +265,9 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     dt = x.dtype
     xp, dout, (dh, dc) = output_grads(x, None if pad is None else ~pad, H, dout,
                                       {"dh_n": dh_n, "dc_n": dc_n}, copy=True)
+    if fused(xp):
+        dz, dh, dc = _Fused.backward(gates, c, tanh_c, W_hh, dout, dh, dc, pad)
+        return _weight_grads(x, h, W_ih, W_hh, has_bias, pad, dz, dh, dc)
     if pad is not None:
         dh_t, dc_t = xp.empty_like(dh), xp.empty_like(dc)
     dz = xp.empty((T, N, 4 * H), dtype=dt)
@@ -258,6 +289,15 @@ def lstm_backward(dout, dh_n, dc_n, cache):
         if pad is not None:
             xp.copyto(dh, dh_t, where=pad[t])
             xp.copyto(dc, dc_t, where=pad[t])
+    return _weight_grads(x, h, W_ih, W_hh, has_bias, pad, dz, dh, dc)
+
+
+def _weight_grads(x, h, W_ih, W_hh, has_bias, pad, dz, dh, dc):
+    """(13)-(14) as single products over all steps, after the loop."""
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
     dz2 = dz.reshape(T * N, 4 * H)                  # (T*N, 4H)
     dx = (dz2 @ W_ih).reshape(T, N, D)              # (13)
     grads = {"W_ih": dz2.T @ valid_rows(xp, x, pad).reshape(T * N, D),   # (14)

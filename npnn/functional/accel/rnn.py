@@ -55,30 +55,57 @@ class _Ufuncs:
 
 
 class _Fused:
-    """One CUDA kernel per step each way (CuPy only). ReLU treats NaN as NumPy does
-    (CUDA's max() would turn a NaN pre-activation into 0): max(NaN, 0) is NaN, and
-    the backward is g * [h > 0], so a NaN gradient at an inactive unit stays NaN."""
+    """One CUDA kernel per step each way (CuPy only), padded steps and the output
+    gradients included: with the matrix product, two launches a step each way. ReLU
+    treats NaN as NumPy does (CUDA's max() would turn a NaN pre-activation into 0):
+    max(NaN, 0) is NaN, and the backward is g * [h > 0], so a NaN gradient at an
+    inactive unit stays NaN. ``pad`` (N, 1) is True at padded rows."""
 
     def __init__(self, xp):
         pass
 
     @staticmethod
-    def forward_step(a, rec, h, relu):
-        body = ("const T v = a + rec; h = (v > (T)0 || v != v) ? v : (T)0;" if relu
-                else "h = tanh(a + rec);")
-        elementwise_kernel("T a, T rec", "T h", body,
-                           "npnn_rnn_forward_" + ("relu" if relu else "tanh"))(a, rec, h)
+    def forward(a, W_hh_T, rec, h, relu, pad):
+        """(1)-(2) for every step; padded rows keep h_{t-1}."""
+        xp = get_array_module(h)
+        masked = pad is not None
+        phi = "(v > (T)0 || v != v) ? v : (T)0" if relu else "tanh(v)"
+        kernel = elementwise_kernel(
+            "T a, T rec, T h_prev" + (", bool pad" if masked else ""), "T h",
+            f"const T v = a + rec; h = {'pad ? h_prev : ' if masked else ''}{phi};",
+            f"npnn_rnn_forward_{'relu' if relu else 'tanh'}{'_masked' if masked else ''}")
+        for t in range(a.shape[0]):
+            xp.matmul(h[t], W_hh_T, out=rec)        # (1) recurrent half
+            kernel(a[t], rec, h[t], *((pad[t],) if masked else ()), h[t + 1])
 
     @staticmethod
-    def backward_step(g, h, da, relu):
-        body = ("da = g * (T)(h > (T)0);" if relu
-                else "da = g * ((T)1 - h * h);")
-        elementwise_kernel("T g, T h", "T da", body,
-                           "npnn_rnn_backward_" + ("relu" if relu else "tanh"))(g, h, da)
+    def backward(h, W_hh, dout, g, relu, pad):
+        """(4)-(6) for every step: da (T, N, H) and dh_0. ``g`` holds the gradient reaching
+        h_t from step t + 1 (da_{t+1} W_hh), ``carry`` what padded steps pass back."""
+        xp = get_array_module(g)
+        T = h.shape[0] - 1
+        masked, has_dout = pad is not None, dout is not None
+        slope = "(T)(h > (T)0)" if relu else "((T)1 - h * h)"
+        reach = "g" + (" + dout" if has_dout else "") + (" + carry" if masked else "")
+        body = (f"const T gt = {reach}; " +
+                ("if (pad) { da = (T)0; carry = gt; } else { "
+                 f"da = gt * {slope}; carry = (T)0; }}" if masked else f"da = gt * {slope};"))
+        kernel = elementwise_kernel(
+            "T g, T h" + (", T dout" if has_dout else "") + (", bool pad" if masked else ""),
+            "T da" + (", T carry" if masked else ""), body,
+            f"npnn_rnn_backward_{'relu' if relu else 'tanh'}{'_dout' if has_dout else ''}"
+            f"{'_masked' if masked else ''}")
+        da = xp.empty(h[1:].shape, dtype=g.dtype)
+        carry = xp.zeros_like(g) if masked else None
+        for t in range(T - 1, -1, -1):
+            kernel(g, h[t + 1], *((dout[t],) if has_dout else ()), *((pad[t],) if masked else ()),
+                   da[t], *((carry,) if masked else ()))                       # (4)-(5)
+            xp.matmul(da[t], W_hh, out=g)           # (6)
+        return da, (g + carry if masked else g)
 
 
 def _numba_forward_step(a, rec, h, relu):
-    """``_Fused.forward_step`` as a loop compiled by numba (NumPy, ``_numba``)."""
+    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
     N, H = h.shape
     zero = _const(h, 0.0)
     for n in range(N):
@@ -90,7 +117,7 @@ def _numba_forward_step(a, rec, h, relu):
 
 
 def _numba_backward_step(g, h, da, relu):
-    """``_Fused.backward_step`` as a loop compiled by numba."""
+    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
     N, H = h.shape
     zero, one = _const(h, 0.0), _const(h, 1.0)
     for n in range(N):
@@ -100,18 +127,13 @@ def _numba_backward_step(g, h, da, relu):
             dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
 
 
-class _Numba:
-    """The per-step elementwise work compiled by numba (NumPy, float32 by default)."""
-
-    def __init__(self, xp):
-        self.forward_step = _numba.jit(_numba_forward_step)
-        self.backward_step = _numba.jit(_numba_backward_step)
-
-
 def _steps(xp, dtype):
+    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
     if fused(xp):
         return _Fused(xp)
-    return (_Numba if _numba.use(xp, dtype) else _Ufuncs)(xp)
+    if _numba.use(xp, dtype):
+        return _numba.Steps(_numba_forward_step, _numba_backward_step)
+    return _Ufuncs(xp)
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
@@ -127,13 +149,16 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
         a += b_ih + b_hh
     W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
     rec = xp.empty((N, H), dtype=x.dtype)
-    step = _steps(xp, x.dtype).forward_step
+    steps = _steps(xp, x.dtype)
     relu = nonlinearity == "relu"
-    for t in range(T):
-        xp.matmul(h[t], W_hh_T, out=rec)            # (1) recurrent half
-        step(a[t], rec, h[t + 1], relu)             # (1)-(2)
-        if pad is not None:                         # padded steps keep h_{t-1}
-            hold(xp, h, t, pad)
+    if isinstance(steps, _Fused):                   # (1)-(2), padded rows in the kernel
+        steps.forward(a, W_hh_T, rec, h, relu, pad)
+    else:
+        for t in range(T):
+            xp.matmul(h[t], W_hh_T, out=rec)        # (1) recurrent half
+            steps.forward_step(a[t], rec, h[t + 1], relu)       # (1)-(2)
+            if pad is not None:                     # padded steps keep h_{t-1}
+                hold(xp, h, t, pad)
     out = masked_output(xp, h[1:], pad)             # (3)
     return out, h[T], RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, pad)
 
@@ -145,6 +170,9 @@ def rnn_backward(dout, dh_n, cache):
     H = W_hh.shape[1]
     xp, dout, (g,) = output_grads(x, None if pad is None else ~pad, H, dout, {"dh_n": dh_n},
                                   copy=True)
+    if fused(xp):
+        da, g = _Fused.backward(h, W_hh, dout, g, nonlinearity == "relu", pad)
+        return _weight_grads(x, h, W_ih, has_bias, pad, da, g)
     if pad is not None:
         g_t = xp.empty_like(g)
     da = xp.empty((T, N, H), dtype=x.dtype)
@@ -163,6 +191,14 @@ def rnn_backward(dout, dh_n, cache):
         xp.matmul(da[t], W_hh, out=g)               # (6)
         if pad is not None:
             xp.copyto(g, g_t, where=pad[t])
+    return _weight_grads(x, h, W_ih, has_bias, pad, da, g)
+
+
+def _weight_grads(x, h, W_ih, has_bias, pad, da, g):
+    """(7)-(8) as single products over all steps, after the loop."""
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    H = h.shape[2]
     da2 = da.reshape(T * N, H)                      # (T*N, H)
     dx = (da2 @ W_ih).reshape(T, N, D)              # (7)
     grads = {"W_ih": da2.T @ valid_rows(xp, x, pad).reshape(T * N, D),    # (8)
