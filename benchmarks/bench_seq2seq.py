@@ -571,11 +571,17 @@ class Runs:
 
     # decoding: n questions from the test set, one at a time or as one batch
     def npnn_decode(self, n, batched):
+        """(in eval mode, as a model serving questions is: greedy_decode would otherwise
+        switch every submodule to eval and back at each call)"""
         src = self.task.x_test[:n]
-        if batched:
-            return np.array(self.model.greedy_decode(src, max_len=self.M))
-        return np.array([self.model.greedy_decode(src[i:i + 1], max_len=self.M)[0]
-                         for i in range(n)])
+        self.model.eval()
+        try:
+            if batched:
+                return np.array(self.model.greedy_decode(src, max_len=self.M))
+            return np.array([self.model.greedy_decode(src[i:i + 1], max_len=self.M)[0]
+                             for i in range(n)])
+        finally:
+            self.model.train()
 
     def peer_decode(self, n, batched):
         src = self.x_test[:n]
@@ -783,8 +789,9 @@ def main(argv=None):
                   "a b c c b a, times the 351 steps of an epoch (45,000 questions, batch 128). "
                   f"Decoding: greedy, {args.single} test questions one at a time and "
                   f"{args.decode_batch} as one batch. \"npnn\" runs as installed "
-                  "(`accel.select` keeps sequences under 16 steps on the reference path: every "
-                  "decoder here, and the addition encoder); \"accelerations forced\" runs every "
+                  "(`accel.select` accelerates every encoder and decoder here: 128 sequences "
+                  "are rows enough from two steps; decoding runs the cells' forward-only "
+                  "steps, `accel.prepare`); \"accelerations forced\" runs every "
                   "sequence op on its acceleration (`use_acceleration()`). \"LSTM products "
                   "alone\": the matrix products of the step's encoder and decoder LSTMs (input, "
                   "recurrent both ways, weight gradients) with no other work, timed in the same "

@@ -24,8 +24,8 @@ What a decoder, a sampler or a hand-written loop does: one time step at a time.
 * ``--crossover``: where the acceleration starts to pay. For each cell, input
   and hidden size, batch N and length T, the time of a sequence forward +
   backward on the reference path divided by the accelerated path's (both
-  forced): below 1 the reference is faster. ``accel.MIN_STEPS`` and
-  ``accel.MIN_ROWS`` are read off this table.
+  forced): below 1 the reference is faster. ``accel.MIN_STEPS``,
+  ``accel.MIN_ROWS`` and ``accel.ROWS_PER_WIDTH`` are read off this table.
 
 Times are medians of blocks ordered a b c c b a (see bench_rnn.median_ms), about
 ``BUDGET_S`` seconds of each.
@@ -338,7 +338,8 @@ def main(argv=None):
                        "Time of a sequence forward + backward (float32) on the reference path "
                        "divided by the accelerated path's, both forced; below 1 the reference "
                        "is faster. `accel.select` runs the acceleration on NumPy only from "
-                       f"T >= {accel.MIN_STEPS} and T * N >= {accel.MIN_ROWS}.\n\n"
+                       f"T >= {accel.MIN_STEPS} and T * N >= {accel.MIN_ROWS}, or T >= 2 and "
+                       f"T * N >= {accel.ROWS_PER_WIDTH} (D + H).\n\n"
                        + table + "\n")
             write_section(os.path.join(HERE, "RESULTS.md"), "bench_steps:crossover", section)
         return 0

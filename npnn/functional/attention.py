@@ -4,6 +4,9 @@ additive (Bahdanau), with a key mask for padded source positions.
 Shapes: N batch, L queries per sequence (decoder steps; 1 when stepping),
 S keys (source positions), E query/key size, Ev value size, A additive size.
 ``mask`` (N, S) is True at valid keys (as PyTorch's boolean ``attn_mask``).
+Every sequence needs one valid key: a NumPy mask without one is refused; a
+device mask is not read back to check (that would cost a sync per decoder
+token), and a row without a valid key gives NaN weights there, as in PyTorch.
 
 Dot-product attention, ``scale`` = 1/sqrt(E) by default (PyTorch's
 ``scaled_dot_product_attention``), 1 for Luong's plain dot score:
@@ -58,6 +61,8 @@ therefore splits:
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._checks import check_array, check_float, check_same_backend, check_shape
 from ..backend import get_array_module
 from .activations import log_softmax
@@ -82,10 +87,11 @@ def _check_qkv(q, K, V, mask, E_key=None):
         check_shape("mask", mask, (N, S), "NS")
         if mask.dtype.kind != "b":
             raise TypeError(f"expected mask to be a boolean array, got dtype {mask.dtype}")
-        empty = ~mask.any(axis=1)
-        if bool(empty.any()):
-            raise ValueError(f"expected at least one valid key per sequence, got none for "
-                             f"sequence {int(xp.flatnonzero(empty)[0])}")
+        if isinstance(mask, np.ndarray):    # on a GPU this would read the device per call
+            empty = ~mask.any(axis=1)       # (a decoder attends once per token): not there
+            if empty.any():
+                raise ValueError(f"expected at least one valid key per sequence, got none "
+                                 f"for sequence {int(np.flatnonzero(empty)[0])}")
     check_same_backend(q=q, K=K, V=V, mask=mask)
     return xp, N, L, S
 

@@ -114,7 +114,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         out (T, N, H), h_n (N, H), cache (for ``gru_backward``).
     """
     xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("gru", x)
+    fast = accel.select("gru", x, H)
     if fast is not None:
         return fast.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, mask)
     m = step_mask(mask)

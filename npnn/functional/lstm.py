@@ -114,7 +114,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     """
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
                                          W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("lstm", x)
+    fast = accel.select("lstm", x, H)
     if fast is not None:
         return fast.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask)
     m = step_mask(mask)

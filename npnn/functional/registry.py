@@ -97,6 +97,25 @@ class Cell:
         _, finals, cache = self.run(check_step_input(x)[None], states, params, **options)
         return finals, cache
 
+    def run_inference(self, x, states, params, mask=None, **options):
+        """``run`` for a forward that will never be backpropagated (it keeps no cache):
+        the acceleration's prepared steps where ``accel.prepare`` gives them, else
+        ``run``. -> out (T, N, H), tuple of final states."""
+        prepared = accel.prepare(self.name, params, x, **options)
+        if prepared is None:
+            out, finals, _ = self.run(x, states, params, mask, **options)
+            return out, finals
+        return prepared.sequence(x, tuple(states), mask)
+
+    def stepper(self, params, **options):
+        """A function (x (N, D), tuple of states) -> tuple of new states for forward-only
+        stepping (a decoder, generation), its preparation paid once here: the
+        acceleration's prepared step, or ``run_step`` where ``accel.prepare`` gives none."""
+        prepared = accel.prepare(self.name, params, **options)
+        if prepared is not None:
+            return prepared.step
+        return lambda x, states: self.run_step(x, states, params, **options)[0]
+
     def run_step_backward(self, dstates, cache):
         """Gradients of a step's new states (each (N, H) or None) -> dx (N, D), tuple of
         the previous states' gradients, parameter gradients."""

@@ -88,7 +88,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
     """
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("rnn", x)
+    fast = accel.select("rnn", x, H)
     if fast is not None:
         return fast.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, nonlinearity, mask)
     m = step_mask(mask)

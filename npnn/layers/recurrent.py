@@ -19,6 +19,7 @@ Parameters are named and shaped as in PyTorch (``weight_ih_l0``,
 and back moves weights unchanged.
 """
 
+import functools
 import math
 import warnings
 from typing import Any, List, NamedTuple, Optional
@@ -157,9 +158,13 @@ class Recurrent(Module):
 
     def _weights(self, layer, direction):
         """Op argument name -> parameter array, for one layer and direction."""
-        sfx = self._suffix(layer, direction)
-        d_in = self.params["weight_ih" + sfx].shape[1]
-        return {p.arg: self.params[p.name + sfx] for p, _ in self._param_shapes(d_in)}
+        sfx, params = self._suffix(layer, direction), self.params
+        return {arg: params[name + sfx] for arg, name in self._arg_names}
+
+    @functools.cached_property
+    def _arg_names(self):
+        """[(op argument name, parameter name without its suffix)], every layer alike."""
+        return [(p.arg, p.name) for p, _ in self._param_shapes(self.input_size)]
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
@@ -291,6 +296,7 @@ class Recurrent(Module):
         mask, rev = (None, None) if lengths is None else self._check_lengths(
             lengths, T, N, batched, xp)
         dirs = self.num_directions
+        keep = self.keeps_caches()
         caches, drops = [], []
         finals = [[] for _ in range(self.n_states)]
         layer_in = x
@@ -300,13 +306,19 @@ class Recurrent(Module):
                 idx = layer * dirs + direction
                 xin = layer_in if direction == 0 else self._reverse(layer_in, rev)
                 s0 = [None if s is None else s[idx] for s in init]
-                out, final, cache = self.spec.run(xin, s0, self._weights(layer, direction), mask,
-                                                  **self._op_options(xp))
+                weights, options = self._weights(layer, direction), self._op_options(xp)
+                if keep:
+                    out, final, cache = self.spec.run(xin, s0, weights, mask, **options)
+                else:                       # nothing will be backpropagated: no cache
+                    (out, final), cache = self.spec.run_inference(xin, s0, weights, mask,
+                                                                  **options), None
                 outs.append(out if direction == 0 else self._reverse(out, rev))
                 for k in range(self.n_states):
                     finals[k].append(final[k])
                 caches.append(cache)
-            layer_out = outs[0].copy() if dirs == 1 else xp.concatenate(outs, axis=2)
+            # a copy: the caller may write into out, whose array the cache shares
+            layer_out = (outs[0] if not keep else outs[0].copy()) if dirs == 1 else \
+                xp.concatenate(outs, axis=2)
             drop = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
                 drop = dropout_mask(self.rng, layer_out.shape, self.dropout, layer_out)
@@ -314,7 +326,8 @@ class Recurrent(Module):
             drops.append(drop)
             layer_in = layer_out
         self._push(_StackCache(caches, drops, rev, batched, T, N))
-        h_n = [xp.stack(f) for f in finals]                  # (L*dirs, N, H) each
+        # (L*dirs, N, H) each; a copy when the cache shares the final states' arrays
+        h_n = [f[0][None] if len(f) == 1 and not keep else xp.stack(f) for f in finals]
         out = layer_in
         if not batched:
             out, h_n = out[:, 0], [h[:, 0] for h in h_n]

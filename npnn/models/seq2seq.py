@@ -144,7 +144,10 @@ class Seq2Seq(Module):
         return get_array_module(self.out.params["weight"])
 
     def _ids(self, ids):
-        return to_backend(np.asarray(to_numpy(ids)), backend_name(self._xp()))
+        xp = self._xp()
+        if xp is np:
+            return np.asarray(ids)
+        return to_backend(np.asarray(to_numpy(ids)), backend_name(xp))
 
     def _source(self, src, src_lengths):
         """-> host ids (N, S), reversed within their lengths when asked, and the lengths
@@ -175,7 +178,8 @@ class Seq2Seq(Module):
         """src (N, S) ids, lengths (N,) or None -> enc_out (N, S, dirs*H), the encoder's
         final state, the decoder's initial state, mask (N, S) or None (no padding)."""
         src, lengths = self._source(src, src_lengths)
-        emb = self.src_embedding(self._ids(np.ascontiguousarray(src.T)))   # (S, N, E)
+        emb = self.src_embedding(np.ascontiguousarray(src.T))   # (S, N, E); host ids: checked
+        # there and copied once (device ids would be checked on the device: a sync)
         enc_out, state = self.encoder(emb, lengths=lengths)              # (S, N, dirs*H)
         mask = None if lengths is None else self._ids(length_mask(lengths, src.shape[1]).T)
         return enc_out.transpose(1, 0, 2), state, self._start_state(state), mask
@@ -231,7 +235,7 @@ class Seq2Seq(Module):
         tgt_in = np.asarray(to_numpy(tgt_in))
         check_integer("tgt_in", tgt_in)
         check_shape("tgt_in", tgt_in, (enc_out.shape[0], None), "NT")
-        emb = self.tgt_embedding(self._ids(np.ascontiguousarray(tgt_in.T)))  # (T, N, E)
+        emb = self.tgt_embedding(np.ascontiguousarray(tgt_in.T))  # (T, N, E), host ids
         T, N = emb.shape[:2]
         ctx = None                                  # what the output layer reads besides s_t
         if self.context == "init":
@@ -323,16 +327,18 @@ class Seq2Seq(Module):
             ctx = self._context_vector(enc_state)
         elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
-        weights = [self.decoder._weights(layer, 0) for layer in range(self.num_layers)]
-        return [enc_out, mask, ctx], state, weights
+        dec = self.decoder
+        steps = [dec.spec.stepper(dec._weights(layer, 0), **dec._op_options(get_array_module(
+            enc_out))) for layer in range(self.num_layers)]
+        return [enc_out, mask, ctx], state, steps
 
-    def _step(self, tok, state, source, weights):
+    def _step(self, tok, state, source, steps):
         """One decoder step: tok (B,) ids -> logits (B, V) (on the model's backend), state.
 
-        Decoding keeps no cache and has no dropout, so the step calls the cell's step
-        (``spec.run_step``) layer by layer with the decoder's parameters, and indexes
-        the embedding and applies the output layer directly: a layer's call would add
-        its checks and bookkeeping to every token of every sequence decoded."""
+        Decoding keeps no cache and has no dropout, so the step runs each decoder
+        layer's forward-only step (``Cell.stepper``, prepared once per decoding in
+        ``_start``), and indexes the embedding and applies the output layer directly:
+        a layer's call would add its checks and bookkeeping to every token."""
         xp = self._xp()
         enc_out, mask, ctx = source
         x = self.tgt_embedding.params["weight"][self._ids(tok)]               # (B, E)
@@ -343,14 +349,13 @@ class Seq2Seq(Module):
         elif self.context == "attention":
             c = self.attention.attend(as_states(state)[0][-1], ctx, enc_out, mask)
             x = xp.concatenate([c, x], axis=1)
-        dec = self.decoder
         states, finals = as_states(state), []
-        for layer in range(self.num_layers):
-            new, _ = dec.spec.run_step(x, tuple(s[layer] for s in states), weights[layer],
-                                       **dec._op_options(xp))
+        for layer, step in enumerate(steps):
+            new = step(x, tuple(s[layer] for s in states))
             finals.append(new)
             x = new[0]                                                        # (B, H)
-        state = from_states(tuple(xp.stack(f) for f in zip(*finals)))         # (L, B, H) each
+        state = from_states(tuple(xp.stack(f) if len(f) > 1 else f[0][None]  # (L, B, H) each
+                                  for f in zip(*finals)))
         h = x
         if self.context == "luong":
             c = self.attention.attend(h, ctx, enc_out, mask)
@@ -362,15 +367,16 @@ class Seq2Seq(Module):
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded
         (without an end id, ``max_len`` tokens each)."""
         was = self.training
-        self.eval()
+        if was:                     # (toggling walks every submodule: not per call if not needed)
+            self.eval()
         try:
             with no_grad():
-                source, state, weights = self._start(src, src_lengths)
+                source, state, steps = self._start(src, src_lengths)
                 N = source[0].shape[0]
                 tok = np.full(N, self.bos)
                 outs, done = [], np.zeros(N, dtype=bool)
                 for _ in range(max_len):
-                    logits, state = self._step(tok, state, source, weights)
+                    logits, state = self._step(tok, state, source, steps)
                     tok = to_numpy(logits.argmax(axis=1))
                     outs.append(tok)
                     if self.eos is not None:
@@ -378,7 +384,8 @@ class Seq2Seq(Module):
                         if done.all():
                             break
         finally:
-            self.train(was)
+            if was:
+                self.train()
         seqs = np.stack(outs, axis=1).tolist()
         if self.eos is None:
             return seqs
@@ -391,15 +398,16 @@ class Seq2Seq(Module):
         excluded."""
         width = check_positive_int("beam_width", beam_width)
         was = self.training
-        self.eval()
+        if was:                     # (toggling walks every submodule: not per call if not needed)
+            self.eval()
         try:
             with no_grad():
                 lengths = None if src_length is None else np.asarray([int(src_length)])
-                source, state, weights = self._start(np.asarray(to_numpy(src))[None], lengths)
+                source, state, steps = self._start(np.asarray(to_numpy(src))[None], lengths)
                 scores, seqs, finished = np.zeros(1), [[]], []
                 tok = np.array([self.bos])
                 for step in range(max_len):
-                    logits, state = self._step(tok, state, source, weights)
+                    logits, state = self._step(tok, state, source, steps)
                     logits = to_numpy(logits).astype(np.float64)
                     total = (scores[:, None] + log_softmax(logits)).ravel()
                     order = np.argsort(-total, kind="stable")[:width]
@@ -419,7 +427,8 @@ class Seq2Seq(Module):
                     source = [None if a is None else a[rows] for a in source]
                 finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         finally:
-            self.train(was)
+            if was:
+                self.train()
         return max(finished, key=lambda f: f[0])[1]
 
 

@@ -21,12 +21,20 @@ Selection happens here, in ``select``, and nowhere else:
 * otherwise (``auto``) a NumPy sequence runs its acceleration only when it
   is long enough to pay for the set-up (scaling and transposing the weights,
   allocating buffers): at least ``MIN_STEPS`` steps and ``MIN_ROWS`` rows
-  (steps x sequences). Shorter ones, and every step taken by hand (a cell
-  layer, generation, a decoder: a sequence of one), run the reference, which
-  is faster there (measured in benchmarks/RESULTS.md, "When the acceleration
-  pays"). On CuPy, where the reference launches a dozen kernels per step and
-  the fused path two, any sequence of two steps or more is accelerated;
+  (steps x sequences), or, from two steps, at least ``ROWS_PER_WIDTH`` x
+  (D + H) rows (many sequences: the set-up is paid once for all of them).
+  Other sequences, and every step taken by hand in training (a cell layer),
+  run the reference, which is faster there (measured in benchmarks/RESULTS.md,
+  "When the acceleration pays"). On CuPy, where the reference launches a
+  dozen kernels per step and the fused path two, any sequence of two steps or
+  more is accelerated;
 * on CuPy, the fused kernels, unless ``NPNN_FUSED=0`` (then the ufunc path).
+
+Forward-only work (a Seq2Seq decoder stepping token by token, a layer in eval
+mode or under ``no_grad``) keeps nothing for a backward; ``prepare`` gives it
+the cell's ``Prepared`` steps (biases summed once, one tanh pass for a step's
+gates, no checks, no cache) wherever ``select`` would have run the reference,
+and under the same switches (``_common.Prepared``).
 """
 
 import contextlib
@@ -35,7 +43,7 @@ import os
 
 import numpy as np
 
-from ._common import MIN_ROWS, MIN_STEPS
+from ._common import MIN_ROWS, MIN_STEPS, ROWS_PER_WIDTH
 
 _FORCE = contextvars.ContextVar("npnn_accel_force", default=None)
 
@@ -68,22 +76,40 @@ def use_acceleration():
     return _force("accelerated")
 
 
-def select(cell, x):
-    """The acceleration module of the registered cell ``cell`` for input x (T, N, D),
-    or None when the reference should run (the cell has no acceleration, it is
-    switched off, or the sequence is too short to pay)."""
+def select(cell, x, H=None):
+    """The acceleration module of the registered cell ``cell`` for input x (T, N, D)
+    (and hidden size H, when known), or None when the reference should run (the
+    cell has no acceleration, it is switched off, or the sequence is too short to
+    pay)."""
     now = mode()
     if now == "reference":
         return None
     T, N = x.shape[0], x.shape[1]
     if now == "auto":
         if isinstance(x, np.ndarray):
-            if T < MIN_STEPS or T * N < MIN_ROWS:
+            many = H is not None and T >= 2 and T * N >= ROWS_PER_WIDTH * (x.shape[2] + H)
+            if (T < MIN_STEPS or T * N < MIN_ROWS) and not many:
                 return None
         elif T < 2:
             return None
     from ..registry import CELLS        # at call time: the registry imports the cells
     return CELLS[cell].accelerated
+
+
+def prepare(cell, params, x=None, **options):
+    """Forward-only use of the registered cell ``cell`` with parameters ``params``
+    (op argument name -> array): its acceleration's ``Prepared`` steps, or None
+    where they should not run: in reference mode, for a cell without acceleration,
+    and, given a whole sequence x (T, N, D), where ``select`` picks the
+    acceleration's own sequence forward (long NumPy sequences; CuPy's fused
+    kernels)."""
+    W_hh = params.get("W_hh")
+    H = None if W_hh is None else W_hh.shape[1]
+    if mode() == "reference" or (x is not None and select(cell, x, H) is not None):
+        return None
+    from ..registry import CELLS
+    prepared = getattr(CELLS[cell].accelerated, "Prepared", None)
+    return None if prepared is None else prepared(**params, **options)
 
 
 from . import gru, lstm, rnn  # noqa: E402,F401  (the accelerated cells)

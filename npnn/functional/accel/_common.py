@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ...backend import cupy_module
+from ...backend import cupy_module, get_array_module
 
 #: sigmoid(a) = SIGMOID_SCALE * tanh(SIGMOID_SCALE * a) + SIGMOID_SHIFT, i.e.
 #: (1 + tanh(a / 2)) / 2. Every gate is then y = s tanh(s a) + b, with
@@ -23,6 +23,13 @@ SIGMOID_SHIFT = 0.5
 #: pays"): below them the reference was as fast or faster at every size tried.
 MIN_STEPS = 16
 MIN_ROWS = 128
+#: Shorter sequences of many rows pay too: the set-up copies (D + H) x G*H weight
+#: numbers once, each step's cheaper elementwise work saves in proportion to N x H,
+#: so the crossover in T falls as N grows and rises with D + H. From the same table,
+#: at N = 32 the acceleration paid from T = 2 to 4 at D, H = 64, 256 and from
+#: T = 8 to 16 at 512, 512: it runs from two steps once T * N >= this x (D + H)
+#: (a seq2seq batch of 128 sequences, H = 128 or 256: every encoder and decoder).
+ROWS_PER_WIDTH = 0.4
 
 #: The backward loops flush every FLUSH_EVERY steps: a flushed gradient is exact zeros
 #: and stays zero (0 W = 0), so a gradient decaying through the slow range costs at
@@ -74,3 +81,56 @@ def masked_output(xp, h, pad):
 def valid_rows(xp, a, pad):
     """``a`` (T, N, .) with padded rows zeroed (a new array; ``a`` itself without a mask)."""
     return a if pad is None else xp.where(pad, 0, a)
+
+
+class Prepared:
+    """A cell's weights prepared once for forward-only use: decoding, generation,
+    evaluation, anything whose result is never backpropagated.
+
+    The reference re-validates its arguments at each call, takes a ufunc pass per
+    gate and keeps every gate for the backward; a decoder calling it token by token
+    pays that per token. Here the biases are summed once, a step's gates take one
+    tanh pass over their block (``SIGMOID_SCALE``), and nothing is kept. Preparing
+    copies nothing (the products read the weights transposed, as BLAS allows), so
+    it pays from the first step. Subclasses (one per accelerated cell) set
+    ``W_ih`` (G*H, D), ``W_hh`` (G*H, H), ``b_in`` (G*H,) or None (added to the
+    input half) and define ``cell(xw, states)``. Arguments are not checked: the
+    layer or model calling this has checked them.
+    """
+
+    def start(self, xp, states, N, dtype):
+        """Initial states (each (N, H) or None for zeros) -> a tuple of arrays."""
+        H = self.W_hh.shape[1]
+        return tuple(xp.zeros((N, H), dtype=dtype) if s is None else s for s in states)
+
+    def input_half(self, x):
+        """x (..., D) -> x W_ih^T (+ the biases summed into the input half), (..., G*H)."""
+        D = x.shape[-1]                     # (dot, not @: less overhead for one row)
+        xp = get_array_module(x)
+        xw = xp.dot(x.reshape(-1, D), self.W_ih.T).reshape(x.shape[:-1] + (self.W_ih.shape[0],))
+        if self.b_in is not None:
+            xw += self.b_in
+        return xw
+
+    def step(self, x, states):
+        """One step: x (N, D), a tuple of states (each (N, H) or None) -> new states."""
+        xp = get_array_module(x)
+        return self.cell(self.input_half(x), self.start(xp, states, x.shape[0], x.dtype))
+
+    def sequence(self, x, states, mask=None):
+        """x (T, N, D), a tuple of initial states, mask (T, N) or None -> out (T, N, H)
+        and the tuple of final states, as the cell's reference forward returns them
+        (padded steps keep the state, by selection, and output 0)."""
+        xp = get_array_module(x)
+        T, N, _ = x.shape
+        pad = padding(mask)
+        xw = self.input_half(x)                              # (T, N, G*H), one product
+        states = self.start(xp, states, N, x.dtype)
+        out = xp.empty((T, N, self.W_hh.shape[1]), dtype=x.dtype)
+        for t in range(T):
+            new = self.cell(xw[t], states)
+            if pad is not None:
+                new = tuple(xp.where(pad[t], old, s) for s, old in zip(new, states))
+            states = new
+            out[t] = new[0]
+        return masked_output(xp, out, pad), states

@@ -35,8 +35,8 @@ from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
 from . import _numba
 from ._numba import const as _const, tanh as _tanh
-from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
-                      masked_output, padding, valid_rows)
+from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, Prepared as _Prepared,
+                      flush_subnormals, fused, hold, masked_output, padding, valid_rows)
 
 
 class GRUAccelCache(NamedTuple):
@@ -314,3 +314,33 @@ def _weight_grads(x, h, W_ih, has_bias, pad, dgi2, dgh2, dh):
         db_hh_nrz = ones @ dgh2
         grads["b_hh"] = xp.concatenate((db_hh_nrz[H:], db_hh_nrz[:H]))
     return dx, dh, grads
+
+
+class Prepared(_Prepared):
+    """Forward-only steps (``_common.Prepared``): r and z take one tanh pass over
+    their (N, 2H) block (the tanh form of the sigmoid), and b_hn stays inside
+    r * (...), as in (4)."""
+
+    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
+        self.W_ih, self.W_hh, self.b_in, self.b_hh = W_ih, W_hh, b_ih, b_hh
+        self.H = W_hh.shape[1]
+
+    def cell(self, xw, states):
+        xp, H = get_array_module(xw), self.H
+        h_prev = states[0]
+        gh = xp.dot(h_prev, self.W_hh.T)                 # (2)
+        if self.b_hh is not None:
+            gh += self.b_hh
+        rz = xw[:, :2 * H] + gh[:, :2 * H]              # (3): r and z in one pass
+        rz *= SIGMOID_SCALE
+        xp.tanh(rz, out=rz)
+        rz *= SIGMOID_SCALE
+        rz += SIGMOID_SHIFT
+        r, z = rz[:, :H], rz[:, H:]
+        n = r * gh[:, 2 * H:]                           # (4)
+        n += xw[:, 2 * H:]
+        xp.tanh(n, out=n)
+        h = h_prev - n                                  # (5): (1 - z) n + z h = n + z (h - n)
+        h *= z
+        h += n
+        return h,

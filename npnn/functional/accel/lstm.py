@@ -20,6 +20,7 @@ Equation numbers refer to ``functional/lstm.py``. What differs from the referenc
   the reference.
 """
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -28,16 +29,29 @@ from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
 from . import _numba
 from ._numba import const as _const, tanh as _tanh
-from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, flush_subnormals, fused, hold,
-                      masked_output, padding, valid_rows)
+from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, Prepared as _Prepared,
+                      flush_subnormals, fused, hold, masked_output, padding, valid_rows)
 
 
 def _gate_affine(xp, H, dtype):
-    """s, b (4H,) of y = s tanh(s z) + b: the sigmoid's constants on i, f, o; 1, 0 on g."""
+    """s, b (4H,) of y = s tanh(s z) + b: the sigmoid's constants on i, f, o; 1, 0 on g.
+    On NumPy the same two read-only arrays serve every call with this H and dtype."""
+    if xp is np:
+        return _host_gate_affine(H, np.dtype(dtype).str)
     s = xp.full(4 * H, SIGMOID_SCALE, dtype=dtype)
     b = xp.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
     s[2 * H:3 * H] = 1.0
     b[2 * H:3 * H] = 0.0
+    return s, b
+
+
+@functools.lru_cache(maxsize=32)
+def _host_gate_affine(H, dtype):
+    s = np.full(4 * H, SIGMOID_SCALE, dtype=dtype)
+    b = np.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
+    s[2 * H:3 * H] = 1.0
+    b[2 * H:3 * H] = 0.0
+    s.flags.writeable = b.flags.writeable = False
     return s, b
 
 
@@ -306,3 +320,28 @@ def _weight_grads(x, h, W_ih, W_hh, has_bias, pad, dz, dh, dc):
         grads["b_ih"] = xp.ones(T * N, dtype=dt) @ dz2     # sums over steps and sequences as GEMVs
         grads["b_hh"] = grads["b_ih"].copy()
     return dx, dh, dc, grads
+
+
+class Prepared(_Prepared):
+    """Forward-only steps (``_common.Prepared``) in the tanh form: b_ih + b_hh summed
+    once; a step is one product, then one tanh pass over the (N, 4H) block for all
+    four gates, y = s tanh(s z) + b (2), then (3)-(4)."""
+
+    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
+        self.W_ih, self.W_hh = W_ih, W_hh
+        self.H = W_hh.shape[1]
+        self.s, self.b = _gate_affine(get_array_module(W_ih), self.H, W_ih.dtype)
+        self.b_in = None if b_ih is None else b_ih + b_hh
+
+    def cell(self, xw, states):
+        xp, H = get_array_module(xw), self.H
+        h_prev, c_prev = states
+        z = xw + xp.dot(h_prev, self.W_hh.T)             # (1)
+        z *= self.s                                     # (2): s tanh(s z) + b, all gates
+        xp.tanh(z, out=z)
+        z *= self.s
+        z += self.b
+        i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+        c = f * c_prev                                  # (3)
+        c += i * g
+        return o * xp.tanh(c), c                        # (4)

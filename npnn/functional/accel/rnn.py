@@ -14,7 +14,7 @@ from ...backend import elementwise_kernel, get_array_module
 from .._recurrent import output_grads
 from . import _numba
 from ._numba import const as _const, tanh as _tanh
-from ._common import (FLUSH_EVERY, flush_subnormals, fused, hold,
+from ._common import (FLUSH_EVERY, Prepared as _Prepared, flush_subnormals, fused, hold,
                       masked_output, padding, valid_rows)
 
 
@@ -207,3 +207,18 @@ def _weight_grads(x, h, W_ih, has_bias, pad, da, g):
         grads["b_ih"] = xp.ones(T * N, dtype=x.dtype) @ da2    # sums over steps, sequences as GEMVs
         grads["b_hh"] = grads["b_ih"].copy()
     return dx, g, grads
+
+
+class Prepared(_Prepared):
+    """Forward-only steps (``_common.Prepared``): (1)-(2) with b_ih + b_hh summed
+    once into the input half."""
+
+    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+        self.W_ih, self.W_hh = W_ih, W_hh
+        self.b_in = None if b_ih is None else b_ih + b_hh
+        self.relu = nonlinearity == "relu"
+
+    def cell(self, xw, states):
+        xp = get_array_module(xw)
+        a = xw + xp.dot(states[0], self.W_hh.T)                      # (1)
+        return (xp.maximum(a, 0, out=a) if self.relu else xp.tanh(a, out=a)),   # (2)

@@ -1,0 +1,184 @@
+"""Forward-only steps (``accel.prepare``, each accelerated cell's ``Prepared``) against
+the textbook reference, and where they run.
+
+A forward whose result is never backpropagated (a layer in eval mode or under
+``no_grad``, a decoder stepping token by token) runs the cell's prepared steps
+instead of the reference wherever ``accel.select`` would have run the reference:
+they must give the reference's outputs and final states (1e-12 relative in
+float64, 1e-5 in float32), masked (NaN in the padding) or not, over
+Hypothesis-drawn shapes from 1, on NumPy and on the strict CuPy stand-in.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import npnn
+from npnn.backend import to_backend, to_numpy
+from npnn.functional import accel
+from npnn.functional.registry import CELLS, as_states
+from npnn.layers.recurrent import layer_class
+from npnn.models import Seq2Seq
+
+from test_accel import VARIANTS, assert_equal_to_reference, dims, make_case, seeds
+
+DTYPES = ["float64", "float32"]
+
+
+def reference_forward(variant, case):
+    cell = VARIANTS[variant][0]
+    with accel.use_reference():
+        out, finals, _ = CELLS[cell].run(case["x"], case["states"], case["params"],
+                                         case["mask"], **case["options"])
+    return out, finals
+
+
+def prepared(variant, case):
+    cell, options = VARIANTS[variant][:2]
+    p = accel.prepare(cell, case["params"], **options)
+    assert type(p).__module__ == f"npnn.functional.accel.{cell}", type(p)
+    return p
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(),
+       given_states=st.booleans(), seed=seeds)
+def test_a_prepared_sequence_equals_the_reference(variant, dtype, T, N, D, H, bias, masked,
+                                                  given_states, seed):
+    case = make_case(variant, T, N, D, H, dtype, bias, masked, given_states, None, masked, seed)
+    out, finals = reference_forward(variant, case)
+    p_out, p_finals = prepared(variant, case).sequence(case["x"], case["states"], case["mask"])
+    assert_equal_to_reference(p_out, out, dtype, "out")
+    assert len(p_finals) == len(finals)
+    for k, (a, b) in enumerate(zip(p_finals, finals)):
+        assert_equal_to_reference(a, b, dtype, f"final state {k}")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(N=dims, D=dims, H=dims, bias=st.booleans(), given_states=st.booleans(), seed=seeds)
+def test_a_prepared_step_equals_the_reference_step(variant, dtype, N, D, H, bias, given_states,
+                                                   seed):
+    case = make_case(variant, 1, N, D, H, dtype, bias, False, given_states, None, False, seed)
+    cell, options = VARIANTS[variant][:2]
+    with accel.use_reference():
+        new, _ = CELLS[cell].run_step(case["x"][0], case["states"], case["params"], **options)
+    step = CELLS[cell].stepper(case["params"], **options)
+    assert getattr(step, "__self__", None) is not None       # the prepared step, bound
+    for k, (a, b) in enumerate(zip(step(case["x"][0], case["states"]), new)):
+        assert_equal_to_reference(a, b, dtype, f"state {k}")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_prepared_steps_on_the_device_stand_in(strict, variant):
+    """The same numbers from device arrays, reading nothing back (masked, NaN padding)."""
+    case = make_case(variant, 5, 4, 3, 6, "float32", True, True, True, None, True, 3, "cupy")
+    ref = make_case(variant, 5, 4, 3, 6, "float32", True, True, True, None, True, 3)
+    out, finals = reference_forward(variant, ref)
+    with strict.counting() as c:
+        p_out, p_finals = prepared(variant, case).sequence(case["x"], case["states"],
+                                                           case["mask"])
+    assert c.syncs == [], c.sites("sync")
+    assert_equal_to_reference(p_out, out, "float32", "out")
+    for a, b in zip(p_finals, finals):
+        assert_equal_to_reference(a, b, "float32", "final state")
+
+
+def test_where_the_prepared_steps_run():
+    H, D = 8, 3
+    params = {"W_ih": np.zeros((4 * H, D)), "W_hh": np.zeros((4 * H, H)), "b_ih": None,
+              "b_hh": None}
+    short, long = np.zeros((3, 1, D)), np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, D))
+    assert isinstance(accel.prepare("lstm", params, short), accel.lstm.Prepared)
+    assert accel.prepare("lstm", params) is not None                   # a step by hand
+    assert accel.prepare("lstm", params, long) is None      # the acceleration's own forward
+    with accel.use_reference():
+        assert accel.prepare("lstm", params, short) is None
+        assert accel.prepare("lstm", params) is None
+    peephole = {p.arg: np.zeros(s) for p, s in CELLS["peephole_lstm"].param_shapes(D, H, True)}
+    assert accel.prepare("peephole_lstm", peephole, short) is None    # no acceleration
+    step = CELLS["peephole_lstm"].stepper(peephole)              # falls back on run_step
+    h, c = step(np.ones((2, D)), (None, None))
+    assert h.shape == c.shape == (2, H)
+
+
+CELL_NAMES = ["rnn", "lstm", "gru", "peephole_lstm", "ctrnn", "jordan"]
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@given(T=dims, N=dims, seed=seeds)
+def test_a_layer_in_eval_mode_gives_what_it_gives_in_training(cell, T, N, seed):
+    """Eval mode keeps no cache, and short sequences run the prepared steps: the same
+    numbers as a training-mode forward (the reference for these sizes), for stacked,
+    bidirectional layers over sequences of any lengths, NaN in the padding."""
+    rng = np.random.default_rng(seed)
+    layer = layer_class(cell)(3, 4, num_layers=2, bidirectional=True, dtype="float64",
+                              seed=seed)
+    x = rng.standard_normal((T, N, 3))
+    lengths = rng.integers(1, T + 1, size=N)
+    x[np.arange(T)[:, None] >= lengths[None, :]] = np.nan
+    trained = layer(x, lengths=lengths)
+    layer.clear_caches()
+    layer.eval()
+    evaluated = layer(x, lengths=lengths)
+    assert not layer._caches
+    for a, b in zip([trained[0], *as_states(trained[1])],
+                    [evaluated[0], *as_states(evaluated[1])]):
+        assert_equal_to_reference(b, a, "float64", "layer")
+
+
+def test_writing_into_a_training_forwards_results_leaves_its_backward_alone():
+    """The returned out and h_n do not share memory with the cache, on every path."""
+    rng = np.random.default_rng(0)
+    for path in (accel.use_reference, accel.use_acceleration):
+        layer = npnn.LSTM(3, 4, dtype="float64", seed=0)
+        x, dout = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 4))
+        grads = []
+        for spoil in (False, True):
+            layer.zero_grad()
+            with path():
+                out, (h_n, c_n) = layer(x)
+            if spoil:
+                out[...] = 7.0
+                h_n[...] = 7.0
+                c_n[...] = 7.0
+            grads.append([layer.backward(dout)[0]] + [g.copy() for g in layer.grads.values()])
+        for a, b in zip(*grads):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("options", [
+    {"context": "init"}, {"context": "concat", "output_context": True},
+    {"context": "attention"}, {"context": "luong", "attention": "dot", "scale": 1.0}])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole_lstm"])
+def test_decoding_equals_decoding_on_the_reference(options, cell):
+    rng = np.random.default_rng(1)
+    model = Seq2Seq(9, 8, 5, 6, cell=cell, num_layers=2, seed=3, **options)
+    src, lengths = rng.integers(3, 9, size=(4, 6)), np.array([6, 2, 5, 1])
+    decoded = [model.greedy_decode(src, lengths, max_len=7),
+               model.beam_decode(src[1], lengths[1], beam_width=3, max_len=7)]
+    with accel.use_reference():
+        reference = [model.greedy_decode(src, lengths, max_len=7),
+                     model.beam_decode(src[1], lengths[1], beam_width=3, max_len=7)]
+    assert decoded == reference
+
+
+def test_attending_with_a_device_mask_reads_nothing_back(strict):
+    """A decoder attends once per token: the key mask is checked on the host only."""
+    model = Seq2Seq(9, 8, 5, 6, cell="lstm", context="attention", seed=0).to("cupy")
+    src, lengths = np.random.default_rng(0).integers(3, 9, size=(3, 6)), np.array([6, 2, 4])
+    with strict.counting() as c:
+        model.greedy_decode(src, lengths, max_len=5)
+    # what decoding reads: each step's token ids (to stop at <eos> and return them);
+    # before, also the mask check of every step's attention and the source ids' check
+    assert [e.what for e in c.syncs] == ["ndarray.get"] * 5, c.sites("sync")
+
+
+def test_a_host_mask_without_a_valid_key_is_still_refused():
+    q, K = np.ones((2, 1, 3)), np.ones((2, 4, 3))
+    mask = np.array([[True, False, False, False], [False] * 4])
+    with pytest.raises(ValueError, match="at least one valid key per sequence, got none for "
+                                         "sequence 1"):
+        npnn.functional.dot_attention_forward(q, K, K, mask)
