@@ -316,14 +316,34 @@ def _weight_grads(x, h, W_ih, has_bias, pad, dgi2, dgh2, dh):
     return dx, dh, grads
 
 
+def _numba_inference_step(xw, gh, h_prev, h):
+    """``Prepared.cell``'s elementwise work, (3)-(5), as one loop compiled by numba:
+    xw = x W_ih^T + b_ih, gh = h_prev W_hh^T + b_hh (N, 3H), writing h (N, H)."""
+    N, H = h.shape
+    s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
+    for row in range(N):
+        xr, xz, xn = xw[row, :H], xw[row, H:2 * H], xw[row, 2 * H:]
+        gr, gz, gn = gh[row, :H], gh[row, H:2 * H], gh[row, 2 * H:]
+        hp, hn = h_prev[row], h[row]
+        for j in range(H):
+            r = _tanh((xr[j] + gr[j]) * s) * s + b                              # (3)
+            z = _tanh((xz[j] + gz[j]) * s) * s + b
+            nj = _tanh(xn[j] + r * gn[j])                                       # (4)
+            hn[j] = nj + z * (hp[j] - nj)                                       # (5)
+
+
 class Prepared(_Prepared):
     """Forward-only steps (``_common.Prepared``): r and z take one tanh pass over
     their (N, 2H) block (the tanh form of the sigmoid), and b_hn stays inside
-    r * (...), as in (4)."""
+    r * (...), as in (4); with numba (float32), the step's elementwise work is one
+    compiled loop instead."""
 
     def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
+        xp = get_array_module(W_ih)
         self.W_ih, self.W_hh, self.b_in, self.b_hh = W_ih, W_hh, b_ih, b_hh
         self.H = W_hh.shape[1]
+        self.kernel = (_numba.jit(_numba_inference_step) if _numba.use(xp, W_ih.dtype)
+                       else None)
 
     def cell(self, xw, states):
         xp, H = get_array_module(xw), self.H
@@ -331,6 +351,10 @@ class Prepared(_Prepared):
         gh = xp.dot(h_prev, self.W_hh.T)                 # (2)
         if self.b_hh is not None:
             gh += self.b_hh
+        if self.kernel is not None:
+            h = xp.empty_like(h_prev)
+            self.kernel(xw, gh, h_prev, h)
+            return h,
         rz = xw[:, :2 * H] + gh[:, :2 * H]              # (3): r and z in one pass
         rz *= SIGMOID_SCALE
         xp.tanh(rz, out=rz)
