@@ -339,7 +339,7 @@ def main(argv=None):
                        "divided by the accelerated path's, both forced; below 1 the reference "
                        "is faster. `accel.select` runs the acceleration on NumPy only from "
                        f"T >= {accel.MIN_STEPS} and T * N >= {accel.MIN_ROWS}, or T >= 2 and "
-                       f"T * N >= {accel.ROWS_PER_WIDTH} (D + H).\n\n"
+                       f"T * N >= max({accel.MIN_SHORT_ROWS}, {accel.ROWS_PER_WIDTH} (D + H)).\n\n"
                        + table + "\n")
             write_section(os.path.join(HERE, "RESULTS.md"), "bench_steps:crossover", section)
         return 0

@@ -211,14 +211,18 @@ def test_selection_in_one_place(monkeypatch):
     assert accel.select("lstm", x[:-1]) is None                # too few steps to pay
     assert accel.select("lstm", x[:, :-1]) is None             # too few rows to pay
     assert accel.select("lstm", x[:1, :1]) is None             # a step taken by hand
-    # many sequences pay from two steps: T * N >= ROWS_PER_WIDTH * (D + H)
-    H = 77                                                     # D + H = 80
-    rows = int(np.ceil(accel.ROWS_PER_WIDTH * 80))
+    # many sequences pay from two steps: T * N >= ROWS_PER_WIDTH * (D + H), MIN_SHORT_ROWS
+    H = 197                                                    # D + H = 200
+    rows = int(np.ceil(accel.ROWS_PER_WIDTH * 200))
+    assert rows > accel.MIN_SHORT_ROWS
     short = np.zeros((2, rows // 2 + rows % 2, 3))
     assert accel.select("lstm", short, H) is accel.lstm
     assert accel.select("lstm", short) is None                 # H unknown: the long rule only
     assert accel.select("lstm", short[:1], H) is None          # one step: the reference
     assert accel.select("lstm", np.zeros((2, rows // 2 - 1, 3)), H) is None   # too few rows
+    tiny = np.zeros((2, accel.MIN_SHORT_ROWS // 2, 3))
+    assert accel.select("lstm", tiny, 4) is accel.lstm         # small weights: the floor
+    assert accel.select("lstm", tiny[:, :-1], 4) is None
     with accel.use_reference():
         assert accel.select("lstm", x) is None
     with accel.use_acceleration():

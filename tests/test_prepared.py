@@ -118,45 +118,64 @@ CELL_NAMES = ["rnn", "lstm", "gru", "peephole_lstm", "ctrnn", "jordan"]
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
-@given(T=dims, N=dims, seed=seeds)
-def test_a_layer_in_eval_mode_gives_what_it_gives_in_training(cell, T, N, seed):
-    """Eval mode keeps no cache, and short sequences run the prepared steps: the same
-    numbers as a training-mode forward (the reference for these sizes), for stacked,
-    bidirectional layers over sequences of any lengths, NaN in the padding."""
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(T=dims, N=dims, num_layers=st.integers(1, 2), batch_first=st.booleans(),
+       given_states=st.booleans(), seed=seeds)
+def test_a_layer_in_eval_mode_gives_the_references_numbers(cell, dtype, T, N, num_layers,
+                                                           batch_first, given_states, seed):
+    """Eval mode keeps no cache and runs the prepared steps at these sizes (or the
+    acceleration's forward where ``select`` picks it): the numbers of a training-mode
+    forward on the reference, for stacked, bidirectional layers over sequences of any
+    lengths (NaN in the padding), with or without initial states, either layout."""
     rng = np.random.default_rng(seed)
-    layer = layer_class(cell)(3, 4, num_layers=2, bidirectional=True, dtype="float64",
-                              seed=seed)
-    x = rng.standard_normal((T, N, 3))
+    layer = layer_class(cell)(3, 4, num_layers=num_layers, bidirectional=True, dtype=dtype,
+                              batch_first=batch_first, seed=seed)
+    x = rng.standard_normal((T, N, 3)).astype(dtype)
     lengths = rng.integers(1, T + 1, size=N)
     x[np.arange(T)[:, None] >= lengths[None, :]] = np.nan
-    trained = layer(x, lengths=lengths)
+    if batch_first:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    n_states = len(CELLS[layer.spec.name].states)
+    hx = None
+    if given_states:
+        hx = tuple(rng.standard_normal((2 * num_layers, N, 4)).astype(dtype)
+                   for _ in range(n_states))
+        hx = hx[0] if n_states == 1 else hx
+    with accel.use_reference():
+        trained = layer(x, hx, lengths=lengths)
     layer.clear_caches()
     layer.eval()
-    evaluated = layer(x, lengths=lengths)
+    evaluated = layer(x, hx, lengths=lengths)
     assert not layer._caches
     for a, b in zip([trained[0], *as_states(trained[1])],
                     [evaluated[0], *as_states(evaluated[1])]):
-        assert_equal_to_reference(b, a, "float64", "layer")
+        assert_equal_to_reference(b, a, dtype, "layer")
 
 
-def test_writing_into_a_training_forwards_results_leaves_its_backward_alone():
-    """The returned out and h_n do not share memory with the cache, on every path."""
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("T", [3, 40])
+def test_a_forward_keeping_no_cache_returns_arrays_of_its_own(cell, T):
+    """out and h_n share no memory (with each other or a cache), on every path that a
+    forward without cache takes; dropout between layers leaves h_n alone."""
     rng = np.random.default_rng(0)
-    for path in (accel.use_reference, accel.use_acceleration):
-        layer = npnn.LSTM(3, 4, dtype="float64", seed=0)
-        x, dout = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 4))
-        grads = []
-        for spoil in (False, True):
-            layer.zero_grad()
-            with path():
-                out, (h_n, c_n) = layer(x)
-            if spoil:
-                out[...] = 7.0
-                h_n[...] = 7.0
-                c_n[...] = 7.0
-            grads.append([layer.backward(dout)[0]] + [g.copy() for g in layer.grads.values()])
-        for a, b in zip(*grads):
-            np.testing.assert_array_equal(a, b)
+    layer = layer_class(cell)(3, 4, num_layers=2, dropout=0.5, dtype="float64", seed=0)
+    x = rng.standard_normal((T, 8, 3))
+    with npnn.enable_grad():
+        out_g, h_g = layer(x)
+    layer.clear_caches()
+    layer.rng = np.random.default_rng(1)
+    with npnn.no_grad():                        # training mode: dropout on
+        out, h_n = layer(x)
+    for h_a, h_b in zip(as_states(h_n), as_states(h_g)):
+        assert_equal_to_reference(h_a[0], h_b[0], "float64", "layer 0's final state")
+        assert not np.shares_memory(out, h_a)
+    layer.eval()
+    out, h_n = layer(x)
+    for h in as_states(h_n):
+        assert not np.shares_memory(out, h)
+        before = h.copy()
+        out[...] = 7.0
+        np.testing.assert_array_equal(h, before)
 
 
 @pytest.mark.parametrize("options", [

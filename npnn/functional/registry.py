@@ -110,7 +110,9 @@ class Cell:
     def stepper(self, params, **options):
         """A function (x (N, D), tuple of states) -> tuple of new states for forward-only
         stepping (a decoder, generation), its preparation paid once here: the
-        acceleration's prepared step, or ``run_step`` where ``accel.prepare`` gives none."""
+        acceleration's prepared step, or ``run_step`` where ``accel.prepare`` gives none.
+        Make it for one run of steps: it may keep what it derived from ``params`` (the
+        biases' sum), so it does not follow later updates of the parameters."""
         prepared = accel.prepare(self.name, params, **options)
         if prepared is not None:
             return prepared.step

@@ -316,9 +316,9 @@ class Recurrent(Module):
                 for k in range(self.n_states):
                     finals[k].append(final[k])
                 caches.append(cache)
-            # a copy: the caller may write into out, whose array the cache shares
-            layer_out = (outs[0] if not keep else outs[0].copy()) if dirs == 1 else \
-                xp.concatenate(outs, axis=2)
+            # a copy: out and h_n may be views of one buffer (and of the cache), and the
+            # caller or the dropout below may write into out
+            layer_out = outs[0].copy() if dirs == 1 else xp.concatenate(outs, axis=2)
             drop = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
                 drop = dropout_mask(self.rng, layer_out.shape, self.dropout, layer_out)
@@ -326,8 +326,7 @@ class Recurrent(Module):
             drops.append(drop)
             layer_in = layer_out
         self._push(_StackCache(caches, drops, rev, batched, T, N))
-        # (L*dirs, N, H) each; a copy when the cache shares the final states' arrays
-        h_n = [f[0][None] if len(f) == 1 and not keep else xp.stack(f) for f in finals]
+        h_n = [xp.stack(f) for f in finals]                  # (L*dirs, N, H) each, copies
         out = layer_in
         if not batched:
             out, h_n = out[:, 0], [h[:, 0] for h in h_n]

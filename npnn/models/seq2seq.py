@@ -365,7 +365,9 @@ class Seq2Seq(Module):
 
     def greedy_decode(self, src, src_lengths=None, max_len=50):
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded
-        (without an end id, ``max_len`` tokens each)."""
+        (without an end id, ``max_len`` tokens each). A model in training mode decodes
+        in eval mode and returns to training mode; a model already in eval mode is
+        left as it is (submodules included)."""
         was = self.training
         if was:                     # (toggling walks every submodule: not per call if not needed)
             self.eval()

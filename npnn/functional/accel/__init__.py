@@ -22,9 +22,9 @@ Selection happens here, in ``select``, and nowhere else:
   is long enough to pay for the set-up (scaling and transposing the weights,
   allocating buffers): at least ``MIN_STEPS`` steps and ``MIN_ROWS`` rows
   (steps x sequences), or, from two steps, at least ``ROWS_PER_WIDTH`` x
-  (D + H) rows (many sequences: the set-up is paid once for all of them).
-  Other sequences, and every step taken by hand in training (a cell layer),
-  run the reference, which is faster there (measured in benchmarks/RESULTS.md,
+  (D + H) rows and ``MIN_SHORT_ROWS`` (many sequences: the set-up is paid once
+  for all of them). Other sequences, and every step taken by hand through a
+  cell layer (``LSTMCell``...), run the reference, which is faster there (measured in benchmarks/RESULTS.md,
   "When the acceleration pays"). On CuPy, where the reference launches a
   dozen kernels per step and the fused path two, any sequence of two steps or
   more is accelerated;
@@ -43,7 +43,7 @@ import os
 
 import numpy as np
 
-from ._common import MIN_ROWS, MIN_STEPS, ROWS_PER_WIDTH
+from ._common import MIN_ROWS, MIN_SHORT_ROWS, MIN_STEPS, ROWS_PER_WIDTH
 
 _FORCE = contextvars.ContextVar("npnn_accel_force", default=None)
 
@@ -87,7 +87,8 @@ def select(cell, x, H=None):
     T, N = x.shape[0], x.shape[1]
     if now == "auto":
         if isinstance(x, np.ndarray):
-            many = H is not None and T >= 2 and T * N >= ROWS_PER_WIDTH * (x.shape[2] + H)
+            many = (H is not None and T >= 2 and
+                    T * N >= max(MIN_SHORT_ROWS, ROWS_PER_WIDTH * (x.shape[2] + H)))
             if (T < MIN_STEPS or T * N < MIN_ROWS) and not many:
                 return None
         elif T < 2:

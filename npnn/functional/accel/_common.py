@@ -30,6 +30,9 @@ MIN_ROWS = 128
 #: T = 8 to 16 at 512, 512: it runs from two steps once T * N >= this x (D + H)
 #: (a seq2seq batch of 128 sequences, H = 128 or 256: every encoder and decoder).
 ROWS_PER_WIDTH = 0.4
+#: ... and never below this many rows (the fixed costs of a call: allocations and
+#: Python, whatever the weights' size; at N = 4 the acceleration paid from T = 8).
+MIN_SHORT_ROWS = 32
 
 #: The backward loops flush every FLUSH_EVERY steps: a flushed gradient is exact zeros
 #: and stays zero (0 W = 0), so a gradient decaying through the slow range costs at
