@@ -636,7 +636,7 @@ def time_variant(task, name, torch, repeat, n_single, n_batch):
     decoded = []
     for n, batched in ((n_single, False), (n_batch, True)):
         fns = [lambda k=k: getattr(runs, f"{k}_decode")(n, batched) for k in impls]
-        decoded.append([t / n for t in median_ms(fns, 3, budget_s=0.0)]
+        decoded.append([t / n for t in median_ms(fns, 11, budget_s=1.0)]
                        + [nan] * (3 - len(impls)))
     return epoch, decoded[0], decoded[1]
 
@@ -788,7 +788,8 @@ def main(argv=None):
                   f"of {args.repeat} training steps per library, timed in blocks ordered "
                   "a b c c b a, times the 351 steps of an epoch (45,000 questions, batch 128). "
                   f"Decoding: greedy, {args.single} test questions one at a time and "
-                  f"{args.decode_batch} as one batch. \"npnn\" runs as installed "
+                  f"{args.decode_batch} as one batch, the median of at least 11 calls per "
+                  "library in the same blocks (about a second each). \"npnn\" runs as installed "
                   "(`accel.select` accelerates every encoder and decoder here: 128 sequences "
                   "are rows enough from two steps; decoding runs the cells' forward-only "
                   "steps, `accel.prepare`); \"accelerations forced\" runs every "
