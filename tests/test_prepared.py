@@ -211,3 +211,40 @@ def test_a_host_mask_without_a_valid_key_is_still_refused():
     with pytest.raises(ValueError, match="at least one valid key per sequence, got none for "
                                          "sequence 1"):
         npnn.functional.dot_attention_forward(q, K, K, mask)
+
+
+@pytest.mark.parametrize("cls, options", [(npnn.RNNCell, {}), (npnn.RNNCell, {"nonlinearity": "relu"}),
+                                          (npnn.LSTMCell, {}), (npnn.GRUCell, {})])
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(N=dims, batched=st.booleans(), given_states=st.booleans(), seed=seeds)
+def test_a_cell_stepped_without_a_cache_gives_the_reference_step(cls, options, dtype, N, batched,
+                                                                 given_states, seed):
+    """A cell layer in eval mode (or under no_grad) takes the prepared step: the
+    reference step's numbers, no cache, and new arrays (the given state untouched)."""
+    rng = np.random.default_rng(seed)
+    cell = cls(3, 5, dtype=dtype, seed=seed, **options)
+    shape = (N, 3) if batched else (3,)
+    x = rng.standard_normal(shape).astype(dtype)
+    n_states = 2 if cls is npnn.LSTMCell else 1
+    hx = None
+    if given_states:
+        hx = tuple(rng.standard_normal(shape[:-1] + (5,)).astype(dtype) for _ in range(n_states))
+        hx = hx[0] if n_states == 1 else hx
+    with accel.use_reference():
+        expected = cell(x, hx)
+    cell.clear_caches()
+    kept = None if hx is None else [h.copy() for h in as_states(hx)]
+    for way in ("eval", "no_grad"):
+        if way == "eval":
+            cell.eval()
+        with npnn.no_grad() if way == "no_grad" else accel.use_acceleration():
+            got = cell(x, hx)
+        cell.train()
+        assert not cell._caches
+        for a, b in zip(as_states(got), as_states(expected)):
+            assert a.shape == b.shape
+            assert_equal_to_reference(a, b, dtype, "new state")
+        if hx is not None:
+            for h, k in zip(as_states(hx), kept):
+                np.testing.assert_array_equal(h, k)
+                assert not any(np.shares_memory(h, a) for a in as_states(got))

@@ -90,8 +90,11 @@ class _Cell(Module):
         -> the new state(s), shaped like hx."""
         x, batched = self._check_x(x)
         N = x.shape[0]
-        new, cache = self.spec.run_step(x, self._split("hx", hx, N, batched), self._weights(),
-                                        **self.options)
+        states = self._split("hx", hx, N, batched)
+        if not self.keeps_caches():     # nothing to backpropagate: the forward-only step
+            new = self.spec.stepper(self._weights(), **self.options)(x, states)
+            return from_states(tuple(s if batched else s[0] for s in new))   # new arrays
+        new, cache = self.spec.run_step(x, states, self._weights(), **self.options)
         self._push((cache, batched, N))
         # copies: the cache holds the new state, and a caller may change what it gets
         return from_states(tuple((s if batched else s[0]).copy() for s in new))
