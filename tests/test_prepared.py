@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npnn
-from npnn.backend import to_backend, to_numpy
 from npnn.functional import accel
 from npnn.functional.registry import CELLS, as_states
 from npnn.layers.recurrent import layer_class
