@@ -144,10 +144,7 @@ class Seq2Seq(Module):
         return get_array_module(self.out.params["weight"])
 
     def _ids(self, ids):
-        xp = self._xp()
-        if xp is np:
-            return np.asarray(ids)
-        return to_backend(np.asarray(to_numpy(ids)), backend_name(xp))
+        return to_backend(np.asarray(to_numpy(ids)), backend_name(self._xp()))
 
     def _source(self, src, src_lengths):
         """-> host ids (N, S), reversed within their lengths when asked, and the lengths

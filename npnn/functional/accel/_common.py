@@ -4,7 +4,9 @@ import os
 
 import numpy as np
 
-from ...backend import cupy_module, get_array_module
+from ...backend import cupy_module
+from .._recurrent import initial_state, input_half, keep_padded, step_mask
+from .._recurrent import masked_output as masked_valid_output
 
 #: sigmoid(a) = SIGMOID_SCALE * tanh(SIGMOID_SCALE * a) + SIGMOID_SHIFT, i.e.
 #: (1 + tanh(a / 2)) / 2. Every gate is then y = s tanh(s a) + b, with
@@ -97,43 +99,32 @@ class Prepared:
     copies nothing (the products read the weights transposed, as BLAS allows), so
     it pays from the first step. Subclasses (one per accelerated cell) set
     ``W_ih`` (G*H, D), ``W_hh`` (G*H, H), ``b_in`` (G*H,) or None (added to the
-    input half) and define ``cell(xw, states)``. Arguments are not checked: the
-    layer or model calling this has checked them.
+    input half) and ``xp`` (their array module), and define ``cell(xw, states)``.
+    Arguments are not checked: the layer or model calling this has checked them.
     """
 
-    def start(self, xp, states, N, dtype):
+    def start(self, states, N, dtype):
         """Initial states (each (N, H) or None for zeros) -> a tuple of arrays."""
         H = self.W_hh.shape[1]
-        return tuple(xp.zeros((N, H), dtype=dtype) if s is None else s for s in states)
-
-    def input_half(self, x):
-        """x (..., D) -> x W_ih^T (+ the biases summed into the input half), (..., G*H)."""
-        D = x.shape[-1]                     # (dot, not @: less overhead for one row)
-        xp = get_array_module(x)
-        xw = xp.dot(x.reshape(-1, D), self.W_ih.T).reshape(x.shape[:-1] + (self.W_ih.shape[0],))
-        if self.b_in is not None:
-            xw += self.b_in
-        return xw
+        return tuple(initial_state(self.xp, s, N, H, dtype) for s in states)
 
     def step(self, x, states):
         """One step: x (N, D), a tuple of states (each (N, H) or None) -> new states."""
-        xp = get_array_module(x)
-        return self.cell(self.input_half(x), self.start(xp, states, x.shape[0], x.dtype))
+        return self.cell(input_half(x, self.W_ih, self.b_in),
+                         self.start(states, x.shape[0], x.dtype))
 
     def sequence(self, x, states, mask=None):
         """x (T, N, D), a tuple of initial states, mask (T, N) or None -> out (T, N, H)
         and the tuple of final states, as the cell's reference forward returns them
         (padded steps keep the state, by selection, and output 0)."""
-        xp = get_array_module(x)
+        xp = self.xp
         T, N, _ = x.shape
-        pad = padding(mask)
-        xw = self.input_half(x)                              # (T, N, G*H), one product
-        states = self.start(xp, states, N, x.dtype)
+        m = step_mask(mask)
+        xw = input_half(x, self.W_ih, self.b_in)             # (T, N, G*H), one product
+        states = self.start(states, N, x.dtype)
         out = xp.empty((T, N, self.W_hh.shape[1]), dtype=x.dtype)
         for t in range(T):
             new = self.cell(xw[t], states)
-            if pad is not None:
-                new = tuple(xp.where(pad[t], old, s) for s, old in zip(new, states))
-            states = new
-            out[t] = new[0]
-        return masked_output(xp, out, pad), states
+            states = new if m is None else keep_padded(xp, m[t], new, states)
+            out[t] = states[0]
+        return masked_valid_output(xp, out, m), states

@@ -339,14 +339,14 @@ class Prepared(_Prepared):
     compiled loop instead."""
 
     def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
-        xp = get_array_module(W_ih)
+        self.xp = xp = get_array_module(W_ih)
         self.W_ih, self.W_hh, self.b_in, self.b_hh = W_ih, W_hh, b_ih, b_hh
         self.H = W_hh.shape[1]
         self.kernel = (_numba.jit(_numba_inference_step) if _numba.use(xp, W_ih.dtype)
                        else None)
 
     def cell(self, xw, states):
-        xp, H = get_array_module(xw), self.H
+        xp, H = self.xp, self.H
         h_prev = states[0]
         gh = xp.dot(h_prev, self.W_hh.T)                 # (2)
         if self.b_hh is not None:

@@ -35,9 +35,14 @@ from ._common import (FLUSH_EVERY, SIGMOID_SCALE, SIGMOID_SHIFT, Prepared as _Pr
 
 def _gate_affine(xp, H, dtype):
     """s, b (4H,) of y = s tanh(s z) + b: the sigmoid's constants on i, f, o; 1, 0 on g.
-    On NumPy the same two read-only arrays serve every call with this H and dtype."""
+    On NumPy, one read-only pair per (H, dtype) serves every call (a forward-only step
+    taken by hand prepares at each call: 5 us of 40 for an LSTMCell step, H = 256)."""
     if xp is np:
-        return _host_gate_affine(H, np.dtype(dtype).str)
+        return _host_gate_affine(H, np.dtype(dtype))
+    return _new_gate_affine(xp, H, dtype)
+
+
+def _new_gate_affine(xp, H, dtype):
     s = xp.full(4 * H, SIGMOID_SCALE, dtype=dtype)
     b = xp.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
     s[2 * H:3 * H] = 1.0
@@ -47,12 +52,10 @@ def _gate_affine(xp, H, dtype):
 
 @functools.lru_cache(maxsize=32)
 def _host_gate_affine(H, dtype):
-    s = np.full(4 * H, SIGMOID_SCALE, dtype=dtype)
-    b = np.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
-    s[2 * H:3 * H] = 1.0
-    b[2 * H:3 * H] = 0.0
-    s.flags.writeable = b.flags.writeable = False
-    return s, b
+    pair = _new_gate_affine(np, H, dtype)
+    for a in pair:
+        a.flags.writeable = False
+    return pair
 
 
 class LSTMAccelCache(NamedTuple):
@@ -348,7 +351,7 @@ class Prepared(_Prepared):
     step's elementwise work is one compiled loop instead."""
 
     def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
-        xp = get_array_module(W_ih)
+        self.xp = xp = get_array_module(W_ih)
         self.W_ih, self.W_hh = W_ih, W_hh
         self.H = W_hh.shape[1]
         self.s, self.b = _gate_affine(xp, self.H, W_ih.dtype)
@@ -357,7 +360,7 @@ class Prepared(_Prepared):
                        else None)
 
     def cell(self, xw, states):
-        xp, H = get_array_module(xw), self.H
+        xp, H = self.xp, self.H
         h_prev, c_prev = states
         if self.kernel is not None:
             c, h = xp.empty_like(c_prev), xp.empty_like(c_prev)

@@ -214,11 +214,12 @@ class Prepared(_Prepared):
     once into the input half."""
 
     def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+        self.xp = get_array_module(W_ih)
         self.W_ih, self.W_hh = W_ih, W_hh
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.relu = nonlinearity == "relu"
 
     def cell(self, xw, states):
-        xp = get_array_module(xw)
+        xp = self.xp
         a = xw + xp.dot(states[0], self.W_hh.T)                      # (1)
         return (xp.maximum(a, 0, out=a) if self.relu else xp.tanh(a, out=a)),   # (2)
