@@ -67,8 +67,8 @@ def build(size, rank_rows, seed=0):
 def worker(args):
     """One rank of ``mpiexec -n P``: time the parts of ``args.steps`` steps; rank 0 prints
     one line, ``RESULT size P compute wait allreduce update bytes``."""
-    from npnn import distributed
-    from npnn.distributed import GradientBuckets, broadcast_parameters
+    from npnn.training import distributed
+    from npnn.training.distributed import GradientBuckets, broadcast_parameters
     from npnn.layers import SoftmaxCrossEntropy
     from npnn.optim import clip_grad_norm
     w = distributed.world()
@@ -156,7 +156,7 @@ def allgather_s(nbytes_per_rank, P, alpha, beta):
 def word_rows_touched(size, samples=20):
     """Distinct tokens in a batch of the default corpus read as words (vocabulary cut to
     the V most frequent): the embedding rows a sparse exchange would send."""
-    from npnn.data import TextCorpus, Vocab, default_corpus, seq_data_iter_random
+    from npnn.training.data import TextCorpus, Vocab, default_corpus, seq_data_iter_random
     corpus = TextCorpus.from_text(default_corpus(), "word", val_fraction=0.0)
     vocab = Vocab.from_tokens_list(corpus.vocab.idx_to_token[:size[3]])
     ids = np.minimum(corpus.ids, size[3] - 1)     # rarer words: one id (<unk>-like)

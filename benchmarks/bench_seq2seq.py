@@ -66,10 +66,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 sys.path.insert(0, HERE)
 
 import npnn  # noqa: E402
-from npnn.fit import fit  # noqa: E402
+from npnn.training.loop import fit  # noqa: E402
 from npnn.functional.accel import use_acceleration  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.models.seq2seq import fit_seq2seq  # noqa: E402
+from npnn.training.seq2seq import fit_seq2seq  # noqa: E402
 from npnn.optim import Adam  # noqa: E402
 from bench_rnn import machine, median_ms, write_section  # noqa: E402
 

@@ -11,7 +11,7 @@ final training perplexity and tokens/s on its GPU.
     python benchmarks/lm_timemachine.py --models gru --epochs 50
     python benchmarks/lm_timemachine.py --report             # write RESULTS.md from saved runs
 
-Each model trains through ``npnn.train.Trainer`` (checkpoint every epoch, so an
+Each model trains through ``npnn.Trainer`` (checkpoint every epoch, so an
 interrupted run continues with the same command). Results go to
 benchmarks/runs/<model>/ and the table to benchmarks/RESULTS.md.
 The script exits cleanly, doing nothing, when the text is absent.
@@ -59,7 +59,7 @@ def machine():
 
 
 def run(name, text, epochs, out_root):
-    from npnn.train import TrainConfig, Trainer
+    from npnn.training.trainer import TrainConfig, Trainer
     cell, hidden, layers, lr = MODELS[name][:4]
     out = os.path.join(out_root, name)
     config = TrainConfig(text=text, preprocess="timemachine", tokens="char", val_fraction=0.0,

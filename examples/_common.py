@@ -13,8 +13,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import npnn  # noqa: E402
-from npnn.distributed import world  # noqa: E402
-from npnn.fit import fit  # noqa: E402
+from npnn.training.distributed import world  # noqa: E402
+from npnn.training.loop import fit  # noqa: E402
 from npnn.optim import Adam  # noqa: E402
 
 WORLD = world()        # the processes of mpiexec, or this one alone
@@ -24,7 +24,7 @@ if WORLD.rank:
 
 def train(model, sample, steps, rng, lr=5e-3, ignore_index=-100, clip=1.0, name=""):
     """Adam and cross-entropy on ``steps`` minibatches ``sample(rng)`` -> (inputs tuple,
-    targets), every array batch-first, as one epoch of ``npnn.fit.fit`` (each process
+    targets), every array batch-first, as one epoch of ``npnn.fit`` (each process
     keeping its rows); returns its TrainState."""
     def batches(r):
         for _ in range(steps):

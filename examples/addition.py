@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.models.seq2seq import fit_seq2seq  # noqa: E402
+from npnn.training.seq2seq import fit_seq2seq  # noqa: E402
 
 CHARS = " +0123456789_"
 START = CHARS.index("_")

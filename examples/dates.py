@@ -11,7 +11,7 @@ days never seen in training. Characters are the tokens. The report is the
 exact-match accuracy (whole date right) with attention in Bahdanau's form
 ('attention') and in Luong's ('luong'), and with the context only fed at every
 step ('concat') or as the initial state ('init'). Training runs through
-``npnn.models.seq2seq.fit_seq2seq`` (``npnn.fit`` with teacher forcing, clipping
+``npnn.training.fit_seq2seq`` (``npnn.fit`` with teacher forcing, clipping
 and batched greedy evaluation after every epoch).
 """
 
@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
-from npnn.data import Vocab  # noqa: E402
+from npnn.training.data import Vocab  # noqa: E402
 from npnn.models import Seq2Seq  # noqa: E402
-from npnn.models.seq2seq import fit_seq2seq  # noqa: E402
+from npnn.training.seq2seq import fit_seq2seq  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December"]

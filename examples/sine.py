@@ -6,7 +6,7 @@ d2l's sequence-model data (section 9.1): x_t = sin(0.01 t) + noise, the noise
 normal with standard deviation 0.2, t = 1..1000. From the ``tau`` values before
 it the model predicts x_t: an RNN reads the window and a linear head maps its
 last state to the forecast (``npnn.analysis.LastStateRegressor``), trained with
-the mean squared error and Adam through ``npnn.fit.fit``. The first 600
+the mean squared error and Adam through ``npnn.fit``. The first 600
 windows train it, the other 384 test it. The baseline forecasts the last value,
 x_{t-1}: its error is about twice the noise variance (0.08); the best possible
 is about the noise variance (0.04), since the noise cannot be predicted.
@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import npnn  # noqa: E402
 from _common import WORLD  # noqa: E402  (data parallel under mpiexec; rank 0 prints)
 from npnn.analysis import LastStateRegressor  # noqa: E402
-from npnn.fit import Hooks, fit  # noqa: E402
+from npnn.training.loop import Hooks, fit  # noqa: E402
 from npnn.optim import Adam  # noqa: E402
-from npnn.plot import plot_curves  # noqa: E402
+from npnn.training.plot import plot_curves  # noqa: E402
 
 T, N_TRAIN, NOISE = 1000, 600, 0.2
 

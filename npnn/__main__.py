@@ -1,7 +1,7 @@
-"""``python -m npnn``: the command line (see ``npnn.cli``)."""
+"""``python -m npnn``: the command line (see ``npnn.training.cli``)."""
 
 import sys
 
-from .cli import main
+from .training.cli import main
 
 sys.exit(main())

@@ -28,7 +28,7 @@ import numpy as np
 from .backend import to_numpy
 from .functional.registry import as_states, from_states
 from .layers import Linear, MSELoss, Module
-from .layers.base import atomic_write
+from .durable import atomic_write
 from .layers.recurrent import layer_class
 from .optim import Adam, clip_grad_norm
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from npnn import cli
-from npnn.train import TrainConfig, Trainer
+from npnn.training import cli
+from npnn.training.trainer import TrainConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "

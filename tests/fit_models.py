@@ -6,8 +6,8 @@ import numpy as np
 
 import npnn
 from npnn.analysis import LastStateRegressor
-from npnn.distributed import LOCAL
-from npnn.fit import fit
+from npnn.training.distributed import LOCAL
+from npnn.training.loop import fit
 from npnn.models import Seq2Seq
 from npnn.optim import Adam
 

@@ -12,10 +12,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _helpers import quiet, tiny_config  # noqa: E402
-from npnn import distributed  # noqa: E402
-from npnn.distributed import DataParallel  # noqa: E402
-from npnn.fit import Hooks  # noqa: E402
-from npnn.train import Trainer  # noqa: E402
+from npnn.training import distributed  # noqa: E402
+from npnn.training.distributed import DataParallel  # noqa: E402
+from npnn.training.loop import Hooks  # noqa: E402
+from npnn.training.trainer import Trainer  # noqa: E402
 
 #: (cell, tie, iterator) of the equivalence runs
 CONFIGS = [(cell, tie, iterator) for cell in ("lstm", "gru") for tie in (False, True)
@@ -122,7 +122,7 @@ def case_budget(out, text, run):
 
 def case_cli_fails(out, text, rank):
     """``npnn train`` in which rank ``rank`` raises inside its third step."""
-    from npnn import cli
+    from npnn.training import cli
     original = Trainer.train_step
 
     def failing(self, *args):

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from _helpers import TEXT, interrupted_run
-from npnn import cli, rundir
-from npnn.checkpoint import (CheckpointError, flatten, read_checkpoint, unflatten)
-from npnn.config import ModelConfig
+from npnn.training import cli, rundir
+from npnn.training.checkpoint import (CheckpointError, flatten, read_checkpoint, unflatten)
+from npnn.training.config import ModelConfig
 from npnn.models.lm import CELLS
-from npnn.rundir import RunBusyError, RunDir
-from npnn.train import Trainer, build_model, load_model, parameter_count
+from npnn.training.rundir import RunBusyError, RunDir
+from npnn.training.trainer import Trainer, build_model, load_model, parameter_count
 
 FORMAT1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "format1")
 

@@ -79,7 +79,7 @@ def test_blas_threads_limits_numpys_blas():
 
 @pytest.mark.parametrize("flag, expected", [([], "auto"), (["--threads", "1"], 1)])
 def test_every_command_runs_under_its_thread_setting(monkeypatch, tmp_path, flag, expected):
-    from npnn import cli
+    from npnn.training import cli
     seen = []
     monkeypatch.setattr(cli, "auto_threads", lambda: "auto")
     monkeypatch.setattr(cli, "blas_threads", lambda n: seen.append(n) or _nothing())

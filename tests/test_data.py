@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npnn.data import (TextCorpus, Vocab, default_corpus, num_batches, read_text,
+from npnn.training.data import (TextCorpus, Vocab, default_corpus, num_batches, read_text,
                        seq_data_iter_random, seq_data_iter_sequential, split_corpus,
                        timemachine_lines, tokenize)
 

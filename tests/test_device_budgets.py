@@ -28,7 +28,7 @@ from npnn.functional.accel import use_acceleration, use_reference
 from npnn.functional.registry import CELLS
 from npnn.layers.recurrent import DROPOUT_KERNEL, dropout_mask, layer_class
 from npnn.models import ConditionalDecoder, SequenceClassifier, SequenceTagger
-from npnn.train import Trainer
+from npnn.training.trainer import Trainer
 
 from _helpers import TEXT, quiet, tiny_config
 from test_accel import VARIANTS, make_case
@@ -154,7 +154,7 @@ def _trainer(tmp_path, **kw):
 
 
 def test_a_training_step_synchronises_a_stated_number_of_times(strict, tmp_path):
-    from npnn.fit import TrainState, train_epoch
+    from npnn.training.loop import TrainState, train_epoch
     t = _trainer(tmp_path)
     batches = list(t._batches(np.random.default_rng(0)))[:3]
     with strict.counting() as c:

@@ -15,11 +15,11 @@ import npnn
 import npnn.analysis
 from npnn import optim
 from npnn.backend import is_array, to_backend, to_numpy
-from npnn.fit import fit
+from npnn.training.loop import fit
 from npnn.gradcheck import check_all_ops
 from npnn.models import (ConditionalDecoder, RNNLM, Seq2Seq, SequenceClassifier,
                          SequenceTagger)
-from npnn.train import Trainer, load_model
+from npnn.training.trainer import Trainer, load_model
 
 from _helpers import TEXT, main, quiet, tiny_config
 

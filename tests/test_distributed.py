@@ -21,13 +21,13 @@ import pytest
 from _helpers import ROOT, TEXT, one_line_error, quiet, stop_at
 import fit_models
 import mpi_worker
-from npnn import distributed
-from npnn.checkpoint import read_checkpoint
-from npnn.distributed import GradientBuckets, World, from_root, all_ok, jump_generators
-from npnn.fit import Hooks
+from npnn.training import distributed
+from npnn.training.checkpoint import read_checkpoint
+from npnn.training.distributed import GradientBuckets, World, from_root, all_ok, jump_generators
+from npnn.training.loop import Hooks
 from npnn.models import RNNLM
 from npnn.optim import Adam
-from npnn.train import Trainer
+from npnn.training.trainer import Trainer
 
 TESTS = os.path.join(ROOT, "tests")
 WORKER = os.path.join(TESTS, "mpi_worker.py")
@@ -142,7 +142,7 @@ def test_processes_reproduce_one_process_with_the_same_global_batch(equivalence,
 @pytest.mark.parametrize("n", [2, 4])
 def test_the_generic_loop_is_data_parallel_too(tmp_path, monkeypatch, n):
     """Seq2Seq on padded batches (each rank's mean is over its own number of target tokens:
-    the average is weighted) and a regressor, through npnn.fit.fit(world=...)."""
+    the average is weighted) and a regressor, through npnn.fit(world=...)."""
     out = tmp_path / "out"
     worker(n, "fit", out)
     with np.load(out / "results.npz") as data:

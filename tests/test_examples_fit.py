@@ -48,7 +48,7 @@ def test_the_sine_example_runs_without_matplotlib(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize("name", ["addition", "classify", "conditional", "dates", "sine",
                                   "tag"])
 def test_no_example_copies_a_training_loop(name):
-    """They train through npnn.fit.fit: no optimizer step or clipping of their own."""
+    """They train through npnn.fit: no optimizer step or clipping of their own."""
     with open(os.path.join(EXAMPLES, f"{name}.py"), encoding="utf-8") as f:
         source = f.read()
     assert "fit(" in source or "train(" in source

@@ -10,9 +10,9 @@ import pytest
 import npnn
 from _helpers import TEXT, quiet, stop_at, tiny_config
 from npnn.analysis import LastStateRegressor
-from npnn.fit import Diverged, Hooks, TrainState, fit, loss_step
+from npnn.training.loop import Diverged, Hooks, TrainState, fit, loss_step
 from npnn.optim import SGD, Adam
-from npnn.train import Trainer
+from npnn.training.trainer import Trainer
 
 
 def regression(seed=0):

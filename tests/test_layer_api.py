@@ -178,7 +178,7 @@ def test_the_report_shows_both_values_at_the_worst_element():
 
 # -- 8. generate's end_token is a token of the vocabulary -----------------------------------
 def test_generate_stops_at_a_string_end_token():
-    from npnn.data import Vocab
+    from npnn.training.data import Vocab
     vocab = Vocab(list("ab\n"))
     lm = RNNLM(len(vocab), 8, cell="gru", embedding_dim=4, seed=0, vocab=vocab)
     text = lm.generate("a", 30, strategy="sample", end_token="\n", seed=0)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npnn
-from npnn.data import TextCorpus
+from npnn.training.data import TextCorpus
 from npnn.gradcheck import check_module
 from npnn.models import RNNLM, sampling_probs
 from npnn.optim import Adam, clip_grad_norm

@@ -1,7 +1,7 @@
 """Issue 11, "Data loss and hangs": each numbered item, reproduced as on the old main.
 
 Every test here failed on the code before the fix (see the commit messages). They run
-``npnn.cli.main`` in this process where they can (fast, and a traceback fails the
+``npnn.training.cli.main`` in this process where they can (fast, and a traceback fails the
 test), and a subprocess where a signal or a second process is the point.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from _helpers import (TEXT, TINY, interrupted_run as stopped_run, main, npnn_process,
                       one_line_error, quiet, tiny_config, wait_for_line)
-from npnn.train import CheckpointError, Trainer, load_model
+from npnn.training.trainer import CheckpointError, Trainer, load_model
 
 
 @pytest.fixture

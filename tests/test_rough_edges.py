@@ -14,9 +14,10 @@ import pytest
 import npnn
 from _helpers import (TEXT, TINY, interrupted_run, main, one_line_error, quiet,
                       tiny_config)
-from npnn import backend, cli
+from npnn import backend
+from npnn.training import cli
 from npnn.models import RNNLM
-from npnn.train import Trainer
+from npnn.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -234,7 +235,7 @@ def test_sigint_handler_restored_after_fit(text_file, tmp_path):
 def test_text_corpus_refuses_a_max_tokens_that_would_slice_oddly(max_tokens):
     """-5000 dropped the *last* 5000 tokens, 0 meant all (the library side of
     --max-tokens)."""
-    from npnn.data import TextCorpus
+    from npnn.training.data import TextCorpus
     with pytest.raises(ValueError, match="max_tokens"):
         TextCorpus.from_text(TEXT, max_tokens=max_tokens)
     assert len(TextCorpus.from_text(TEXT, max_tokens=50)) == 50

@@ -11,7 +11,7 @@ import npnn
 from npnn import functional as F
 from npnn.gradcheck import check_gradients, check_module
 from npnn.models import Seq2Seq
-from npnn.models.seq2seq import exact_match, fit_seq2seq, seq2seq_batches, teacher_forcing
+from npnn.training.seq2seq import exact_match, fit_seq2seq, seq2seq_batches, teacher_forcing
 
 from conftest import assert_close, to_numpy
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from npnn.train import CheckpointError, TrainConfig, Trainer, load_model, read_checkpoint
+from npnn.training.trainer import CheckpointError, TrainConfig, Trainer, load_model, read_checkpoint
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
         "it was the age of foolishness, it was the epoch of belief. ") * 12

@@ -23,14 +23,13 @@ PyTorch's grad mode is per thread.
 
 import contextlib
 import contextvars
-import os
-import tempfile
 import warnings
 
 import numpy as np
 
 from .._checks import check_choice, check_float
 from ..backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
+from ..durable import atomic_savez
 
 #: None: the module's mode decides; False: no_grad(); True: enable_grad().
 _GRAD_MODE = contextvars.ContextVar("npnn_grad_mode", default=None)
@@ -353,52 +352,3 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + ")" if len(lines) > 1 else lines[0] + ")"
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write(path, write):
-    """Write ``path`` through ``write(file)`` (a binary file) without ever leaving it half
-    written: the data goes to a temporary file of a unique name in the same folder,
-    ``.NAME.tmp-XXXXXXXX``, which is flushed to disk and renamed over ``path``.
-
-    An error or a crash mid-write leaves the previous file untouched (a crash also
-    leaves the temporary file; ``npnn.rundir`` removes those of a run's folder).
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
-    try:
-        if hasattr(os, "fchmod"):      # mkstemp's 0600 -> what open() would give
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_savez(path, arrays):
-    """``np.savez(path, **arrays)``, atomically (see ``atomic_write``)."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
-from ..functional.registry import from_states, get_cell
+from ..functional.registry import as_states, from_states, get_cell
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
 from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
 
@@ -488,3 +488,11 @@ def layer_class(cell):
         if cls.cell == cell:
             return cls
     return type(f"Recurrent_{cell}", (Recurrent,), {"cell": cell})
+
+
+def select_state(state, idx):
+    """Rows ``idx`` (beams, sequences) of a recurrent layer's state: (L, N, H) -> (L, len(idx),
+    H), or a tuple of them for a cell with several states (host or device ``idx``)."""
+    states = as_states(state)
+    idx = to_backend(np.asarray(idx), backend_name(get_array_module(states[0])))
+    return from_states(tuple(s[:, idx] for s in states))

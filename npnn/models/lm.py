@@ -14,10 +14,10 @@ import numpy as np
 from .._checks import check_choice, check_index_range, check_integer
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
-from ..functional.registry import CELLS, as_states, from_states, get_cell
+from ..functional.registry import CELLS, get_cell
 from ..layers import Dropout, Embedding, Linear, Module, no_grad
 from ..layers.base import check_dtype, check_positive_int, make_rng
-from ..layers.recurrent import check_dropout, layer_class
+from ..layers.recurrent import check_dropout, layer_class, select_state
 
 STRATEGIES = ("greedy", "sample", "beam")
 
@@ -208,18 +208,11 @@ class RNNLM(Module):
             if live.size == 0 or step == n - 1:
                 break
             seqs, scores = [seqs[i] for i in live], scores[live]
-            state = _select_state(state, beam_idx[live])
+            state = select_state(state, beam_idx[live])
             logits, state = self.forward(toks[live][:, None], state)
             logp = log_softmax(to_numpy(logits[:, -1]).astype(np.float64))
         finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         return list(ids) + max(finished, key=lambda f: f[0])[1]
-
-
-def _select_state(state, idx):
-    """Pick beams ``idx`` from a layer's state (L, B, H) (a tuple of them for several states)."""
-    states = as_states(state)
-    idx = to_backend(np.asarray(idx), backend_name(get_array_module(states[0])))
-    return from_states(tuple(s[:, idx] for s in states))
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):

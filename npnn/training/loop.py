@@ -27,10 +27,10 @@ generator's state at the epoch's start). A step is d2l's:
 * evaluates and saves after every epoch.
 
 What a model adds (evaluation, samples, checkpoints, a recurrent state carried
-between batches) comes through ``Hooks``. With ``world`` (``npnn.distributed.world()``)
+between batches) comes through ``Hooks``. With ``world`` (``npnn.training.distributed.world()``)
 of more than one process, ``fit`` trains data-parallel: each process's ``batches``
 yield its rows of every global batch (``world.rows``), and
-``npnn.distributed.DataParallel`` wraps the hooks: rank 0's parameters are
+``npnn.training.distributed.DataParallel`` wraps the hooks: rank 0's parameters are
 broadcast, the gradients and the loss averaged, every decision to stop agreed, and
 only rank 0 logs (its ``evaluate`` and ``save`` run on rank 0 alone unless the hooks
 are ``collective``).
@@ -44,9 +44,12 @@ from typing import Optional
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .distributed import INTERRUPTED, LOCAL, DataParallel, mark_agreed
-from .optim import clip_grad_norm
+from ..backend import get_array_module, to_numpy
+from ..optim import clip_grad_norm
+
+
+#: Why a step stopped when Ctrl-C arrived before its update (in every process).
+INTERRUPTED = "interrupted"
 
 
 class Diverged(FloatingPointError):
@@ -144,6 +147,11 @@ class Hooks:
         if one was written."""
         return None
 
+    def diverged(self, error):
+        """The ``Diverged`` error that ``fit`` is about to raise; returns it (data
+        parallel: marked as met by every process at once)."""
+        return error
+
 
 _HOOKS = [name for name in vars(Hooks) if not name.startswith("_")
           and name not in ("unit", "collective")]
@@ -187,7 +195,7 @@ def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=N
         hooks: ``Hooks``; step: ``step(batch) -> (loss, weight)`` replacing ``loss_step``.
         log: a function of one line, or None; progress: True, False or None (a bar on
             a terminal only).
-        world: ``npnn.distributed.world()`` to train data-parallel over its processes
+        world: ``npnn.training.distributed.world()`` to train data-parallel over its processes
             (``batches`` then yield this process's rows; the loss must be a mean); None:
             this process alone.
     Raises ``Diverged`` (nothing saved, in every process), and whatever ``hooks.save``
@@ -200,13 +208,12 @@ def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=N
         raise ValueError("expected rng for a new run or state to continue one, got both")
     hooks = Hooks() if hooks is None else hooks
     step = loss_step(model, loss_fn) if step is None else step
-    world = LOCAL if world is None else world
-    if world.size > 1:
+    if world is not None and world.size > 1:
         if getattr(loss_fn, "reduction", "mean") != "mean":
             raise ValueError(f"expected a loss with reduction 'mean' for data-parallel "
                              f"training (the processes' gradients are averaged), got "
                              f"{loss_fn.reduction!r}")
-        hooks = DataParallel(hooks, model, optimizer, world)
+        hooks = world.data_parallel(hooks, model, optimizer)
         fresh = world.bcast(state)             # one data order and position everywhere
         if world.rank:
             for f in dataclasses.fields(state):
@@ -365,8 +372,7 @@ def _diverged(where, state, hooks, what, saved, record=None):
     error = Diverged(f"training diverged at {where}: {what} "
                      f"({hooks.describe(record)}); {kept}; try a smaller learning rate (--lr) "
                      "or gradient clipping (--clip)")
-    # data parallel: the loss, parameters and metrics are the same everywhere, so is this
-    return mark_agreed(error) if isinstance(hooks, DataParallel) else error
+    return hooks.diverged(error)    # data parallel: met by every process at once
 
 
 def _check_budget(epochs, minutes, clip):

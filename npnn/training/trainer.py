@@ -29,20 +29,20 @@ import os
 
 import numpy as np
 
-from . import __version__
-from .backend import get_backend, to_backend, to_numpy
+from .._version import __version__
+from ..backend import get_backend, to_backend, to_numpy
 from .checkpoint import (NAME as CHECKPOINT, CheckpointError, module_generators,
                          read_checkpoint, text_digest, write_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import (TextCorpus, Vocab, default_corpus, num_batches, read_text,
                    seq_data_iter_random, seq_data_iter_sequential, timemachine_lines)
 from .distributed import LOCAL, all_ok, from_root
-from .fit import Diverged, Hooks, TrainState, fit
-from .functional import softmax_cross_entropy
-from .layers import SoftmaxCrossEntropy, no_grad
-from .models import RNNLM
-from .functional.registry import CELLS
-from .optim import OPTIMIZERS, perplexity
+from .loop import Diverged, Hooks, TrainState, fit
+from ..functional import softmax_cross_entropy
+from ..layers import SoftmaxCrossEntropy, no_grad
+from ..models import RNNLM
+from ..functional.registry import CELLS
+from ..optim import OPTIMIZERS, perplexity
 from .plot import plot_curves
 from .rundir import RunDir
 

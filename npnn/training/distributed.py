@@ -42,7 +42,8 @@ import sys
 
 import numpy as np
 
-from .backend import backend_name, cupy_module, get_array_module
+from ..backend import backend_name, cupy_module, get_array_module
+from .loop import INTERRUPTED
 
 #: Bytes of gradient per allreduce bucket (DDP's default, 25 MB).
 BUCKET_BYTES = 25 * 2 ** 20
@@ -52,7 +53,6 @@ LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "
                     "PMI_RANK")
 #: Why to stop, in the order one rank's reason wins over another's; "interrupted" is a
 #: Ctrl-C raised inside a step (no handler): that step is dropped on every rank.
-INTERRUPTED = "interrupted"
 REASONS = (INTERRUPTED, "SIGINT", "SIGTERM", "time")
 
 
@@ -105,6 +105,12 @@ class World:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+    def data_parallel(self, hooks, model, optimizer):
+        """``hooks`` wrapped for data-parallel training of ``model`` over this world's
+        processes (``DataParallel``); what ``npnn.training.fit`` calls when ``size > 1``,
+        so that the loop itself imports nothing of MPI."""
+        return DataParallel(hooks, model, optimizer, self)
 
     def use_device(self):
         """Select this rank's GPU (``local_rank`` modulo the devices); returns its id."""
@@ -467,6 +473,10 @@ class DataParallel:
         if getattr(self.inner, "collective", False):
             return self.inner.save(state)
         return from_root(self.world, lambda: self.inner.save(state))
+
+    def diverged(self, error):
+        # the loss, parameters and metrics are the same everywhere, so is the error
+        return mark_agreed(self.inner.diverged(error))
 
 
 def broadcast_parameters(w, model, optimizer=None):

@@ -15,7 +15,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from .functional.registry import CELLS
+from ..functional.registry import CELLS
 
 
 class ConfigError(ValueError):

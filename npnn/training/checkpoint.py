@@ -33,10 +33,10 @@ import zipfile
 
 import numpy as np
 
-from . import __version__
-from .backend import to_numpy
+from .._version import __version__
+from ..backend import to_numpy
 from .config import MODEL_FIELDS, ConfigError, ModelConfig, RUN_FIELDS, TrainConfig
-from .layers.base import atomic_savez
+from ..durable import atomic_savez
 
 NAME = "checkpoint.npz"
 FORMAT = 2

@@ -23,10 +23,11 @@ except ImportError:          # Windows
     fcntl = None
 
 LOCK = ".lock"
-#: Temporary files of interrupted atomic writes: npnn.layers.base.atomic_write's
-#: ``.NAME.tmp-XXXXXXXX`` of the checkpoint and the plot, and npnn 0.1.0's
-#: ``.tmp-XXXXXXXX.npz`` and ``.history.png.tmp``.
-STALE = re.compile(r"\.(checkpoint\.npz|history\.png)\.tmp-[a-z0-9_]{8}|\.tmp-[a-z0-9_]{8}\.npz"
+#: Temporary files of interrupted atomic writes: npnn.durable.atomic_write's
+#: ``.NAME.tmp-`` and 16 hex digits (8 characters before it wrote them itself) of the
+#: checkpoint and the plot, and npnn 0.1.0's ``.tmp-XXXXXXXX.npz`` and ``.history.png.tmp``.
+STALE = re.compile(r"\.(checkpoint\.npz|history\.png)\.tmp-([0-9a-f]{16}|[a-z0-9_]{8})"
+                   r"|\.tmp-[a-z0-9_]{8}\.npz"
                    r"|\.history\.png\.tmp")
 
 

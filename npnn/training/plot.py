@@ -4,7 +4,7 @@ Drawn on a ``matplotlib.figure.Figure`` of its own: no pyplot, no global backend
 switch, nothing left open; written atomically under a unique temporary name.
 """
 
-from .layers.base import atomic_write
+from ..durable import atomic_write
 
 
 def plot_curves(path, curves, xlabel, ylabel, title="", logy=False):

@@ -22,15 +22,15 @@ import os
 import secrets
 import sys
 
-from . import __version__
-from .backend import auto_threads, blas_threads, get_backend
+from .._version import __version__
+from ..backend import auto_threads, blas_threads, get_backend
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import ConfigError, TrainConfig, int_at_least, positive_number
 from . import distributed
 from .data import Vocab
-from .functional.registry import CELLS
+from ..functional.registry import CELLS
 from .rundir import RunBusyError, check_folder
-from .train import Trainer, default_prefix, load_model
+from .trainer import Trainer, default_prefix, load_model
 
 DEFAULT_OUT = "runs/default"
 USER_ERRORS = (CheckpointError, RunBusyError, FloatingPointError, OSError, ValueError,
@@ -256,7 +256,7 @@ def _analyze_parser(sub):
 
 def _analyze(args):
     out = check_folder(args.out, "out")
-    from .analysis import analyze
+    from ..analysis import analyze
     analyze(args.T, args.hidden, args.train_steps, args.seed, out)
     return 0
 
