@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import check_all_ops
+from .core import check_all_ops
 
 
 def main(argv=None):

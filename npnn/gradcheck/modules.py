@@ -16,7 +16,7 @@ layer, also when ``hx`` was not passed: the extra entries are ignored).
 import numpy as np
 
 from ..backend import is_array
-from . import check_gradients
+from .core import check_gradients
 
 
 def _flatten(obj, name, out):
