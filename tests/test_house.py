@@ -22,8 +22,10 @@ import sys
 
 import pytest
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-PACKAGE = os.path.join(ROOT, "npnn")
+import npnn
+
+PACKAGE = os.path.dirname(os.path.abspath(npnn.__file__))     # the npnn under test
+ROOT = os.path.dirname(PACKAGE)
 
 FLOORS = (
     ("ground", ("npnn._version", "npnn.backend", "npnn._checks", "npnn.durable",
@@ -142,7 +144,9 @@ def loaded_by(statement):
     """The npnn modules loaded by running ``statement`` in a fresh interpreter."""
     code = f"import sys; {statement}; print(' '.join(sorted(m for m in sys.modules " \
            f"if m == 'npnn' or m.startswith('npnn.'))))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     return set(out.split())
 
@@ -171,7 +175,6 @@ def test_the_training_loop_loads_no_mpi_and_no_other_training_module():
 
 
 def test_moved_names_are_reachable_from_the_face():
-    import npnn
     from npnn.training import loop, trainer
     assert npnn.fit is loop.fit and npnn.Trainer is trainer.Trainer
     assert npnn.load_model is trainer.load_model
