@@ -117,6 +117,13 @@ def test_a_size_option_selects_the_variant_that_takes_it():
     layer = npnn.LSTM(3, 4, proj_size=2)
     assert layer.spec is lstmp and layer.proj_size == 2 and layer.output_size == 2
     assert "proj_size=2" in repr(layer)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype("float32")
+    trained = layer(x, lengths=[5, 2])
+    layer.clear_caches()
+    layer.eval()                                  # no cache: the inference path, no acceleration
+    for a, b in zip([trained[0], *trained[1]], [layer(x, lengths=[5, 2])[0],
+                                                *layer(x, lengths=[5, 2])[1]]):
+        np.testing.assert_array_equal(a, b)
     for P in (4, 5, -1, 1.5, True):
         with pytest.raises(ValueError, match=f"proj_size to be a positive integer smaller than "
                                              f"hidden_size=4, or 0 for none, got {P!r}"):
