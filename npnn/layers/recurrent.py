@@ -112,7 +112,8 @@ class Recurrent(Module):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        base, (cell, self.sizes, options) = cell, resolve(cell.name, self.hidden_size, options)
+        base = cell            # 'lstm' with proj_size > 0 runs its variant 'lstmp'
+        cell, self.sizes, options = resolve(base.name, self.hidden_size, options)
         self.spec = cell
         unknown = sorted(set(options) - set(cell.options))
         if unknown:
