@@ -196,8 +196,8 @@ def test_a_config_larger_than_the_arrays_is_refused_before_building(good_run, tm
         load_model(tmp_path)
 
 
-@given(st.sampled_from(sorted(CELLS)), st.integers(1, 9), st.integers(1, 5), st.integers(1, 3),
-       st.integers(0, 5), st.booleans())
+@given(st.sampled_from(sorted(c for c in CELLS if CELLS[c].variant_of is None)),  # lstmp: LSTM's
+       st.integers(1, 9), st.integers(1, 5), st.integers(1, 3), st.integers(0, 5), st.booleans())
 def test_parameter_count_is_the_models(cell, vocab, hidden, layers, embedding, tie):
     embedding = hidden if tie else embedding
     config = ModelConfig(vocab, cell, hidden, layers, embedding, tie=tie)

@@ -43,6 +43,17 @@ def test_gated_cells(backend, cell, T, N, D, H, bias, masked, seed):
            seed)
 
 
+@given(T=dims, N=dims, D=dims, H=dims, P=dims, bias=st.booleans(), masked=st.booleans(),
+       seed=seeds)
+@example(T=1, N=1, D=1, H=1, P=1, bias=True, masked=False, seed=0)
+@example(T=3, N=2, D=1, H=1, P=3, bias=False, masked=True, seed=1)     # P > H: the op allows it
+def test_lstm_with_projections(backend, T, N, D, H, P, bias, masked, seed):
+    """``lstmp.py``: every gradient, initial states h0 (N, P) and c0 (N, H), W_hr (P, H)."""
+    rng = np.random.default_rng(seed)
+    _check(cases.recurrent_case(rng, "lstmp", T, N, D, H, bias, masked, backend,
+                                sizes={"proj_size": P}), seed)
+
+
 @given(cell=st.sampled_from(sorted(CELLS)), N=dims, D=dims, H=dims, bias=st.booleans(),
        seed=seeds)
 @example(cell="lstm", N=1, D=1, H=1, bias=True, seed=0)

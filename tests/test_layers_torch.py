@@ -21,8 +21,9 @@ TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 small = st.integers(1, 4)
 
 
-def _kwargs(cell, nonlinearity):
-    return {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+def _kwargs(cell, nonlinearity, P=0):
+    """The cell's options for both libraries: nonlinearity (RNN), proj_size (LSTM)."""
+    return {"nonlinearity": nonlinearity} if cell == "rnn" else {"proj_size": P} if P else {}
 
 
 def _torch_run(mod, params, x, hx, lengths, batch_first, T):
@@ -39,23 +40,24 @@ def _torch_reference(cell, cfg, leaves, x, hx, lengths, drops, T):
     """PyTorch's module itself without dropout; with dropout, the same stack built from
     single-layer torch modules with npnn's masks applied between layers."""
     L, bidir, bias, bf = cfg["num_layers"], cfg["bidirectional"], cfg["bias"], cfg["batch_first"]
+    options = _kwargs(cell, cfg["nonlinearity"], cfg.get("P", 0))
     if drops is None:
         mod = TORCH[cell](cfg["D"], cfg["H"], L, bias=bias, batch_first=bf, bidirectional=bidir,
-                          dtype=torch.float64, **_kwargs(cell, cfg["nonlinearity"]))
+                          dtype=torch.float64, **options)
         return _torch_run(mod, leaves, x, hx, lengths, bf, T)
     dirs = 2 if bidir else 1
     inp, finals = x, []
     for layer in range(L):
-        d_in = cfg["D"] if layer == 0 else dirs * cfg["H"]
+        d_in = cfg["D"] if layer == 0 else dirs * (cfg.get("P", 0) or cfg["H"])
         mod = TORCH[cell](d_in, cfg["H"], 1, bias=bias, batch_first=bf, bidirectional=bidir,
-                          dtype=torch.float64, **_kwargs(cell, cfg["nonlinearity"]))
+                          dtype=torch.float64, **options)
         params = {k: leaves[k.replace("_l0", f"_l{layer}")] for k in mod.state_dict()}
         sl = slice(layer * dirs, (layer + 1) * dirs)
         h = None if hx is None else (tuple(s[sl] for s in hx) if cell == "lstm" else hx[sl])
         out, hn = _torch_run(mod, params, inp, h, lengths, bf, T)
         finals.append(hn)
         if layer < L - 1:
-            m = drops[layer]                     # (T, N, dirs*H), time-major
+            m = drops[layer]                     # (T, N, dirs*H_out), time-major
             m = m[:, 0] if x.dim() == 2 else (m.transpose(1, 0, 2) if bf else m)
             inp = out * torch.tensor(m)
         else:
@@ -77,19 +79,43 @@ def _torch_reference(cell, cfg, leaves, x, hx, lengths, drops, T):
 def test_layer_matches_torch(backend, cell, num_layers, bidirectional, bias, batch_first,
                              nonlinearity, unbatched, given_hx, use_lengths, dropout,
                              T, N, D, H, seed):
+    _compare_with_torch(backend, cell, num_layers, bidirectional, bias, batch_first,
+                        nonlinearity, unbatched, given_hx, use_lengths, dropout, T, N, D, H, 0,
+                        seed)
+
+
+@given(num_layers=st.integers(1, 3), bidirectional=st.booleans(), bias=st.booleans(),
+       batch_first=st.booleans(), unbatched=st.booleans(), given_hx=st.booleans(),
+       use_lengths=st.booleans(), dropout=st.sampled_from([0.0, 0.0, 0.4]), T=small, N=small,
+       D=small, P=st.integers(1, 3), more=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+@example(num_layers=2, bidirectional=True, bias=True, batch_first=True, unbatched=False,
+         given_hx=True, use_lengths=True, dropout=0.0, T=4, N=3, D=2, P=1, more=1, seed=0)
+def test_projected_lstm_matches_torch(backend, num_layers, bidirectional, bias, batch_first,
+                                      unbatched, given_hx, use_lengths, dropout, T, N, D, P,
+                                      more, seed):
+    """``npnn.LSTM(proj_size=P)`` against ``torch.nn.LSTM(proj_size=P)``, H = P + more:
+    out (T, N, dirs*P), h_n (L*dirs, N, P), c_n (L*dirs, N, H) and every gradient."""
+    _compare_with_torch(backend, "lstm", num_layers, bidirectional, bias, batch_first, "tanh",
+                        unbatched, given_hx, use_lengths, dropout, T, N, D, P + more, P, seed)
+
+
+def _compare_with_torch(backend, cell, num_layers, bidirectional, bias, batch_first,
+                        nonlinearity, unbatched, given_hx, use_lengths, dropout, T, N, D, H, P,
+                        seed):
     rng = np.random.default_rng(seed)
     cfg = dict(num_layers=num_layers, bidirectional=bidirectional, bias=bias,
-               batch_first=batch_first, nonlinearity=nonlinearity, D=D, H=H)
+               batch_first=batch_first, nonlinearity=nonlinearity, D=D, H=H, P=P)
     layer = NPNN[cell](D, H, num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
                        bidirectional=bidirectional, dtype="float64", seed=seed,
-                       **_kwargs(cell, nonlinearity)).to(backend)
+                       **_kwargs(cell, nonlinearity, P)).to(backend)
     dirs = 2 if bidirectional else 1
     LD = num_layers * dirs
     x = rng.standard_normal((T, D) if unbatched else ((N, T, D) if batch_first else (T, N, D)))
-    sshape = (LD, H) if unbatched else (LD, N, H)
     n_states = 2 if cell == "lstm" else 1
+    sizes = [P or H, H][:n_states]                       # h of size P with a projection
+    sshapes = [(LD, S) if unbatched else (LD, N, S) for S in sizes]
     states = [rng.standard_normal(sshape) if given_hx else np.zeros(sshape)
-              for _ in range(n_states)]
+              for sshape in sshapes]
     lengths = None
     if use_lengths and not unbatched:
         lengths = rng.integers(1, T + 1, size=N)
@@ -99,7 +125,7 @@ def test_layer_matches_torch(backend, cell, num_layers, bidirectional, bias, bat
     out, hn = layer(dev(x), hx, lengths=lengths)
     drops = [to_numpy(d) if d is not None else None for d in layer._caches[-1].drops]
     d_out = rng.standard_normal(out.shape)
-    d_states = [rng.standard_normal(sshape) for _ in range(n_states)]
+    d_states = [rng.standard_normal(sshape) for sshape in sshapes]
     dx, dhx = layer.backward(dev(d_out), tuple(map(dev, d_states)) if cell == "lstm"
                              else dev(d_states[0]))
 
@@ -127,19 +153,20 @@ def test_layer_matches_torch(backend, cell, num_layers, bidirectional, bias, bat
         assert_close(layer.grads[k], expected, TOL, k)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_weights_round_trip_bit_exactly(cell):
-    layer = NPNN[cell](5, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
-    tmod = TORCH[cell](5, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
-    assert list(layer.state_dict()) == list(tmod.state_dict())
+@pytest.mark.parametrize("cell, options", [("rnn", {}), ("lstm", {}), ("gru", {}),
+                                           ("lstm", {"proj_size": 3}), ("lstm", {"proj_size": 1})])
+def test_weights_round_trip_bit_exactly(cell, options):
+    layer = NPNN[cell](5, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **options)
+    tmod = TORCH[cell](5, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **options)
+    assert list(layer.state_dict()) == list(tmod.state_dict())   # weight_hr_l0(_reverse) too
     tmod.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
-    back = NPNN[cell](5, 4, num_layers=2, bidirectional=True, dtype="float64", seed=2)
+    back = NPNN[cell](5, 4, num_layers=2, bidirectional=True, dtype="float64", seed=2, **options)
     back.load_state_dict(tmod.state_dict())            # torch tensors accepted as they are
     for k, v in layer.state_dict().items():
         assert np.array_equal(back.params[k], v), k
     # float32, the default: PyTorch's float32 weights come over bit for bit too
-    t32 = TORCH[cell](5, 4)
-    n32 = NPNN[cell](5, 4)
+    t32 = TORCH[cell](5, 4, **options)
+    n32 = NPNN[cell](5, 4, **options)
     n32.load_state_dict(t32.state_dict())
     for k, v in t32.state_dict().items():
         assert np.array_equal(n32.params[k], v.numpy()), k

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from npnn import functional as F
 from npnn.functional.registry import CELLS, as_states
+from npnn.gradcheck.cases import cell_sizes
 from npnn.layers.recurrent import layer_class
 
 from conftest import PATHS, on_path
@@ -21,15 +22,16 @@ CELL_NAMES = sorted(CELLS)
 
 
 def _arrays(cell, T, N, D, H, seed):
-    spec = CELLS[cell]
+    spec, sizes = CELLS[cell], cell_sizes(cell, H)
     rng = np.random.default_rng(seed)
     params = {p.arg: (np.log(rng.uniform(0.8, 3.0, shape)) if p.arg == "log_tau"
                       else 0.5 * rng.standard_normal(shape))
-              for p, shape in spec.param_shapes(D, H)}
+              for p, shape in spec.param_shapes(D, H, **sizes)}
     x = rng.standard_normal((T, N, D))
-    states = tuple(0.5 * rng.standard_normal((N, H)) for _ in spec.states)
-    dout = rng.standard_normal((T, N, H))
-    dfinals = tuple(rng.standard_normal((N, H)) for _ in spec.states)
+    shapes = spec.state_shapes(N, H, **sizes)
+    states = tuple(0.5 * rng.standard_normal(shape) for shape in shapes)
+    dout = rng.standard_normal((T, N, spec.output_size(H, **sizes)))
+    dfinals = tuple(rng.standard_normal(shape) for shape in shapes)
     return spec, params, x, states, dout, dfinals
 
 
@@ -97,7 +99,7 @@ def test_nan_in_padding_through_the_layers(path, cell, bidirectional):
     """The report's reproduction: x[2, 1] = nan in the padding of a length-2 sequence."""
     rng = np.random.default_rng(0)
     layer = layer_class(cell)(3, 4, num_layers=2, bidirectional=bidirectional, dtype="float64",
-                              seed=0)
+                              seed=0, **cell_sizes(cell, 4))
     x = rng.standard_normal((4, 2, 3))
     lengths = np.array([4, 2])
     clean = x.copy()

@@ -23,6 +23,7 @@ from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_
 from .losses import (CrossEntropyCache, MSECache, mse_loss, mse_loss_backward,
                      softmax_cross_entropy, softmax_cross_entropy_backward)
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from .lstmp import LSTMPCache, lstmp_backward, lstmp_cell, lstmp_cell_backward, lstmp_forward
 from .peephole import PeepholeLSTMCache, peephole_lstm_backward, peephole_lstm_forward
 from .rnn import RNNCache, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 
@@ -32,6 +33,7 @@ __all__ = [
     "log_softmax", "softmax", "softmax_backward",
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "RNNCache",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "LSTMCache",
+    "lstmp_forward", "lstmp_backward", "lstmp_cell", "lstmp_cell_backward", "LSTMPCache",
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "GRUCache",
     "linear_forward", "linear_backward", "LinearCache",
     "embedding_forward", "embedding_backward", "EmbeddingCache",

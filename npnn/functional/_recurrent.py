@@ -59,14 +59,21 @@ def check_mask(mask, T, N):
         check_shape("mask", mask, (T, N), "TN")
 
 
-def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype):
-    """A gated cell's parameters (G = ``gates`` blocks of H rows); returns (D, H)."""
+def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype, projected=False):
+    """A gated cell's parameters (G = ``gates`` blocks of H rows); returns (D, H).
+
+    W_hh is (G*H, H), or with ``projected`` (G*H, P) for any P >= 1: it then reads
+    a projection of size P, and H comes from its rows (the projected LSTM)."""
     check_float("W_hh", W_hh, dtype)
     check_float("W_ih", W_ih, dtype)
+    cols = "P" if projected else "H"
     if W_hh.ndim != 2:
-        check_shape("W_hh", W_hh, (None, None), ("G*H", "H"))
-    H = W_hh.shape[1]
-    check_shape("W_hh", W_hh, (gates * H, H), ("G*H", "H"))
+        check_shape("W_hh", W_hh, (None, None), ("G*H", cols))
+    if projected and (W_hh.shape[0] % gates or W_hh.shape[0] == 0):
+        raise ValueError(f"expected W_hh of shape (G*H, P) with G={gates}, "
+                         f"got {tuple(W_hh.shape)}")
+    H = W_hh.shape[0] // gates if projected else W_hh.shape[1]
+    check_shape("W_hh", W_hh, (gates * H, W_hh.shape[1] if projected else H), ("G*H", cols))
     if W_ih.ndim != 2:
         check_shape("W_ih", W_ih, (gates * H, None), ("G*H", "D"))
     D = W_ih.shape[1]

@@ -11,14 +11,42 @@ registry, so adding a seventh cell means one new file and one line here.
 
 Every cell's state is a tuple of arrays, its first element the hidden state
 that is also the output (h; y for the Jordan network); the LSTMs carry (h, c).
+
+Sizes are symbols: D (input), H (hidden), G*H (the stacked gate blocks) and any
+*size option* a cell declares (``sizes``: the projected LSTM's ``proj_size`` is
+P). Parameter shapes, each state's size and the output size are written in them
+and resolved by ``Cell.dims``. A cell may be a *variant* of another
+(``variant_of``): the other cell's layer given the variant's size options
+(nonzero) runs the variant, so ``npnn.LSTM(..., proj_size=P)`` runs 'lstmp' and
+``proj_size=0`` the plain 'lstm' (PyTorch's one ``nn.LSTM``), with no branch
+in any layer (``resolve``).
 """
 
+import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from . import accel, ctrnn, gru, jordan, lstm, peephole, rnn
+import numpy as np
+
+from . import accel, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
 from ._recurrent import check_step_input
+
+
+def uniform(rng, shape, H):
+    """PyTorch's initialisation of every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
+    k = 1.0 / math.sqrt(H)
+    return rng.uniform(-k, k, size=shape)
+
+
+def log_tau(rng, shape, H, tau=2.0):
+    """log(tau) everywhere (CTRNN's time constants; ``npnn.CTRNN`` passes its ``tau``);
+    draws nothing from ``rng``."""
+    return np.full(shape, math.log(tau))
+
+
+#: Initialisers by name: ``f(rng, shape, H) -> float64 array``, ``rng`` a NumPy Generator.
+INITIALIZERS = {"uniform": uniform, "log_tau": log_tau}
 
 
 @dataclass(frozen=True)
@@ -27,15 +55,18 @@ class Param:
 
     ``name`` is the layer's name for it (PyTorch's, where PyTorch has the cell:
     ``weight_ih``), ``arg`` the op's argument (``W_ih``), ``shape`` in terms of
-    G*H, H and D, ``bias`` whether it exists only with ``bias=True``.
+    G*H, H, D and the cell's size symbols (P), ``bias`` whether it exists only
+    with ``bias=True``, ``init`` the name of its initialiser in ``INITIALIZERS``.
     """
     name: str
     arg: str
     shape: Tuple[str, ...]
     bias: bool = False
+    init: str = "uniform"
 
-    def size(self, G, H, D):
-        sizes = {"G*H": G * H, "H": H, "D": D}
+    def size(self, G, H, D, **symbols):
+        """The shape for gate count G, sizes H, D and any further symbols (P=...)."""
+        sizes = {"G*H": G * H, "H": H, "D": D, **symbols}
         return tuple(sizes[s] for s in self.shape)
 
 
@@ -58,6 +89,14 @@ class Cell:
     ``step_forward(x, *states, **params, **options) -> *new_states, cache`` and
     ``step_backward(*dstates, cache) -> dx, *dprev, grads``, where given, take
     one step directly (a cell without them steps as a sequence of one).
+
+    ``choices`` maps an option to its allowed values (``nonlinearity``: 'tanh',
+    'relu'), for layers, config and CLI to take. ``sizes`` maps each size option
+    to its symbol (``{"proj_size": "P"}``): a positive integer smaller than H that
+    the layer takes and resolves; the op itself reads it off the weights.
+    ``state_sizes`` gives each state's size symbol (default H for all) and
+    ``output`` the output's (default H). ``variant_of`` names the cell whose layer
+    runs this one when given this one's size options (see ``resolve``).
     """
     name: str
     gates: int
@@ -69,14 +108,43 @@ class Cell:
     accelerated: Optional[ModuleType] = None
     step_forward: Optional[Callable] = None
     step_backward: Optional[Callable] = None
+    choices: Mapping[str, Tuple[Any, ...]] = field(default_factory=dict)
+    sizes: Mapping[str, str] = field(default_factory=dict)
+    state_sizes: Optional[Tuple[str, ...]] = None
+    output: str = "H"
+    variant_of: Optional[str] = None
+
+    def __post_init__(self):
+        if self.state_sizes is None:
+            object.__setattr__(self, "state_sizes", ("H",) * len(self.states))
 
     @property
     def n_states(self):
         return len(self.states)
 
-    def param_shapes(self, D, H, bias=True):
-        """[(Param, shape)] of one layer and direction with input size D."""
-        return [(p, p.size(self.gates, H, D)) for p in self.params if bias or not p.bias]
+    def dims(self, D, H, **sizes):
+        """Symbol -> size for input size D, hidden size H and the cell's size options
+        (``proj_size=3`` -> P = 3): 'D', 'H', 'G*H' and each size symbol."""
+        missing = sorted(set(self.sizes) - set(sizes))
+        if missing:
+            raise TypeError(f"cell '{self.name}' needs the size option(s) {', '.join(missing)}")
+        return {"D": D, "H": H, "G*H": self.gates * H,
+                **{self.sizes[name]: value for name, value in sizes.items()}}
+
+    def param_shapes(self, D, H, bias=True, **sizes):
+        """[(Param, shape)] of one layer and direction with input size D (and the
+        cell's size options, ``proj_size=...``)."""
+        dims = self.dims(D, H, **sizes)
+        return [(p, tuple(dims[s] for s in p.shape)) for p in self.params if bias or not p.bias]
+
+    def state_shapes(self, N, H, **sizes):
+        """[(N, S)] of each state, S its size (H, or the size option's value)."""
+        dims = self.dims(None, H, **sizes)
+        return [(N, dims[s]) for s in self.state_sizes]
+
+    def output_size(self, H, **sizes):
+        """The size of each step's output: H, or the size option's value (P)."""
+        return self.dims(None, H, **sizes)[self.output]
 
     def run(self, x, states, params, mask=None, **options):
         """x (T, N, D), a tuple of initial states (each (N, H) or None), the op's
@@ -146,6 +214,47 @@ def get_cell(name):
     return CELLS[name]
 
 
+def variants(name):
+    """The registered cells that are variants of ``name`` (by their names)."""
+    return [c for c in CELLS.values() if c.variant_of == name]
+
+
+def size_options(name):
+    """The size options a layer of cell ``name`` takes: its own and its variants'."""
+    cell = get_cell(name)
+    return {**cell.sizes, **{k: v for c in variants(name) for k, v in c.sizes.items()}}
+
+
+def resolve(name, H, options):
+    """The cell a layer of cell ``name`` and hidden size H runs with ``options``.
+
+    Size options (``proj_size``) are split off and checked: each a positive integer
+    smaller than H, or 0 (none) where ``name`` is the base of the variant that takes
+    it. Given nonzero, they select that variant ('lstm' with proj_size > 0 is
+    'lstmp'). Returns (cell, its size options, the other options).
+    """
+    cell, known = get_cell(name), size_options(name)
+    sizes = {k: v for k, v in options.items() if k in known}
+    rest = {k: v for k, v in options.items() if k not in known}
+    for k, v in sizes.items():
+        optional = k not in cell.sizes
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (
+                (0 if optional else 1) <= v < H):
+            zero = ", or 0 for none" if optional else ""
+            raise ValueError(f"expected {k} to be a positive integer smaller than hidden_size="
+                             f"{H}{zero}, got {v!r}")
+    given = {k: int(v) for k, v in sizes.items() if v}
+    if any(k not in cell.sizes for k in given):
+        cell = next(c for c in variants(name) if set(given) <= set(c.sizes))
+    return cell, {k: given[k] for k in cell.sizes if k in given}, rest
+
+
+def cell_choices():
+    """The cells a model, config or CLI may offer: those that are no variant of another
+    (a variant is reached through its base's size option: 'lstm' + proj_size)."""
+    return tuple(name for name, c in CELLS.items() if c.variant_of is None)
+
+
 def as_states(state):
     """A layer's state (one array, or a tuple of arrays for cells with several) -> tuple."""
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
@@ -157,7 +266,8 @@ def from_states(states):
 
 
 register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
-              {"nonlinearity": "tanh"}, accel.rnn, rnn.rnn_step_forward, rnn.rnn_step_backward))
+              {"nonlinearity": "tanh"}, accel.rnn, rnn.rnn_step_forward, rnn.rnn_step_backward,
+              choices={"nonlinearity": rnn.NONLINEARITIES}))
 register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
               accelerated=accel.lstm, step_forward=lstm.lstm_step_forward,
               step_backward=lstm.lstm_step_backward))
@@ -168,10 +278,14 @@ register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),
               peephole.peephole_lstm_forward, peephole.peephole_lstm_backward))
-register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",)),),
+register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",), init="log_tau"),),
               ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}))
 register(Cell("jordan", 1, ("y",),
               (Param("weight_ih", "W_ih", ("H", "D")), Param("weight_yh", "W_yh", ("H", "H")),
                Param("weight_hy", "W_hy", ("H", "H")), Param("bias_h", "b_h", ("H",), bias=True),
                Param("bias_y", "b_y", ("H",), bias=True)),
               jordan.jordan_forward, jordan.jordan_backward))
+register(Cell("lstmp", 4, ("h", "c"), (STANDARD[0], Param("weight_hh", "W_hh", ("G*H", "P")))
+              + STANDARD[2:] + (Param("weight_hr", "W_hr", ("P", "H")),),
+              lstmp.lstmp_forward, lstmp.lstmp_backward, sizes={"proj_size": "P"},
+              state_sizes=("P", "H"), output="P", variant_of="lstm"))

@@ -25,11 +25,17 @@ def _normal(rng, shape, backend, scale=0.5):
     return to_backend(scale * rng.standard_normal(shape), backend)
 
 
-def _recurrent_params(rng, cell, D, H, bias, backend):
+def cell_sizes(cell, H, sizes=None):
+    """The size options of a registered cell (``proj_size`` of 'lstmp'): ``sizes`` where
+    given, else each H - 1 (at least 1), so that a mix-up with H shows."""
+    return {name: max(1, H - 1) for name in CELLS[cell].sizes} if sizes is None else sizes
+
+
+def _recurrent_params(rng, cell, D, H, bias, backend, sizes=None):
     """The op's parameters of a registered cell, by argument name; time constants
     (CTRNN's log_tau) drawn so that tau lies in [0.8, 3]."""
     params = {}
-    for p, shape in CELLS[cell].param_shapes(D, H, bias):
+    for p, shape in CELLS[cell].param_shapes(D, H, bias, **cell_sizes(cell, H, sizes)):
         params[p.arg] = (to_backend(np.log(rng.uniform(0.8, 3.0, size=shape)), backend)
                          if p.arg == "log_tau"
                          else _normal(rng, shape, backend))
@@ -44,17 +50,18 @@ def _random_mask(rng, T, N, backend):
 
 
 def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy",
-                   path="auto", **options):
+                   path="auto", sizes=None, **options):
     """The sequence op of any registered cell: gradients of (out, final states) w.r.t.
     x, the initial states (``h0``, ``c0``, ...) and every parameter. ``path``:
     'auto' (what runs by default), 'reference' or 'accelerated' (forced, where the
-    cell has an acceleration)."""
-    spec = CELLS[cell]
+    cell has an acceleration); ``sizes`` the cell's size options (``cell_sizes``)."""
+    spec, sizes = CELLS[cell], cell_sizes(cell, H, sizes)
     mask = _random_mask(rng, T, N, backend) if masked else None
     initial = [state + "0" for state in spec.states]
     inputs = {"x": _normal(rng, (T, N, D), backend, 1.0),
-              **{name: _normal(rng, (N, H), backend) for name in initial},
-              **_recurrent_params(rng, cell, D, H, bias, backend)}
+              **{name: _normal(rng, shape, backend)
+                 for name, shape in zip(initial, spec.state_shapes(N, H, **sizes))},
+              **_recurrent_params(rng, cell, D, H, bias, backend, sizes)}
 
     def f(x, **rest):
         states = tuple(rest.pop(name) for name in initial)
@@ -95,13 +102,14 @@ def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="
     return f, inputs
 
 
-def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", **options):
+def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", sizes=None, **options):
     """One step of any registered cell: gradients of its new states w.r.t. x, the
     previous states (``h``, ``c``, ...) and every parameter."""
-    spec = CELLS[cell]
+    spec, sizes = CELLS[cell], cell_sizes(cell, H, sizes)
     inputs = {"x": _normal(rng, (N, D), backend, 1.0),
-              **{state: _normal(rng, (N, H), backend) for state in spec.states},
-              **_recurrent_params(rng, cell, D, H, bias, backend)}
+              **{state: _normal(rng, shape, backend)
+                 for state, shape in zip(spec.states, spec.state_shapes(N, H, **sizes))},
+              **_recurrent_params(rng, cell, D, H, bias, backend, sizes)}
 
     def f(x, **rest):
         states = tuple(rest.pop(state) for state in spec.states)
@@ -243,8 +251,8 @@ def builtin_cases(rng, backend="numpy"):
     """(name, (f, inputs)) for every op, at fixed small sizes."""
     b = backend
     for name, spec in CELLS.items():
-        variants = ([{"nonlinearity": "tanh"}, {"nonlinearity": "relu"}]
-                    if "nonlinearity" in spec.options else [{}])
+        variants = ([{"nonlinearity": v} for v in spec.choices["nonlinearity"]]
+                    if "nonlinearity" in spec.choices else [{}])
         # a cell with an acceleration: both paths, each forced
         for path in ("accelerated", "reference") if spec.accelerated else ("reference",):
             tag = f" [{path}]" if spec.accelerated else ""

@@ -5,14 +5,13 @@ step, then ``backward`` once per step in reverse order; each backward consumes
 the most recent forward's cache. Parameters: ``weight_ih`` (G*H, D),
 ``weight_hh`` (G*H, H), ``bias_ih``, ``bias_hh`` (G*H,), initialised
 U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch. A step is the registry cell's step
-(``npnn.functional.registry``), so every registered cell could have one.
+(``npnn.functional.registry``), so every registered cell could have one; its
+parameters' initialisers, its states' sizes and its options' allowed values
+come from there too.
 """
 
-import math
-
 from .._checks import check_choice, check_float, check_same_backend, check_shape
-from ..functional import rnn as rnn_ops
-from ..functional.registry import from_states, get_cell
+from ..functional.registry import INITIALIZERS, from_states, resolve
 from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
 from .recurrent import _check_bool
 
@@ -23,17 +22,23 @@ class _Cell(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, dtype="float32", seed=None, **options):
         super().__init__()
-        self.spec = get_cell(self.cell)
-        self.options = {**self.spec.options, **options}
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.spec, self.sizes, options = resolve(self.cell, self.hidden_size, options)
+        for name, value in options.items():
+            if name in self.spec.choices:
+                check_choice(name, value, self.spec.choices[name])
+        self.options = {**self.spec.options, **options}
+        self.state_sizes = tuple(S for _, S in self.spec.state_shapes(1, self.hidden_size,
+                                                                      **self.sizes))
         self.bias = _check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
-        k = 1.0 / math.sqrt(self.hidden_size)
-        shapes = self.spec.param_shapes(self.input_size, self.hidden_size, self.bias)
+        shapes = self.spec.param_shapes(self.input_size, self.hidden_size, self.bias,
+                                        **self.sizes)
         for p, shape in shapes:
-            self._add_param(p.name, rng.uniform(-k, k, size=shape).astype(self.dtype))
+            init = INITIALIZERS[p.init](rng, shape, self.hidden_size)
+            self._add_param(p.name, init.astype(self.dtype))
         self._args = {p.arg: p.name for p, _ in shapes}     # op argument -> parameter name
 
     def extra_repr(self):
@@ -52,22 +57,23 @@ class _Cell(Module):
             raise ValueError(f"expected x of shape (N, {D}) or ({D},), got {tuple(x.shape)}")
         return (x, True) if x.ndim == 2 else (x[None], False)
 
-    def _check_state(self, name, s, N, batched):
+    def _check_state(self, name, s, N, batched, H):
+        """A state (N, H) ((H,) unbatched), H its size."""
         if s is None:
             return None
         check_float(name, s, self.dtype)
-        H = self.hidden_size
         if batched:
             return check_shape(name, s, (N, H))
         check_shape(name, s, (H,))
         return s[None]
 
-    def _check_grad(self, name, g, N, batched):
-        """A state's gradient, checked against the most recent forward (see _Cell.backward)."""
+    def _check_grad(self, name, g, N, batched, H):
+        """A state's gradient (its size H), checked against the most recent forward (see
+        _Cell.backward)."""
         if g is None:
             return None
         check_float(name, g, self.dtype)
-        expected = (N, self.hidden_size) if batched else (self.hidden_size,)
+        expected = (N, H) if batched else (H,)
         if tuple(g.shape) != expected:
             raise self._mismatch(name, g.shape, expected)
         return g if batched else g[None]
@@ -78,12 +84,12 @@ class _Cell(Module):
         if states is None:
             return (None,) * n
         if n == 1:
-            return (self._check_state(name, states, N, batched),)
+            return (self._check_state(name, states, N, batched, self.state_sizes[0]),)
         if not (isinstance(states, (tuple, list)) and len(states) == n):
             raise TypeError(f"expected {name} to be a tuple ({', '.join(self.spec.states)}) "
                             f"or None, got {type(states).__name__}")
-        return tuple(self._check_state(f"{name}[{i}]", s, N, batched)
-                     for i, s in enumerate(states))
+        return tuple(self._check_state(f"{name}[{i}]", s, N, batched, S)
+                     for i, (s, S) in enumerate(zip(states, self.state_sizes)))
 
     def forward(self, x, hx=None):
         """x (N, D) or (D,), hx (N, H)/(H,), a tuple of them for several states, or None
@@ -112,7 +118,8 @@ class _Cell(Module):
                             f"{', '.join(self.spec.states)}: {len(names)}, got {len(given)}")
         given += (None,) * (len(names) - len(given))
         with self._consume() as (cache, batched, N):
-            d = tuple(self._check_grad(n, g, N, batched) for n, g in zip(names, given))
+            d = tuple(self._check_grad(n, g, N, batched, S)
+                      for n, g, S in zip(names, given, self.state_sizes))
         dx, dprev, grads = self.spec.run_step_backward(d, cache)
         for arg, name in self._args.items():
             self._accumulate(name, grads[arg])
@@ -126,7 +133,6 @@ class RNNCell(_Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
                  dtype="float32", seed=None):
-        check_choice("nonlinearity", nonlinearity, rnn_ops.NONLINEARITIES)
         super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
 
     @property

@@ -7,7 +7,8 @@ Stacking, both directions, dropout between layers and variable lengths are
 composition here; the maths stays in ``npnn.functional``:
 
 * layer l > 0 reads the (dropped-out) output of layer l - 1, both directions
-  concatenated: (T, N, num_directions * H);
+  concatenated: (T, N, num_directions * H_out), H_out the cell's output size
+  (H, or the projection P of ``npnn.LSTM(..., proj_size=P)``);
 * the reverse direction runs the same kernel on each sequence reversed
   *within its length*, and its output is reversed back, so with ``lengths`` it
   starts at each sequence's last valid element (PyTorch's packed semantics);
@@ -16,7 +17,8 @@ composition here; the maths stays in ``npnn.functional``:
 
 Parameters are named and shaped as in PyTorch (``weight_ih_l0``,
 ``bias_hh_l1_reverse``, ...), so ``load_state_dict(torch_module.state_dict())``
-and back moves weights unchanged.
+and back moves weights unchanged. Sizes, initialisers and allowed option values
+come from the registry: a layer holds no case of its own for any cell.
 """
 
 import functools
@@ -28,7 +30,8 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
-from ..functional.registry import as_states, from_states, get_cell
+from ..functional.registry import (INITIALIZERS, as_states, from_states, get_cell, resolve,
+                                  size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
 from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
 
@@ -89,8 +92,10 @@ class Recurrent(Module):
     ``npnn.Recurrent(cell, input_size, hidden_size, num_layers=1, bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
     **options)``, ``cell`` a name from ``npnn.functional.registry.CELLS`` and
-    ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn').
-    The named subclasses below fix the cell and take PyTorch's signatures.
+    ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn') and size
+    options (``proj_size`` for 'lstm', which then runs the variant 'lstmp':
+    ``functional.registry.resolve``). The named subclasses below fix the cell and
+    take PyTorch's signatures.
     """
     cell = None         # a subclass's registry name
 
@@ -106,15 +111,25 @@ class Recurrent(Module):
     def _build(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                dropout=0.0, bidirectional=False, dtype="float32", seed=None, **options):
         super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        base = cell            # 'lstm' with proj_size > 0 runs its variant 'lstmp'
+        cell, self.sizes, options = resolve(base.name, self.hidden_size, options)
         self.spec = cell
         unknown = sorted(set(options) - set(cell.options))
         if unknown:
             raise TypeError(f"{type(self).__name__}: unexpected option(s) {', '.join(unknown)} "
                             f"for cell '{cell.name}' (its options: "
                             f"{', '.join(cell.options) or 'none'})")
+        for name, value in options.items():
+            if name in cell.choices:
+                check_choice(name, value, cell.choices[name])
         self.options = {**cell.options, **options}
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        for name in size_options(base.name):        # PyTorch's attributes: lstm.proj_size
+            setattr(self, name, self.sizes.get(name, 0))
+        self.output_size = cell.output_size(self.hidden_size, **self.sizes)
+        self.state_sizes = tuple(S for _, S in cell.state_shapes(1, self.hidden_size,
+                                                                 **self.sizes))
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.bias = _check_bool("bias", bias)
         self.batch_first = _check_bool("batch_first", batch_first)
@@ -127,14 +142,12 @@ class Recurrent(Module):
         self.dtype = check_dtype(dtype)
         self.rng = make_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1
-        H = self.hidden_size
-        self._init_scale = 1.0 / math.sqrt(H)  # PyTorch: every weight ~ U(-1/sqrt(H), 1/sqrt(H))
         for layer in range(self.num_layers):
-            d_in = self.input_size if layer == 0 else H * self.num_directions
+            d_in = self.input_size if layer == 0 else self.output_size * self.num_directions
             for direction in range(self.num_directions):
                 sfx = self._suffix(layer, direction)
                 for p, shape in self._param_shapes(d_in):
-                    self._add_param(p.name + sfx, self._init_param(p.name, shape))
+                    self._add_param(p.name + sfx, self._init_param(p, shape))
 
     @property
     def n_states(self):
@@ -142,11 +155,12 @@ class Recurrent(Module):
 
     def _param_shapes(self, d_in):
         """[(registry Param, shape)] of one layer and direction's parameters."""
-        return self.spec.param_shapes(d_in, self.hidden_size, self.bias)
+        return self.spec.param_shapes(d_in, self.hidden_size, self.bias, **self.sizes)
 
-    def _init_param(self, name, shape):
-        k = self._init_scale
-        return self.rng.uniform(-k, k, size=shape).astype(self.dtype)
+    def _init_param(self, p, shape):
+        """Parameter ``p`` (a registry Param) drawn by its initialiser from ``self.rng``
+        (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's cells)."""
+        return INITIALIZERS[p.init](self.rng, shape, self.hidden_size).astype(self.dtype)
 
     def _op_options(self, xp):
         """The cell options passed to its op with every call."""
@@ -176,6 +190,8 @@ class Recurrent(Module):
                               ("bidirectional", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
+        for name, value in self.sizes.items():
+            s += f", {name}={value}"
         for name, default in self.spec.options.items():
             if self.options[name] != default:
                 s += f", {name}={self.options[name]!r}"
@@ -202,11 +218,12 @@ class Recurrent(Module):
             return x[:, None, :], False
         return (x.transpose(1, 0, 2) if self.batch_first else x), True
 
-    def _check_states(self, name, states, N, batched):
-        """None, or an array (L*dirs, N, H) ((L*dirs, H) unbatched) -> batched array or None."""
+    def _check_states(self, name, states, N, batched, H):
+        """None, or an array (L*dirs, N, H) ((L*dirs, H) unbatched), H the state's size
+        -> batched array or None."""
         if states is None:
             return None
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        LD = self.num_layers * self.num_directions
         check_float(name, states, self.dtype)
         check_same_backend(**{name: states, "weights": self.params["weight_ih_l0"]})
         if batched:
@@ -219,7 +236,7 @@ class Recurrent(Module):
         """hx (an array for one state, a tuple for several, or None) -> list of
         n_states arrays or Nones."""
         if self.n_states == 1:
-            return [self._check_states(name, hx, N, batched)]
+            return [self._check_states(name, hx, N, batched, self.state_sizes[0])]
         if hx is None:
             return [None] * self.n_states
         states = "(" + ", ".join(self.spec.states) + ")"
@@ -228,8 +245,8 @@ class Recurrent(Module):
                             f"got {type(hx).__name__}")
         if name == "hx" and any(s is None for s in hx):
             raise TypeError(f"expected hx = {states} with every array given")
-        return [self._check_states(f"{name}[{i}]", s, N, batched)
-                for i, s in enumerate(hx)]
+        return [self._check_states(f"{name}[{i}]", s, N, batched, S)
+                for i, (s, S) in enumerate(zip(hx, self.state_sizes))]
 
     def _check_lengths(self, lengths, T, N, batched, xp):
         if not batched:
@@ -249,8 +266,8 @@ class Recurrent(Module):
 
     def _check_backward(self, c, d_out, d_hn):
         """The gradients of a backward, checked against the forward of cache ``c`` ->
-        time-major d_out (T, N, dirs*H) and the list of final-state gradients."""
-        H, dirs = self.hidden_size, self.num_directions
+        time-major d_out (T, N, dirs*H_out) and the list of final-state gradients."""
+        H, dirs = self.output_size, self.num_directions
         xp = get_array_module(c.caches[0].x)
         shape = (c.T, c.N, dirs * H)
         if d_out is None:
@@ -284,10 +301,12 @@ class Recurrent(Module):
             lengths: optional N sequence lengths in 1..T, any order.
 
         Returns:
-            out (T, N, num_directions * H) (batch-first or unbatched like x),
+            out (T, N, num_directions * H_out) (batch-first or unbatched like x),
             h_n (L * num_directions, N, H) (a tuple, (h_n, c_n), for cells with
             several states). Entry layer * num_directions + direction is that
             layer's and direction's final state (direction 1 the reverse one).
+            H_out and each state's size are H except where the cell says
+            otherwise (``proj_size=P``: out and h_n of size P, c_n of size H).
         """
         x, batched = self._check_x(x)
         xp = get_array_module(x)
@@ -355,9 +374,9 @@ class Recurrent(Module):
         """
         with self._consume() as c:
             d_layer, d_final = self._check_backward(c, d_out, d_hn)
-        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
+        H, dirs, L = self.output_size, self.num_directions, self.num_layers
         xp = get_array_module(d_layer)
-        d_init = [xp.empty((L * dirs, c.N, H), dtype=self.dtype) for _ in range(self.n_states)]
+        d_init = [xp.empty((L * dirs, c.N, S), dtype=self.dtype) for S in self.state_sizes]
         for layer in range(L - 1, -1, -1):
             if c.drops[layer] is not None:
                 d_layer = d_layer * c.drops[layer]
@@ -398,7 +417,6 @@ class RNN(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
-        check_choice("nonlinearity", nonlinearity, F.rnn.NONLINEARITIES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, nonlinearity=nonlinearity)
 
@@ -411,7 +429,12 @@ class LSTM(Recurrent):
     """LSTM with gate order i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c).
 
     ``npnn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None, proj_size=0)``
+
+    With ``0 < proj_size < hidden_size`` it is PyTorch's LSTM with projections (the
+    registry's 'lstmp', ``functional/lstmp.py``): h = W_hr (o * tanh(c)) of size P =
+    proj_size, so out is (T, N, dirs * P), h_n (L*dirs, N, P), c_n (L*dirs, N, H), and
+    each layer and direction has ``weight_hr_l{k}`` (P, H) besides PyTorch's others.
     """
     cell = "lstm"
 
@@ -459,10 +482,11 @@ class CTRNN(Recurrent):
         shapes = super()._param_shapes(d_in)
         return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "log_tau"]
 
-    def _init_param(self, name, shape):
-        if name == "log_tau":
-            return np.full(shape, math.log(self.tau), dtype=self.dtype)
-        return super()._init_param(name, shape)
+    def _init_param(self, p, shape):
+        if p.init == "log_tau":
+            return INITIALIZERS["log_tau"](self.rng, shape, self.hidden_size,
+                                           self.tau).astype(self.dtype)
+        return super()._init_param(p, shape)
 
     def _op_options(self, xp):
         if self.learn_tau:

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError, read_checkpoint
 from .config import ConfigError, TrainConfig, int_at_least, positive_number
 from . import distributed
 from .data import Vocab
-from ..functional.registry import CELLS
+from ..functional.registry import cell_choices
 from .rundir import RunBusyError, check_folder
 from .trainer import Trainer, default_prefix, load_model
 
@@ -87,7 +87,7 @@ def _train_parser(sub):
       help="use only the first tokens of the text, d2l's Time Machine: 10000 (default: all)")
     a("--val-fraction", type=float, dest="val_fraction",
       help=f"held-out share of the text, in [0, 1) (default: {d.val_fraction:g})")
-    a("--cell", choices=tuple(CELLS), help=f"(default: {d.cell})")
+    a("--cell", choices=cell_choices(), help=f"(default: {d.cell})")
     a("--hidden", type=int, help=f"hidden size (default: {d.hidden})")
     a("--layers", type=int, help=f"stacked recurrent layers (default: {d.layers})")
     a("--embedding", type=int,

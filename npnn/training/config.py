@@ -15,7 +15,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from ..functional.registry import CELLS
+from ..functional.registry import cell_choices
 
 
 class ConfigError(ValueError):
@@ -88,7 +88,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 
 RULES = {
     # the model
-    "vocab_size": int_at_least(1), "cell": choice(*CELLS), "hidden": int_at_least(1),
+    "vocab_size": int_at_least(1), "cell": choice(*cell_choices()), "hidden": int_at_least(1),
     "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
     "tie": boolean, "dtype": choice("float32", "float64"), "tokens": choice("char", "word"),
     # the data
