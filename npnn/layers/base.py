@@ -27,13 +27,12 @@ import warnings
 
 import numpy as np
 
-from .._checks import check_choice, check_float
+from .._checks import check_float
 from ..backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
 from ..durable import atomic_savez
 
 #: None: the module's mode decides; False: no_grad(); True: enable_grad().
 _GRAD_MODE = contextvars.ContextVar("npnn_grad_mode", default=None)
-DTYPES = ("float32", "float64")
 #: A module that keeps this many caches (forwards never backpropagated) warns once.
 CACHE_WARNING = 1000
 
@@ -71,32 +70,6 @@ def make_rng(seed):
         return np.random.default_rng(seed)
     raise TypeError(f"expected seed to be an int, a numpy.random.Generator or None, "
                     f"got {type(seed).__name__}")
-
-
-def check_dtype(dtype):
-    """'float32' or 'float64' (or the numpy dtypes) -> numpy dtype."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    check_choice("dtype", name, DTYPES)
-    return np.dtype(name)
-
-
-def check_layer_dtype(name, a, dtype):
-    """An input must have the layer's dtype (no silent casts), with the way out named."""
-    if a.dtype != dtype:
-        hint = ""
-        if a.dtype.kind == "f":
-            hint = f"; convert it with {name}.astype(np.{dtype})"
-            if a.dtype.name in DTYPES:
-                hint += f" or build the layer with dtype='{a.dtype}'"
-        raise TypeError(f"expected {name} of dtype {dtype} (the layer's dtype), got {a.dtype}"
-                        + hint)
-    return a
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Module:

@@ -3,9 +3,9 @@
 import math
 
 from .. import functional as F
-from .._checks import check_choice
-from .base import Module, check_dtype, check_positive_int, make_rng
-from .recurrent import check_dropout, dropout_mask
+from .._checks import check_choice, check_dropout, check_dtype, check_positive_int
+from .base import Module, make_rng
+from .recurrent import dropout_mask
 
 
 class Linear(Module):

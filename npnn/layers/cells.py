@@ -10,11 +10,11 @@ U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch. A step is the registry cell's step
 
 import math
 
-from .._checks import check_choice, check_float, check_same_backend, check_shape
+from .._checks import (check_bool, check_choice, check_dtype, check_float, check_layer_dtype,
+                       check_positive_int, check_same_backend, check_shape)
 from ..functional import rnn as rnn_ops
 from ..functional.registry import from_states, get_cell
-from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
-from .recurrent import _check_bool
+from .base import Module, make_rng
 
 
 class _Cell(Module):
@@ -27,7 +27,7 @@ class _Cell(Module):
         self.options = {**self.spec.options, **options}
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        self.bias = _check_bool("bias", bias)
+        self.bias = check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
         k = 1.0 / math.sqrt(self.hidden_size)

@@ -27,10 +27,12 @@ from typing import Any, List, NamedTuple, Optional
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
+from .._checks import (check_bool, check_choice, check_dropout, check_dtype, check_float,
+                       check_integer, check_layer_dtype, check_positive_int, check_same_backend,
+                       check_shape)
 from ..functional.registry import as_states, from_states, get_cell
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
-from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
+from .base import Module, make_rng
 
 
 class _StackCache(NamedTuple):
@@ -40,18 +42,6 @@ class _StackCache(NamedTuple):
     batched: bool
     T: int
     N: int
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"expected {name} to be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_dropout(p):
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
-    return float(p)
 
 
 #: A device's dropout mask in one kernel: element i is kept when u_i >= p, u_i in [0, 1)
@@ -116,14 +106,14 @@ class Recurrent(Module):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
-        self.bias = _check_bool("bias", bias)
-        self.batch_first = _check_bool("batch_first", batch_first)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = check_dropout(dropout)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so "
                           f"non-zero dropout expects num_layers greater than 1, but got "
                           f"dropout={self.dropout} and num_layers=1", UserWarning, stacklevel=3)
-        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         self.rng = make_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1

@@ -39,13 +39,13 @@ without an end id). Token ids: batch-major (N, S) sources and (N, T) targets.
 
 import numpy as np
 
-from .._checks import check_choice, check_integer, check_shape
+from .._checks import (check_choice, check_integer, check_positive_int, check_scale,
+                       check_shape)
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import length_mask, log_softmax
 from ..functional.registry import CELLS, as_states, from_states
 from ..layers import AdditiveAttention, DotAttention, Embedding, Linear, Module, no_grad
-from ..layers.attention import check_scale
-from ..layers.base import check_positive_int, make_rng
+from ..layers.base import make_rng
 from ..layers.recurrent import layer_class, select_state
 
 CONTEXTS = ("init", "concat", "attention", "luong")
