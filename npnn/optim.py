@@ -2,26 +2,34 @@
 
 Each optimizer follows ``torch.optim``'s update rule (so the two agree step
 for step on the same gradients) and updates parameters *in place*. It takes a
-model (anything with ``parameters()`` returning (param, grad) pairs) or such a
-list; parameters and gradients keep their identity, so create optimizers after
-``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
+model (its ``parameters()`` beside its ``gradients()``) or a list of
+(parameter, gradient) pairs; parameters and gradients keep their identity, so
+create optimizers after ``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
 step count and every buffer (momentum, moments), for exact resumption.
 """
 
 import math
 
 from ._checks import check_range
-from .backend import backend_name, get_array_module, to_backend, to_numpy
+from .backend import backend_name, get_array_module, is_array, to_backend, to_numpy
 
 
 def _pairs(params):
-    pairs = params.parameters() if hasattr(params, "parameters") else list(params)
+    """(parameter, gradient) pairs: a module's ``parameters()`` beside its ``gradients()``,
+    or a list of such pairs."""
+    if hasattr(params, "gradients") and hasattr(params, "parameters"):
+        pairs = list(zip(params.parameters(), params.gradients()))
+    else:
+        pairs = list(params)
     if not pairs:
         raise ValueError("expected at least one (parameter, gradient) pair, got none")
     for i, pair in enumerate(pairs):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            hint = ("; pass the model itself (npnn keeps each gradient beside its parameter, "
+                    "in model.gradients()) or zip(model.parameters(), model.gradients())"
+                    if is_array(pair) else "")
             raise TypeError(f"expected (parameter, gradient) pairs, got {type(pair).__name__} "
-                            f"at position {i}")
+                            f"at position {i}" + hint)
     return pairs
 
 

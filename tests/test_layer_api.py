@@ -219,7 +219,7 @@ def test_a_custom_layer_with_public_registration():
                                           + self.inner.params["bias"])).sum(axis=0)
             return self.inner.backward(dy * self.params["scale"])
     m = Affine()
-    assert [n for n, _, _ in m.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
+    assert [n for n, _ in m.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
     check_module(m, (np.random.default_rng(0).standard_normal((4, 3)),), raise_on_failure=True)
 
 
@@ -257,3 +257,50 @@ def test_clipping_has_pytorch_names():
     from npnn import optim
     assert optim.clip_grad_norm_ is optim.clip_grad_norm
     assert optim.clip_grad_value_ is optim.clip_grad_value
+
+
+# -- parameters and gradients as PyTorch (and JAX) users reach for them ----------------
+def test_named_parameters_are_pairs_with_pytorchs_names():
+    lstm = npnn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    params = dict(lstm.named_parameters())
+    assert params["weight_ih_l0"] is lstm.params["weight_ih_l0"]
+    assert list(params) == [f"{w}_{k}_l{layer}{sfx}" for layer in range(2)
+                            for sfx in ("", "_reverse") for w in ("weight", "bias")
+                            for k in ("ih", "hh")]
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    assert list(params) == [n for n, _ in theirs.named_parameters()]
+    assert {n: tuple(p.shape) for n, p in params.items()} == \
+        {n: tuple(p.shape) for n, p in theirs.named_parameters()}
+
+
+def test_parameters_are_the_arrays():
+    model = RNNLM(11, 8, cell="gru", embedding_dim=4, seed=0)
+    arrays = list(model.parameters())
+    assert all(isinstance(p, np.ndarray) for p in arrays)
+    assert [id(p) for p in arrays] == [id(p) for _, p in model.named_parameters()]
+    assert sum(p.size for p in arrays) == model.num_parameters()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_gradients_mirror_parameters(tie):
+    model = RNNLM(11, 8, cell="lstm", embedding_dim=8 if tie else 4, tie_weights=tie, seed=0,
+                  dtype="float64")
+    params, grads = dict(model.named_parameters()), dict(model.named_gradients())
+    assert list(grads) == list(params)
+    for name, p in params.items():
+        assert grads[name].shape == p.shape and grads[name].dtype == p.dtype
+    assert [id(g) for g in model.gradients()] == [id(g) for g in grads.values()]
+    X = np.random.default_rng(0).integers(0, 11, size=(2, 5))
+    logits, _ = model(X)
+    model.backward(np.ones_like(logits))
+    assert any(np.any(g != 0) for g in model.gradients())
+    model.zero_grad()
+    assert not any(np.any(g != 0) for g in model.gradients())
+
+
+def test_an_optimizer_given_the_arrays_alone_says_to_pass_the_model():
+    model = npnn.Linear(3, 2)
+    with pytest.raises(TypeError, match="pass the model itself"):
+        npnn.optim.SGD(model.parameters(), lr=0.1)
+    npnn.optim.SGD(zip(model.parameters(), model.gradients()), lr=0.1)

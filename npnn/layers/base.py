@@ -75,10 +75,23 @@ def make_rng(seed):
 class Module:
     """Base class of every layer and model.
 
-    Subclasses fill ``self.params`` in ``__init__`` (through ``_add_param``)
+    Subclasses fill ``self.params`` in ``__init__`` (through ``register_parameter``)
     and implement ``forward`` and ``backward``. Submodules assigned as
     attributes are registered, so ``state_dict``, ``named_parameters``,
     ``train``/``eval`` and ``to`` see the whole tree, with PyTorch's dotted names.
+
+    Parameters and gradients of the whole tree, as PyTorch (and JAX's mirrored trees):
+
+    * ``named_parameters()`` yields (dotted name, array) pairs:
+      ``dict(lstm.named_parameters())['weight_ih_l0']``; ``parameters()`` the arrays;
+    * ``named_gradients()`` yields (dotted name, gradient) with the same names, in the
+      same order, each gradient of its parameter's shape and dtype (PyTorch's ``p.grad``:
+      an array cannot carry its gradient, so npnn keeps it beside it); ``gradients()``
+      the gradient arrays. ``zip(model.parameters(), model.gradients())`` are the
+      (parameter, gradient) pairs that optimizers and clipping update; they take the
+      model itself: ``npnn.optim.Adam(model)``, ``clip_grad_norm(model, 1.0)``;
+    * ``params`` and ``grads`` are this module's own dicts (no submodules), PyTorch's
+      ``_parameters``.
     """
 
     def __init__(self):
@@ -128,13 +141,9 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}{name}.")
 
-    def named_parameters(self, remove_duplicate=True):
-        """Yield (dotted name, parameter, gradient) for every parameter of the tree.
-
-        A parameter shared by two modules (tied weights share both the array
-        and its gradient) is yielded once, under its first name, unless
-        ``remove_duplicate`` is False (as PyTorch's ``named_parameters``).
-        """
+    def _named_pairs(self, remove_duplicate=True):
+        """(dotted name, parameter, gradient) of every parameter of the tree, each shared
+        (tied) array once unless ``remove_duplicate`` is False."""
         seen = set()
         for prefix, module in self.named_modules():
             for name, p in module.params.items():
@@ -142,17 +151,42 @@ class Module:
                     seen.add(id(p))
                     yield prefix + name, p, module.grads[name]
 
+    def named_parameters(self, remove_duplicate=True):
+        """Yield (dotted name, parameter) for every parameter of the tree, as PyTorch:
+        ``dict(model.named_parameters())`` maps ``'rnn.weight_ih_l0'`` to its array.
+
+        A parameter shared by two modules (tied weights share both the array
+        and its gradient) is yielded once, under its first name, unless
+        ``remove_duplicate`` is False (as PyTorch's ``named_parameters``).
+        """
+        for name, p, _ in self._named_pairs(remove_duplicate):
+            yield name, p
+
     def parameters(self):
-        """List of (parameter, gradient) pairs, for optimizers and clipping."""
-        return [(p, g) for _, p, g in self.named_parameters()]
+        """Yield every parameter (array) of the tree, as PyTorch's ``parameters()``."""
+        for _, p, _ in self._named_pairs():
+            yield p
+
+    def named_gradients(self, remove_duplicate=True):
+        """Yield (dotted name, gradient) in the order of ``named_parameters()``: the same
+        names, and each gradient of its parameter's shape and dtype (PyTorch's
+        ``p.grad``, which npnn keeps apart from the array ``p``)."""
+        for name, _, g in self._named_pairs(remove_duplicate):
+            yield name, g
+
+    def gradients(self):
+        """Yield every gradient in the order of ``parameters()``: ``zip(model.parameters(),
+        model.gradients())`` gives the (parameter, gradient) pairs optimizers update."""
+        for _, _, g in self._named_pairs():
+            yield g
 
     def zero_grad(self):
         """Set every gradient to zero (in place, so references stay valid)."""
-        for _, _, g in self.named_parameters():
+        for g in self.gradients():
             g[...] = 0
 
     def num_parameters(self):
-        return sum(int(p.size) for _, p, _ in self.named_parameters())
+        return sum(int(p.size) for p in self.parameters())
 
     # -- modes and caches ----------------------------------------------------
     def train(self, mode=True):
@@ -233,7 +267,7 @@ class Module:
     @property
     def backend(self):
         """'numpy' or 'cupy', where this module's parameters live."""
-        for _, p, _ in self.named_parameters():
+        for p in self.parameters():
             return backend_name(get_array_module(p))
         return "numpy"
 
@@ -261,7 +295,7 @@ class Module:
 
         A tied parameter appears under each of its names (``embedding.weight`` and
         ``decoder.weight``), as in PyTorch, so state dicts move both ways."""
-        return {name: p.copy() for name, p, _ in self.named_parameters(remove_duplicate=False)}
+        return {name: p.copy() for name, p in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state, strict=True):
         """Copy parameters from ``state`` into this module, in place.
@@ -277,7 +311,7 @@ class Module:
             raise TypeError(f"expected a dict of arrays, got {type(state).__name__}")
         names = {}                                  # id(array) -> every name of that array
         arrays = {}
-        for name, p, _ in self.named_parameters(remove_duplicate=False):
+        for name, p in self.named_parameters(remove_duplicate=False):
             names.setdefault(id(p), []).append(name)
             arrays[id(p)] = p
         missing = [n for ns in names.values() if not any(k in state for k in ns) for n in ns]

@@ -363,7 +363,7 @@ class GradientBuckets:
             raise ValueError(f"expected bucket_bytes to be a positive integer, got "
                              f"{bucket_bytes!r}")
         plan = []                  # lists of gradients, one list per bucket
-        for g in [g for _, g in model.parameters()][::-1]:
+        for g in list(model.gradients())[::-1]:
             last = plan[-1] if plan else None
             if last is None or _key(last[0]) != _key(g) or \
                     (sum(x.size for x in last) + g.size) * g.itemsize > bucket_bytes:
@@ -482,7 +482,7 @@ class DataParallel:
 def broadcast_parameters(w, model, optimizer=None):
     """Rank 0's parameters (in place) and, given ``optimizer``, its step count, rate and
     buffers, on every rank."""
-    for p, _ in model.parameters():
+    for p in model.parameters():
         w.bcast_array(p)
     if optimizer is not None:
         state = from_root(w, lambda: optimizer.state_dict() if optimizer.step_count else None)

@@ -314,7 +314,7 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
         state.totals[1] += weight
         if not math.isfinite(loss):
             raise _NonFinite(f"the loss is {loss}")
-        params_ok, buffers_ok = _all_finite([p for p, _ in model.parameters()],
+        params_ok, buffers_ok = _all_finite(list(model.parameters()),
                                             [b for s in optimizer.state for b in s.values()])
         if not params_ok:
             raise _NonFinite("the parameters are not finite after the update")
