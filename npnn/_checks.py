@@ -177,6 +177,13 @@ def check_scale(scale):
     return float(scale)
 
 
+def check_padding_idx(padding_idx, V):
+    """An embedding's padding index, an int in [-V, V) -> the index in [0, V)."""
+    if not isinstance(padding_idx, int) or not -V <= padding_idx < V:
+        raise ValueError(f"expected padding_idx in [-{V}, {V}), got {padding_idx!r}")
+    return padding_idx % V
+
+
 def check_range(name, value, low=0.0, high=None, low_open=False):
     """A number in [low, high) ((low, high) with ``low_open``; no upper bound when ``high``
     is None), not NaN -> float. The optimizers' hyperparameters."""

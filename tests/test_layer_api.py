@@ -304,3 +304,38 @@ def test_an_optimizer_given_the_arrays_alone_says_to_pass_the_model():
     with pytest.raises(TypeError, match="pass the model itself"):
         npnn.optim.SGD(model.parameters(), lr=0.1)
     npnn.optim.SGD(zip(model.parameters(), model.gradients()), lr=0.1)
+
+
+# -- stepping a layer's cell by hand with public names ---------------------------------
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_stepping_each_layer_equals_the_layer(cell):
+    layer = npnn.Recurrent(cell, 3, 4, num_layers=2, dtype="float64", seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    out, _ = layer(x)
+    steps = [layer.stepper(i) for i in range(2)]
+    states = [tuple(np.zeros((2, 4)) for _ in layer.spec.states) for _ in steps]
+    for t in range(5):
+        h = x[t]
+        for i, step in enumerate(steps):
+            states[i] = step(h, states[i])
+            h = states[i][0]
+        np.testing.assert_allclose(h, out[t], rtol=0, atol=1e-12)
+
+
+def test_cell_params_are_the_layers_arrays_and_steps_backpropagate():
+    layer = npnn.LSTM(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    params = layer.cell_params(1, 1)
+    assert {id(a) for a in params.values()} == \
+        {id(layer.params[n]) for n in layer.params if n.endswith("_l1_reverse")}
+    x, states = np.ones((2, 8)), (np.zeros((2, 4)), np.zeros((2, 4)))
+    new, cache = layer.spec.run_step(x, states, params, **layer.cell_options)
+    dx, dprev, grads = layer.spec.run_step_backward((np.ones((2, 4)), None), cache)
+    assert dx.shape == (2, 8) and set(grads) == set(params)
+    with pytest.raises(ValueError, match="expected layer to be one of 0, 1, got 2"):
+        layer.cell_params(2)
+
+
+def test_cell_options_carry_a_fixed_time_constant():
+    layer = npnn.CTRNN(3, 4, tau=3.0, learn_tau=False, seed=0)
+    assert "log_tau" not in layer.cell_params()
+    np.testing.assert_allclose(layer.cell_options["log_tau"], np.log(3.0))

@@ -81,6 +81,10 @@ class Recurrent(Module):
     **options)``, ``cell`` a name from ``npnn.functional.registry.CELLS`` and
     ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn').
     The named subclasses below fix the cell and take PyTorch's signatures.
+
+    To step the cell by hand (a decoder, a gradient analysis): ``spec`` is the registry
+    ``Cell``, ``cell_params(layer, direction)`` its parameters by argument name,
+    ``cell_options`` its options, ``stepper(layer, direction)`` a forward-only step.
     """
     cell = None         # a subclass's registry name
 
@@ -150,6 +154,31 @@ class Recurrent(Module):
         """Op argument name -> parameter array, for one layer and direction."""
         sfx, params = self._suffix(layer, direction), self.params
         return {arg: params[name + sfx] for arg, name in self._arg_names}
+
+    # -- stepping the cell by hand: decoders, analyses -----------------------------------
+    def cell_params(self, layer=0, direction=0):
+        """The parameters of one layer (0 to num_layers - 1) and direction (0 forward, 1
+        reverse) by the cell op's argument names, e.g. ``{'W_ih': weight_ih_l0, ...}``:
+        the arrays themselves, not copies. With ``spec`` (the registry ``Cell``) and
+        ``cell_options``, ``layer.spec.run_step(x, states, layer.cell_params(),
+        **layer.cell_options)`` steps the cell once and ``layer.spec.run_step_backward``
+        backpropagates that step."""
+        check_choice("layer", layer, range(self.num_layers))
+        check_choice("direction", direction, range(self.num_directions))
+        return self._weights(layer, direction)
+
+    @property
+    def cell_options(self):
+        """The options the cell's ops take with every call (e.g. ``nonlinearity``; the
+        fixed ``log_tau`` of a CTRNN that does not learn it), on the layer's backend."""
+        return self._op_options(get_array_module(*self.params.values()))
+
+    def stepper(self, layer=0, direction=0):
+        """A forward-only step of one layer and direction (no cache, no dropout): a
+        function (x (N, D_l), tuple of states each (N, H)) -> tuple of new states, D_l
+        the layer's input size. Make one per run of steps (a decoding): it may keep what
+        it derived from the parameters, so it does not follow later updates."""
+        return self.spec.stepper(self.cell_params(layer, direction), **self.cell_options)
 
     @functools.cached_property
     def _arg_names(self):

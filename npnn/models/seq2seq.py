@@ -320,9 +320,7 @@ class Seq2Seq(Module):
             ctx = self._context_vector(enc_state)
         elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
-        dec = self.decoder
-        steps = [dec.spec.stepper(dec._weights(layer, 0), **dec._op_options(get_array_module(
-            enc_out))) for layer in range(self.num_layers)]
+        steps = [self.decoder.stepper(layer) for layer in range(self.num_layers)]
         return [enc_out, mask, ctx], state, steps
 
     def _step(self, tok, state, source, steps):
