@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from .backend import backend_name, cupy_module, get_array_module, is_array, to_backend
+from .backend import BACKENDS, backend_name, cupy_module, get_array_module, is_array, to_backend
 
 
 def _fmt_shape(expected, symbols):
@@ -32,7 +32,8 @@ def _fmt_shape(expected, symbols):
 def check_array(name, a):
     """``a`` must be a NumPy or CuPy array."""
     if not is_array(a):
-        raise TypeError(f"expected {name} to be a numpy or cupy array, got {type(a).__name__}")
+        raise TypeError(f"expected {name} to be a {' or '.join(BACKENDS)} array, "
+                        f"got {type(a).__name__}")
     return a
 
 

@@ -226,6 +226,8 @@ class RMSprop(Optimizer):
             p -= self.lr * g / avg
 
 
+#: The optimizers by name, the one list of them: the configuration, the command line's
+#: choices and the trainer read it.
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "rmsprop": RMSprop}
 
 

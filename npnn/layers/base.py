@@ -266,13 +266,14 @@ class Module:
     # -- state ---------------------------------------------------------------
     @property
     def backend(self):
-        """'numpy' or 'cupy', where this module's parameters live."""
+        """The name (in ``npnn.backend.BACKENDS``) of where this module's parameters live."""
         for p in self.parameters():
             return backend_name(get_array_module(p))
         return "numpy"
 
     def to(self, backend):
-        """Move parameters and gradients to 'numpy' or 'cupy'; returns self.
+        """Move parameters and gradients to ``backend`` (a name of ``npnn.backend.BACKENDS``);
+        returns self.
 
         Arrays are replaced, so create optimizers after moving a model.
         """
