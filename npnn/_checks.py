@@ -153,6 +153,13 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_positive_number(name, value):
+    """A positive, finite int or float."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"expected {name} to be a positive, finite number, got {value!r}")
+    return value
+
+
 def check_bool(name, value):
     """True or False (a Python or NumPy bool) -> bool."""
     if not isinstance(value, (bool, np.bool_)):

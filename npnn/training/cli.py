@@ -26,9 +26,9 @@ from .._version import __version__
 from .._checks import DTYPES, int_at_least, positive_number, probability
 from ..backend import BACKENDS, auto_threads, blas_threads, get_backend
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import ITERATORS, PREPROCESS, TOKENS, ConfigError, TrainConfig
+from .config import ITERATORS, PREPROCESS, ConfigError, TrainConfig
 from . import distributed
-from .data import Vocab
+from .data import TOKEN_MODES, Vocab
 from ..functional.registry import CELLS
 from ..optim import OPTIMIZERS
 from .rundir import RunBusyError, check_folder
@@ -78,7 +78,7 @@ def _train_parser(sub):
     a("--text", help="UTF-8 text file (default: the embedded corpus of Python source)")
     a("--preprocess", choices=PREPROCESS,
       help=f"'timemachine': d2l's letters-and-space cleaning (default: {d.preprocess})")
-    a("--tokens", choices=TOKENS, help=f"(default: {d.tokens})")
+    a("--tokens", choices=TOKEN_MODES, help=f"(default: {d.tokens})")
     a("--min-freq", type=int, dest="min_freq",
       help=f"drop tokens seen fewer times (default: {d.min_freq})")
     a("--max-tokens", type=int, dest="max_tokens",

@@ -19,6 +19,7 @@ from .._checks import (DTYPES, boolean, fraction, int_at_least, non_empty_string
 from ..backend import BACKENDS
 from ..functional.registry import CELLS
 from ..optim import OPTIMIZERS
+from .data import TOKEN_MODES
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,6 @@ class ConfigError(ValueError):
 
 
 # -- the rules: npnn._checks's settings rules; ConfigError names the field ------------------
-TOKENS = ("char", "word")
 PREPROCESS = ("none", "timemachine")
 ITERATORS = ("sequential", "random")
 
@@ -44,7 +44,7 @@ RULES = {
     # the model
     "vocab_size": int_at_least(1), "cell": one_of(*CELLS), "hidden": int_at_least(1),
     "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
-    "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKENS),
+    "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKEN_MODES),
     # the data
     "text": optional(non_empty_string), "preprocess": one_of(*PREPROCESS),
     "min_freq": int_at_least(0), "max_tokens": optional(int_at_least(1)),

@@ -42,6 +42,7 @@ import sys
 
 import numpy as np
 
+from .._checks import check_positive_int
 from ..backend import backend_name, cupy_module, get_array_module
 from .loop import INTERRUPTED
 
@@ -359,9 +360,7 @@ class GradientBuckets:
     layout). ``optimizer``, if given, is rebound to the views."""
 
     def __init__(self, model, optimizer=None, bucket_bytes=BUCKET_BYTES):
-        if not (isinstance(bucket_bytes, (int, np.integer)) and bucket_bytes > 0):
-            raise ValueError(f"expected bucket_bytes to be a positive integer, got "
-                             f"{bucket_bytes!r}")
+        check_positive_int("bucket_bytes", bucket_bytes)
         plan = []                  # lists of gradients, one list per bucket
         for g in list(model.gradients())[::-1]:
             last = plan[-1] if plan else None
