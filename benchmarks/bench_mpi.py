@@ -141,7 +141,7 @@ def one_process_step(size, steps):
         optimizer.step()
         if step:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, sum(p.nbytes for p, _ in model.parameters())
+    return statistics.median(times) * 1e3, sum(p.nbytes for p in model.parameters())
 
 
 def ring_allreduce_s(nbytes, P, alpha, beta):

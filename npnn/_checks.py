@@ -1,14 +1,22 @@
-"""Input validation shared by every op and layer.
+"""Every validation rule of npnn, in one place.
 
-Each helper raises ``ValueError`` or ``TypeError`` with a message that names
-the argument, what was expected and what came, e.g.::
+Each ``check_*`` helper raises ``ValueError`` or ``TypeError`` with a message that
+names the argument, what was expected and what came, e.g.::
 
     ValueError: expected x of shape (T, N, 8), got (5, 3, 7)
+
+The *settings rules* at the end (``int_at_least``, ``positive_number``, ...) check one
+value of a configuration or a command line and raise ``ValueError`` with a message that
+does not name it (``expected a positive integer, got -5000``): their caller names the
+setting (``npnn.training.config`` as the field, the command line as the flag).
 """
+
+import math
+import numbers
 
 import numpy as np
 
-from .backend import backend_name, cupy_module, get_array_module, is_array, to_backend
+from .backend import BACKENDS, backend_name, cupy_module, get_array_module, is_array, to_backend
 
 
 def _fmt_shape(expected, symbols):
@@ -24,7 +32,8 @@ def _fmt_shape(expected, symbols):
 def check_array(name, a):
     """``a`` must be a NumPy or CuPy array."""
     if not is_array(a):
-        raise TypeError(f"expected {name} to be a numpy or cupy array, got {type(a).__name__}")
+        raise TypeError(f"expected {name} to be a {' or '.join(BACKENDS)} array, "
+                        f"got {type(a).__name__}")
     return a
 
 
@@ -110,3 +119,151 @@ def check_choice(name, value, choices):
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"expected {name} to be one of {options}, got {value!r}")
     return value
+
+
+# -- the layers' arguments ----------------------------------------------------------
+#: The floating-point dtypes of layers and models.
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype):
+    """'float32' or 'float64' (or the numpy dtypes) -> numpy dtype."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    check_choice("dtype", name, DTYPES)
+    return np.dtype(name)
+
+
+def check_layer_dtype(name, a, dtype):
+    """An input must have the layer's dtype (no silent casts), with the way out named."""
+    if a.dtype != dtype:
+        hint = ""
+        if a.dtype.kind == "f":
+            hint = f"; convert it with {name}.astype(np.{dtype})"
+            if a.dtype.name in DTYPES:
+                hint += f" or build the layer with dtype='{a.dtype}'"
+        raise TypeError(f"expected {name} of dtype {dtype} (the layer's dtype), got {a.dtype}"
+                        + hint)
+    return a
+
+
+def check_positive_int(name, value):
+    """A positive int (a Python or NumPy integer, not a bool) -> int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive_number(name, value):
+    """A positive, finite int or float."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"expected {name} to be a positive, finite number, got {value!r}")
+    return value
+
+
+def check_bool(name, value):
+    """True or False (a Python or NumPy bool) -> bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"expected {name} to be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_dropout(p):
+    """A dropout probability in [0, 1) -> float."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+def check_scale(scale):
+    """None (1/sqrt(E)) or a positive, finite number -> None or a float."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+            math.isfinite(scale) and scale > 0):
+        raise ValueError(f"expected scale to be None (1/sqrt(E)) or a positive, finite number, "
+                         f"got {scale!r}")
+    return float(scale)
+
+
+def check_padding_idx(padding_idx, V):
+    """An embedding's padding index, an int in [-V, V) -> the index in [0, V)."""
+    if not isinstance(padding_idx, int) or not -V <= padding_idx < V:
+        raise ValueError(f"expected padding_idx in [-{V}, {V}), got {padding_idx!r}")
+    return padding_idx % V
+
+
+def check_range(name, value, low=0.0, high=None, low_open=False):
+    """A number in [low, high) ((low, high) with ``low_open``; no upper bound when ``high``
+    is None), not NaN -> float. The optimizers' hyperparameters."""
+    v = float(value)
+    if (v <= low if low_open else v < low) or (high is not None and v >= high) or math.isnan(v):
+        bound = f"({low}" if low_open else f"[{low}"
+        bound += f", {high})" if high is not None else ", inf)"
+        raise ValueError(f"expected {name} in {bound}, got {value!r}")
+    return v
+
+
+# -- the settings rules (configuration, command line) ----------------------------------
+# A rule is a function of one value that returns None or raises ValueError; the caller
+# names the setting (npnn.training.config.ConfigError, an argparse error).
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_at_least(low):
+    """The rule: an int (not a bool) of at least ``low``."""
+    def rule(v):
+        if not _is_int(v) or v < low:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ValueError(f"expected {what}, got {v!r}")
+    return rule
+
+
+def positive_number(v):
+    """The rule: a positive, finite int or float."""
+    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"expected a positive, finite number, got {v!r}")
+
+
+def fraction(v):
+    """The rule: a number in [0, 1)."""
+    if not _is_number(v) or not 0 <= v < 1:
+        raise ValueError(f"expected a number in [0, 1), got {v!r}")
+
+
+def probability(v):
+    """The rule: a number in (0, 1] (a top-p)."""
+    if not 0 < v <= 1:
+        raise ValueError(f"expected a number in (0, 1], got {v!r}")
+
+
+def one_of(*options):
+    """The rule: one of ``options`` (strings)."""
+    def rule(v):
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+    return rule
+
+
+def optional(rule):
+    """The rule: None, or a value that passes ``rule``."""
+    def check(v):
+        if v is not None:
+            rule(v)
+    return check
+
+
+def non_empty_string(v):
+    """The rule: a non-empty str."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+
+
+def boolean(v):
+    """The rule: True or False (a Python bool)."""
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")

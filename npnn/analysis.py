@@ -110,7 +110,7 @@ def evaluate_adding(model, T, seed, N=1000):
 # -- gradients through time --------------------------------------------------------
 def _stepper(layer):
     """(cell spec, op parameters, options) of a single-layer recurrent layer's first layer."""
-    return layer.spec, layer._weights(0, 0), layer._op_options(np)
+    return layer.spec, layer.cell_params(0, 0), layer.cell_options
 
 
 def _run_steps(layer, x):

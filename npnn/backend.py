@@ -22,6 +22,8 @@ except Exception:  # ImportError, or a broken CUDA install raising on import
     _cupy = None
     _cupyx = None
 
+#: The backends' names, the one list of them: configuration, the command lines' choices
+#: and the messages read it.
 BACKENDS = ("numpy", "cupy")
 
 
@@ -66,7 +68,7 @@ def get_array_module(*arrays):
 
 
 def get_backend(name):
-    """Return the array module called ``name`` ('numpy' or 'cupy').
+    """Return the array module called ``name`` (one of ``BACKENDS``, or an alias).
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when CuPy
     or a GPU is asked for but absent.
@@ -79,11 +81,11 @@ def get_backend(name):
         return _require_cupy()
     if name is np or (_cupy is not None and name is _cupy):
         return name
-    raise ValueError(f"expected backend 'numpy' or 'cupy', got {name!r}")
+    raise ValueError(f"expected backend {' or '.join(map(repr, BACKENDS))}, got {name!r}")
 
 
 def backend_name(xp):
-    """'numpy' or 'cupy' for an array module."""
+    """The name in ``BACKENDS`` of an array module."""
     return "cupy" if (_cupy is not None and xp is _cupy) else "numpy"
 
 
@@ -100,7 +102,7 @@ def to_numpy(a):
 
 
 def to_backend(a, backend):
-    """Move ``a`` to ``backend`` ('numpy', 'cupy' or an array module).
+    """Move ``a`` to ``backend`` (a name of ``BACKENDS`` or an array module).
 
     Anything array-like is accepted (lists, NumPy or CuPy arrays, objects with
     a ``.numpy()`` method such as CPU torch tensors). Arrays already on the

@@ -2,35 +2,35 @@
 
 Each optimizer follows ``torch.optim``'s update rule (so the two agree step
 for step on the same gradients) and updates parameters *in place*. It takes a
-model (anything with ``parameters()`` returning (param, grad) pairs) or such a
-list; parameters and gradients keep their identity, so create optimizers after
-``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
+model (its ``parameters()`` beside its ``gradients()``) or a list of
+(parameter, gradient) pairs; parameters and gradients keep their identity, so
+create optimizers after ``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
 step count and every buffer (momentum, moments), for exact resumption.
 """
 
 import math
 
-from .backend import backend_name, get_array_module, to_backend, to_numpy
+from ._checks import check_range
+from .backend import backend_name, get_array_module, is_array, to_backend, to_numpy
 
 
 def _pairs(params):
-    pairs = params.parameters() if hasattr(params, "parameters") else list(params)
+    """(parameter, gradient) pairs: a module's ``parameters()`` beside its ``gradients()``,
+    or a list of such pairs."""
+    if hasattr(params, "gradients") and hasattr(params, "parameters"):
+        pairs = list(zip(params.parameters(), params.gradients()))
+    else:
+        pairs = list(params)
     if not pairs:
         raise ValueError("expected at least one (parameter, gradient) pair, got none")
     for i, pair in enumerate(pairs):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            hint = ("; pass the model itself (npnn keeps each gradient beside its parameter, "
+                    "in model.gradients()) or zip(model.parameters(), model.gradients())"
+                    if is_array(pair) else "")
             raise TypeError(f"expected (parameter, gradient) pairs, got {type(pair).__name__} "
-                            f"at position {i}")
+                            f"at position {i}" + hint)
     return pairs
-
-
-def _check_hyper(name, value, low=0.0, high=None, low_open=False):
-    v = float(value)
-    if (v <= low if low_open else v < low) or (high is not None and v >= high) or math.isnan(v):
-        bound = f"({low}" if low_open else f"[{low}"
-        bound += f", {high})" if high is not None else ", inf)"
-        raise ValueError(f"expected {name} in {bound}, got {value!r}")
-    return v
 
 
 class Optimizer:
@@ -40,7 +40,7 @@ class Optimizer:
 
     def __init__(self, params, lr):
         self.pairs = _pairs(params)
-        self.lr = _check_hyper("lr", lr)
+        self.lr = check_range("lr", lr)
         self.step_count = 0
         self.state = [{} for _ in self.pairs]
         self._work = {}        # work arrays of in-place updates (not state: never saved)
@@ -99,9 +99,9 @@ class SGD(Optimizer):
     def __init__(self, params, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
         super().__init__(params, lr)
-        self.momentum = _check_hyper("momentum", momentum)
-        self.dampening = _check_hyper("dampening", dampening)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.momentum = check_range("momentum", momentum)
+        self.dampening = check_range("dampening", dampening)
+        self.weight_decay = check_range("weight_decay", weight_decay)
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("expected momentum > 0 and dampening = 0 with nesterov=True, got "
                              f"momentum={momentum}, dampening={dampening}")
@@ -126,10 +126,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self.beta1 = _check_hyper("betas[0]", betas[0], 0.0, 1.0)
-        self.beta2 = _check_hyper("betas[1]", betas[1], 0.0, 1.0)
-        self.eps = _check_hyper("eps", eps)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.beta1 = check_range("betas[0]", betas[0], 0.0, 1.0)
+        self.beta2 = check_range("betas[1]", betas[1], 0.0, 1.0)
+        self.eps = check_range("eps", eps)
+        self.weight_decay = check_range("weight_decay", weight_decay)
 
     def _decay(self, p, g):
         return g + self.weight_decay * p if self.weight_decay else g
@@ -176,10 +176,10 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10):
         super().__init__(params, lr)
-        self.lr_decay = _check_hyper("lr_decay", lr_decay)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
-        self.initial = _check_hyper("initial_accumulator_value", initial_accumulator_value)
-        self.eps = _check_hyper("eps", eps)
+        self.lr_decay = check_range("lr_decay", lr_decay)
+        self.weight_decay = check_range("weight_decay", weight_decay)
+        self.initial = check_range("initial_accumulator_value", initial_accumulator_value)
+        self.eps = check_range("eps", eps)
 
     def _update(self, i, p, g):
         xp = get_array_module(p)
@@ -197,10 +197,10 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):
         super().__init__(params, lr)
-        self.alpha = _check_hyper("alpha", alpha)
-        self.eps = _check_hyper("eps", eps)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
-        self.momentum = _check_hyper("momentum", momentum)
+        self.alpha = check_range("alpha", alpha)
+        self.eps = check_range("eps", eps)
+        self.weight_decay = check_range("weight_decay", weight_decay)
+        self.momentum = check_range("momentum", momentum)
         self.centered = bool(centered)
 
     def _update(self, i, p, g):
@@ -226,6 +226,8 @@ class RMSprop(Optimizer):
             p -= self.lr * g / avg
 
 
+#: The optimizers by name, the one list of them: the configuration, the command line's
+#: choices and the trainer read it.
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "rmsprop": RMSprop}
 
 
@@ -237,7 +239,7 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     applied only when it is below 1. Returns the norm before clipping (a float: on a
     GPU the one synchronisation of the call; the sum of squares stays on the device).
     """
-    max_norm = _check_hyper("max_norm", max_norm, low_open=True)
+    max_norm = check_range("max_norm", max_norm, low_open=True)
     grads = [g for _, g in _pairs(params)]
     squares = [get_array_module(g).vdot(g.ravel(), g.ravel()).astype("float64") for g in grads]
     total = math.sqrt(float(sum(squares[1:], squares[0])))
@@ -250,7 +252,7 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
 
 def clip_grad_value(params, clip_value):
     """Clip every gradient element to [-clip_value, clip_value], in place."""
-    clip_value = _check_hyper("clip_value", clip_value, low_open=True)
+    clip_value = check_range("clip_value", clip_value, low_open=True)
     for _, g in _pairs(params):
         get_array_module(g).clip(g, -clip_value, clip_value, out=g)
 

@@ -53,8 +53,8 @@ def _kind(value, depth=0):
     elif depth < 2 and isinstance(value, dict):
         kinds = {_kind(v, depth + 1) for v in value.values()}
     elif depth == 0 and hasattr(value, "params") and isinstance(value.params, dict):
-        kinds = {_kind(v, depth + 1) for _, v, _ in value.named_parameters()} \
-            if hasattr(value, "named_parameters") else set()
+        kinds = {_kind(v, depth + 1) for v in value.parameters()} \
+            if hasattr(value, "parameters") else set()
     else:
         return None
     return "device" if "device" in kinds else "host" if "host" in kinds else None

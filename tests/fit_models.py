@@ -49,7 +49,7 @@ def run(name, world=None):
     """Train model ``name`` for 2 epochs (Adam, clipping) on ``world``; its parameters."""
     world = LOCAL if world is None else world
     model, loss, batches = {"seq2seq": _seq2seq, "regressor": _regressor}[name]()
-    for p, _ in model.parameters() if world.rank else ():
+    for p in model.parameters() if world.rank else ():
         p += 1.0                     # only rank 0's parameters count: fit broadcasts them
     rows = world.rows(BATCH)
     fit(model, loss, lambda rng: batches(rng, rows), Adam(model, lr=0.02), epochs=2, clip=0.5,

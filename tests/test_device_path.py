@@ -55,7 +55,7 @@ def pair(build, device):
 
 
 def grads(model):
-    return {k: g for k, _, g in model.named_parameters()}
+    return dict(model.named_gradients())
 
 
 # -- layers, cells, losses -----------------------------------------------------------------

@@ -314,26 +314,26 @@ def test_gradients_become_views_into_buckets_in_reverse_order(tie):
     model = _model(tie)
     optimizer = Adam(model)
     rng = np.random.default_rng(0)
-    for _, _, g in model.named_parameters():
+    for g in model.gradients():
         g[...] = rng.standard_normal(g.shape)
-    before = [g.copy() for _, g in model.parameters()]
-    params = model.parameters()
+    before = [g.copy() for g in model.gradients()]
+    params = list(model.parameters())
     itemsize = 8
-    cap = itemsize * max(p.size for p, _ in params) + itemsize      # several buckets
+    cap = itemsize * max(p.size for p in params) + itemsize         # several buckets
     buckets = GradientBuckets(model, optimizer, bucket_bytes=cap)
     assert len(buckets.buckets) > 1
-    assert buckets.nbytes == itemsize * sum(p.size for p, _ in params)
+    assert buckets.nbytes == itemsize * sum(p.size for p in params)
     flat = np.concatenate(buckets.buckets)
-    order = [g for _, g in model.parameters()][::-1]              # the last parameter first
+    order = list(model.gradients())[::-1]                         # the last parameter first
     assert np.array_equal(flat, np.concatenate([g.ravel() for g in order]))
-    for (p, g), old in zip(model.parameters(), before):
+    for g, old in zip(model.gradients(), before):
         assert np.array_equal(g, old)
         assert any(np.shares_memory(g, b) for b in buckets.buckets)
-    assert [id(g) for _, g in optimizer.pairs] == [id(g) for _, g in model.parameters()]
+    assert [id(g) for _, g in optimizer.pairs] == [id(g) for g in model.gradients()]
     if tie:
         assert model.decoder.grads["weight"] is model.embedding.grads["weight"]
     buckets.scale(0.5)
-    for (_, g), old in zip(model.parameters(), before):
+    for g, old in zip(model.gradients(), before):
         assert np.array_equal(g, 0.5 * old)
     with pytest.raises(ValueError, match="bucket_bytes"):
         GradientBuckets(model, bucket_bytes=0)

@@ -219,7 +219,7 @@ def test_a_custom_layer_with_public_registration():
                                           + self.inner.params["bias"])).sum(axis=0)
             return self.inner.backward(dy * self.params["scale"])
     m = Affine()
-    assert [n for n, _, _ in m.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
+    assert [n for n, _ in m.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
     check_module(m, (np.random.default_rng(0).standard_normal((4, 3)),), raise_on_failure=True)
 
 
@@ -257,3 +257,85 @@ def test_clipping_has_pytorch_names():
     from npnn import optim
     assert optim.clip_grad_norm_ is optim.clip_grad_norm
     assert optim.clip_grad_value_ is optim.clip_grad_value
+
+
+# -- parameters and gradients as PyTorch (and JAX) users reach for them ----------------
+def test_named_parameters_are_pairs_with_pytorchs_names():
+    lstm = npnn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    params = dict(lstm.named_parameters())
+    assert params["weight_ih_l0"] is lstm.params["weight_ih_l0"]
+    assert list(params) == [f"{w}_{k}_l{layer}{sfx}" for layer in range(2)
+                            for sfx in ("", "_reverse") for w in ("weight", "bias")
+                            for k in ("ih", "hh")]
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    assert list(params) == [n for n, _ in theirs.named_parameters()]
+    assert {n: tuple(p.shape) for n, p in params.items()} == \
+        {n: tuple(p.shape) for n, p in theirs.named_parameters()}
+
+
+def test_parameters_are_the_arrays():
+    model = RNNLM(11, 8, cell="gru", embedding_dim=4, seed=0)
+    arrays = list(model.parameters())
+    assert all(isinstance(p, np.ndarray) for p in arrays)
+    assert [id(p) for p in arrays] == [id(p) for _, p in model.named_parameters()]
+    assert sum(p.size for p in arrays) == model.num_parameters()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_gradients_mirror_parameters(tie):
+    model = RNNLM(11, 8, cell="lstm", embedding_dim=8 if tie else 4, tie_weights=tie, seed=0,
+                  dtype="float64")
+    params, grads = dict(model.named_parameters()), dict(model.named_gradients())
+    assert list(grads) == list(params)
+    for name, p in params.items():
+        assert grads[name].shape == p.shape and grads[name].dtype == p.dtype
+    assert [id(g) for g in model.gradients()] == [id(g) for g in grads.values()]
+    X = np.random.default_rng(0).integers(0, 11, size=(2, 5))
+    logits, _ = model(X)
+    model.backward(np.ones_like(logits))
+    assert any(np.any(g != 0) for g in model.gradients())
+    model.zero_grad()
+    assert not any(np.any(g != 0) for g in model.gradients())
+
+
+def test_an_optimizer_given_the_arrays_alone_says_to_pass_the_model():
+    model = npnn.Linear(3, 2)
+    with pytest.raises(TypeError, match="pass the model itself"):
+        npnn.optim.SGD(model.parameters(), lr=0.1)
+    npnn.optim.SGD(zip(model.parameters(), model.gradients()), lr=0.1)
+
+
+# -- stepping a layer's cell by hand with public names ---------------------------------
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_stepping_each_layer_equals_the_layer(cell):
+    layer = npnn.Recurrent(cell, 3, 4, num_layers=2, dtype="float64", seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    out, _ = layer(x)
+    steps = [layer.stepper(i) for i in range(2)]
+    states = [tuple(np.zeros((2, 4)) for _ in layer.spec.states) for _ in steps]
+    for t in range(5):
+        h = x[t]
+        for i, step in enumerate(steps):
+            states[i] = step(h, states[i])
+            h = states[i][0]
+        np.testing.assert_allclose(h, out[t], rtol=0, atol=1e-12)
+
+
+def test_cell_params_are_the_layers_arrays_and_steps_backpropagate():
+    layer = npnn.LSTM(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    params = layer.cell_params(1, 1)
+    assert {id(a) for a in params.values()} == \
+        {id(layer.params[n]) for n in layer.params if n.endswith("_l1_reverse")}
+    x, states = np.ones((2, 8)), (np.zeros((2, 4)), np.zeros((2, 4)))
+    new, cache = layer.spec.run_step(x, states, params, **layer.cell_options)
+    dx, dprev, grads = layer.spec.run_step_backward((np.ones((2, 4)), None), cache)
+    assert dx.shape == (2, 8) and set(grads) == set(params)
+    with pytest.raises(ValueError, match="expected layer to be one of 0, 1, got 2"):
+        layer.cell_params(2)
+
+
+def test_cell_options_carry_a_fixed_time_constant():
+    layer = npnn.CTRNN(3, 4, tau=3.0, learn_tau=False, seed=0)
+    assert "log_tau" not in layer.cell_params()
+    np.testing.assert_allclose(layer.cell_options["log_tau"], np.log(3.0))

@@ -286,9 +286,9 @@ def test_backward_gradient_shape_is_checked():
 
 def test_parameters_and_repr():
     model = npnn.Sequential(npnn.Linear(3, 4), npnn.Linear(4, 2, bias=False))
-    names = [n for n, _, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters()]
     assert names == ["0.weight", "0.bias", "1.weight"]
-    assert len(model.parameters()) == 3 and model.num_parameters() == 3 * 4 + 4 + 8
+    assert len(list(model.parameters())) == 3 and model.num_parameters() == 3 * 4 + 4 + 8
     assert "Linear(in_features=3, out_features=4)" in repr(model)
     assert repr(npnn.LSTM(3, 4, num_layers=2, bidirectional=True)) == \
         "LSTM(3, 4, num_layers=2, bidirectional=True)"

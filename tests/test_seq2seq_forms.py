@@ -171,7 +171,7 @@ def test_forms_match_pytorch(name, options, cell, layers, fixed):
     tlogits, sd = _torch_logits(torch, model, src, lengths, tgt_in)
     (tlogits * torch.tensor(dlogits)).sum().backward()
     assert_close(logits, tlogits.detach().numpy(), 1e-12, "logits")
-    for k, _, g in model.named_parameters():
+    for k, g in model.named_gradients():
         assert_close(g, sd[k].grad.numpy(), 1e-10, k)
 
 

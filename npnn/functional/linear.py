@@ -17,7 +17,7 @@ Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_float, check_indices, check_same_backend, check_shape
+from .._checks import check_float, check_indices, check_padding_idx, check_same_backend, check_shape
 from ..backend import get_array_module, scatter_add
 
 
@@ -76,14 +76,8 @@ def embedding_forward(idx, W, padding_idx=None):
     V = W.shape[0]
     idx = check_indices("idx", idx, 0, V, W)       # host ids: checked there, then copied
     if padding_idx is not None:
-        padding_idx = _normalise_padding_idx(padding_idx, V)
+        padding_idx = check_padding_idx(padding_idx, V)
     return W[idx], EmbeddingCache(idx, V, W.dtype, padding_idx)
-
-
-def _normalise_padding_idx(padding_idx, V):
-    if not isinstance(padding_idx, int) or not -V <= padding_idx < V:
-        raise ValueError(f"expected padding_idx in [-{V}, {V}), got {padding_idx!r}")
-    return padding_idx % V
 
 
 def embedding_backward(dy, cache):

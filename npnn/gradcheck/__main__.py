@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from ..backend import BACKENDS
 from .core import check_all_ops
 
 
@@ -13,7 +14,7 @@ def main(argv=None):
                     "central finite differences in float64.")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and output weights")
     parser.add_argument("--tol", type=float, default=1e-6, help="largest accepted relative error")
-    parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    parser.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS)
     args = parser.parse_args(argv)
     report = check_all_ops(seed=args.seed, tol=args.tol, backend=args.backend)
     print(report)

@@ -66,7 +66,7 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
         eps, tol, seed, op, raise_on_failure: as for ``check_gradients``.
     """
     args, kwargs = tuple(args), dict(kwargs or {})
-    for name, p, _ in module.named_parameters():
+    for name, p in module.named_parameters():
         if p.dtype != np.float64:
             raise ValueError(f"expected a float64 module for gradient checks, got {name} "
                              f"of dtype {p.dtype}; build it with dtype='float64'")
@@ -76,7 +76,7 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
     for a, n in zip(args, names):
         _flatten(a, n, leaves)
     checked = {n for n, v in leaves if is_array(v) and v.dtype.kind == "f"}
-    param_refs = {name: p for name, p, _ in module.named_parameters()} if params else {}
+    param_refs = dict(module.named_parameters()) if params else {}
     states = [g.bit_generator.state for g in _generators(module)]
 
     def f(**inputs):
@@ -97,7 +97,7 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
             grads = {}
             for a, g, n in zip(args, arg_grads, names):
                 grads.update(_pair(a, g, n))
-            grads.update({name: g.copy() for name, _, g in module.named_parameters()
+            grads.update({name: g.copy() for name, g in module.named_gradients()
                           if name in param_refs})
             return grads
 

@@ -24,11 +24,11 @@ every step since ``project`` in one batched product over the steps
 """
 
 import math
-import numbers
 
 from .. import functional as F
 from ..backend import get_array_module
-from .base import Module, check_dtype, check_positive_int, make_rng
+from .._checks import check_dtype, check_positive_int, check_scale
+from .base import Module, make_rng
 
 
 class _Projection:
@@ -197,17 +197,6 @@ class AdditiveAttention(_Attention):
         dK, linear = F.linear_backward(dP, projection)
         grads["W_k"] = linear["W"]
         return dK, dV, grads
-
-
-def check_scale(scale):
-    """None (1/sqrt(E)) or a positive, finite number -> None or a float."""
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
-            math.isfinite(scale) and scale > 0):
-        raise ValueError(f"expected scale to be None (1/sqrt(E)) or a positive, finite number, "
-                         f"got {scale!r}")
-    return float(scale)
 
 
 def _check_full(layer, record):

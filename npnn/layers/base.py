@@ -27,13 +27,12 @@ import warnings
 
 import numpy as np
 
-from .._checks import check_choice, check_float
+from .._checks import check_float
 from ..backend import backend_name, get_array_module, get_backend, to_backend, to_numpy
 from ..durable import atomic_savez
 
 #: None: the module's mode decides; False: no_grad(); True: enable_grad().
 _GRAD_MODE = contextvars.ContextVar("npnn_grad_mode", default=None)
-DTYPES = ("float32", "float64")
 #: A module that keeps this many caches (forwards never backpropagated) warns once.
 CACHE_WARNING = 1000
 
@@ -73,39 +72,26 @@ def make_rng(seed):
                     f"got {type(seed).__name__}")
 
 
-def check_dtype(dtype):
-    """'float32' or 'float64' (or the numpy dtypes) -> numpy dtype."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    check_choice("dtype", name, DTYPES)
-    return np.dtype(name)
-
-
-def check_layer_dtype(name, a, dtype):
-    """An input must have the layer's dtype (no silent casts), with the way out named."""
-    if a.dtype != dtype:
-        hint = ""
-        if a.dtype.kind == "f":
-            hint = f"; convert it with {name}.astype(np.{dtype})"
-            if a.dtype.name in DTYPES:
-                hint += f" or build the layer with dtype='{a.dtype}'"
-        raise TypeError(f"expected {name} of dtype {dtype} (the layer's dtype), got {a.dtype}"
-                        + hint)
-    return a
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
-    return int(value)
-
-
 class Module:
     """Base class of every layer and model.
 
-    Subclasses fill ``self.params`` in ``__init__`` (through ``_add_param``)
+    Subclasses fill ``self.params`` in ``__init__`` (through ``register_parameter``)
     and implement ``forward`` and ``backward``. Submodules assigned as
     attributes are registered, so ``state_dict``, ``named_parameters``,
     ``train``/``eval`` and ``to`` see the whole tree, with PyTorch's dotted names.
+
+    Parameters and gradients of the whole tree, as PyTorch (and JAX's mirrored trees):
+
+    * ``named_parameters()`` yields (dotted name, array) pairs:
+      ``dict(lstm.named_parameters())['weight_ih_l0']``; ``parameters()`` the arrays;
+    * ``named_gradients()`` yields (dotted name, gradient) with the same names, in the
+      same order, each gradient of its parameter's shape and dtype (PyTorch's ``p.grad``:
+      an array cannot carry its gradient, so npnn keeps it beside it); ``gradients()``
+      the gradient arrays. ``zip(model.parameters(), model.gradients())`` are the
+      (parameter, gradient) pairs that optimizers and clipping update; they take the
+      model itself: ``npnn.optim.Adam(model)``, ``clip_grad_norm(model, 1.0)``;
+    * ``params`` and ``grads`` are this module's own dicts (no submodules), PyTorch's
+      ``_parameters``.
     """
 
     def __init__(self):
@@ -155,13 +141,9 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}{name}.")
 
-    def named_parameters(self, remove_duplicate=True):
-        """Yield (dotted name, parameter, gradient) for every parameter of the tree.
-
-        A parameter shared by two modules (tied weights share both the array
-        and its gradient) is yielded once, under its first name, unless
-        ``remove_duplicate`` is False (as PyTorch's ``named_parameters``).
-        """
+    def _named_pairs(self, remove_duplicate=True):
+        """(dotted name, parameter, gradient) of every parameter of the tree, each shared
+        (tied) array once unless ``remove_duplicate`` is False."""
         seen = set()
         for prefix, module in self.named_modules():
             for name, p in module.params.items():
@@ -169,17 +151,42 @@ class Module:
                     seen.add(id(p))
                     yield prefix + name, p, module.grads[name]
 
+    def named_parameters(self, remove_duplicate=True):
+        """Yield (dotted name, parameter) for every parameter of the tree, as PyTorch:
+        ``dict(model.named_parameters())`` maps ``'rnn.weight_ih_l0'`` to its array.
+
+        A parameter shared by two modules (tied weights share both the array
+        and its gradient) is yielded once, under its first name, unless
+        ``remove_duplicate`` is False (as PyTorch's ``named_parameters``).
+        """
+        for name, p, _ in self._named_pairs(remove_duplicate):
+            yield name, p
+
     def parameters(self):
-        """List of (parameter, gradient) pairs, for optimizers and clipping."""
-        return [(p, g) for _, p, g in self.named_parameters()]
+        """Yield every parameter (array) of the tree, as PyTorch's ``parameters()``."""
+        for _, p, _ in self._named_pairs():
+            yield p
+
+    def named_gradients(self, remove_duplicate=True):
+        """Yield (dotted name, gradient) in the order of ``named_parameters()``: the same
+        names, and each gradient of its parameter's shape and dtype (PyTorch's
+        ``p.grad``, which npnn keeps apart from the array ``p``)."""
+        for name, _, g in self._named_pairs(remove_duplicate):
+            yield name, g
+
+    def gradients(self):
+        """Yield every gradient in the order of ``parameters()``: ``zip(model.parameters(),
+        model.gradients())`` gives the (parameter, gradient) pairs optimizers update."""
+        for _, _, g in self._named_pairs():
+            yield g
 
     def zero_grad(self):
         """Set every gradient to zero (in place, so references stay valid)."""
-        for _, _, g in self.named_parameters():
+        for g in self.gradients():
             g[...] = 0
 
     def num_parameters(self):
-        return sum(int(p.size) for _, p, _ in self.named_parameters())
+        return sum(int(p.size) for p in self.parameters())
 
     # -- modes and caches ----------------------------------------------------
     def train(self, mode=True):
@@ -259,13 +266,14 @@ class Module:
     # -- state ---------------------------------------------------------------
     @property
     def backend(self):
-        """'numpy' or 'cupy', where this module's parameters live."""
-        for _, p, _ in self.named_parameters():
+        """The name (in ``npnn.backend.BACKENDS``) of where this module's parameters live."""
+        for p in self.parameters():
             return backend_name(get_array_module(p))
         return "numpy"
 
     def to(self, backend):
-        """Move parameters and gradients to 'numpy' or 'cupy'; returns self.
+        """Move parameters and gradients to ``backend`` (a name of ``npnn.backend.BACKENDS``);
+        returns self.
 
         Arrays are replaced, so create optimizers after moving a model.
         """
@@ -288,7 +296,7 @@ class Module:
 
         A tied parameter appears under each of its names (``embedding.weight`` and
         ``decoder.weight``), as in PyTorch, so state dicts move both ways."""
-        return {name: p.copy() for name, p, _ in self.named_parameters(remove_duplicate=False)}
+        return {name: p.copy() for name, p in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state, strict=True):
         """Copy parameters from ``state`` into this module, in place.
@@ -304,7 +312,7 @@ class Module:
             raise TypeError(f"expected a dict of arrays, got {type(state).__name__}")
         names = {}                                  # id(array) -> every name of that array
         arrays = {}
-        for name, p, _ in self.named_parameters(remove_duplicate=False):
+        for name, p in self.named_parameters(remove_duplicate=False):
             names.setdefault(id(p), []).append(name)
             arrays[id(p)] = p
         missing = [n for ns in names.values() if not any(k in state for k in ns) for n in ns]

@@ -3,9 +3,10 @@
 import math
 
 from .. import functional as F
-from .._checks import check_choice
-from .base import Module, check_dtype, check_positive_int, make_rng
-from .recurrent import check_dropout, dropout_mask
+from .._checks import (check_choice, check_dropout, check_dtype, check_padding_idx,
+                       check_positive_int)
+from .base import Module, make_rng
+from .recurrent import dropout_mask
 
 
 class Linear(Module):
@@ -61,7 +62,7 @@ class Embedding(Module):
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.dtype = check_dtype(dtype)
         if padding_idx is not None:
-            padding_idx = F.linear._normalise_padding_idx(padding_idx, self.num_embeddings)
+            padding_idx = check_padding_idx(padding_idx, self.num_embeddings)
         self.padding_idx = padding_idx
         W = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:

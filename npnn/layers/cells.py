@@ -10,10 +10,10 @@ parameters' initialisers, its states' sizes and its options' allowed values
 come from there too.
 """
 
-from .._checks import check_choice, check_float, check_same_backend, check_shape
+from .._checks import (check_bool, check_choice, check_dtype, check_float, check_layer_dtype,
+                       check_positive_int, check_same_backend, check_shape)
 from ..functional.registry import INITIALIZERS, from_states, resolve
-from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
-from .recurrent import _check_bool
+from .base import Module, make_rng
 
 
 class _Cell(Module):
@@ -31,7 +31,7 @@ class _Cell(Module):
         self.options = {**self.spec.options, **options}
         self.state_sizes = tuple(S for _, S in self.spec.state_shapes(1, self.hidden_size,
                                                                       **self.sizes))
-        self.bias = _check_bool("bias", bias)
+        self.bias = check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
         shapes = self.spec.param_shapes(self.input_size, self.hidden_size, self.bias,

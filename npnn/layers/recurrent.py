@@ -29,11 +29,13 @@ from typing import Any, List, NamedTuple, Optional
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_choice, check_float, check_integer, check_same_backend, check_shape
+from .._checks import (check_bool, check_choice, check_dropout, check_dtype, check_float,
+                       check_integer, check_layer_dtype, check_positive_int, check_same_backend,
+                       check_shape)
 from ..functional.registry import (INITIALIZERS, as_states, from_states, get_cell, resolve,
                                   size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
-from .base import Module, check_dtype, check_layer_dtype, check_positive_int, make_rng
+from .base import Module, make_rng
 
 
 class _StackCache(NamedTuple):
@@ -43,18 +45,6 @@ class _StackCache(NamedTuple):
     batched: bool
     T: int
     N: int
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"expected {name} to be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_dropout(p):
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
-    return float(p)
 
 
 #: A device's dropout mask in one kernel: element i is kept when u_i >= p, u_i in [0, 1)
@@ -96,6 +86,10 @@ class Recurrent(Module):
     options (``proj_size`` for 'lstm', which then runs the variant 'lstmp':
     ``functional.registry.resolve``). The named subclasses below fix the cell and
     take PyTorch's signatures.
+
+    To step the cell by hand (a decoder, a gradient analysis): ``spec`` is the registry
+    ``Cell``, ``cell_params(layer, direction)`` its parameters by argument name,
+    ``cell_options`` its options, ``stepper(layer, direction)`` a forward-only step.
     """
     cell = None         # a subclass's registry name
 
@@ -131,14 +125,14 @@ class Recurrent(Module):
         self.state_sizes = tuple(S for _, S in cell.state_shapes(1, self.hidden_size,
                                                                  **self.sizes))
         self.num_layers = check_positive_int("num_layers", num_layers)
-        self.bias = _check_bool("bias", bias)
-        self.batch_first = _check_bool("batch_first", batch_first)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = check_dropout(dropout)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so "
                           f"non-zero dropout expects num_layers greater than 1, but got "
                           f"dropout={self.dropout} and num_layers=1", UserWarning, stacklevel=3)
-        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         self.rng = make_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1
@@ -174,6 +168,31 @@ class Recurrent(Module):
         """Op argument name -> parameter array, for one layer and direction."""
         sfx, params = self._suffix(layer, direction), self.params
         return {arg: params[name + sfx] for arg, name in self._arg_names}
+
+    # -- stepping the cell by hand: decoders, analyses -----------------------------------
+    def cell_params(self, layer=0, direction=0):
+        """The parameters of one layer (0 to num_layers - 1) and direction (0 forward, 1
+        reverse) by the cell op's argument names, e.g. ``{'W_ih': weight_ih_l0, ...}``:
+        the arrays themselves, not copies. With ``spec`` (the registry ``Cell``) and
+        ``cell_options``, ``layer.spec.run_step(x, states, layer.cell_params(),
+        **layer.cell_options)`` steps the cell once and ``layer.spec.run_step_backward``
+        backpropagates that step."""
+        check_choice("layer", layer, range(self.num_layers))
+        check_choice("direction", direction, range(self.num_directions))
+        return self._weights(layer, direction)
+
+    @property
+    def cell_options(self):
+        """The options the cell's ops take with every call (e.g. ``nonlinearity``; the
+        fixed ``log_tau`` of a CTRNN that does not learn it), on the layer's backend."""
+        return self._op_options(get_array_module(*self.params.values()))
+
+    def stepper(self, layer=0, direction=0):
+        """A forward-only step of one layer and direction (no cache, no dropout): a
+        function (x (N, D_l), tuple of states each (N, H)) -> tuple of new states, D_l
+        the layer's input size. Make one per run of steps (a decoding): it may keep what
+        it derived from the parameters, so it does not follow later updates."""
+        return self.spec.stepper(self.cell_params(layer, direction), **self.cell_options)
 
     @functools.cached_property
     def _arg_names(self):

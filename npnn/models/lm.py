@@ -11,13 +11,14 @@ no graph, so training on consecutive batches this way is truncated BPTT.
 
 import numpy as np
 
-from .._checks import check_choice, check_index_range, check_integer
+from .._checks import (check_choice, check_dropout, check_dtype, check_index_range,
+                       check_integer, check_positive_int)
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
 from ..functional.registry import CELLS, get_cell
 from ..layers import Dropout, Embedding, Linear, Module, no_grad
-from ..layers.base import check_dtype, check_positive_int, make_rng
-from ..layers.recurrent import check_dropout, layer_class, select_state
+from ..layers.base import make_rng
+from ..layers.recurrent import layer_class, select_state
 
 STRATEGIES = ("greedy", "sample", "beam")
 

@@ -39,13 +39,13 @@ without an end id). Token ids: batch-major (N, S) sources and (N, T) targets.
 
 import numpy as np
 
-from .._checks import check_choice, check_integer, check_shape
+from .._checks import (check_choice, check_integer, check_positive_int, check_scale,
+                       check_shape)
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import length_mask, log_softmax
 from ..functional.registry import CELLS, as_states, from_states
 from ..layers import AdditiveAttention, DotAttention, Embedding, Linear, Module, no_grad
-from ..layers.attention import check_scale
-from ..layers.base import check_positive_int, make_rng
+from ..layers.base import make_rng
 from ..layers.recurrent import layer_class, select_state
 
 CONTEXTS = ("init", "concat", "attention", "luong")
@@ -320,9 +320,7 @@ class Seq2Seq(Module):
             ctx = self._context_vector(enc_state)
         elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
-        dec = self.decoder
-        steps = [dec.spec.stepper(dec._weights(layer, 0), **dec._op_options(get_array_module(
-            enc_out))) for layer in range(self.num_layers)]
+        steps = [self.decoder.stepper(layer) for layer in range(self.num_layers)]
         return [enc_out, mask, ctx], state, steps
 
     def _step(self, tok, state, source, steps):

@@ -16,11 +16,11 @@ All take token ids batch-major, (N, T), as in d2l.
 
 import numpy as np
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional.registry import CELLS, as_states, from_states
 from ..layers import Embedding, Linear, Module, no_grad
-from ..layers.base import check_positive_int, make_rng
+from ..layers.base import make_rng
 from ..layers.recurrent import layer_class
 
 

@@ -369,7 +369,7 @@ class Checkpoint:
         shape is checked first: against the model, the optimizer's parameters and
         ``carried_shapes`` (the model's state arrays for one batch)."""
         groups = ("model",) if optimizer is None else ("model", "optimizer", "carried")
-        expected = {f"model/{name}": tuple(p.shape) for name, p, _ in model.named_parameters()}
+        expected = {f"model/{name}": tuple(p.shape) for name, p in model.named_parameters()}
         if optimizer is not None:
             params = [tuple(p.shape) for p, _ in optimizer.pairs]
             for name in self.shapes:
@@ -437,7 +437,7 @@ def write_checkpoint(path, meta, model, optimizer, carried=()):
             "carried": len(carried)}
     validate_meta(meta)
     # each parameter once (a tied one under its first name; load_state_dict accepts that)
-    tree = {"model": {k: to_numpy(v) for k, v, _ in model.named_parameters()},
+    tree = {"model": {k: to_numpy(v) for k, v in model.named_parameters()},
             "optimizer": {i: s for i, s in enumerate(opt["state"]) if s},
             "carried": {i: to_numpy(s) for i, s in enumerate(carried)}}
     arrays = flatten(tree)

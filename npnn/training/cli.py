@@ -23,12 +23,14 @@ import secrets
 import sys
 
 from .._version import __version__
-from ..backend import auto_threads, blas_threads, get_backend
+from .._checks import DTYPES, int_at_least, positive_number, probability
+from ..backend import BACKENDS, auto_threads, blas_threads, get_backend
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import ConfigError, TrainConfig, int_at_least, positive_number
+from .config import ITERATORS, PREPROCESS, ConfigError, TrainConfig
 from . import distributed
-from .data import Vocab
+from .data import TOKEN_MODES, Vocab
 from ..functional.registry import cell_choices
+from ..optim import OPTIMIZERS
 from .rundir import RunBusyError, check_folder
 from .trainer import Trainer, default_prefix, load_model
 
@@ -47,7 +49,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _type(rule, convert):
-    """An argparse type: ``convert`` the text, then check it with a rule of npnn.config."""
+    """An argparse type: ``convert`` the text, then check it with a settings rule of
+    ``npnn._checks``."""
     def parse(text):
         try:
             value = convert(text)
@@ -55,17 +58,12 @@ def _type(rule, convert):
             kind = "an integer" if convert is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         try:
-            rule("", value)
-        except ConfigError as e:
-            raise argparse.ArgumentTypeError(e.detail) from None
+            rule(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
         return value
     parse.__name__ = convert.__name__
     return parse
-
-
-def _probability(name, v):
-    if not 0 < v <= 1:
-        raise ConfigError(name, f"expected a number in (0, 1], got {v!r}")
 
 
 # -- npnn train --------------------------------------------------------------------
@@ -78,9 +76,9 @@ def _train_parser(sub):
                                    "stops (time budget, Ctrl-C, SIGTERM).")
     a = p.add_argument
     a("--text", help="UTF-8 text file (default: the embedded corpus of Python source)")
-    a("--preprocess", choices=("none", "timemachine"),
+    a("--preprocess", choices=PREPROCESS,
       help=f"'timemachine': d2l's letters-and-space cleaning (default: {d.preprocess})")
-    a("--tokens", choices=("char", "word"), help=f"(default: {d.tokens})")
+    a("--tokens", choices=TOKEN_MODES, help=f"(default: {d.tokens})")
     a("--min-freq", type=int, dest="min_freq",
       help=f"drop tokens seen fewer times (default: {d.min_freq})")
     a("--max-tokens", type=int, dest="max_tokens",
@@ -98,21 +96,21 @@ def _train_parser(sub):
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
     a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")
     a("--steps", type=int, help=f"BPTT steps per batch (default: {d.steps})")
-    a("--iterator", choices=("sequential", "random"),
+    a("--iterator", choices=ITERATORS,
       help=f"d2l's two minibatch schemes (default: {d.iterator})")
     a("--epochs", type=int, help="epochs in all; the run ends at the first of --epochs and "
                                  "--minutes (default: no limit)")
     a("--minutes", type=float,
       help=f"time budget of this session, in minutes (default: {d.minutes:g}; with --epochs "
            "and without --minutes: no time limit)")
-    a("--optimizer", choices=("sgd", "adam", "adamw", "adagrad", "rmsprop"),
+    a("--optimizer", choices=tuple(OPTIMIZERS),
       help=f"(default: {d.optimizer})")
     a("--lr", type=float, help=f"learning rate (default: {d.lr:g})")
     a("--clip", type=float, help=f"global gradient-norm clip (default: {d.clip:g})")
     a("--seed", type=int, help=f"of the initial weights, data order and dropout "
                                f"(default: {d.seed})")
-    a("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
-    a("--backend", choices=("numpy", "cupy"), help=f"(default: {d.backend})")
+    a("--dtype", choices=DTYPES, help=f"(default: {d.dtype})")
+    a("--backend", choices=BACKENDS, help=f"(default: {d.backend})")
     a("--sample-every", type=int, dest="sample_every",
       help=f"show a sample every so many epochs (default: {d.sample_every})")
     a("--sample-length", type=int, dest="sample_length",
@@ -194,14 +192,14 @@ def _generate_parser(sub):
       help="sample only: divides the logits (default: 1)")
     a("--top-k", type=_type(int_at_least(1), int), dest="top_k",
       help="sample only: draw among the k most likely tokens (default: all)")
-    a("--top-p", type=_type(_probability, float), dest="top_p",
+    a("--top-p", type=_type(probability, float), dest="top_p",
       help="sample only: draw among the fewest tokens of probability p, in (0, 1] "
            "(default: 1, all)")
     a("--beam-width", type=_type(int_at_least(1), int), dest="beam_width",
       help="beam only: hypotheses kept (default: 4)")
     a("--seed", type=_type(int_at_least(0), int),
       help="sample only: the generator's seed (default: fresh, and printed)")
-    a("--backend", choices=("numpy", "cupy"), default="numpy", help="(default: numpy)")
+    a("--backend", choices=BACKENDS, default=BACKENDS[0], help=f"(default: {BACKENDS[0]})")
     return p
 
 

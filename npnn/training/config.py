@@ -12,10 +12,14 @@ into its flag: ``argument --max-tokens: expected a positive integer, got -5000``
 """
 
 import dataclasses
-import math
 from typing import Optional
 
+from .._checks import (DTYPES, boolean, fraction, int_at_least, non_empty_string, one_of,
+                       optional, positive_number)
+from ..backend import BACKENDS
 from ..functional.registry import cell_choices
+from ..optim import OPTIMIZERS
+from .data import TOKEN_MODES
 
 
 class ConfigError(ValueError):
@@ -32,82 +36,43 @@ class ConfigError(ValueError):
         return None if self.field is None else "--" + self.field.replace("_", "-")
 
 
-# -- the rules -------------------------------------------------------------------
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def int_at_least(low):
-    def check(name, v):
-        if not _is_int(v) or v < low:
-            what = "a positive integer" if low == 1 else f"an integer >= {low}"
-            raise ConfigError(name, f"expected {what}, got {v!r}")
-    return check
-
-
-def positive_number(name, v):
-    if not _is_number(v) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(name, f"expected a positive, finite number, got {v!r}")
-
-
-def fraction(name, v):
-    """A number in [0, 1)."""
-    if not _is_number(v) or not 0 <= v < 1:
-        raise ConfigError(name, f"expected a number in [0, 1), got {v!r}")
-
-
-def choice(*options):
-    def check(name, v):
-        if v not in options:
-            raise ConfigError(name, f"expected one of {', '.join(options)}, got {v!r}")
-    return check
-
-
-def optional(rule):
-    def check(name, v):
-        if v is not None:
-            rule(name, v)
-    return check
-
-
-def string(name, v):
-    if not isinstance(v, str) or not v:
-        raise ConfigError(name, f"expected a non-empty string, got {v!r}")
-
-
-def boolean(name, v):
-    if not isinstance(v, bool):
-        raise ConfigError(name, f"expected true or false, got {v!r}")
-
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
+# -- the rules: npnn._checks's settings rules; ConfigError names the field ------------------
+PREPROCESS = ("none", "timemachine")
+ITERATORS = ("sequential", "random")
 
 RULES = {
     # the model
-    "vocab_size": int_at_least(1), "cell": choice(*cell_choices()), "hidden": int_at_least(1),
+    "vocab_size": int_at_least(1), "cell": one_of(*cell_choices()), "hidden": int_at_least(1),
     "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
-    "tie": boolean, "dtype": choice("float32", "float64"), "tokens": choice("char", "word"),
+    "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKEN_MODES),
     # the data
-    "text": optional(string), "preprocess": choice("none", "timemachine"),
+    "text": optional(non_empty_string), "preprocess": one_of(*PREPROCESS),
     "min_freq": int_at_least(0), "max_tokens": optional(int_at_least(1)),
     "val_fraction": fraction, "batch": int_at_least(1), "steps": int_at_least(1),
-    "iterator": choice("sequential", "random"),
+    "iterator": one_of(*ITERATORS),
     # the optimisation and the budget
     "epochs": optional(int_at_least(1)), "minutes": optional(positive_number),
-    "optimizer": choice(*OPTIMIZERS), "lr": positive_number, "clip": optional(positive_number),
-    "seed": int_at_least(0), "backend": choice("numpy", "cupy"),
+    "optimizer": one_of(*OPTIMIZERS), "lr": positive_number, "clip": optional(positive_number),
+    "seed": int_at_least(0), "backend": one_of(*BACKENDS),
     # the samples shown during training
-    "sample_every": int_at_least(1), "sample_length": int_at_least(1), "prefix": optional(string),
+    "sample_every": int_at_least(1), "sample_length": int_at_least(1),
+    "prefix": optional(non_empty_string),
 }
+
+
+def check_setting(name, rule, value):
+    """``rule(value)`` (a settings rule of ``npnn._checks``), its ValueError turned into a
+    ConfigError naming the field ``name``; returns ``value``."""
+    try:
+        rule(value)
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+    return value
 
 
 def _validate(obj):
     for f in dataclasses.fields(obj):
-        RULES[f.name](f.name, getattr(obj, f.name))
+        check_setting(f.name, RULES[f.name], getattr(obj, f.name))
     if getattr(obj, "tie", False) and obj.embedding != obj.hidden:
         raise ConfigError("tie", f"expected --embedding equal to --hidden ({obj.hidden}) to tie "
                                  f"the embedding and the decoder, got --embedding {obj.embedding}")

@@ -23,6 +23,9 @@ import sysconfig
 
 import numpy as np
 
+from .._checks import check_choice, check_positive_int
+
+#: How text becomes tokens: characters or whitespace-separated words.
 TOKEN_MODES = ("char", "word")
 
 #: Standard-library modules that make up the default corpus (about 1.3 MB on CPython 3.11;
@@ -81,8 +84,7 @@ def timemachine_lines(text):
 # -- tokens and vocabulary ---------------------------------------------------
 def tokenize(lines, token="char"):
     """Split each line into characters ('char') or whitespace-separated words ('word')."""
-    if token not in TOKEN_MODES:
-        raise ValueError(f"expected token to be one of 'char', 'word', got {token!r}")
+    check_choice("token", token, TOKEN_MODES)
     if isinstance(lines, str):
         raise TypeError("expected a list of lines, got a single str; use text.splitlines()")
     return [list(line) if token == "char" else line.split() for line in lines]
@@ -143,9 +145,8 @@ class Vocab:
 
 # -- minibatches -------------------------------------------------------------
 def _check_batching(corpus, batch_size, num_steps):
-    for name, v in (("batch_size", batch_size), ("num_steps", num_steps)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"expected {name} to be a positive integer, got {v!r}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("num_steps", num_steps)
     corpus = np.asarray(corpus)
     if corpus.ndim != 1 or corpus.dtype.kind not in "iu":
         raise TypeError(f"expected corpus to be a 1-D sequence of token ids, got "

@@ -42,6 +42,7 @@ import sys
 
 import numpy as np
 
+from .._checks import check_positive_int
 from ..backend import backend_name, cupy_module, get_array_module
 from .loop import INTERRUPTED
 
@@ -359,11 +360,9 @@ class GradientBuckets:
     layout). ``optimizer``, if given, is rebound to the views."""
 
     def __init__(self, model, optimizer=None, bucket_bytes=BUCKET_BYTES):
-        if not (isinstance(bucket_bytes, (int, np.integer)) and bucket_bytes > 0):
-            raise ValueError(f"expected bucket_bytes to be a positive integer, got "
-                             f"{bucket_bytes!r}")
+        check_positive_int("bucket_bytes", bucket_bytes)
         plan = []                  # lists of gradients, one list per bucket
-        for g in [g for _, g in model.parameters()][::-1]:
+        for g in list(model.gradients())[::-1]:
             last = plan[-1] if plan else None
             if last is None or _key(last[0]) != _key(g) or \
                     (sum(x.size for x in last) + g.size) * g.itemsize > bucket_bytes:
@@ -482,7 +481,7 @@ class DataParallel:
 def broadcast_parameters(w, model, optimizer=None):
     """Rank 0's parameters (in place) and, given ``optimizer``, its step count, rate and
     buffers, on every rank."""
-    for p, _ in model.parameters():
+    for p in model.parameters():
         w.bcast_array(p)
     if optimizer is not None:
         state = from_root(w, lambda: optimizer.state_dict() if optimizer.step_count else None)

@@ -44,6 +44,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._checks import check_positive_int, check_positive_number
 from ..backend import get_array_module, to_numpy
 from ..optim import clip_grad_norm
 
@@ -314,7 +315,7 @@ def train_epoch(model, step, batches, optimizer, state, *, clip=None, hooks=None
         state.totals[1] += weight
         if not math.isfinite(loss):
             raise _NonFinite(f"the loss is {loss}")
-        params_ok, buffers_ok = _all_finite([p for p, _ in model.parameters()],
+        params_ok, buffers_ok = _all_finite(list(model.parameters()),
                                             [b for s in optimizer.state for b in s.values()])
         if not params_ok:
             raise _NonFinite("the parameters are not finite after the update")
@@ -378,12 +379,11 @@ def _diverged(where, state, hooks, what, saved, record=None):
 def _check_budget(epochs, minutes, clip):
     if epochs is None and minutes is None:
         raise ValueError("expected a budget: epochs or minutes (or both)")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                               or epochs < 1):
-        raise ValueError(f"expected epochs to be a positive integer, got {epochs!r}")
+    if epochs is not None:
+        check_positive_int("epochs", epochs)
     for name, v in (("minutes", minutes), ("clip", clip)):
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"expected {name} to be a positive, finite number, got {v!r}")
+        if v is not None:
+            check_positive_number(name, v)
 
 
 class _Signals:

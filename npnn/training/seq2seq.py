@@ -7,10 +7,9 @@ exact-match accuracy of greedy decoding on a test set.
 
 import numpy as np
 
-from .._checks import check_integer, check_shape
+from .._checks import check_integer, check_positive_int, check_shape
 from ..backend import to_backend, to_numpy
 from ..layers import SoftmaxCrossEntropy
-from ..layers.base import check_positive_int
 from ..optim import Adam
 from .loop import Hooks, fit
 
