@@ -69,8 +69,12 @@ def main(argv=None):
                     raise SystemExit(f"--modes: expected forward or forward+backward, got {mode}")
                 case = Case(cell, size, mode, "float32", np, torch, "cpu")
                 before = Case(cell, size, mode, "float32", np, None, "cpu")
-                before.forward = getattr(base, f"{name}_forward")
-                before.backward = getattr(base, f"{name}_backward")
+                # the accelerated entry on both sides: ``functional.fast`` where the base
+                # has it; before it (ab31415 and older) ``functional.<cell>_forward`` was
+                # that entry, choosing the acceleration itself
+                entry = getattr(base, "fast", base)
+                before.forward = getattr(entry, f"{name}_forward")
+                before.backward = getattr(entry, f"{name}_backward")
                 after_ms, before_ms, torch_ms = median_ms(
                     [case.time_npnn, before.time_npnn, case.time_torch], args.repeat,
                     budget_s=2.0)

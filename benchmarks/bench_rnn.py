@@ -94,9 +94,9 @@ class Case:
         self.x, self.W, self.dout = (to_backend(x, be), [to_backend(w, be) for w in W],
                                      to_backend(dout, be))
         self.xp = xp
-        self.forward = {"rnn_tanh": F.rnn_forward, "lstm": F.lstm_forward, "gru": F.gru_forward}[cell]
-        self.backward = {"rnn_tanh": F.rnn_backward, "lstm": F.lstm_backward,
-                         "gru": F.gru_backward}[cell]
+        name = {"rnn_tanh": "rnn"}.get(cell, cell)      # the accelerated entry (F.fast)
+        self.forward = getattr(F.fast, f"{name}_forward")
+        self.backward = getattr(F.fast, f"{name}_backward")
         self.states = [None] * S
         self.torch = torch
         if torch is not None:

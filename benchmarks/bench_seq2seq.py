@@ -539,8 +539,8 @@ class Runs:
         return idx
 
     def npnn_accel_step(self):
-        """npnn's step with every sequence op on its acceleration (``accel.select`` runs
-        sequences under 16 steps on the reference)."""
+        """npnn's step with every sequence op on its acceleration (``accel.pays``
+        keeps sequences under 16 steps on the reference)."""
         with use_acceleration():
             self.npnn_step()
 
@@ -790,9 +790,9 @@ def main(argv=None):
                   f"Decoding: greedy, {args.single} test questions one at a time and "
                   f"{args.decode_batch} as one batch, the median of at least 11 calls per "
                   "library in the same blocks (about a second each). \"npnn\" runs as installed "
-                  "(`accel.select` accelerates every encoder and decoder here: 128 sequences "
+                  "(`accel.pays` accelerates every encoder and decoder here: 128 sequences "
                   "are rows enough from two steps; decoding runs the cells' forward-only "
-                  "steps, `accel.prepare`); \"accelerations forced\" runs every "
+                  "steps, `Cell.prepare`); \"accelerations forced\" runs every "
                   "sequence op on its acceleration (`use_acceleration()`). \"LSTM products "
                   "alone\": the matrix products of the step's encoder and decoder LSTMs (input, "
                   "recurrent both ways, weight gradients) with no other work, timed in the same "

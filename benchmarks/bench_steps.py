@@ -337,7 +337,7 @@ def main(argv=None):
                        f"`python benchmarks/bench_steps.py --crossover` — {machine(None)}. "
                        "Time of a sequence forward + backward (float32) on the reference path "
                        "divided by the accelerated path's, both forced; below 1 the reference "
-                       "is faster. `accel.select` runs the acceleration on NumPy only from "
+                       "is faster. `accel.pays` lets the acceleration run on NumPy only from "
                        f"T >= {accel.MIN_STEPS} and T * N >= {accel.MIN_ROWS}, or T >= 2 and "
                        f"T * N >= max({accel.MIN_SHORT_ROWS}, {accel.ROWS_PER_WIDTH} (D + H)).\n\n"
                        + table + "\n")

@@ -29,10 +29,10 @@ dims = st.integers(1, 6)
 seeds = st.integers(0, 2**32 - 1)
 #: (registry cell, options, the acceleration's forward and backward)
 VARIANTS = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, accel.rnn.rnn_forward, accel.rnn.rnn_backward),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, accel.rnn.rnn_forward, accel.rnn.rnn_backward),
-    "lstm": ("lstm", {}, accel.lstm.lstm_forward, accel.lstm.lstm_backward),
-    "gru": ("gru", {}, accel.gru.gru_forward, accel.gru.gru_backward),
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, accel.rnn.forward, accel.rnn.backward),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, accel.rnn.forward, accel.rnn.backward),
+    "lstm": ("lstm", {}, accel.lstm.forward, accel.lstm.backward),
+    "gru": ("gru", {}, accel.gru.forward, accel.gru.backward),
 }
 
 
@@ -175,10 +175,10 @@ def test_numba_is_chosen_for_float32_and_switched_off_by_its_switches(monkeypatc
     monkeypatch.delenv("NPNN_NUMBA")
     x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, 3), np.float32)
     W = [np.zeros(s, np.float32) for s in ((16, 3), (16, 4))]
-    *_, cache = F.lstm_forward(x, None, None, *W)
+    *_, cache = F.fast.lstm_forward(x, None, None, *W)
     assert isinstance(cache, accel.lstm.LSTMAccelCache)      # numba inside the acceleration
     monkeypatch.setenv("NPNN_ACCEL", "0")                     # the switch of every acceleration
-    *_, cache = F.lstm_forward(x, None, None, *W)
+    *_, cache = F.fast.lstm_forward(x, None, None, *W)
     assert isinstance(cache, F.LSTMCache)
 
 
@@ -204,45 +204,114 @@ def test_layers_in_both_directions_equal_the_reference(cell, T, N, D, H, num_lay
         assert_equal_to_reference(a, b, "float64", "layer")
 
 
-def test_selection_in_one_place(monkeypatch):
+def test_where_the_acceleration_pays(monkeypatch):
     x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS // accel.MIN_STEPS, 3))
-    assert accel.select("lstm", x) is accel.lstm
-    assert accel.select("peephole_lstm", x) is None           # no acceleration: the reference
-    assert accel.select("lstm", x[:-1]) is None                # too few steps to pay
-    assert accel.select("lstm", x[:, :-1]) is None             # too few rows to pay
-    assert accel.select("lstm", x[:1, :1]) is None             # a step taken by hand
+    assert accel.pays(x)
+    assert not accel.pays(x[:-1])                              # too few steps to pay
+    assert not accel.pays(x[:, :-1])                           # too few rows to pay
+    assert not accel.pays(x[:1, :1])                           # a step taken by hand
     # many sequences pay from two steps: T * N >= ROWS_PER_WIDTH * (D + H), MIN_SHORT_ROWS
     H = 197                                                    # D + H = 200
     rows = int(np.ceil(accel.ROWS_PER_WIDTH * 200))
     assert rows > accel.MIN_SHORT_ROWS
     short = np.zeros((2, rows // 2 + rows % 2, 3))
-    assert accel.select("lstm", short, H) is accel.lstm
-    assert accel.select("lstm", short) is None                 # H unknown: the long rule only
-    assert accel.select("lstm", short[:1], H) is None          # one step: the reference
-    assert accel.select("lstm", np.zeros((2, rows // 2 - 1, 3)), H) is None   # too few rows
+    assert accel.pays(short, H)
+    assert not accel.pays(short)                               # H unknown: the long rule only
+    assert not accel.pays(short[:1], H)                        # one step: the reference
+    assert not accel.pays(np.zeros((2, rows // 2 - 1, 3)), H)  # too few rows
     tiny = np.zeros((2, accel.MIN_SHORT_ROWS // 2, 3))
-    assert accel.select("lstm", tiny, 4) is accel.lstm         # small weights: the floor
-    assert accel.select("lstm", tiny[:, :-1], 4) is None
+    assert accel.pays(tiny, 4)                                 # small weights: the floor
+    assert not accel.pays(tiny[:, :-1], 4)
+    assert not accel.pays([[[0.0]]])                   # not an array: the reference says why
     with accel.use_reference():
-        assert accel.select("lstm", x) is None
+        assert not accel.pays(x) and not accel.enabled()
     with accel.use_acceleration():
-        assert accel.select("lstm", x[:1, :1]) is accel.lstm
-        assert accel.select("ctrnn", x) is None
-    assert accel.select("lstm", x) is accel.lstm
+        assert accel.pays(x[:1, :1])
+    assert accel.pays(x) and accel.enabled()
     monkeypatch.setenv("NPNN_ACCEL", "0")
-    assert accel.select("gru", x) is None
+    assert not accel.pays(x) and not accel.enabled()
     assert not accel._common.fused(np)                     # NumPy never takes the GPU kernels
 
 
-def test_the_default_path_is_the_acceleration_and_the_switch_gives_the_reference(monkeypatch):
+def test_the_registry_chooses_in_one_place():
+    """Cell.run runs the acceleration where it pays (a cell without one, its reference),
+    and Cell.run_backward follows the forward's cache."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((accel.MIN_STEPS, accel.MIN_ROWS // accel.MIN_STEPS, 3))
-    W = [0.5 * rng.standard_normal(s) for s in ((16, 3), (16, 4))]
-    *_, cache = F.lstm_forward(x, None, None, *W)
-    assert isinstance(cache, accel.lstm.LSTMAccelCache)
-    monkeypatch.setenv("NPNN_ACCEL", "0")
-    *_, cache = F.lstm_forward(x, None, None, *W)
-    assert isinstance(cache, F.LSTMCache)
+    for name, accelerated in (("lstm", True), ("peephole_lstm", False), ("ctrnn", False)):
+        spec = CELLS[name]
+        params = {p.arg: 0.5 * rng.standard_normal(s) for p, s in spec.param_shapes(3, 4)}
+        states = (None,) * spec.n_states
+        with accel.use_acceleration():
+            out, _, cache = spec.run(x, states, params)
+        assert isinstance(cache, accel.lstm.Cache) == accelerated, name
+        with accel.use_reference():
+            ref, _, ref_cache = spec.run(x, states, params)
+        assert "accel" not in type(ref_cache).__module__
+        dout = rng.standard_normal(out.shape)
+        a = spec.run_backward(dout, states, cache)
+        b = spec.run_backward(dout, states, ref_cache)
+        assert_equal_to_reference(out, ref, "float64", "out")
+        assert_equal_to_reference(a[0], b[0], "float64", "dx")
+        for k in b[2]:
+            assert_equal_to_reference(a[2][k], b[2][k], "float64", k)
+
+
+def test_an_accelerated_forward_checks_its_arguments_as_the_reference_does():
+    """The registry may run the acceleration's forward without the reference's: the same
+    error, the same message."""
+    x = np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, 3))
+    W = [np.zeros((16, 3)), np.zeros((16, 4)), np.zeros(16), None]
+    for forward in (F.lstm_forward, F.fast.lstm_forward, accel.lstm.forward):
+        with pytest.raises(ValueError, match="expected both b_ih and b_hh or neither"):
+            forward(x, None, None, *W)
+    for forward in (F.rnn_forward, F.fast.rnn_forward, accel.rnn.forward):
+        with pytest.raises(ValueError, match="nonlinearity"):
+            forward(x, None, np.zeros((4, 3)), np.zeros((4, 4)), nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_ops_equal_the_reference_and_route_the_backward(variant, masked):
+    """``npnn.functional.fast.<cell>_forward/_backward`` (long enough to pay) give the
+    reference's numbers, and the accelerated cache goes to the accelerated backward."""
+    cell, options, _, _ = VARIANTS[variant]
+    case = make_case(variant, accel.MIN_STEPS, accel.MIN_ROWS // accel.MIN_STEPS, 3, 4,
+                     "float64", True, masked, True, "both", masked, 0)
+    forward, backward = getattr(F.fast, f"{cell}_forward"), getattr(F.fast, f"{cell}_backward")
+    out, *finals, cache = forward(case["x"], *case["states"], **case["params"],
+                                  mask=case["mask"], **options)
+    assert isinstance(cache, getattr(accel, cell).Cache)
+    dx, *dinits, grads = backward(case["dout"], *case["dfinals"], cache)
+    r_out, r_finals, r_dx, r_dinits, r_grads, _ = run_reference(variant, case)
+    for a, b in zip((out, *finals, dx, *dinits), (r_out, *r_finals, r_dx, *r_dinits)):
+        assert_equal_to_reference(a, b, "float64", variant)
+    for k in r_grads:
+        assert_equal_to_reference(grads[k], r_grads[k], "float64", k)
+    with accel.use_reference():                   # the switch: fast runs the reference
+        *_, cache = forward(case["x"], *case["states"], **case["params"], mask=case["mask"],
+                            **options)
+    assert "accel" not in type(cache).__module__
+
+
+@pytest.mark.parametrize("name", ["peephole_lstm", "ctrnn", "jordan"])
+def test_fast_ops_of_a_cell_without_acceleration_are_its_reference(name):
+    for way in ("forward", "backward"):
+        assert getattr(F.fast, f"{name}_{way}") is getattr(F, f"{name}_{way}")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_reference_called_directly_runs_the_reference(cell):
+    """``functional.<cell>_forward`` is the textbook, even for a sequence long enough to
+    pay and under ``use_acceleration``."""
+    rng = np.random.default_rng(0)
+    spec = CELLS[cell]
+    x = rng.standard_normal((4 * accel.MIN_STEPS, accel.MIN_ROWS, 3))
+    params = {p.arg: 0.5 * rng.standard_normal(s) for p, s in spec.param_shapes(3, 4)}
+    for context in (contextlib.nullcontext, accel.use_acceleration):
+        with context():
+            *_, cache = getattr(F, f"{cell}_forward")(x, *(None,) * spec.n_states, **params)
+        assert type(cache) is getattr(F, f"{cell.upper()}Cache")
 
 
 def test_use_reference_is_local_to_its_thread():
@@ -253,13 +322,13 @@ def test_use_reference_is_local_to_its_thread():
     def worker():
         with accel.use_reference():
             inside.set()
-            seen.append(accel.select("gru", x))
+            seen.append(accel.pays(x))
             release.wait(5)
     release = threading.Event()
     t = threading.Thread(target=worker)
     t.start()
     inside.wait(5)
-    assert accel.select("gru", x) is accel.gru
+    assert accel.pays(x)
     release.set()
     t.join(5)
-    assert seen == [None]
+    assert seen == [False]

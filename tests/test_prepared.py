@@ -1,9 +1,9 @@
-"""Forward-only steps (``accel.prepare``, each accelerated cell's ``Prepared``) against
+"""Forward-only steps (``Cell.prepare``, each accelerated cell's ``Prepared``) against
 the textbook reference, and where they run.
 
 A forward whose result is never backpropagated (a layer in eval mode or under
 ``no_grad``, a decoder stepping token by token) runs the cell's prepared steps
-instead of the reference wherever ``accel.select`` would have run the reference:
+instead of the reference wherever ``accel.pays`` says the acceleration's sequence forward would not pay:
 they must give the reference's outputs and final states (1e-12 relative in
 float64, 1e-5 in float32), masked (NaN in the padding) or not, over
 Hypothesis-drawn shapes from 1, on NumPy and on the strict CuPy stand-in.
@@ -36,7 +36,7 @@ def reference_forward(variant, case):
 
 def prepared(variant, case):
     cell, options = VARIANTS[variant][:2]
-    p = accel.prepare(cell, case["params"], **options)
+    p = CELLS[cell].prepare(case["params"], **options)
     assert type(p).__module__ == f"npnn.functional.accel.{cell}", type(p)
     return p
 
@@ -53,8 +53,8 @@ def test_a_prepared_sequence_equals_the_reference(kernels, variant, dtype, T, N,
     out, finals = reference_forward(variant, case)
     with kernel_set(kernels):
         p = prepared(variant, case)
-        assert (getattr(p, "kernel", None) is not None) == (kernels == "numba" and
-                                                            variant in ("lstm", "gru"))
+        assert p.kernel.__name__.startswith("_numba") == (kernels == "numba" and
+                                                          variant in ("lstm", "gru"))
         p_out, p_finals = p.sequence(case["x"], case["states"], case["mask"])
     assert_equal_to_reference(p_out, out, dtype, "out")
     assert len(p_finals) == len(finals)
@@ -100,14 +100,14 @@ def test_where_the_prepared_steps_run():
     params = {"W_ih": np.zeros((4 * H, D)), "W_hh": np.zeros((4 * H, H)), "b_ih": None,
               "b_hh": None}
     short, long = np.zeros((3, 1, D)), np.zeros((accel.MIN_STEPS, accel.MIN_ROWS, D))
-    assert isinstance(accel.prepare("lstm", params, short), accel.lstm.Prepared)
-    assert accel.prepare("lstm", params) is not None                   # a step by hand
-    assert accel.prepare("lstm", params, long) is None      # the acceleration's own forward
+    assert isinstance(CELLS["lstm"].prepare(params, short), accel.lstm.Prepared)
+    assert CELLS["lstm"].prepare(params) is not None                   # a step by hand
+    assert CELLS["lstm"].prepare(params, long) is None      # the acceleration's own forward
     with accel.use_reference():
-        assert accel.prepare("lstm", params, short) is None
-        assert accel.prepare("lstm", params) is None
+        assert CELLS["lstm"].prepare(params, short) is None
+        assert CELLS["lstm"].prepare(params) is None
     peephole = {p.arg: np.zeros(s) for p, s in CELLS["peephole_lstm"].param_shapes(D, H, True)}
-    assert accel.prepare("peephole_lstm", peephole, short) is None    # no acceleration
+    assert CELLS["peephole_lstm"].prepare(peephole, short) is None    # no acceleration
     step = CELLS["peephole_lstm"].stepper(peephole)              # falls back on run_step
     h, c = step(np.ones((2, D)), (None, None))
     assert h.shape == c.shape == (2, H)

@@ -49,23 +49,24 @@ def test_recurrent_ops_match_torch(backend, cell, T, N, D, H, bias, nonlinearity
         (f * torch.tensor(d[None])).sum() for f, d in zip(tfinal, dfinal))
     loss.backward()
 
-    # npnn
+    # npnn, as its layers run it (the acceleration where it pays: on a device from two steps)
     dev = lambda a: to_backend(a, backend)  # noqa: E731
     Wd = [dev(w) for w in W] + [None] * (4 - len(W))
     if cell == "rnn":
-        out, h_n, cache = F.rnn_forward(dev(x), dev(states[0]), *Wd, nonlinearity=nonlinearity)
+        out, h_n, cache = F.fast.rnn_forward(dev(x), dev(states[0]), *Wd,
+                                             nonlinearity=nonlinearity)
         finals = [h_n]
-        dx, dh0, grads = F.rnn_backward(dev(dout), dev(dfinal[0]), cache)
+        dx, dh0, grads = F.fast.rnn_backward(dev(dout), dev(dfinal[0]), cache)
         dstates = [dh0]
     elif cell == "lstm":
-        out, h_n, c_n, cache = F.lstm_forward(dev(x), *map(dev, states), *Wd)
+        out, h_n, c_n, cache = F.fast.lstm_forward(dev(x), *map(dev, states), *Wd)
         finals = [h_n, c_n]
-        dx, dh0, dc0, grads = F.lstm_backward(dev(dout), *map(dev, dfinal), cache)
+        dx, dh0, dc0, grads = F.fast.lstm_backward(dev(dout), *map(dev, dfinal), cache)
         dstates = [dh0, dc0]
     else:
-        out, h_n, cache = F.gru_forward(dev(x), dev(states[0]), *Wd)
+        out, h_n, cache = F.fast.gru_forward(dev(x), dev(states[0]), *Wd)
         finals = [h_n]
-        dx, dh0, grads = F.gru_backward(dev(dout), dev(dfinal[0]), cache)
+        dx, dh0, grads = F.fast.gru_backward(dev(dout), dev(dfinal[0]), cache)
         dstates = [dh0]
 
     tol = TOL[dtype]

@@ -1,6 +1,9 @@
 """Pure forward/backward pairs: ``out, cache = op_forward(...)`` and
 ``grads = op_backward(dout, cache)``. No state, no call-order protocol.
 
+The ops here are the references, the textbook; ``fast`` has the recurrent
+sequence ops with the same arguments, accelerated where it pays.
+
 Every module numbers its equations in its docstring; backward comments cite
 them, and docs/derivations.md derives them with the same names.
 """
@@ -26,9 +29,10 @@ from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, ls
 from .lstmp import LSTMPCache, lstmp_backward, lstmp_cell, lstmp_cell_backward, lstmp_forward
 from .peephole import PeepholeLSTMCache, peephole_lstm_backward, peephole_lstm_forward
 from .rnn import RNNCache, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+from . import fast  # noqa: E402  (the sequence ops accelerated where it pays, via the registry)
 
 __all__ = [
-    "length_mask",
+    "fast", "length_mask",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward",
     "log_softmax", "softmax", "softmax_backward",
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "RNNCache",

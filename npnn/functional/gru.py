@@ -37,14 +37,14 @@ one product before the loop; ``gru_backward`` runs (7)-(13) for t = T .. 1,
 then (14)-(15) as single products over all steps.
 
 This file is the reference; ``accel/gru.py`` computes the same numbers faster
-and is tested against it (``accel.select`` chooses; ``NPNN_ACCEL=0`` keeps
-the work here).
+and is tested against it. Called directly, the functions here always run
+this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
+the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 """
 
 from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
-from . import accel
 from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
                          output_grads, pass_padded, split_gates, state_grads, step_mask,
@@ -114,9 +114,6 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
         out (T, N, H), h_n (N, H), cache (for ``gru_backward``).
     """
     xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("gru", x, H)
-    if fast is not None:
-        return fast.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, mask)
     m = step_mask(mask)
     gi = input_half(x, W_ih, b_ih)                      # (1) for every step: (T, N, 3H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
@@ -145,8 +142,6 @@ def gru_backward(dout, dh_n, cache):
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases).
     """
-    if not isinstance(cache, GRUCache):                 # the forward ran an acceleration
-        return accel.gru.gru_backward(dout, dh_n, cache)
     x, h, r, z, n, gh_n, W_ih, W_hh, has_bias, m = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)

@@ -37,14 +37,15 @@ products over all steps.
 
 This file is the reference: the equations as they stand, one line each.
 ``accel/lstm.py`` computes the same numbers faster (in-place buffers, fused GPU
-kernels) and is tested against this file; ``lstm_forward`` hands its work
-there when ``accel.select`` says so (``NPNN_ACCEL=0`` keeps it here).
+kernels) and is tested against this file. Called directly, the functions here
+always run this reference; the registry (``Cell.run``) and
+``npnn.functional.fast`` choose the acceleration where it pays
+(``NPNN_ACCEL=0`` keeps the work here).
 """
 
 from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
-from . import accel
 from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
                          output_grads, pass_padded, split_gates, state_grads, step_mask,
@@ -114,9 +115,6 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     """
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
                                          W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("lstm", x, H)
-    if fast is not None:
-        return fast.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask)
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
@@ -147,8 +145,6 @@ def lstm_backward(dout, dh_n, dc_n, cache):
         dx (T, N, D), dh0 (N, H), dc0 (N, H), grads: dict with 'W_ih', 'W_hh'
         (and 'b_ih', 'b_hh' when the forward had biases).
     """
-    if not isinstance(cache, LSTMCache):                # the forward ran an acceleration
-        return accel.lstm.lstm_backward(dout, dh_n, dc_n, cache)
     x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias, m = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)

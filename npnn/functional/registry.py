@@ -84,8 +84,10 @@ class Cell:
     ``backward(dout, *dfinals, cache) -> dx, *dinits, grads`` are the cell's
     sequence ops (the reference, in the cell's file); ``options`` maps each extra
     keyword option to its default; ``accelerated`` is the module of
-    ``functional/accel`` with the same ops made faster, or None. ``forward``
-    hands its work to ``accelerated`` when ``accel.select`` says so.
+    ``functional/accel`` with the same ops made faster (its ``forward``,
+    ``backward``, cache type ``Cache`` and ``Prepared``), or None. The methods
+    below are the one place that chooses between the two: the acceleration where
+    ``accel.pays`` for the input, and the backward that matches the forward's cache.
     ``step_forward(x, *states, **params, **options) -> *new_states, cache`` and
     ``step_backward(*dstates, cache) -> dx, *dprev, grads``, where given, take
     one step directly (a cell without them steps as a sequence of one).
@@ -148,13 +150,21 @@ class Cell:
 
     def run(self, x, states, params, mask=None, **options):
         """x (T, N, D), a tuple of initial states (each (N, H) or None), the op's
-        parameters by argument name -> out (T, N, H), tuple of final states, cache."""
-        out, *finals, cache = self.forward(x, *states, **params, mask=mask, **options)
+        parameters by argument name -> out (T, N, H), tuple of final states, cache.
+        The acceleration's forward where it pays (``accel.pays``), else the reference."""
+        forward = self.forward
+        if self.accelerated is not None and accel.pays(x, _hidden(params)):
+            forward = self.accelerated.forward      # (it checks its arguments as forward does)
+        out, *finals, cache = forward(x, *states, **params, mask=mask, **options)
         return out, tuple(finals), cache
 
     def run_backward(self, dout, dfinals, cache):
-        """-> dx (T, N, D), tuple of initial-state gradients, parameter gradients by argument."""
-        dx, *dinits, grads = self.backward(dout, *dfinals, cache)
+        """-> dx (T, N, D), tuple of initial-state gradients, parameter gradients by argument;
+        by the acceleration's backward where its forward made the cache."""
+        backward = self.backward
+        if self.accelerated is not None and isinstance(cache, self.accelerated.Cache):
+            backward = self.accelerated.backward
+        dx, *dinits, grads = backward(dout, *dfinals, cache)
         return dx, tuple(dinits), grads
 
     def run_step(self, x, states, params, **options):
@@ -167,9 +177,9 @@ class Cell:
 
     def run_inference(self, x, states, params, mask=None, **options):
         """``run`` for a forward that will never be backpropagated (it keeps no cache):
-        the acceleration's prepared steps where ``accel.prepare`` gives them, else
+        the acceleration's prepared steps where its sequence forward does not pay, else
         ``run``. -> out (T, N, H), tuple of final states."""
-        prepared = accel.prepare(self.name, params, x, **options)
+        prepared = self.prepare(params, x, **options)
         if prepared is None:
             out, finals, _ = self.run(x, states, params, mask, **options)
             return out, finals
@@ -178,13 +188,23 @@ class Cell:
     def stepper(self, params, **options):
         """A function (x (N, D), tuple of states) -> tuple of new states for forward-only
         stepping (a decoder, generation), its preparation paid once here: the
-        acceleration's prepared step, or ``run_step`` where ``accel.prepare`` gives none.
+        acceleration's prepared step, or ``run_step`` where there is none (no acceleration,
+        or the accelerations switched off).
         Make it for one run of steps: it may keep what it derived from ``params`` (the
         biases' sum), so it does not follow later updates of the parameters."""
-        prepared = accel.prepare(self.name, params, **options)
+        prepared = self.prepare(params, **options)
         if prepared is not None:
             return prepared.step
         return lambda x, states: self.run_step(x, states, params, **options)[0]
+
+    def prepare(self, params, x=None, **options):
+        """The acceleration's ``Prepared`` steps for forward-only use, or None where they
+        should not run: no acceleration, the accelerations switched off, or, given a
+        whole sequence x (T, N, D), where its sequence forward pays."""
+        if self.accelerated is None or not accel.enabled() or (
+                x is not None and accel.pays(x, _hidden(params))):
+            return None
+        return self.accelerated.Prepared(**params, **options)
 
     def run_step_backward(self, dstates, cache):
         """Gradients of a step's new states (each (N, H) or None) -> dx (N, D), tuple of
@@ -194,6 +214,12 @@ class Cell:
             return dx, tuple(dprev), grads
         dx, dprev, grads = self.run_backward(None, dstates, cache)
         return dx[0], dprev, grads
+
+
+def _hidden(params):
+    """H, from W_hh (G*H, H) among a cell's parameters, or None."""
+    W_hh = params.get("W_hh")
+    return None if getattr(W_hh, "ndim", None) != 2 else W_hh.shape[1]
 
 
 CELLS: Dict[str, Cell] = {}

@@ -29,14 +29,14 @@ x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
 over all steps.
 
 This file is the reference; ``accel/rnn.py`` computes the same numbers faster
-and is tested against it (``accel.select`` chooses; ``NPNN_ACCEL=0`` keeps
-the work here).
+and is tested against it. Called directly, the functions here always run
+this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
+the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 """
 
 from typing import Any, NamedTuple, Optional
 
 from .._checks import check_choice
-from . import accel
 from ._recurrent import (check_sequence_args, check_step_args, initial_state,
                          input_and_weight_grads, input_half, keep_padded, masked_output,
                          output_grads, pass_padded, state_grads, step_mask, valid_only)
@@ -88,9 +88,6 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
     """
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
-    fast = accel.select("rnn", x, H)
-    if fast is not None:
-        return fast.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, nonlinearity, mask)
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
@@ -116,8 +113,6 @@ def rnn_backward(dout, dh_n, cache):
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases), shaped like the parameters.
     """
-    if not isinstance(cache, RNNCache):                 # the forward ran an acceleration
-        return accel.rnn.rnn_backward(dout, dh_n, cache)
     x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)

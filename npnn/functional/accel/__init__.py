@@ -10,9 +10,18 @@ reference (tests/test_accel.py: equal to 1e-12 relative in float64):
   sigmoid computed through tanh so that all gates of a step take one pass;
   gradients near the subnormal range flushed (x86 computes on subnormals
   through slow microcode);
+* with numba (float32 by default, ``_numba``), each step's elementwise work
+  on NumPy as one compiled loop;
 * the fused CuPy kernels: each step's elementwise work as one GPU kernel.
 
-Selection happens here, in ``select``, and nowhere else:
+Each cell file holds its cache, the preparation of its weights and its three
+kernel sets (NumPy ufuncs, numba, fused CUDA: ``_common.Kernels``, the same
+arguments in each); ``_loop`` runs every cell with every set, one loop each way.
+
+This package says whether an acceleration pays (``pays``); the registry
+(``functional/registry.py``) is the one place that chooses between a cell's
+reference and its acceleration, and ``functional/fast.py`` the public face of
+that choice. The rule here:
 
 * ``NPNN_ACCEL=0`` in the environment, or the block ``with use_reference():``,
   runs every op's reference; ``with use_acceleration():`` runs the
@@ -31,10 +40,14 @@ Selection happens here, in ``select``, and nowhere else:
 * on CuPy, the fused kernels, unless ``NPNN_FUSED=0`` (then the ufunc path).
 
 Forward-only work (a Seq2Seq decoder stepping token by token, a layer in eval
-mode or under ``no_grad``) keeps nothing for a backward; ``prepare`` gives it
+mode or under ``no_grad``) keeps nothing for a backward; the registry gives it
 the cell's ``Prepared`` steps (biases summed once, one tanh pass for a step's
-gates, no checks, no cache) wherever ``select`` would have run the reference,
-and under the same switches (``_common.Prepared``).
+gates, no checks, no cache) wherever ``pays`` says no, unless ``enabled`` says
+the accelerations are switched off (``_common.Prepared``).
+
+Each accelerated cell module offers ``forward`` (with the reference's arguments,
+checked as the reference checks them), ``backward``, its cache type ``Cache``
+and ``Prepared``.
 """
 
 import contextlib
@@ -49,7 +62,7 @@ _FORCE = contextvars.ContextVar("npnn_accel_force", default=None)
 
 
 def mode():
-    """'reference', 'accelerated' or 'auto': what ``select`` does now."""
+    """'reference', 'accelerated' or 'auto': what ``pays`` answers now."""
     forced = _FORCE.get()
     if forced is not None:
         return forced
@@ -76,41 +89,29 @@ def use_acceleration():
     return _force("accelerated")
 
 
-def select(cell, x, H=None):
-    """The acceleration module of the registered cell ``cell`` for input x (T, N, D)
-    (and hidden size H, when known), or None when the reference should run (the
-    cell has no acceleration, it is switched off, or the sequence is too short to
-    pay)."""
+def enabled():
+    """Whether the accelerations may run at all (not switched off by ``NPNN_ACCEL=0`` or
+    ``use_reference``)."""
+    return mode() != "reference"
+
+
+def pays(x, H=None):
+    """Whether an acceleration pays for input x (T, N, D) (and hidden size H, when
+    known): always when forced (``use_acceleration``), never when switched off; else
+    on NumPy only for sequences long enough to pay for the set-up (``MIN_STEPS``,
+    ``MIN_ROWS``, ``ROWS_PER_WIDTH``, ``MIN_SHORT_ROWS``), on CuPy from two steps.
+    Anything that is not a (T, N, D) array is left to the reference (which says why)."""
     now = mode()
-    if now == "reference":
-        return None
+    if now == "reference" or getattr(x, "ndim", None) != 3:
+        return False
+    if now == "accelerated":
+        return True
     T, N = x.shape[0], x.shape[1]
-    if now == "auto":
-        if isinstance(x, np.ndarray):
-            many = (H is not None and T >= 2 and
-                    T * N >= max(MIN_SHORT_ROWS, ROWS_PER_WIDTH * (x.shape[2] + H)))
-            if (T < MIN_STEPS or T * N < MIN_ROWS) and not many:
-                return None
-        elif T < 2:
-            return None
-    from ..registry import CELLS        # at call time: the registry imports the cells
-    return CELLS[cell].accelerated
-
-
-def prepare(cell, params, x=None, **options):
-    """Forward-only use of the registered cell ``cell`` with parameters ``params``
-    (op argument name -> array): its acceleration's ``Prepared`` steps, or None
-    where they should not run: in reference mode, for a cell without acceleration,
-    and, given a whole sequence x (T, N, D), where ``select`` picks the
-    acceleration's own sequence forward (long NumPy sequences; CuPy's fused
-    kernels)."""
-    W_hh = params.get("W_hh")
-    H = None if W_hh is None else W_hh.shape[1]
-    if mode() == "reference" or (x is not None and select(cell, x, H) is not None):
-        return None
-    from ..registry import CELLS
-    prepared = getattr(CELLS[cell].accelerated, "Prepared", None)
-    return None if prepared is None else prepared(**params, **options)
+    if isinstance(x, np.ndarray):
+        many = (H is not None and T >= 2 and
+                T * N >= max(MIN_SHORT_ROWS, ROWS_PER_WIDTH * (x.shape[2] + H)))
+        return (T >= MIN_STEPS and T * N >= MIN_ROWS) or many
+    return T >= 2
 
 
 from . import gru, lstm, rnn  # noqa: E402,F401  (the accelerated cells)

@@ -1,12 +1,15 @@
-"""Constants and helpers the accelerated cells share."""
+"""Constants and helpers the accelerated cells share: the tanh form of the sigmoid,
+the sizes from which an acceleration pays, the choice of a kernel set, the
+subnormal flush and the forward-only ``Prepared`` steps."""
 
 import os
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from ...backend import cupy_module
-from .._recurrent import initial_state, input_half, keep_padded, step_mask
-from .._recurrent import masked_output as masked_valid_output
+from .._recurrent import initial_state, input_half, keep_padded, masked_output, step_mask
+from . import _numba
 
 #: sigmoid(a) = SIGMOID_SCALE * tanh(SIGMOID_SCALE * a) + SIGMOID_SHIFT, i.e.
 #: (1 + tanh(a / 2)) / 2. Every gate is then y = s tanh(s a) + b, with
@@ -68,24 +71,32 @@ def flush_subnormals(xp, a):
     return a
 
 
-def padding(mask):
-    """Mask (T, N) -> (T, N, 1) boolean, True at *padded* steps (None without a mask)."""
-    return None if mask is None else ~mask.astype(bool)[:, :, None]
+class Kernels(NamedTuple):
+    """One cell's kernel set: its step's elementwise work, written once per kind of
+    arrays (NumPy ufuncs, numba, fused CUDA), each set with the same three functions
+    and the same arguments (the cell's accel file documents them).
+
+    ``forward`` runs one forward step after the loop's recurrent products;
+    ``backward`` one backward step before the loop's product dz_t W_hh;
+    ``prepared`` one forward-only step (``Prepared``). ``folds`` is True for a set
+    whose kernels take the valid mask and the output gradient of the step themselves
+    (the fused ones: fewer launches); the loops (``_loop``) do that work for the others,
+    which are then given None for those arguments."""
+    forward: Callable
+    backward: Callable
+    prepared: Callable
+    folds: bool = False
 
 
-def hold(xp, s, t, pad):
-    """Forward, at step t: padded rows of s[t + 1] take s[t] (selection, in place)."""
-    xp.copyto(s[t + 1], s[t], where=pad[t])
-
-
-def masked_output(xp, h, pad):
-    """out_t = h_t at valid steps, 0 at padded ones."""
-    return h if pad is None else xp.where(pad, 0, h)
-
-
-def valid_rows(xp, a, pad):
-    """``a`` (T, N, .) with padded rows zeroed (a new array; ``a`` itself without a mask)."""
-    return a if pad is None else xp.where(pad, 0, a)
+def kernel_set(xp, dtype, fused_set, numba_set, ufunc_set):
+    """The kernel set for arrays of module ``xp`` and ``dtype``: ``fused_set`` on CuPy
+    (``fused``), ``numba_set()`` where numba runs (``_numba.use``), else ``ufunc_set()``
+    (the last two are functions, so that only the chosen set is made)."""
+    if fused(xp):
+        return fused_set
+    if _numba.use(xp, dtype):
+        return numba_set()
+    return ufunc_set()
 
 
 class Prepared:
@@ -101,6 +112,7 @@ class Prepared:
     ``W_ih`` (G*H, D), ``W_hh`` (G*H, H), ``b_in`` (G*H,) or None (added to the
     input half) and ``xp`` (their array module), and define ``cell(xw, states)``.
     Arguments are not checked: the layer or model calling this has checked them.
+    A cell's ``cell`` runs its kernel set's ``prepared`` step after the product.
     """
 
     def start(self, states, N, dtype):
@@ -127,4 +139,4 @@ class Prepared:
             new = self.cell(xw[t], states)
             states = new if m is None else keep_padded(xp, m[t], new, states)
             out[t] = states[0]
-        return masked_valid_output(xp, out, m), states
+        return masked_output(xp, out, m), states

@@ -3,7 +3,8 @@
 With numba installed, each step's elementwise work of the accelerated RNN,
 LSTM and GRU on NumPy runs as one compiled loop over (n, j) instead of a
 dozen ufunc passes (the matrix products stay in NumPy's BLAS); the kernels sit
-in each cell's accel file next to the ufunc and CUDA versions of the same step.
+in each cell's accel file next to the ufunc and CUDA versions of the same step
+(``_common.Kernels``).
 
 * numba is imported on first use, not with npnn (it takes a second).
 * Kernels are compiled on their first call and cached on disk (``cache=True``:
@@ -70,15 +71,6 @@ def jit(fn):
     if fn not in _COMPILED:
         _COMPILED[fn] = numba().njit(cache=True, error_model="numpy", nogil=True)(fn)
     return _COMPILED[fn]
-
-
-class Steps:
-    """A cell's two numba step kernels, compiled, as ``forward_step``/``backward_step``
-    (the interface of the cells' ``_Ufuncs`` and ``_Fused``)."""
-
-    def __init__(self, forward_step, backward_step):
-        self.forward_step = jit(forward_step)
-        self.backward_step = jit(backward_step)
 
 
 def tanh(x):

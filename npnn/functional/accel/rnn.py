@@ -5,17 +5,27 @@ the recurrent weight is transposed once per call ((H, H) contiguous), both
 biases are added to the input half before the loop, every step writes into
 buffers allocated once per call, the backward flushes gradients that fall
 towards the subnormal range, and on CuPy each step's elementwise work is one
-fused kernel.
+fused kernel. The loops are ``_loop``'s; this file holds the cache, the weights'
+preparation and the kernels.
+
+The kernel set (``_common.Kernels``), the same arguments in every set:
+
+    forward(a, rec, h_prev, h, relu, valid)      (1)-(2): h = phi(a + rec), a (N, H)
+                                                 the input half (it becomes a + rec)
+    backward(g, h, da, relu, dout, valid, carry)  (5): da = g * phi'(a), from h = h_t
+    prepared(xw, rec, relu) -> h                 (1)-(2) for a forward-only step
 """
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 from ...backend import elementwise_kernel, get_array_module
-from .._recurrent import output_grads
-from . import _numba
+from ..._checks import check_choice
+from .._recurrent import (check_sequence_args, input_half, masked_output, output_grads,
+                          step_mask)
+from . import _loop, _numba
+from ._common import Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
-from ._common import (FLUSH_EVERY, Prepared as _Prepared, flush_subnormals, fused, hold,
-                      masked_output, padding, valid_rows)
 
 
 class RNNAccelCache(NamedTuple):
@@ -26,187 +36,156 @@ class RNNAccelCache(NamedTuple):
     W_hh: Any                # (H, H)
     has_bias: bool
     nonlinearity: str
-    pad: Optional[Any]       # (T, N, 1) True at padded steps, or None
+    mask: Optional[Any]      # (T, N, 1) boolean valid-step mask, or None
 
 
-class _Ufuncs:
-    """The per-step elementwise work as ufunc passes into preallocated buffers."""
-
-    def __init__(self, xp):
-        self.xp = xp
-
-    def forward_step(self, a, rec, h, relu):
-        """(1)-(2): a (N, H) holds the input half; h = phi(a + rec)."""
-        a += rec
-        if relu:
-            self.xp.maximum(a, 0, out=h)
-        else:
-            self.xp.tanh(a, out=h)
-
-    def backward_step(self, g, h, da, relu):
-        """(5): da = g * phi'(a), from the output h."""
-        xp = self.xp
-        if relu:
-            xp.multiply(g, h > 0, out=da)
-        else:
-            xp.multiply(h, h, out=da)
-            xp.subtract(1, da, out=da)
-            da *= g
+Cache = RNNAccelCache
 
 
-class _Fused:
-    """One CUDA kernel per step each way (CuPy only), padded steps and the output
-    gradients included: with the matrix product, two launches a step each way. ReLU
-    treats NaN as NumPy does (CUDA's max() would turn a NaN pre-activation into 0):
-    max(NaN, 0) is NaN, and the backward is g * [h > 0], so a NaN gradient at an
-    inactive unit stays NaN. ``pad`` (N, 1) is True at padded rows."""
+# -- NumPy/CuPy ufuncs -------------------------------------------------------------------
 
-    def __init__(self, xp):
-        pass
-
-    @staticmethod
-    def forward(a, W_hh_T, rec, h, relu, pad):
-        """(1)-(2) for every step; padded rows keep h_{t-1}."""
-        xp = get_array_module(h)
-        masked = pad is not None
-        phi = "(v > (T)0 || v != v) ? v : (T)0" if relu else "tanh(v)"
-        kernel = elementwise_kernel(
-            "T a, T rec, T h_prev" + (", bool pad" if masked else ""), "T h",
-            f"const T v = a + rec; h = {'pad ? h_prev : ' if masked else ''}{phi};",
-            f"npnn_rnn_forward_{'relu' if relu else 'tanh'}{'_masked' if masked else ''}")
-        for t in range(a.shape[0]):
-            xp.matmul(h[t], W_hh_T, out=rec)        # (1) recurrent half
-            kernel(a[t], rec, h[t], *((pad[t],) if masked else ()), h[t + 1])
-
-    @staticmethod
-    def backward(h, W_hh, dout, g, relu, pad):
-        """(4)-(6) for every step: da (T, N, H) and dh_0. ``g`` holds the gradient reaching
-        h_t from step t + 1 (da_{t+1} W_hh), ``carry`` what padded steps pass back."""
-        xp = get_array_module(g)
-        T = h.shape[0] - 1
-        masked, has_dout = pad is not None, dout is not None
-        slope = "(T)(h > (T)0)" if relu else "((T)1 - h * h)"
-        reach = "g" + (" + dout" if has_dout else "") + (" + carry" if masked else "")
-        body = (f"const T gt = {reach}; " +
-                ("if (pad) { da = (T)0; carry = gt; } else { "
-                 f"da = gt * {slope}; carry = (T)0; }}" if masked else f"da = gt * {slope};"))
-        kernel = elementwise_kernel(
-            "T g, T h" + (", T dout" if has_dout else "") + (", bool pad" if masked else ""),
-            "T da" + (", T carry" if masked else ""), body,
-            f"npnn_rnn_backward_{'relu' if relu else 'tanh'}{'_dout' if has_dout else ''}"
-            f"{'_masked' if masked else ''}")
-        da = xp.empty(h[1:].shape, dtype=g.dtype)
-        carry = xp.zeros_like(g) if masked else None
-        for t in range(T - 1, -1, -1):
-            kernel(g, h[t + 1], *((dout[t],) if has_dout else ()), *((pad[t],) if masked else ()),
-                   da[t], *((carry,) if masked else ()))                       # (4)-(5)
-            xp.matmul(da[t], W_hh, out=g)           # (6)
-        return da, (g + carry if masked else g)
+def _ufunc_forward(a, rec, h_prev, h, relu, valid):
+    xp = get_array_module(a)
+    a += rec                                        # (1)
+    if relu:                                        # (2)
+        xp.maximum(a, 0, out=h)
+    else:
+        xp.tanh(a, out=h)
 
 
-def _numba_forward_step(a, rec, h, relu):
-    """A forward step of ``_Fused.forward`` as a loop compiled by numba (NumPy, ``_numba``)."""
+def _ufunc_backward(g, h, da, relu, dout, valid, carry):
+    xp = get_array_module(g)
+    if relu:                                        # (5)
+        xp.multiply(g, h > 0, out=da)
+    else:
+        xp.multiply(h, h, out=da)
+        xp.subtract(1, da, out=da)
+        da *= g
+
+
+def _ufunc_prepared(xw, rec, relu):
+    xp = get_array_module(xw)
+    a = xw + rec                                    # (1)
+    return xp.maximum(a, 0, out=a) if relu else xp.tanh(a, out=a)   # (2)
+
+
+_UFUNCS = Kernels(_ufunc_forward, _ufunc_backward, _ufunc_prepared)
+
+
+# -- numba (NumPy) ------------------------------------------------------------------------
+
+def _numba_forward(a, rec, h_prev, h, relu, valid):
     N, H = h.shape
     zero = _const(h, 0.0)
     for n in range(N):
         an, rn, hn = a[n], rec[n], h[n]
         for j in range(H):
-            v = an[j] + rn[j]
+            v = an[j] + rn[j]                                                   # (1)
             an[j] = v
-            hn[j] = (v if (v > zero or v != v) else zero) if relu else _tanh(v)
+            hn[j] = (v if (v > zero or v != v) else zero) if relu else _tanh(v)  # (2)
 
 
-def _numba_backward_step(g, h, da, relu):
-    """A backward step of ``_Fused.backward`` (unmasked) as a loop compiled by numba."""
+def _numba_backward(g, h, da, relu, dout, valid, carry):
     N, H = h.shape
     zero, one = _const(h, 0.0), _const(h, 1.0)
     for n in range(N):
         gn, hn, dn = g[n], h[n], da[n]
-        for j in range(H):
+        for j in range(H):                                                      # (5)
             hj = hn[j]
             dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
 
 
-def _steps(xp, dtype):
-    """The step kernels for these arrays: fused on CuPy, numba's or ufuncs on NumPy."""
-    if fused(xp):
-        return _Fused(xp)
-    if _numba.use(xp, dtype):
-        return _numba.Steps(_numba_forward_step, _numba_backward_step)
-    return _Ufuncs(xp)
+def _numba_kernels():
+    """(the forward-only step is the ufuncs': one pass over one block already)"""
+    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _ufunc_prepared)
 
 
-def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
-    """``functional.rnn_forward`` (arguments already checked there)."""
-    xp = get_array_module(x)
-    T, N, D = x.shape
-    H = W_hh.shape[1]
-    pad = padding(mask)
-    h = xp.empty((T + 1, N, H), dtype=x.dtype)
-    h[0] = 0 if h0 is None else h0
-    a = (x.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)     # (1), input half: every step at once
+# -- fused CUDA (CuPy) --------------------------------------------------------------------
+# One kernel per step each way, padded steps and the output gradients included: with
+# the matrix product, two launches a step each way. ReLU treats NaN as NumPy does
+# (CUDA's max() would turn a NaN pre-activation into 0): max(NaN, 0) is NaN, and the
+# backward is g * [h > 0], so a NaN gradient at an inactive unit stays NaN.
+
+@functools.lru_cache(maxsize=None)
+def _fused_forward_source(relu, masked):
+    """(in_params, out_params, body, name) of the kernel: (1)-(2); padded rows keep
+    h_{t-1}."""
+    phi = "(v > (T)0 || v != v) ? v : (T)0" if relu else "tanh(v)"
+    return (
+        "T a, T rec, T h_prev" + (", bool valid" if masked else ""), "T h",
+        f"const T v = a + rec; h = {'!valid ? h_prev : ' if masked else ''}{phi};",
+        f"npnn_rnn_forward_{'relu' if relu else 'tanh'}{'_masked' if masked else ''}")
+
+
+def _fused_forward(a, rec, h_prev, h, relu, valid):
+    masked = valid is not None
+    kernel = elementwise_kernel(*_fused_forward_source(relu, masked))
+    kernel(a, rec, h_prev, *((valid,) if masked else ()), h)                # (1)-(2)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_backward_source(relu, has_dout, masked):
+    """(in_params, ...) of the kernel: ``g`` holds the gradient reaching h_t from step
+    t + 1, ``carry`` what padded steps pass back; it adds them and dout_t (4), then (5)."""
+    slope = "(T)(h > (T)0)" if relu else "((T)1 - h * h)"
+    reach = "g" + (" + dout" if has_dout else "") + (" + carry" if masked else "")
+    body = (f"const T gt = {reach}; " +
+            ("if (!valid) { da = (T)0; carry = gt; } else { "
+             f"da = gt * {slope}; carry = (T)0; }}" if masked else f"da = gt * {slope};"))
+    return (
+        "T g, T h" + (", T dout" if has_dout else "") + (", bool valid" if masked else ""),
+        "T da" + (", T carry" if masked else ""), body,
+        f"npnn_rnn_backward_{'relu' if relu else 'tanh'}{'_dout' if has_dout else ''}"
+        f"{'_masked' if masked else ''}")
+
+
+def _fused_backward(g, h, da, relu, dout, valid, carry):
+    masked, has_dout = valid is not None, dout is not None
+    kernel = elementwise_kernel(*_fused_backward_source(relu, has_dout, masked))
+    kernel(g, h, *((dout,) if has_dout else ()), *((valid,) if masked else ()),
+           da, *((carry,) if masked else ()))
+
+
+_FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
+
+
+def _kernels(xp, dtype):
+    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _UFUNCS)
+
+
+# -- the sequence ops ---------------------------------------------------------------------
+
+def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
+    """``functional.rnn_forward``'s arguments and results (checked as it checks them),
+    with an ``RNNAccelCache``."""
+    check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+    xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    m = step_mask(mask)
+    h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,))
+    a = input_half(x, W_ih)                         # (1), input half: every step at once
     if b_ih is not None:
         a += b_ih + b_hh
-    W_hh_T = xp.ascontiguousarray(W_hh.T)           # (H, H)
     rec = xp.empty((N, H), dtype=x.dtype)
-    steps = _steps(xp, x.dtype)
-    relu = nonlinearity == "relu"
-    if isinstance(steps, _Fused):                   # (1)-(2), padded rows in the kernel
-        steps.forward(a, W_hh_T, rec, h, relu, pad)
-    else:
-        for t in range(T):
-            xp.matmul(h[t], W_hh_T, out=rec)        # (1) recurrent half
-            steps.forward_step(a[t], rec, h[t + 1], relu)       # (1)-(2)
-            if pad is not None:                     # padded steps keep h_{t-1}
-                hold(xp, h, t, pad)
-    out = masked_output(xp, h[1:], pad)             # (3)
-    return out, h[T], RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, pad)
+    kernels, relu = _kernels(xp, x.dtype), nonlinearity == "relu"
+    fwd = kernels.forward
+    _loop.forward(xp, kernels, lambda t, m_t: fwd(a[t], rec, h[t], h[t + 1], relu, m_t),
+                  (h,), ((xp.ascontiguousarray(W_hh.T), rec),), m)
+    cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m)
+    return masked_output(xp, h[1:], m), h[T], cache                         # (3)
 
 
-def rnn_backward(dout, dh_n, cache):
-    """``functional.rnn_backward`` for a cache of ``rnn_forward`` above."""
-    x, h, W_ih, W_hh, has_bias, nonlinearity, pad = cache
-    T, N, D = x.shape
-    H = W_hh.shape[1]
-    xp, dout, (g,) = output_grads(x, None if pad is None else ~pad, H, dout, {"dh_n": dh_n},
-                                  copy=True)
-    if fused(xp):
-        da, g = _Fused.backward(h, W_hh, dout, g, nonlinearity == "relu", pad)
-        return _weight_grads(x, h, W_ih, has_bias, pad, da, g)
-    if pad is not None:
-        g_t = xp.empty_like(g)
-    da = xp.empty((T, N, H), dtype=x.dtype)
-    step = _steps(xp, x.dtype).backward_step
-    relu = nonlinearity == "relu"
-    for t in range(T - 1, -1, -1):
-        if dout is not None:                        # (4)
-            g += dout[t]
-        if pad is not None:                         # what a padded step passes straight back
-            g_t[...] = g
-        step(g, h[t + 1], da[t], relu)              # (5)
-        if pad is not None:
-            xp.copyto(da[t], 0, where=pad[t])
-        if t % FLUSH_EVERY == 0:
-            flush_subnormals(xp, da[t])
-        xp.matmul(da[t], W_hh, out=g)               # (6)
-        if pad is not None:
-            xp.copyto(g, g_t, where=pad[t])
-    return _weight_grads(x, h, W_ih, has_bias, pad, da, g)
-
-
-def _weight_grads(x, h, W_ih, has_bias, pad, da, g):
-    """(7)-(8) as single products over all steps, after the loop."""
-    xp = get_array_module(x)
-    T, N, D = x.shape
-    H = h.shape[2]
-    da2 = da.reshape(T * N, H)                      # (T*N, H)
-    dx = (da2 @ W_ih).reshape(T, N, D)              # (7)
-    grads = {"W_ih": da2.T @ valid_rows(xp, x, pad).reshape(T * N, D),    # (8)
-             "W_hh": da2.T @ h[:-1].reshape(T * N, H)}
-    if has_bias:
-        grads["b_ih"] = xp.ones(T * N, dtype=x.dtype) @ da2    # sums over steps, sequences as GEMVs
-        grads["b_hh"] = grads["b_ih"].copy()
-    return dx, g, grads
+def backward(dout, dh_n, cache):
+    """``functional.rnn_backward`` for a cache of ``forward`` above."""
+    x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
+    xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n}, copy=True)
+    da = xp.empty(h[1:].shape, dtype=x.dtype)       # (T, N, H)
+    kernels, relu = _kernels(xp, x.dtype), nonlinearity == "relu"
+    bwd = kernels.backward
+    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dh, h[t + 1], da[t], relu, d,
+                                                                   m_t, carry),
+                         (da,), W_hh, dh, (), dout, m)                      # (4)-(6)
+    dx, grads = _loop.weight_grads(x, h, W_ih, da, da, has_bias, m)         # (7)-(8)
+    return dx, dh0, grads
 
 
 class Prepared(_Prepared):
@@ -218,8 +197,7 @@ class Prepared(_Prepared):
         self.W_ih, self.W_hh = W_ih, W_hh
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.relu = nonlinearity == "relu"
+        self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
     def cell(self, xw, states):
-        xp = self.xp
-        a = xw + xp.dot(states[0], self.W_hh.T)                      # (1)
-        return (xp.maximum(a, 0, out=a) if self.relu else xp.tanh(a, out=a)),   # (2)
+        return self.kernel(xw, self.xp.dot(states[0], self.W_hh.T), self.relu),

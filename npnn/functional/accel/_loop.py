@@ -1,0 +1,133 @@
+"""The accelerations' sequence loops: one forward, one backward, for every cell and
+every kernel set (``_common.Kernels``).
+
+A cell's accel file prepares its weights and buffers (its own layout), then hands
+the loop what is its own: the recurrent products of a step, and its kernels bound
+to the step's slices of its buffers. The loops do the rest, the same way for
+every cell. Masks are valid masks m (T, N, 1), True at valid steps (``_recurrent``).
+
+Forward, for t = 1 .. T (the input half was computed before, one product):
+
+    rec = h_{t-1} W                       each recurrent product of the cell
+    kernel(t)                             the step's elementwise work
+    s_t = s_{t-1} at padded rows          every state, by selection
+
+Backward, for t = T .. 1:
+
+    dh_t += dout_t                        the output's gradient
+    keep dh_t (and the carried gradients) what a padded step passes straight back
+    kernel(t)                             dz_t, the carried gradients (dc), the direct path
+    dz_t = 0 at padded rows
+    flush dz_t (every FLUSH_EVERY steps)  ``_common.flush_subnormals`` (NumPy only)
+    dh_{t-1} = dz_t W (+ direct path)     the product
+    restore what padded rows pass back
+
+then the weight gradients as single products over all T*N rows (``weight_grads``).
+A set that folds (``Kernels.folds``, the fused CUDA kernels) takes the output
+gradient, the mask and what padded rows pass back (``carry``) inside its kernel:
+the loop then only runs the products.
+"""
+
+from ...backend import get_array_module
+from .._recurrent import valid_only
+from ._common import FLUSH_EVERY, flush_subnormals
+
+
+def new_states(xp, T, N, H, dtype, initial):
+    """States stacked over time, s[0] the given initial state (or 0): for each of
+    ``initial`` ((N, H) or None), an array (T + 1, N, H)."""
+    states = []
+    for s0 in initial:
+        s = xp.empty((T + 1, N, H), dtype=dtype)
+        s[0] = 0 if s0 is None else s0
+        states.append(s)
+    return states
+
+
+def forward(xp, kernels, step, states, products, m):
+    """(T steps of) the forward loop.
+
+    states: the cell's states, each (T + 1, N, H) from ``new_states``, the first the
+    hidden state h that the products read; products: pairs (W (H, K), out) of the
+    recurrent products h_{t-1} W, ``out`` (N, K) one buffer for all steps or
+    (T, N, K) a slice per step (kept for the backward); step(t, m_t) runs the
+    kernel set's forward on step t's slices (m_t the valid rows (N, 1) for a set
+    that folds the mask, else None); m (T, N, 1) or None.
+    """
+    h = states[0]
+    pad = None if m is None or kernels.folds else ~m           # the rows the loop holds
+    folded = m if kernels.folds else None
+    for t in range(h.shape[0] - 1):
+        for W, out in products:
+            xp.matmul(h[t], W, out=out if out.ndim == 2 else out[t])
+        step(t, None if folded is None else folded[t])
+        if pad is not None:                                     # padded steps keep s_{t-1}
+            for s in states:
+                xp.copyto(s[t + 1], s[t], where=pad[t])
+
+
+def backward(xp, kernels, step, dz, W, dh, carried=(), dout=None, m=None, direct=None):
+    """(T steps of) the backward loop; returns the gradient of h_0 (N, H).
+
+    dz: the step gradients the kernel writes, a tuple of (T, N, .) arrays whose first
+    is the gradient of the recurrent product, multiplied by W (K, H) to reach
+    h_{t-1}; dh (N, H) the gradient of h_T (a copy: updated in place); carried: the
+    other states' gradients, updated in place by the kernel (the LSTM's dc); dout
+    (T, N, H) or None, its padded rows zero; direct (N, H) or None: a gradient the
+    kernel writes that reaches h_{t-1} besides the product (the GRU's dh z), zeros
+    on entry. step(t, dout_t, m_t, carry) runs the kernel set's backward on step t
+    (dout_t, m_t for a set that folds them, else None; ``carry`` the direct path or,
+    for a set that folds the mask, what padded rows pass back).
+    """
+    folds = kernels.folds
+    carry = direct
+    if folds and carry is None and m is not None:
+        carry = xp.zeros_like(dh)
+    pad = None if m is None or folds else ~m
+    if pad is not None:
+        reaching = tuple(xp.empty_like(d) for d in (dh, *carried))
+    for t in range(dz[0].shape[0] - 1, -1, -1):
+        if folds:
+            step(t, None if dout is None else dout[t], None if m is None else m[t], carry)
+        else:
+            if dout is not None:
+                dh += dout[t]
+            if pad is not None:                                 # what a padded step passes back
+                for keep, d in zip(reaching, (dh, *carried)):
+                    keep[...] = d
+            step(t, None, None, carry)
+            if pad is not None:
+                for d in dz:
+                    xp.copyto(d[t], 0, where=pad[t])
+            if t % FLUSH_EVERY == 0:
+                for d in (*(d[t] for d in dz), *carried, *(() if direct is None else (direct,))):
+                    flush_subnormals(xp, d)
+        xp.matmul(dz[0][t], W, out=dh)
+        if not folds:
+            if direct is not None:
+                dh += direct
+            if pad is not None:
+                for keep, d in zip(reaching, (dh, *carried)):
+                    xp.copyto(d, keep, where=pad[t])
+    return dh + carry if folds and carry is not None else dh
+
+
+def weight_grads(x, h, W_ih, dzi, dzh, has_bias, m):
+    """After the loop, as single products over all T*N rows: dx (T, N, D) and
+    {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases) in the layout of dzi, dzh.
+
+    dzi, dzh (T, N, K): the gradients of the input half and of the recurrent half
+    (the same array where both enter one sum); x (T, N, D); h (T + 1, N, H) the
+    states; m keeps whatever the padding of x holds out of dW_ih."""
+    xp = get_array_module(x)
+    T, N, D = x.shape
+    H, K = h.shape[2], dzi.shape[2]
+    dzi2, dzh2 = dzi.reshape(T * N, K), dzh.reshape(T * N, dzh.shape[2])    # (T*N, K)
+    dx = (dzi2 @ W_ih).reshape(T, N, D)
+    grads = {"W_ih": dzi2.T @ valid_only(xp, x, m).reshape(T * N, D),
+             "W_hh": dzh2.T @ h[:-1].reshape(T * N, H)}
+    if has_bias:
+        ones = xp.ones(T * N, dtype=x.dtype)        # sums over steps and sequences as GEMVs
+        grads["b_ih"] = ones @ dzi2
+        grads["b_hh"] = grads["b_ih"].copy() if dzh is dzi else ones @ dzh2
+    return dx, grads
