@@ -1,5 +1,6 @@
-"""What every recurrent cell's sequence op shares: argument checks, the input
-product before the time loop, the weight-gradient products after it, and masks.
+"""What every recurrent cell's sequence op shares: the input product before the time
+loop, the weight-gradient products after it, the gradients a backward starts from,
+and masks (their argument checks live with every other rule, in ``npnn._checks``).
 
 A *mask* ``m (T, N)`` marks the valid steps of each sequence (True valid,
 False padding). Padded steps are handled by *selection*, never by arithmetic:
@@ -18,103 +19,8 @@ packed-sequence semantics: each sequence's final state is its state at its
 last valid step.
 """
 
-from .._checks import check_array, check_float, check_integer, check_same_backend, check_shape
+from .._checks import check_float, check_integer, check_shape
 from ..backend import get_array_module
-
-
-# -- argument checks ----------------------------------------------------------------
-
-def check_sequence_input(x, D):
-    """x must be a float array (T, N, D) with T, N >= 1; returns (T, N)."""
-    check_float("x", x)
-    check_shape("x", x, (None, None, D), "TND")
-    T, N = x.shape[0], x.shape[1]
-    if T < 1 or N < 1:
-        raise ValueError(f"expected x with at least one step and one sequence, got shape {x.shape}")
-    return T, N
-
-
-def check_states(states, N, H, dtype):
-    """Each initial state (a dict name -> array or None) must be (N, H) of ``dtype``."""
-    for name, s in states.items():
-        if s is not None:
-            check_float(name, s, dtype)
-            check_shape(name, s, (N, H), "NH")
-
-
-def check_bias_pair(names, biases, shapes, dtype):
-    """Two biases, both given or both None, each of its shape."""
-    if (biases[0] is None) != (biases[1] is None):
-        given = ", ".join(f"{n}={'array' if b is not None else None}" for n, b in zip(names, biases))
-        raise ValueError(f"expected both {names[0]} and {names[1]} or neither, got {given}")
-    for name, b, shape in zip(names, biases, shapes):
-        if b is not None:
-            check_float(name, b, dtype)
-            check_shape(name, b, shape)
-
-
-def check_mask(mask, T, N):
-    if mask is not None:
-        check_array("mask", mask)
-        check_shape("mask", mask, (T, N), "TN")
-
-
-def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype, projected=False):
-    """A gated cell's parameters (G = ``gates`` blocks of H rows); returns (D, H).
-
-    W_hh is (G*H, H), or with ``projected`` (G*H, P) for any P >= 1: it then reads
-    a projection of size P, and H comes from its rows (the projected LSTM)."""
-    check_float("W_hh", W_hh, dtype)
-    check_float("W_ih", W_ih, dtype)
-    cols = "P" if projected else "H"
-    if W_hh.ndim != 2:
-        check_shape("W_hh", W_hh, (None, None), ("G*H", cols))
-    if projected and (W_hh.shape[0] % gates or W_hh.shape[0] == 0):
-        raise ValueError(f"expected W_hh of shape (G*H, P) with G={gates}, "
-                         f"got {tuple(W_hh.shape)}")
-    H = W_hh.shape[0] // gates if projected else W_hh.shape[1]
-    check_shape("W_hh", W_hh, (gates * H, W_hh.shape[1] if projected else H), ("G*H", cols))
-    if W_ih.ndim != 2:
-        check_shape("W_ih", W_ih, (gates * H, None), ("G*H", "D"))
-    D = W_ih.shape[1]
-    check_shape("W_ih", W_ih, (gates * H, D))
-    check_bias_pair(("b_ih", "b_hh"), (b_ih, b_hh), ((gates * H,), (gates * H,)), dtype)
-    return D, H
-
-
-def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
-    """Validate a gated cell's sequence arguments; return ``(xp, T, N, D, H)``.
-
-    ``gates`` is G (1 RNN, 4 LSTM, 3 GRU); ``states`` maps names such as
-    ``'h0'`` to initial states of shape (N, H) or None.
-    """
-    check_float("x", x)
-    D, H = check_weights(gates, W_ih, W_hh, b_ih, b_hh, x.dtype)
-    T, N = check_sequence_input(x, D)
-    check_states(states, N, H, x.dtype)
-    check_mask(mask, T, N)
-    check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, mask=mask, **states)
-    return get_array_module(x), T, N, D, H
-
-
-def check_step_input(x):
-    """A one-step op's input must be (N, D)."""
-    check_float("x", x)
-    if x.ndim != 2:
-        check_shape("x", x, (None, None), "ND")
-    return x
-
-
-def check_step_args(gates, x, states, W_ih, W_hh, b_ih, b_hh):
-    """Validate a gated cell's one-step arguments: x (N, D), states (N, H) or None;
-    return ``(xp, N, D, H)``."""
-    check_step_input(x)
-    D, H = check_weights(gates, W_ih, W_hh, b_ih, b_hh, x.dtype)
-    check_shape("x", x, (None, D), "ND")
-    N = x.shape[0]
-    check_states(states, N, H, x.dtype)
-    check_same_backend(x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, **states)
-    return get_array_module(x), N, D, H
 
 
 def output_grads(x, m, S, dout, finals, copy=False):

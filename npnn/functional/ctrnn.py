@@ -36,10 +36,9 @@ import numpy as np
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_float, check_shape
-from ._recurrent import (check_sequence_args, initial_state, input_and_weight_grads,
-                         input_half, keep_padded, masked_output, output_grads, pass_padded,
-                         step_mask, valid_only)
+from .._checks import check_float, check_sequence_args, check_shape
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, output_grads, pass_padded, step_mask, valid_only)
 from .activations import tanh
 
 

@@ -45,10 +45,10 @@ the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
-from ._recurrent import (check_sequence_args, check_step_args, initial_state,
-                         input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, split_gates, state_grads, step_mask,
-                         valid_only)
+from .._checks import check_sequence_args, check_step_args
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, output_grads, pass_padded, split_gates, state_grads,
+                         step_mask, valid_only)
 from .activations import sigmoid, tanh
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh

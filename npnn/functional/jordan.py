@@ -27,10 +27,10 @@ and over the whole sequence:
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_float, check_same_backend, check_shape
+from .._checks import (check_bias_pair, check_float, check_mask, check_same_backend,
+                       check_sequence_input, check_shape, check_states)
 from ..backend import get_array_module
-from ._recurrent import (check_bias_pair, check_mask, check_sequence_input, check_states,
-                         initial_state, input_half, keep_padded, masked_output, output_grads,
+from ._recurrent import (initial_state, input_half, keep_padded, masked_output, output_grads,
                          pass_padded, step_mask, valid_only)
 from .activations import tanh
 

@@ -46,10 +46,10 @@ always run this reference; the registry (``Cell.run``) and
 from typing import Any, NamedTuple, Optional
 
 from ..backend import get_array_module
-from ._recurrent import (check_sequence_args, check_step_args, initial_state,
-                         input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, split_gates, state_grads, step_mask,
-                         valid_only)
+from .._checks import check_sequence_args, check_step_args
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, output_grads, pass_padded, split_gates, state_grads,
+                         step_mask, valid_only)
 from .activations import sigmoid, tanh
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh

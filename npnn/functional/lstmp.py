@@ -51,10 +51,10 @@ written, on NumPy and CuPy alike.
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_float, check_same_backend
+from .._checks import (check_float, check_mask, check_same_backend, check_sequence_input,
+                       check_states, check_weights)
 from ..backend import get_array_module
-from ._recurrent import (check_mask, check_sequence_input, check_states, check_weights,
-                         initial_state, input_and_weight_grads, input_half, keep_padded,
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
 from .activations import sigmoid, tanh

@@ -35,11 +35,11 @@ and over the whole sequence:
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_float, check_shape
+from .._checks import check_float, check_sequence_args, check_shape
 from ..backend import get_array_module
-from ._recurrent import (check_sequence_args, initial_state, input_and_weight_grads,
-                         input_half, keep_padded, masked_output, output_grads, pass_padded,
-                         split_gates, step_mask, valid_only)
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, output_grads, pass_padded, split_gates, step_mask,
+                         valid_only)
 from .activations import sigmoid, tanh
 
 

@@ -30,9 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from . import accel, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
-from ._recurrent import check_step_input
-
-
+from .._checks import check_step_input
 def uniform(rng, shape, H):
     """PyTorch's initialisation of every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
     k = 1.0 / math.sqrt(H)

@@ -36,10 +36,10 @@ the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 
 from typing import Any, NamedTuple, Optional
 
-from .._checks import check_choice
-from ._recurrent import (check_sequence_args, check_step_args, initial_state,
-                         input_and_weight_grads, input_half, keep_padded, masked_output,
-                         output_grads, pass_padded, state_grads, step_mask, valid_only)
+from .._checks import check_choice, check_sequence_args, check_step_args
+from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
+                         masked_output, output_grads, pass_padded, state_grads, step_mask,
+                         valid_only)
 from .activations import relu, relu_backward, tanh, tanh_backward
 
 NONLINEARITIES = ("tanh", "relu")

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from ...backend import elementwise_kernel, get_array_module
-from .._recurrent import (check_sequence_args, input_half, masked_output, output_grads,
-                          step_mask)
+from ..._checks import check_sequence_args
+from .._recurrent import input_half, masked_output, output_grads, step_mask
 from . import _loop, _numba
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh

@@ -20,9 +20,8 @@ import functools
 from typing import Any, NamedTuple, Optional
 
 from ...backend import elementwise_kernel, get_array_module
-from ..._checks import check_choice
-from .._recurrent import (check_sequence_args, input_half, masked_output, output_grads,
-                          step_mask)
+from ..._checks import check_choice, check_sequence_args
+from .._recurrent import input_half, masked_output, output_grads, step_mask
 from . import _loop, _numba
 from ._common import Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
