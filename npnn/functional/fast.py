@@ -9,19 +9,21 @@ sequences, any CuPy sequence of two steps or more; ``NPNN_ACCEL=0`` or
 ``accel.use_reference()`` never, ``accel.use_acceleration()`` always), else the
 reference. Each backward takes the cache of its forward, whichever ran, and runs
 the matching backward. A cell without an acceleration (peephole LSTM, CTRNN,
-Jordan) is its reference here. Layers and models use the registry directly.
+Jordan, the projected LSTM) is its reference here. Layers and models use the registry directly.
 
 Shapes: T time steps, N sequences, D input features, H hidden units.
 """
 
 from .ctrnn import ctrnn_backward, ctrnn_forward
 from .jordan import jordan_backward, jordan_forward
+from .lstmp import lstmp_backward, lstmp_forward
 from .peephole import peephole_lstm_backward, peephole_lstm_forward
 from .registry import CELLS
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "gru_forward", "gru_backward", "peephole_lstm_forward", "peephole_lstm_backward",
-           "ctrnn_forward", "ctrnn_backward", "jordan_forward", "jordan_backward"]
+           "ctrnn_forward", "ctrnn_backward", "jordan_forward", "jordan_backward",
+           "lstmp_forward", "lstmp_backward"]
 
 
 def _weights(W_ih, W_hh, b_ih, b_hh):
