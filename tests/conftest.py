@@ -38,7 +38,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):
-    """The plugin, where its entry point did not load it (a checkout not installed)."""
+    """The plugin, where its entry point did not load it (a checkout not installed).
+    With NPNN_TEST_INSTALLED set (CI's run against the wheel) the npnn under test must
+    be an installed one, in site-packages, not the checkout."""
+    if os.environ.get("NPNN_TEST_INSTALLED"):
+        import npnn
+        if "site-packages" not in npnn.__file__:
+            raise pytest.UsageError(f"NPNN_TEST_INSTALLED is set, but npnn comes from "
+                                    f"{npnn.__file__}, not site-packages")
     if not config.pluginmanager.has_plugin("npnn"):
         config.pluginmanager.register(importlib.import_module("npnn.testing.plugin"), "npnn")
 
