@@ -1,10 +1,13 @@
-"""Shared test set-up: Hypothesis profiles and the array-backend fixture.
+"""Shared test set-up: Hypothesis profiles and the array-backend fixtures.
 
-Backends: 'numpy'; 'cupy' on a real GPU (skipped without one); 'cupy-strict', the
-strict CuPy stand-in of ``tests/strict_cupy`` (always on: CuPy's API and refusals on
-NumPy data, kernels compiled on the host, syncs and launches counted). A test that
-takes ``backend`` gets the name npnn knows, 'numpy' or 'cupy'; under 'cupy-strict'
-npnn's CuPy *is* the stand-in for the duration of the test.
+The backends come from npnn's pytest plugin (``npnn.testing.plugin``; registered by
+its entry point where npnn is installed, and here where it is not): 'numpy'; 'cupy'
+on a real GPU (skipped without one); 'cupy-strict', the strict CuPy stand-in
+``npnn.testing.strict_cupy`` (always on: CuPy's API and refusals on NumPy data,
+kernels compiled on the host, syncs and launches counted). A test that takes
+``backend`` gets the name npnn knows, 'numpy' or 'cupy'; under 'cupy-strict' npnn's
+CuPy *is* the stand-in for the duration of the test. ``backend``, ``device``,
+``strict`` and ``xp`` are the plugin's ``npnn_*`` fixtures under the suite's names.
 
 Profiles, chosen with HYPOTHESIS_PROFILE (default 'ci'):
   ci        deterministic (derandomized), 50 examples a property, no deadline;
@@ -12,15 +15,13 @@ Profiles, chosen with HYPOTHESIS_PROFILE (default 'ci'):
   thorough  500 random examples a property, for a long run before a release.
 """
 
-import contextlib
+import importlib
 import os
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-import strict_cupy
-from npnn.backend import cupy_available, get_backend
 from npnn.functional.accel import use_acceleration, use_reference
 
 # the backend fixture is function-scoped (it installs the stand-in for one test) and
@@ -34,56 +35,45 @@ settings.register_profile("thorough", max_examples=500, deadline=None,
                           suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REAL_GPU = cupy_available()
-BACKENDS = [
-    pytest.param("numpy", id="numpy"),
-    pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
-        not REAL_GPU, reason="needs CuPy and a CUDA GPU")),
-    pytest.param("cupy-strict", id="cupy-strict"),
-]
 
 
-@contextlib.contextmanager
-def on_backend(name):
-    """The backend ``name`` of ``BACKENDS`` in place for the block; yields the name npnn
-    knows it by ('numpy' or 'cupy')."""
-    if name == "cupy-strict":
-        with strict_cupy.installed():
-            yield "cupy"
-    else:
-        yield name
+def pytest_configure(config):
+    """The plugin, where its entry point did not load it (a checkout not installed).
+    With NPNN_TEST_INSTALLED set (CI's run against the wheel) the npnn under test must
+    be an installed one, in site-packages, not the checkout."""
+    if os.environ.get("NPNN_TEST_INSTALLED"):
+        import npnn
+        if "site-packages" not in npnn.__file__:
+            raise pytest.UsageError(f"NPNN_TEST_INSTALLED is set, but npnn comes from "
+                                    f"{npnn.__file__}, not site-packages")
+    if not config.pluginmanager.has_plugin("npnn"):
+        config.pluginmanager.register(importlib.import_module("npnn.testing.plugin"), "npnn")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
+@pytest.fixture
+def backend(npnn_backend):
     """'numpy' or 'cupy': every test that takes it runs once per backend (the strict
     stand-in as 'cupy')."""
-    with on_backend(request.param) as name:
-        yield name
+    return npnn_backend
 
 
-DEVICES = [p for p in BACKENDS if p.values[0] != "numpy"]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
+@pytest.fixture
+def device(npnn_device):
     """'cupy' on each device backend (a real GPU, the stand-in), for the tests of the
     device path; yields the name npnn knows."""
-    with on_backend(request.param) as name:
-        yield name
+    return npnn_device
 
 
 @pytest.fixture
-def strict():
+def strict(npnn_strict_cupy):
     """The strict stand-in, installed as npnn's CuPy for the test; yields the module."""
-    with strict_cupy.installed() as module:
-        yield module
+    return npnn_strict_cupy
 
 
 @pytest.fixture
-def xp(backend):
+def xp(npnn_xp):
     """The array module of ``backend``."""
-    return get_backend(backend)
+    return npnn_xp
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Every public entry point on the device path, results equal to NumPy's.
 
 Runs on each device backend (``device``: a real GPU when there is one, and always
-the strict CuPy stand-in, ``tests/strict_cupy``): layers, cells, losses, models
+the strict CuPy stand-in, ``npnn.testing.strict_cupy``): layers, cells, losses, models
 with greedy and beam decoding, every optimizer and clip, the generic loop, the
 Trainer's fit, save and resume, ``load_model``, ``npnn generate --backend cupy``
 and ``check_all_ops``. Each model is built twice from one seed, once moved to the

@@ -1,7 +1,7 @@
 """The fused GPU kernels against the textbook reference, on every device backend.
 
 On the strict CuPy stand-in (always) the kernels' bodies run compiled on the host
-(tests/strict_cupy/kernels.py), declared as CuPy declares them, with CUDA's
+(npnn/testing/strict_cupy/kernels.py), declared as CuPy declares them, with CUDA's
 max/min; on a real GPU (when there is one) they run there. Either way the
 accelerated sequence ops take their fused path, masks and output gradients
 folded in, and must give the reference's numbers (functional/rnn.py, lstm.py,

@@ -4,7 +4,7 @@ Every kernel the accelerated ops build (each cell, masked or not, with or withou
 output gradients, and the dropout mask) is collected by running them on the strict
 CuPy stand-in, then compiled with nvcc:
 
-1. expanded as CuPy expands an ElementwiseKernel (``strict_cupy.kernels.cuda_source``:
+1. expanded as CuPy expands an ElementwiseKernel (``npnn.testing.strict_cupy.kernels.cuda_source``:
    raw parameters are pointers indexed by hand, the others references to element i,
    inputs const), for float and double;
 2. where CuPy itself is installed (it imports without a GPU), with CuPy's own code
@@ -19,12 +19,12 @@ import subprocess
 import numpy as np
 import pytest
 
-import strict_cupy
+from npnn.testing import strict_cupy
 from npnn.backend import to_backend
 from npnn.functional.accel import use_acceleration
 from npnn.functional.registry import CELLS
 from npnn.layers.recurrent import dropout_mask
-from strict_cupy import kernels
+from npnn.testing.strict_cupy import kernels
 
 from test_accel import VARIANTS, make_case
 

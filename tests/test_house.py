@@ -9,8 +9,10 @@ Floors, from the ground up (a module may import its own floor and those below):
    cells, the accelerations, the registry), ``npnn.gradcheck``;
 1. the library wing: ``npnn.layers``, ``npnn.optim``, ``npnn.models``, ``npnn.analysis``,
    ``npnn.metrics``;
-2. the training wing: ``npnn.training``;
-3. the package face ``npnn`` (lazy, PEP 562) and ``python -m npnn``.
+2. the testing floor: ``npnn.testing`` (assertions over the checker and the layers,
+   strategies, the pytest plugin, the strict CuPy stand-in); nothing below imports it;
+3. the training wing: ``npnn.training``;
+4. the package face ``npnn`` (lazy, PEP 562) and ``python -m npnn``.
 
 A new module must be given its floor here: the test fails on a module it cannot place.
 """
@@ -31,6 +33,7 @@ FLOORS = (
     ("ground", ("npnn._version", "npnn.backend", "npnn._checks", "npnn.durable",
                 "npnn.functional", "npnn.gradcheck")),
     ("library", ("npnn.layers", "npnn.optim", "npnn.models", "npnn.analysis", "npnn.metrics")),
+    ("testing", ("npnn.testing",)),
     ("training", ("npnn.training",)),
     ("face", ("npnn.__main__",)),
 )

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import strict_cupy as cp
-from strict_cupy import kernels
+from npnn.testing import strict_cupy as cp
+from npnn.testing.strict_cupy import kernels
 
 HERE = os.path.basename(__file__)
 
@@ -134,7 +134,7 @@ def test_installed_makes_npnn_see_the_stand_in_as_cupy():
 def test_the_recorded_api_matches_an_installed_cupy():
     """cupy_api.json is CuPy's (where CuPy is installed: ``record_api.py`` rewrites it)."""
     cupy = pytest.importorskip("cupy")
-    from strict_cupy.record_api import describe
+    from npnn.testing.strict_cupy.record_api import describe
     with open(os.path.join(os.path.dirname(cp.__file__), "cupy_api.json")) as f:
         api = json.load(f)
     if api["version"] != cupy.__version__:

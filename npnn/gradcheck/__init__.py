@@ -39,8 +39,9 @@ layout works (a transposed weight, a slice).
 ``python -m npnn.gradcheck`` checks every op of the library and prints the table.
 """
 
-from .core import GradCheckReport, GradientCheckError, TensorCheck, check_all_ops, check_gradients
+from .core import (GradCheckReport, GradientCheckError, GradientCheckWarning, TensorCheck,
+                   check_all_ops, check_gradients, gate_names)
 from .modules import check_module
 
 __all__ = ["check_gradients", "check_module", "check_all_ops", "GradCheckReport", "TensorCheck",
-           "GradientCheckError"]
+           "GradientCheckError", "GradientCheckWarning", "gate_names"]

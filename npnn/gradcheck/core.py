@@ -1,8 +1,12 @@
 """The finite-difference checker itself (``npnn.gradcheck`` is its public face, and
 its docstring the recipe): ``check_gradients`` compares a function's analytic
-gradients with central differences, tensor by tensor; ``check_all_ops`` runs it
-over every built-in op case (``cases.py``)."""
+gradients with central differences, tensor by tensor, every element (``mode="full"``)
+or along random directions (``mode="directional"``); ``check_all_ops`` runs it over
+every built-in op case (``cases.py``). ``npnn.testing``'s assertions are this
+checker with the defaults of a test suite."""
 
+import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -19,9 +23,23 @@ class GradientCheckError(AssertionError):
         self.report = report
 
 
+class GradientCheckWarning(UserWarning):
+    """A check that cannot say much: outputs below float64 precision, or tensors whose
+    analytic and numeric gradients are both zero (not exercised)."""
+
+
 @dataclass(frozen=True)
 class TensorCheck:
-    """The outcome for one input tensor."""
+    """The outcome for one input tensor.
+
+    In ``mode="full"`` ``index`` is the element with the largest |analytic - numeric|
+    and ``analytic``/``numeric`` the two gradients there; in ``mode="directional"``
+    ``index`` is ``(k,)``, the worst of the random directions u, and the two values are
+    <gradient, u> and the central difference along u. ``exercised`` is False when the
+    analytic and the numeric gradient are both identically zero: the check then says
+    nothing about the tensor (its result is 'not exercised', which is not a failure).
+    ``where`` names the gate block and unit of ``index`` for a stacked-gate parameter
+    ('z gate, unit 1')."""
     op: str
     name: str
     shape: Tuple[int, ...]
@@ -30,13 +48,31 @@ class TensorCheck:
     analytic: float             # the two values at that index
     numeric: float
     passed: bool
+    exercised: bool = True
+    where: str = ""
+    mode: str = "full"
+
+    @property
+    def result(self):
+        if not self.passed:
+            return "FAIL"
+        return "pass" if self.exercised else "not exercised"
 
 
 @dataclass
 class GradCheckReport:
-    """All tensors of one or more checks; ``passed`` when every tensor passed."""
+    """All tensors of one or more checks; ``passed`` when no tensor failed (a tensor
+    that was not exercised did not fail: see ``not_exercised``). A tensor passes when
+    max |analytic - numeric| <= atol + tol * max(max |analytic|, max |numeric|)."""
     tol: float
     tensors: List[TensorCheck] = field(default_factory=list)
+    atol: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def not_exercised(self):
+        """Names of the tensors whose analytic and numeric gradients were both zero."""
+        return [t.name for t in self.tensors if not t.exercised]
 
     @property
     def passed(self):
@@ -48,22 +84,27 @@ class GradCheckReport:
 
     def extend(self, other):
         self.tensors.extend(other.tensors)
+        self.notes.extend(n for n in other.notes if n not in self.notes)
         return self
 
     def table(self):
         rows = [("op", "tensor", "shape", "max rel error", "at", "analytic", "numeric", "result")]
         for t in self.tensors:
             rows.append((t.op, t.name, "x".join(map(str, t.shape)) or "()",
-                         f"{t.max_rel_error:.2e}", str(t.index), f"{t.analytic:.6g}",
-                         f"{t.numeric:.6g}", "pass" if t.passed else "FAIL"))
+                         f"{t.max_rel_error:.2e}",
+                         str(t.index) + (f" {t.where}" if t.where else "")
+                         + (" direction" if t.mode == "directional" else ""),
+                         f"{t.analytic:.6g}", f"{t.numeric:.6g}", t.result))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def __str__(self):
         status = "passed" if self.passed else "FAILED"
-        return f"{self.table()}\n{len(self.tensors)} tensors, tolerance {self.tol:g}: {status}"
+        atol = f", atol {self.atol:g}" if self.atol else ""
+        return (f"{self.table()}\n{len(self.tensors)} tensors, tolerance {self.tol:g}{atol}: "
+                f"{status}")
 
 
 def _as_tuple(outputs):
@@ -80,7 +121,9 @@ def _weighted_sum(outputs, douts):
 
 def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Sequence[str]] = None,
                     eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, op: str = "",
-                    raise_on_failure: bool = False) -> GradCheckReport:
+                    raise_on_failure: bool = False, atol: float = 0.0, mode: str = "full",
+                    directions: int = 2,
+                    gates: Optional[Dict[str, Sequence[str]]] = None) -> GradCheckReport:
     """Compare ``f``'s analytic gradients with central differences in float64.
 
     Args:
@@ -89,15 +132,28 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
             float64; everything else (integer targets, flags) is passed as is.
         wrt: names to check; default every floating-point array input.
         eps: finite-difference step.
-        tol: largest accepted relative error per tensor.
-        seed: seed of the random output weights ``dout``.
+        tol: the relative tolerance (rtol): a tensor passes when
+            max |analytic - numeric| <= atol + tol * max(max |analytic|, max |numeric|)
+            (in ``mode="directional"`` the same with the directional derivatives).
+        seed: seed of the random output weights ``dout`` (and of the directions).
         op: a label for the report.
         raise_on_failure: raise ``GradientCheckError`` instead of returning a
             failing report.
+        atol: the absolute tolerance (default 0: the test is purely relative).
+        mode: ``"full"`` perturbs every element (2 forward passes per element);
+            ``"directional"`` compares <gradient, u> with the central difference along
+            ``directions`` random unit directions u per tensor (2 forward passes per
+            direction).
+        directions: how many directions per tensor in ``mode="directional"``.
+        gates: {tensor name: gate names} for parameters whose first axis stacks gate
+            blocks (``W_ih`` (G*H, D)): a tensor's worst index is then named by its
+            block and unit ('z gate, unit 1').
 
     Returns:
         A ``GradCheckReport`` with one ``TensorCheck`` per checked tensor.
     """
+    if mode not in ("full", "directional"):
+        raise ValueError(f"expected mode to be 'full' or 'directional', got {mode!r}")
     # C-ordered float64 copies: the perturbations below go through a flat view, which
     # only a C-contiguous array shares with itself (astype keeps an F-ordered layout)
     inputs = {k: (get_array_module(v).array(v, dtype=get_array_module(v).float64, order="C",
@@ -121,7 +177,16 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
                   to_backend(rng.standard_normal(o.shape), backend_name(get_array_module(o))).astype(o.dtype)
                   for o in outs)
     analytic = vjp(douts[0] if single else douts)
-    report = GradCheckReport(tol=tol)
+    report = GradCheckReport(tol=tol, atol=atol)
+    low = sorted({str(o.dtype) for o in outs if o is not None and o.dtype.kind == "f"
+                  and o.dtype.itemsize < 8})
+    if low:
+        note = (f"{op + ': ' if op else ''}outputs of dtype {', '.join(low)}: finite differences "
+                f"in that precision are accurate to about 1e-2 at best, so a failure here is "
+                f"most likely precision, not a wrong gradient; run the check in float64")
+        report.notes.append(note)
+        warnings.warn(note, GradientCheckWarning, stacklevel=2)
+    directions_rng = np.random.default_rng([seed, 1])
     for name in wrt:
         x = inputs[name]
         if name not in analytic or analytic[name] is None:
@@ -130,12 +195,30 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
         if tuple(a.shape) != tuple(x.shape):
             raise ValueError(f"expected the gradient of {name} of shape {tuple(x.shape)}, "
                              f"got {tuple(a.shape)}")
-        numeric = _numeric_gradient(f, inputs, name, douts, eps)
-        report.tensors.append(_compare(op, name, np.asarray(to_numpy(a), dtype=np.float64),
-                                       numeric, tol))
+        a = np.asarray(to_numpy(a), dtype=np.float64)
+        if mode == "full":
+            numeric = _numeric_gradient(f, inputs, name, douts, eps)
+            check = _compare(op, name, a, numeric, tol, atol)
+            if gates and name in gates and check.index and check.exercised:
+                check = _name_gate(check, gates[name])
+        else:
+            check = _directional(f, inputs, name, a, douts, eps, tol, atol, op,
+                                 directions, directions_rng)
+        report.tensors.append(check)
     if raise_on_failure and not report.passed:
         raise GradientCheckError(report)
     return report
+
+
+def _perturbed_loss(f, inputs, name, douts, new_value):
+    """L with input ``name`` set to ``new_value`` (restored afterwards)."""
+    x = inputs[name]
+    old = x.copy()
+    x[...] = new_value
+    try:
+        return _weighted_sum(_as_tuple(f(**inputs)[0]), douts)
+    finally:
+        x[...] = old
 
 
 def _numeric_gradient(f, inputs, name, douts, eps):
@@ -154,16 +237,69 @@ def _numeric_gradient(f, inputs, name, douts, eps):
     return grad.reshape(x.shape)
 
 
-def _compare(op, name, a, n, tol):
+def _directional(f, inputs, name, a, douts, eps, tol, atol, op, directions, rng):
+    """<a, u> against (L(x + eps u) - L(x - eps u)) / (2 eps) for random unit u."""
+    x = inputs[name]
+    xp = get_array_module(x)
+    worst = None
+    all_zero = not a.any()
+    for k in range(max(1, int(directions))):
+        u = rng.standard_normal(x.shape)
+        u /= max(float(np.linalg.norm(u)), 1e-300)
+        u_dev = to_backend(u, backend_name(xp))
+        plus = _perturbed_loss(f, inputs, name, douts, x + eps * u_dev)
+        minus = _perturbed_loss(f, inputs, name, douts, x - eps * u_dev)
+        d_a, d_n = float(np.sum(a * u)), (plus - minus) / (2 * eps)
+        all_zero = all_zero and d_n == 0.0
+        diff, scale = abs(d_a - d_n), max(abs(d_a), abs(d_n))
+        margin = diff - (atol + tol * scale)        # > 0: outside the tolerance
+        if worst is None or margin > worst[0] or not np.isfinite(diff):
+            worst = (margin, k, d_a, d_n, diff / scale if scale > 0 else 0.0)
+            if not np.isfinite(diff):
+                break
+    margin, k, d_a, d_n, err = worst
+    passed = bool(np.isfinite(d_a) and np.isfinite(d_n) and margin <= 0
+                  and np.all(np.isfinite(a)))
+    return TensorCheck(op, name, tuple(a.shape), err, (k,), d_a, d_n, passed,
+                       exercised=not all_zero, mode="directional")
+
+
+def _compare(op, name, a, n, tol, atol=0.0):
     diff = np.abs(a - n)
     scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(n).max(initial=0.0)))
     where = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
     where = tuple(int(i) for i in where)
-    err = float(diff[where]) / scale if diff.size and scale > 0 else 0.0
+    largest = float(diff[where]) if diff.size else 0.0
+    err = largest / scale if diff.size and scale > 0 else 0.0
     a_at = float(a[where]) if a.size else 0.0
     n_at = float(n[where]) if n.size else 0.0
-    passed = bool(np.isfinite(err) and err <= tol and np.all(np.isfinite(a)))
-    return TensorCheck(op, name, tuple(a.shape), err, where, a_at, n_at, passed)
+    passed = bool(np.isfinite(err) and largest <= atol + tol * scale and np.all(np.isfinite(a)))
+    exercised = bool(scale != 0.0 or not np.all(np.isfinite(diff)))
+    return TensorCheck(op, name, tuple(a.shape), err, where, a_at, n_at, passed,
+                       exercised=exercised)
+
+
+def _name_gate(check, gate_names):
+    """``check`` with its index named by gate block: row r of a (G*H, ...) tensor is unit
+    r % H of gate r // H."""
+    G, rows = len(gate_names), check.shape[0]
+    if G < 2 or rows % G:
+        return check
+    H = rows // G
+    row = check.index[0]
+    return TensorCheck(**{**check.__dict__,
+                          "where": f"({gate_names[row // H]} gate, unit {row % H})"})
+
+
+def gate_names(cell: str) -> Tuple[str, ...]:
+    """The gate blocks of registered cell ``cell``, in the order its weights stack them:
+    its file's ``GATES`` (('r', 'z', 'n') for GRU), else 'gate 0', 'gate 1', ..."""
+    from ..functional.registry import CELLS
+    spec = CELLS[cell]
+    names = getattr(sys.modules.get(spec.forward.__module__), "GATES", None)
+    if names is None or len(names) != spec.gates:
+        return tuple(f"block {k}" for k in range(spec.gates))
+    return tuple(names)
 
 
 def check_all_ops(seed: int = 0, tol: float = 1e-6, backend: str = "numpy") -> GradCheckReport:

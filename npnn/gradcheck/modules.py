@@ -13,10 +13,12 @@ tuple mirroring forward's positional parameters (``(dx, dhx)`` for a recurrent
 layer, also when ``hx`` was not passed: the extra entries are ignored).
 """
 
+import re
+
 import numpy as np
 
 from ..backend import is_array
-from .core import check_gradients
+from .core import check_gradients, gate_names
 
 
 def _flatten(obj, name, out):
@@ -50,8 +52,24 @@ def _pair(arg, grad, name):
         yield name, grad
 
 
+def _gates(module, names):
+    """{parameter name: gate names} of the stacked-gate parameters among ``names``: those
+    of a module whose ``spec`` is a registered cell, shaped (G*H, ...) in the registry."""
+    from ..functional.registry import Cell
+    out = {}
+    for prefix, m in module.named_modules():
+        spec = getattr(m, "spec", None)
+        if not isinstance(spec, Cell) or spec.gates < 2:
+            continue
+        stacked = {p.name for p in spec.params if p.shape[0] == "G*H"}
+        for name in getattr(m, "params", {}):
+            if prefix + name in names and re.sub(r"_l\d+(_reverse)?$", "", name) in stacked:
+                out[prefix + name] = gate_names(spec.name)
+    return out
+
+
 def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=1e-6,
-                 tol=1e-6, seed=0, op=None, raise_on_failure=False):
+                 tol=1e-6, seed=0, op=None, raise_on_failure=False, **options):
     """Finite-difference check of a module's backward.
 
     Args:
@@ -63,7 +81,9 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
         arg_names: names of the positional arguments for the report
             (default x, hx, arg2, ...).
         params: also check every parameter's accumulated gradient.
-        eps, tol, seed, op, raise_on_failure: as for ``check_gradients``.
+        eps, tol, seed, op, raise_on_failure, and ``options`` (``atol``, ``mode``,
+            ``directions``): as for ``check_gradients``. A failing entry of a
+            stacked-gate parameter is named by its gate block ('z gate, unit 1').
     """
     args, kwargs = tuple(args), dict(kwargs or {})
     for name, p in module.named_parameters():
@@ -109,6 +129,7 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
     try:
         return check_gradients(f, inputs, eps=eps, tol=tol, seed=seed,
                                op=op or type(module).__name__,
-                               raise_on_failure=raise_on_failure)
+                               raise_on_failure=raise_on_failure,
+                               gates=_gates(module, param_refs), **options)
     finally:
         module.clear_caches()

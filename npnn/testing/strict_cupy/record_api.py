@@ -2,12 +2,12 @@
 upgrading the CuPy that the stand-in follows; CuPy imports without a GPU)::
 
     pip install --target /tmp/cupy-ref --no-deps cupy-cuda12x "cuda-pathfinder>=1.3.4,<2" fastrlock
-    PYTHONPATH=/tmp/cupy-ref python tests/strict_cupy/record_api.py
+    PYTHONPATH=/tmp/cupy-ref python -m npnn.testing.strict_cupy.record_api
 
 What is kept: every public name of ``cupy``, ``cupy.random`` and ``cupyx`` with its kind
 ('function' with its parameters, 'ufunc', 'module', 'class', 'other'), and every
 public attribute of ``cupy.ndarray`` with its parameters (read from the signature
-CuPy embeds in each method's docstring). The stand-in (``tests/strict_cupy``) refuses
+CuPy embeds in each method's docstring). The stand-in (``npnn.testing.strict_cupy``) refuses
 any name or keyword argument that is not in this file.
 """
 

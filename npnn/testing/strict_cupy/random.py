@@ -1,8 +1,13 @@
 """cupy.random: the legacy RandomState functions on device arrays (NumPy's generator)."""
 
+import sys
+
 import numpy as np
 
-from . import _record, _wrap
+
+def _stand_in():
+    """The stand-in package (looked up, not imported: it imports this module)."""
+    return sys.modules[__package__]
 
 _STATE = np.random.RandomState()
 
@@ -13,10 +18,10 @@ def seed(seed=None):
 
 def _drawing(name):
     def draw(*args, **kwargs):
-        _record("launch", f"random.{name}")
+        _stand_in()._record("launch", f"random.{name}")
         dtype = kwargs.pop("dtype", None)
         r = getattr(_STATE, name)(*args, **kwargs)
-        return _wrap(np.asarray(r if dtype is None else np.asarray(r).astype(dtype)))
+        return _stand_in()._wrap(np.asarray(r if dtype is None else np.asarray(r).astype(dtype)))
     draw.__name__ = name
     return draw
 

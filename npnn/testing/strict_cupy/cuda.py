@@ -1,6 +1,12 @@
 """cupy.cuda, as far as npnn uses it: one device, streams that synchronise (counted)."""
 
-from . import _sync_event
+import sys
+
+
+def _sync_event(what):
+    """Count a synchronisation in the stand-in package (looked up, not imported: it
+    imports this module)."""
+    sys.modules[__package__]._sync_event(what)
 
 
 class Device:
