@@ -42,6 +42,8 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          valid_only)
 from .activations import sigmoid, tanh
 
+GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh (as lstm.py)
+
 
 def peephole_lstm_cell(xw, h_prev, c_prev, W_hh, w_ci, w_cf, w_co, b_hh=None):
     """One step, (1)-(5), given xw = x_t W_ih^T + b_ih (N, 4H) -> h_t, c_t and
