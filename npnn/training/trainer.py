@@ -524,7 +524,9 @@ def _check_corpus(cfg, corpus):
     if n < cfg.batch * cfg.steps + cfg.steps + 1:
         raise ValueError(f"the training text has {n} tokens, too few for batch {cfg.batch} "
                          f"x steps {cfg.steps}; use a longer text or smaller --batch/--steps")
-    present = np.count_nonzero(np.bincount(corpus.train, minlength=len(corpus.vocab)))
+    first = corpus.train[0]
+    present = 1 + any(np.any(corpus.train[i:i + 2 ** 20] != first)    # a copy of 1 MB at most
+                      for i in range(0, n, 2 ** 20))
     if present < 2:
         only = corpus.vocab.idx_to_token[int(corpus.train[0])]
         raise ConfigError("min_freq" if cfg.min_freq > 1 else None,
