@@ -22,14 +22,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from _helpers import (ROOT, TEXT, TINY, main, npnn_process, one_line_error, quiet, stop_at,
-                      tiny_config, wait_for_line)
+from _helpers import (ROOT, TEXT, TINY, main, npnn_process, one_line_error, quiet, tiny_config,
+                      wait_for_line)
 import npnn
 from npnn.training import distributed, rundir
 from npnn.training.checkpoint import CheckpointError, read_checkpoint
-from npnn.training.config import ConfigError
 from npnn.training.rundir import RunBusyError, RunDir
-from npnn.training.trainer import Trainer, load_model
+from npnn.training.trainer import Trainer
 
 
 @pytest.fixture

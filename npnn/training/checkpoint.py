@@ -23,9 +23,10 @@ big arrays) and validates the meta (``validate_meta``: the schema, every number
 bounded, at most ``META_DEPTH`` levels of nesting); ``Checkpoint.restore`` checks
 every array's shape against the model and the optimizer, and the optimizer's
 buffers against the names it keeps (``Optimizer.buffer_names``), *before* it
-decompresses any array (a small file cannot make it allocate gigabytes). Every problem is a ``CheckpointError``
-with a one-line reason. Format 1 (npnn 0.1.0) is read by converting its meta and
-its array names to format 2 (``_upgrade_format1``); its text was not hashed.
+decompresses any array (a small file cannot make it allocate gigabytes). Every
+problem is a ``CheckpointError`` with a one-line reason. Format 1 (npnn 0.1.0) is
+read by converting its meta and its array names to format 2 (``_upgrade_format1``);
+its text was not hashed.
 """
 
 import dataclasses

@@ -19,9 +19,10 @@ generator's state at the epoch's start). A step is d2l's:
   optimizer buffer must be finite, and after every evaluation its metrics; if not,
   ``Diverged`` is raised *before* anything is saved, so a checkpoint never holds
   broken weights;
-* handles SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop): the current step
-  finishes, ``hooks.save`` runs and ``fit`` returns with ``state.stopped`` set to
-  the signal's name;
+* handles SIGINT (Ctrl-C), SIGTERM (a scheduler's stop) and SIGHUP (a closed
+  terminal): the current step finishes, ``hooks.save`` runs and ``fit`` returns with
+  ``state.stopped`` set to the signal's name (also when it came during the last
+  evaluation or save);
 * keeps the time budget (``minutes``, counted from this call), evaluates and
   saves when it is spent (``state.stopped == 'time'``);
 * evaluates and saves after every epoch.
