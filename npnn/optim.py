@@ -70,6 +70,11 @@ class Optimizer:
     def _update(self, i, p, g):
         raise NotImplementedError
 
+    def buffer_names(self):
+        """The names of the buffers every parameter holds after a step (a checkpoint's
+        optimizer state must have exactly these)."""
+        return tuple(self.buffers)
+
     def state_dict(self):
         """Step count, learning rate and every buffer (as NumPy arrays)."""
         return {"step_count": self.step_count, "lr": self.lr,
@@ -107,6 +112,9 @@ class SGD(Optimizer):
                              f"momentum={momentum}, dampening={dampening}")
         self.nesterov = bool(nesterov)
 
+    def buffer_names(self):
+        return ("momentum",) if self.momentum else ()
+
     def _update(self, i, p, g):
         d = g + self.weight_decay * p if self.weight_decay else g
         if self.momentum:
@@ -123,6 +131,8 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is L2 added to the gradient."""
+
+    buffers = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
@@ -173,6 +183,8 @@ class AdamW(Adam):
 class Adagrad(Optimizer):
     """Adagrad (as in min-char-rnn): p -= lr g / (sqrt(sum of g^2) + eps)."""
 
+    buffers = ("sum",)
+
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10):
         super().__init__(params, lr)
@@ -202,6 +214,10 @@ class RMSprop(Optimizer):
         self.weight_decay = check_range("weight_decay", weight_decay)
         self.momentum = check_range("momentum", momentum)
         self.centered = bool(centered)
+
+    def buffer_names(self):
+        return ("square_avg",) + (("grad_avg",) if self.centered else ()) + (
+            ("momentum_buffer",) if self.momentum else ())
 
     def _update(self, i, p, g):
         xp = get_array_module(p)

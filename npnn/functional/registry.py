@@ -118,6 +118,13 @@ class Cell:
         if self.state_sizes is None:
             object.__setattr__(self, "state_sizes", ("H",) * len(self.states))
 
+    def __reduce__(self):
+        """A registered cell pickles (and deep-copies) as its name: the copy is the
+        registry's cell (its functions and acceleration module are no data to copy)."""
+        if CELLS.get(self.name) is not self:
+            raise TypeError(f"cannot pickle cell {self.name!r}: it is not the registered one")
+        return get_cell, (self.name,)
+
     @property
     def n_states(self):
         return len(self.states)

@@ -15,7 +15,7 @@ from .._checks import (check_choice, check_dropout, check_dtype, check_index_ran
                        check_integer, check_positive_int)
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
-from ..functional.registry import CELLS, get_cell
+from ..functional.registry import CELLS, as_states, from_states, get_cell
 from ..layers import Dropout, Embedding, Linear, Module, no_grad
 from ..layers.base import make_rng
 from ..layers.recurrent import layer_class, select_state
@@ -161,22 +161,45 @@ class RNNLM(Module):
         if temperature <= 0:
             raise ValueError(f"expected temperature > 0, got {temperature!r}")
         end = self._end_id(end_token)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                logits, state = self.forward(np.asarray([ids]))        # warm-up on the prefix
-                last = to_numpy(logits[0, -1]).astype(np.float64)
-                if strategy == "beam":
-                    out = self._beam(ids, last, state, n, beam_width, length_penalty, end)
-                else:
-                    out = self._step_decode(ids, last, state, n, strategy, temperature,
-                                            top_k, top_p, end, np.random.default_rng(seed))
-        finally:
-            self.train(was_training)
+        # forward-only, whatever the mode: no cache, no dropout, the mode left alone (so
+        # threads may generate side by side, and beside training)
+        steps = [self.rnn.stepper(layer) for layer in range(self.rnn.num_layers)]
+        with no_grad():
+            check_index_range("prefix", np.asarray(ids), 0, self.vocab_size)
+            logits, state = self._infer(np.asarray([ids]), None, steps)   # warm-up on the prefix
+            last = to_numpy(logits[0]).astype(np.float64)
+            if strategy == "beam":
+                out = self._beam(ids, last, state, n, beam_width, length_penalty, end, steps)
+            else:
+                out = self._step_decode(ids, last, state, n, strategy, temperature,
+                                        top_k, top_p, end, np.random.default_rng(seed), steps)
         return self._decode(out)
 
-    def _step_decode(self, ids, last, state, n, strategy, temperature, top_k, top_p, end, rng):
+    def _infer(self, X, state, steps):
+        """Generation's forward: X (N, T) host ids, the state (tuple of (L, N, H) arrays, or
+        None) -> the last step's logits (N, V), the new state. Runs each layer's prepared
+        step (``Recurrent.stepper``): no cache, no dropout, and the model's mode unread."""
+        xp = get_array_module(self.decoder.params["weight"])
+        N, T = X.shape
+        Xt = to_backend(np.ascontiguousarray(X.T), backend_name(xp))              # (T, N)
+        if self.embedding_dim:
+            inputs = self.embedding.params["weight"][Xt]                          # (T, N, E)
+        else:
+            inputs = xp.eye(self.vocab_size, dtype=self.dtype)[Xt]                 # (T, N, V)
+        L = self.rnn.num_layers
+        if state is None:
+            state = tuple(xp.zeros((L, N, S), dtype=self.dtype) for S in self.rnn.state_sizes)
+        states = [tuple(s[layer] for s in as_states(state)) for layer in range(L)]
+        for t in range(T):
+            x = inputs[t]
+            for layer, step in enumerate(steps):
+                states[layer] = step(x, states[layer])
+                x = states[layer][0]                                               # (N, H)
+        state = from_states(tuple(xp.stack(s) for s in zip(*states)))             # (L, N, H)
+        return xp.dot(x, self.decoder.params["weight"].T) + self.decoder.params["bias"], state
+
+    def _step_decode(self, ids, last, state, n, strategy, temperature, top_k, top_p, end, rng,
+                     steps):
         out = list(ids)
         for _ in range(n):
             if strategy == "greedy":
@@ -186,11 +209,11 @@ class RNNLM(Module):
             out.append(tok)
             if tok == end:
                 break
-            logits, state = self.forward(np.asarray([[tok]]), state)
-            last = to_numpy(logits[0, -1]).astype(np.float64)
+            logits, state = self._infer(np.asarray([[tok]]), state, steps)
+            last = to_numpy(logits[0]).astype(np.float64)
         return out
 
-    def _beam(self, ids, last, state, n, width, alpha, end):
+    def _beam(self, ids, last, state, n, width, alpha, end, steps):
         width = check_positive_int("beam_width", width)
         if n == 0:
             return list(ids)
@@ -210,8 +233,8 @@ class RNNLM(Module):
                 break
             seqs, scores = [seqs[i] for i in live], scores[live]
             state = select_state(state, beam_idx[live])
-            logits, state = self.forward(toks[live][:, None], state)
-            logp = log_softmax(to_numpy(logits[:, -1]).astype(np.float64))
+            logits, state = self._infer(toks[live][:, None], state, steps)
+            logp = log_softmax(to_numpy(logits).astype(np.float64))
         finished += [(scores[i] / len(seqs[i]) ** alpha, seqs[i]) for i in live]
         return list(ids) + max(finished, key=lambda f: f[0])[1]
 

@@ -358,7 +358,8 @@ class Seq2Seq(Module):
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded
         (without an end id, ``max_len`` tokens each). A model in training mode decodes
         in eval mode and returns to training mode; a model already in eval mode is
-        left as it is (submodules included)."""
+        left as it is (submodules included). ``max_len`` 0 decodes nothing (empty lists)."""
+        max_len = _max_len(max_len)
         was = self.training
         if was:                     # (toggling walks every submodule: not per call if not needed)
             self.eval()
@@ -379,6 +380,8 @@ class Seq2Seq(Module):
         finally:
             if was:
                 self.train()
+        if not outs:
+            return [[] for _ in range(source[0].shape[0])]
         seqs = np.stack(outs, axis=1).tolist()
         if self.eos is None:
             return seqs
@@ -390,6 +393,8 @@ class Seq2Seq(Module):
         result maximises log P / len ** alpha (len counts <eos>). Returns ids, <eos>
         excluded."""
         width = check_positive_int("beam_width", beam_width)
+        if _max_len(max_len) == 0:
+            return []
         was = self.training
         if was:                     # (toggling walks every submodule: not per call if not needed)
             self.eval()
@@ -423,6 +428,13 @@ class Seq2Seq(Module):
             if was:
                 self.train()
         return max(finished, key=lambda f: f[0])[1]
+
+
+def _max_len(value):
+    """``max_len`` of decoding: a non-negative integer (0: nothing to decode)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"expected max_len to be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _token_id(name, value, optional=False):

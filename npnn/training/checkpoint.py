@@ -16,12 +16,17 @@ names are paths, ``model/rnn.weight_ih_l0``, ``optimizer/0/exp_avg``,
     optimizer    {"step_count", "lr"}; its buffers are the optimizer/<i>/<name> arrays
     carried      the number of carried/<i> arrays: the recurrent state between batches
 
-``read_checkpoint`` checks the file and validates the meta (``validate_meta``);
-``Checkpoint.restore`` checks every array's shape, read from its ``.npy`` header,
-against the model and the optimizer *before* it decompresses any array (a small
-file cannot make it allocate gigabytes). Every problem is a ``CheckpointError``
-with a one-line reason. Format 1 (npnn 0.1.0) is read by converting its meta and
-its array names to format 2 (``_upgrade_format1``); its text was not hashed.
+``read_checkpoint`` checks the file (a regular file: a FIFO or a device is refused
+before it is read; each member's declared size, from its ``.npy`` header, must be
+what the zip directory says the member holds, so a small file cannot declare
+big arrays) and validates the meta (``validate_meta``: the schema, every number
+bounded, at most ``META_DEPTH`` levels of nesting); ``Checkpoint.restore`` checks
+every array's shape against the model and the optimizer, and the optimizer's
+buffers against the names it keeps (``Optimizer.buffer_names``), *before* it
+decompresses any array (a small file cannot make it allocate gigabytes). Every
+problem is a ``CheckpointError`` with a one-line reason. Format 1 (npnn 0.1.0) is
+read by converting its meta and its array names to format 2 (``_upgrade_format1``);
+its text was not hashed.
 """
 
 import dataclasses
@@ -29,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import zipfile
 
 import numpy as np
@@ -42,6 +48,12 @@ NAME = "checkpoint.npz"
 FORMAT = 2
 READS = (1, 2)
 _META_LIMIT = 64 * 2 ** 20       # bytes of JSON: far above any real meta
+#: Levels of nesting a meta may have (a real one has 5: module_rngs[0].state.state).
+META_DEPTH = 16
+#: The largest count (epochs, batches, steps): exact in a float64.
+MAX_COUNT = 2 ** 53
+#: The largest integer anywhere in the meta (a PCG64 state is below 2^128).
+MAX_INT = 2 ** 128
 
 
 class CheckpointError(ValueError):
@@ -109,12 +121,38 @@ def _is_count(v):
 
 def _count(v, where):
     if not _is_count(v):
-        raise CheckpointError(f"{where}: expected a non-negative integer, got {v!r}")
+        raise CheckpointError(f"{where}: expected a non-negative integer, got {_short(v)}")
+    if v > MAX_COUNT:
+        raise CheckpointError(f"{where}: {_short(v)} is too large (at most 2^53)")
 
 
 def _number(v, where):
     if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise CheckpointError(f"{where}: expected a number, got {v!r}")
+        raise CheckpointError(f"{where}: expected a number, got {_short(v)}")
+    if isinstance(v, int) and abs(v) > MAX_COUNT:
+        raise CheckpointError(f"{where}: {_short(v)} is too large (at most 2^53)")
+
+
+def _short(v):
+    """``repr(v)``, cut to 40 characters (a number of 400 digits is not a message)."""
+    text = repr(v) if not (isinstance(v, int) and abs(v) > 10 ** 40) else \
+        f"an integer of {len(str(abs(v)))} digits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _bounds(meta):
+    """Every integer of the meta below 2^128 and at most ``META_DEPTH`` levels of
+    nesting (checked without recursion); raises CheckpointError."""
+    stack = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > META_DEPTH:
+                raise CheckpointError(f"its meta nests deeper than {META_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                   else value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+            raise CheckpointError(f"its meta holds a number too large ({_short(value)})")
 
 
 def _finite(v, where):
@@ -225,6 +263,13 @@ def validate_meta(meta):
                               f"{model.vocab_size}")
     if len(set(vocab)) != len(vocab):
         raise CheckpointError("its vocabulary repeats a token")
+    if not vocab or vocab[0] != "<unk>":
+        raise CheckpointError("its vocabulary does not start with <unk>, the token that "
+                              "every unknown token is read as")
+    progress = meta["progress"]
+    if len(progress["history"]) != progress["epoch"]:
+        raise CheckpointError(f"progress: {progress['epoch']} epochs done, but a history of "
+                              f"{len(progress['history'])} records")
     if meta["progress"]["batch"] and meta["progress"]["epoch_rng"] is None:
         raise CheckpointError("progress: a position inside an epoch needs the epoch's "
                               "generator state (epoch_rng)")
@@ -291,19 +336,42 @@ class Checkpoint:
             raise CheckpointError(f"no checkpoint at {path}")
         if os.path.isdir(path):
             raise CheckpointError(f"expected a checkpoint file, got a folder: {path}")
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic != b"PK\x03\x04":
-            raise self._error("is not an npnn checkpoint (not a zip archive of arrays)")
+        with self._open() as file:
+            magic = file.read(4)
+            if magic != b"PK\x03\x04":
+                raise self._error("is not an npnn checkpoint (not a zip archive of arrays)")
+            file.seek(0)
+            meta = self._read_directory(file)
+        self._validate(meta)
+
+    def _open(self):
+        """The file, opened for reading if it is a regular file (never blocking on a FIFO)."""
         try:
-            with zipfile.ZipFile(path) as zf:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) |
+                         getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        except OSError as e:
+            raise self._error(f"cannot be read ({e.strerror or e})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._error("is not a regular file (a FIFO, a device or a socket?)")
+        return os.fdopen(fd, "rb")
+
+    def _read_directory(self, file):
+        """The members' headers (``self._headers``) and the meta, a JSON value."""
+        try:
+            with zipfile.ZipFile(file) as zf:
                 members = {}
                 for info in zf.infolist():
                     if not info.filename.endswith(".npy"):
                         raise self._error(f"is not an npnn checkpoint (it holds "
                                           f"{info.filename!r})")
                     with zf.open(info) as f:
-                        members[info.filename[:-4]] = _header(f)
+                        shape, dtype = members[info.filename[:-4]] = _header(f)
+                        declared = f.tell() + math.prod(shape) * dtype.itemsize
+                    if declared != info.file_size:
+                        raise self._error(f"is not an npnn checkpoint: its {info.filename} "
+                                          f"declares {dtype} {shape}, {declared:,} bytes, but "
+                                          f"holds {info.file_size:,}")
                 if "meta" not in members:
                     raise self._error("is not an npnn checkpoint (it has no meta)")
                 shape, dtype = members.pop("meta")
@@ -316,14 +384,22 @@ class Checkpoint:
             raise
         except Exception as e:   # zipfile.BadZipFile, EOFError, ValueError, zlib.error, ...
             raise self._error(f"is corrupt or incomplete ({type(e).__name__}: {e})") from None
+        self._headers = members
         try:
-            meta = json.loads(text)
+            return json.loads(text)
         except ValueError as e:
             raise self._error(f"is corrupt: its meta is not JSON ({e})") from None
+        except RecursionError:
+            raise self._error(f"is not an npnn checkpoint: its meta nests deeper than "
+                              f"{META_DEPTH} levels") from None
+
+    def _validate(self, meta):
+        members = self._headers
         groups = {}
         if not isinstance(meta, dict):
             raise self._error(f"is not an npnn checkpoint (its meta is a JSON "
                               f"{type(meta).__name__}, not an object)")
+        self._wrap(_bounds, meta)
         if "format" not in meta:
             raise self._error("is not an npnn checkpoint (its meta has no format)")
         if not _is_count(meta["format"]) or meta["format"] not in READS:
@@ -371,14 +447,10 @@ class Checkpoint:
         groups = ("model",) if optimizer is None else ("model", "optimizer", "carried")
         expected = {f"model/{name}": tuple(p.shape) for name, p in model.named_parameters()}
         if optimizer is not None:
-            params = [tuple(p.shape) for p, _ in optimizer.pairs]
-            for name in self.shapes:
-                group, *rest = name.split("/")
-                if group == "optimizer":
-                    if len(rest) != 2 or rest[0] not in {str(i) for i in range(len(params))}:
-                        raise self._error(f"holds {name}, not a buffer of this optimizer's "
-                                          f"{len(params)} parameters")
-                    expected[name] = params[int(rest[0])]
+            # exactly the buffers a stepped optimizer keeps (none before its first step)
+            names = optimizer.buffer_names() if self.meta["optimizer"]["step_count"] else ()
+            for i, (p, _) in enumerate(optimizer.pairs):
+                expected.update({f"optimizer/{i}/{b}": tuple(p.shape) for b in names})
             n = self.meta["carried"]
             if n not in (0, len(carried_shapes)):
                 raise self._error(f"carries {n} state arrays, this model {len(carried_shapes)}")
@@ -408,7 +480,7 @@ class Checkpoint:
 
     def _read(self, names):
         try:
-            with zipfile.ZipFile(self.path) as zf:
+            with self._open() as file, zipfile.ZipFile(file) as zf:
                 out = {}
                 for name in names:
                     with zf.open(self._members[name]) as f:
@@ -463,5 +535,9 @@ def module_generators(model):
 
 
 def text_digest(text):
-    """SHA-256 hex digest of a text (UTF-8)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 hex digest of a text (UTF-8), encoded a piece at a time (no copy of a big
+    text)."""
+    digest, piece = hashlib.sha256(), 2 ** 22
+    for i in range(0, len(text), piece):
+        digest.update(text[i:i + piece].encode("utf-8"))
+    return digest.hexdigest()

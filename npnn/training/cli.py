@@ -7,8 +7,8 @@
     npnn analyze --T 100                gradient norms through time: RNN vs LSTM vs GRU
 
 A mistake in the arguments, or a problem with a file they name, is one line on
-stderr and exit status 2. A training run stopped by Ctrl-C or SIGTERM saves its
-checkpoint and exits with 130 or 143.
+stderr and exit status 2. A training run stopped by Ctrl-C, SIGTERM or SIGHUP saves its
+checkpoint and exits with 130, 143 or 129.
 
 Under an MPI launcher (``mpiexec -n 8 npnn train ...``, ``srun``, ``python -m mpi4py
 -m npnn train``) ``npnn train`` trains data-parallel over the processes
@@ -21,6 +21,7 @@ import argparse
 import os
 import secrets
 import sys
+import time
 
 from .._version import __version__
 from .._checks import DTYPES, int_at_least, positive_number, probability
@@ -35,6 +36,7 @@ from .rundir import RunBusyError, check_folder
 from .trainer import Trainer, default_prefix, load_model
 
 DEFAULT_OUT = "runs/default"
+_STARTED = [None]
 USER_ERRORS = (CheckpointError, RunBusyError, FloatingPointError, OSError, ValueError,
                RuntimeError)
 
@@ -73,7 +75,7 @@ def _train_parser(sub):
                                      "embedded Python-source corpus)",
                        description="Train a character- or word-level language model; the "
                                    "checkpoint is saved after every epoch and when the run "
-                                   "stops (time budget, Ctrl-C, SIGTERM).")
+                                   "stops (time budget, Ctrl-C, SIGTERM, SIGHUP).")
     a = p.add_argument
     a("--text", help="UTF-8 text file (default: the embedded corpus of Python source)")
     a("--preprocess", choices=PREPROCESS,
@@ -152,10 +154,10 @@ def _train(args):
     if args.resume:
         trainer = Trainer.resume(args.resume, progress=progress,
                                  allow_changed_text=args.allow_changed_text, world=world,
-                                 **given)
+                                 started=_STARTED[0], **given)
     else:
         trainer = Trainer(TrainConfig(**given), args.out or DEFAULT_OUT, progress=progress,
-                          overwrite=args.overwrite, world=world)
+                          overwrite=args.overwrite, world=world, started=_STARTED[0])
     with trainer:
         trainer.fit()
     if trainer.nothing_to_do or world.rank:
@@ -171,7 +173,7 @@ def _train(args):
 
 
 def _exit_status(trainer):
-    return {"SIGINT": 130, "SIGTERM": 143}.get(trainer.state.stopped, 0)
+    return {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}.get(trainer.state.stopped, 0)
 
 
 # -- npnn generate -----------------------------------------------------------------
@@ -211,6 +213,8 @@ def _generate(args):
     if args.beam_width is not None and args.strategy != "beam":
         raise UsageError(f"argument --beam-width: only applies to --strategy beam, not "
                          f"{args.strategy}")
+    if distributed.launched_rank() != 0:       # under mpiexec: rank 0 alone generates
+        return 0
     get_backend(args.backend)
     ckpt = read_checkpoint(args.dir)
     model = load_model(ckpt, args.backend)
@@ -290,6 +294,7 @@ def _threads(text):
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
+    _STARTED[0] = time.perf_counter()       # --minutes counts from here
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     prog = f"npnn {argv[0]}" if argv and argv[0] in COMMANDS else "npnn"
     try:

@@ -9,6 +9,11 @@ X and Y are (N, T) integer arrays (batch-major, as in d2l), Y being X shifted
 by one token. Both iterators take a ``numpy.random.Generator``, so an epoch's
 batches are a function of the generator's state: reproducible, and resumable.
 
+A corpus's token ids are one compact array (``id_dtype``: uint8, uint16 or uint32,
+the smallest that holds the vocabulary), made from a text by ``TextCorpus.from_text``
+in pieces of ``CHUNK`` characters, counting first, then looking the ids up: a 200 MB
+text takes about twice its size in memory, not a Python list of its tokens.
+
 ``default_corpus()`` is the corpus used when no file is given: a fixed list of
 modules from the Python standard library's own source (``DEFAULT_CORPUS_FILES``),
 present wherever CPython is installed, so a model learns to write Python-like
@@ -19,6 +24,7 @@ exact text follows the installed Python version.
 import collections
 import os
 import re
+import stat
 import sysconfig
 
 import numpy as np
@@ -27,6 +33,9 @@ from .._checks import check_choice, check_positive_int
 
 #: How text becomes tokens: characters or whitespace-separated words.
 TOKEN_MODES = ("char", "word")
+#: Characters a text is tokenised in at a time (``TextCorpus.from_text``).
+CHUNK = 2 ** 20
+_UNICODE = 0x110000
 
 #: Standard-library modules that make up the default corpus (about 1.3 MB on CPython 3.11;
 #: a module missing from another version is skipped).
@@ -42,14 +51,30 @@ DEFAULT_CORPUS_FILES = (
 
 # -- reading text ------------------------------------------------------------
 def read_text(path):
-    """Read a UTF-8 text file; clear errors for a missing, empty or non-UTF-8 file."""
+    """Read a UTF-8 text file; clear errors for a missing, empty or non-UTF-8 file, and
+    for anything but a regular file (a FIFO would block, ``/dev/zero`` never ends, and a
+    pipe such as ``<(cat book)`` cannot be read again to resume the run). Reads the
+    size the file has when it is opened, no more."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"corpus file not found: {path}")
     if os.path.isdir(path):
         raise ValueError(f"expected a text file, got a directory: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO or pipe" if stat.S_ISFIFO(st.st_mode) else
+                    "a character device" if stat.S_ISCHR(st.st_mode) else
+                    "a block device" if stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+            raise ValueError(f"expected the text to be a regular file, got {kind}: {path} "
+                             "(a run reads its text again to resume: save it to a file first)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(st.st_size)
+    finally:
+        os.close(fd)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -100,8 +125,9 @@ class Vocab:
     """Token <-> index map. Index 0 is ``<unk>``, then the reserved tokens, then every
     token with frequency >= ``min_freq``, most frequent first, ties alphabetically."""
 
-    def __init__(self, tokens=(), min_freq=0, reserved_tokens=()):
-        counter = collections.Counter(_flatten_tokens(list(tokens)))
+    def __init__(self, tokens=(), min_freq=0, reserved_tokens=(), *, counts=None):
+        counter = collections.Counter(_flatten_tokens(list(tokens))) if counts is None else \
+            counts
         self.token_freqs = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
         self.idx_to_token = ["<unk>"] + [t for t in reserved_tokens if t != "<unk>"]
         seen = set(self.idx_to_token)
@@ -126,6 +152,11 @@ class Vocab:
         return len(self.idx_to_token)
 
     @property
+    def id_dtype(self):
+        """The smallest unsigned integer type that holds every id."""
+        return id_dtype(len(self))
+
+    @property
     def unk(self):
         return 0
 
@@ -141,6 +172,64 @@ class Vocab:
 
     def __repr__(self):
         return f"Vocab({len(self)} tokens: {self.idx_to_token[:8]}...)"
+
+
+def id_dtype(size):
+    """uint8, uint16 or uint32: the smallest that holds the ids of ``size`` tokens."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ValueError(f"expected a vocabulary of at most 2^32 tokens, got {size}")
+
+
+def _code_points(text):
+    """A str -> its code points, (len(text),) uint32."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _word_chunks(text, chunk=CHUNK):
+    """The whitespace-separated words of ``text`` (``text.split()``), as lists of about
+    ``chunk`` characters' words, cut at whitespace."""
+    start, n = 0, len(text)
+    while start < n:
+        end = min(start + chunk, n)
+        while end < n and not text[end].isspace():    # never cut inside a word
+            end += 1
+        yield text[start:end].split()
+        start = end
+
+
+def _tokenize_text(text, token, min_freq, vocab):
+    """(vocab, ids) of a text, in chunks: the counts first (for a new vocabulary), then
+    the ids, into one compact array."""
+    if token == "char":
+        if vocab is None:
+            counts = np.zeros(0, dtype=np.int64)
+            for i in range(0, len(text), CHUNK):
+                piece = np.bincount(_code_points(text[i:i + CHUNK]))
+                if piece.size > counts.size:
+                    counts = np.concatenate([counts, np.zeros(piece.size - counts.size,
+                                                              dtype=np.int64)])
+                counts[:piece.size] += piece
+            seen = np.flatnonzero(counts)
+            vocab = Vocab(min_freq=min_freq, counts={chr(c): int(counts[c]) for c in seen})
+        lookup = np.zeros(_UNICODE, dtype=vocab.id_dtype)        # <unk> (0) by default
+        for t, i in vocab.token_to_idx.items():
+            if len(t) == 1 and t != "<unk>":
+                lookup[ord(t)] = i
+        ids = np.empty(len(text), dtype=vocab.id_dtype)
+        for i in range(0, len(text), CHUNK):
+            ids[i:i + CHUNK] = lookup[_code_points(text[i:i + CHUNK])]
+        return vocab, ids
+    if vocab is None:
+        counts = collections.Counter()
+        for words in _word_chunks(text):
+            counts.update(words)
+        vocab = Vocab(min_freq=min_freq, counts=counts)
+    get, dtype = vocab.token_to_idx.get, vocab.id_dtype
+    parts = [np.fromiter((get(w, 0) for w in words), dtype=dtype, count=len(words))
+             for words in _word_chunks(text)]
+    return vocab, np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 # -- minibatches -------------------------------------------------------------
@@ -169,7 +258,7 @@ def seq_data_iter_random(corpus, batch_size, num_steps, rng):
     offsets = np.arange(num_steps)
     for i in range(0, (num_subseqs // batch_size) * batch_size, batch_size):
         idx = starts[i:i + batch_size, None] + offsets                  # (N, T)
-        yield corpus[idx], corpus[idx + 1]
+        yield corpus[idx].astype(np.int64), corpus[idx + 1].astype(np.int64)
 
 
 def seq_data_iter_sequential(corpus, batch_size, num_steps, rng):
@@ -183,7 +272,8 @@ def seq_data_iter_sequential(corpus, batch_size, num_steps, rng):
     Xs = corpus[offset:offset + num_tokens].reshape(batch_size, -1)
     Ys = corpus[offset + 1:offset + 1 + num_tokens].reshape(batch_size, -1)
     for i in range(0, (Xs.shape[1] // num_steps) * num_steps, num_steps):
-        yield Xs[:, i:i + num_steps], Ys[:, i:i + num_steps]
+        yield (Xs[:, i:i + num_steps].astype(np.int64),
+               Ys[:, i:i + num_steps].astype(np.int64))
 
 
 def num_batches(corpus_size, batch_size, num_steps, sequential=True):
@@ -214,29 +304,41 @@ class TextCorpus:
     """
 
     def __init__(self, tokens, token="char", min_freq=0, val_fraction=0.1, vocab=None,
-                 max_tokens=None):
+                 max_tokens=None, *, _ids=None):
         self.token = token
-        flat = _flatten_tokens(tokens)
-        if not flat:
-            raise ValueError("expected a non-empty text, got no tokens")
-        self.vocab = vocab if vocab is not None else Vocab(flat, min_freq=min_freq)
-        self.ids = np.asarray(self.vocab[flat], dtype=np.int64)
+        if _ids is None:
+            flat = _flatten_tokens(tokens)
+            if not flat:
+                raise ValueError("expected a non-empty text, got no tokens")
+            self.vocab = vocab if vocab is not None else Vocab(flat, min_freq=min_freq)
+            self.ids = np.asarray(self.vocab[flat], dtype=self.vocab.id_dtype)
+        else:
+            if _ids.size == 0:
+                raise ValueError("expected a non-empty text, got no tokens")
+            self.vocab, self.ids = vocab, _ids
         if max_tokens is not None:   # d2l: the vocabulary sees the whole text, the corpus is cut
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) \
                     or max_tokens < 1:
                 raise ValueError(f"expected max_tokens to be a positive integer or None, got "
                                  f"{max_tokens!r}")
-            self.ids = self.ids[:int(max_tokens)]
+            self.ids = self.ids[:int(max_tokens)].copy()
+        self.val_fraction = val_fraction
         self.train, self.val = split_corpus(self.ids, val_fraction)
 
     @classmethod
     def from_text(cls, text, token="char", min_freq=0, val_fraction=0.1, vocab=None,
                   max_tokens=None):
-        if token == "char":
-            tokens = list(text)
-        else:
-            tokens = tokenize(text.splitlines(), "word")
-        return cls(tokens, token, min_freq, val_fraction, vocab, max_tokens)
+        """Tokenise ``text`` in chunks into compact ids (see the module docstring); the
+        same vocabulary and ids as ``TextCorpus(list(text))`` (char) or
+        ``TextCorpus(tokenize(text.splitlines(), 'word'))``."""
+        check_choice("token", token, TOKEN_MODES)
+        vocab, ids = _tokenize_text(text, token, min_freq, vocab)
+        return cls((), token, min_freq, val_fraction, vocab, max_tokens, _ids=ids)
+
+    @classmethod
+    def from_ids(cls, ids, vocab, token="char", val_fraction=0.1):
+        """A corpus of token ``ids`` (already cut to ``max_tokens``) and their ``vocab``."""
+        return cls((), token, 0, val_fraction, vocab, None, _ids=ids)
 
     def __len__(self):
         return int(self.ids.size)

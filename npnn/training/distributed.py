@@ -39,6 +39,7 @@ error, divergence) end every rank normally, through ``from_root`` and ``all_ok``
 import os
 import importlib.util
 import sys
+import warnings
 
 import numpy as np
 
@@ -54,7 +55,7 @@ LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "
                     "PMI_RANK")
 #: Why to stop, in the order one rank's reason wins over another's; "interrupted" is a
 #: Ctrl-C raised inside a step (no handler): that step is dropped on every rank.
-REASONS = (INTERRUPTED, "SIGINT", "SIGTERM", "time")
+REASONS = (INTERRUPTED, "SIGINT", "SIGTERM", "SIGHUP", "time")
 
 
 class PeerError(RuntimeError):
@@ -263,10 +264,27 @@ def world(environ=None):
                 f"npnn runs under an MPI launcher ({_launch_variable(env)}) but mpi4py is "
                 "not installed: install the extra, pip install \"npnn[mpi]\" (in npnn's "
                 "folder: pip install -e \".[mpi]\")")
-        found = MPIWorld()
+        try:
+            with warnings.catch_warnings():   # mpi4py's own warning of a foreign launcher:
+                warnings.filterwarnings(      # npnn says it below, in one line
+                    "ignore", message="suspicious MPI execution environment")
+                found = MPIWorld()
+        except ImportError as e:        # installed, but its MPI library cannot be loaded
+            raise RuntimeError(
+                f"npnn runs under an MPI launcher ({_launch_variable(env)}) but mpi4py cannot "
+                f"load its MPI library ({e}); reinstall mpi4py against the MPI of this "
+                "launcher, or run without the launcher") from None
         if found.size == 1:
+            if size is not None and size > 1:
+                raise RuntimeError(
+                    f"the launcher started {size} processes ({_launch_variable(env)}) but MPI "
+                    "sees one process in each: mpi4py is built for another MPI than the "
+                    "launcher's (e.g. an MPICH mpi4py under Open MPI's mpirun); use the "
+                    "mpiexec of mpi4py's MPI (python -c \"import mpi4py; "
+                    "print(mpi4py.get_config())\")")
             found = LOCAL
         else:
+            _check_versions(found)
             _abort_on_uncaught_exceptions(found)
     steps = env.get("SLURM_STEP_NUM_TASKS", "")
     if steps.isdigit() and int(steps) > 1 and found.size == 1:
@@ -275,6 +293,17 @@ def world(environ=None):
                            "plugin (srun --mpi=pmi2 or --mpi=pmix), or with mpiexec")
     _WORLD.append(found)
     return found
+
+
+def _check_versions(w):
+    """Every process must run the same npnn (the messages they exchange are its own):
+    RuntimeError on every rank, naming the versions, if not."""
+    from .._version import __version__
+    versions = w.allgather(__version__)
+    if len(set(versions)) > 1:
+        found = ", ".join(f"process {r}: {v}" for r, v in enumerate(versions))
+        raise RuntimeError(f"the processes run different versions of npnn ({found}); install "
+                           "one version everywhere")
 
 
 def _launch_variable(env):

@@ -19,9 +19,10 @@ generator's state at the epoch's start). A step is d2l's:
   optimizer buffer must be finite, and after every evaluation its metrics; if not,
   ``Diverged`` is raised *before* anything is saved, so a checkpoint never holds
   broken weights;
-* handles SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop): the current step
-  finishes, ``hooks.save`` runs and ``fit`` returns with ``state.stopped`` set to
-  the signal's name;
+* handles SIGINT (Ctrl-C), SIGTERM (a scheduler's stop) and SIGHUP (a closed
+  terminal): the current step finishes, ``hooks.save`` runs and ``fit`` returns with
+  ``state.stopped`` set to the signal's name (also when it came during the last
+  evaluation or save);
 * keeps the time budget (``minutes``, counted from this call), evaluates and
   saves when it is spent (``state.stopped == 'time'``);
 * evaluates and saves after every epoch.
@@ -61,7 +62,7 @@ class Diverged(FloatingPointError):
 class TrainState:
     """Where a run stands; with the model's and optimizer's arrays, all it needs to
     continue bit for bit. ``stopped`` (not saved) says why the last ``fit`` returned:
-    None (its epochs are done), 'time', 'SIGINT' or 'SIGTERM'."""
+    None (its epochs are done), 'time', 'SIGINT', 'SIGTERM' or 'SIGHUP'."""
     rng: np.random.Generator = dataclasses.field(default_factory=np.random.default_rng)
     epoch: int = 0                      # epochs completed
     batch: int = 0                      # batches of the current epoch completed
@@ -281,6 +282,8 @@ def fit(model, loss_fn, batches, optimizer, *, epochs=None, minutes=None, clip=N
             if stop is not None:
                 state.stopped = stop
                 break
+        if state.stopped is None and signals.received:   # during the last evaluation or save:
+            state.stopped = signals.received             # saved, but the run was stopped
     state.elapsed = before + time.perf_counter() - session
     return state
 
@@ -386,14 +389,19 @@ def _check_budget(epochs, minutes, clip):
             check_positive_number(name, v)
 
 
+#: The signals that stop a run after its step, with a checkpoint (SIGHUP: POSIX only).
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 class _Signals:
-    """While active (in the main thread), SIGINT and SIGTERM only set ``received`` to
+    """While active (in the main thread), SIGINT, SIGTERM and SIGHUP (a closed terminal or
+    ssh session) only set ``received`` to
     the signal's name; the loop checks it after each step, so a checkpoint never
     holds a half-applied update. Elsewhere no handler can be installed."""
 
     def __enter__(self):
         self.received, self._previous = None, {}
-        for name in ("SIGINT", "SIGTERM"):
+        for name in SIGNALS:
             signum = getattr(signal, name, None)
             if signum is None:
                 continue

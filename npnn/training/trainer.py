@@ -26,6 +26,7 @@ never stopped.
 import dataclasses
 import math
 import os
+import time
 
 import numpy as np
 
@@ -52,6 +53,10 @@ __all__ = ["Trainer", "TrainConfig", "ModelConfig", "CheckpointError", "ConfigEr
 
 #: Validation reads the text in pieces of this many steps (see ``validation_perplexity``).
 VAL_PIECE_STEPS = 16
+#: Shares of a run's --minutes: training stops ``TRAIN_RESERVE`` before the end (for the
+#: last evaluation and the save), and an evaluation reads no validation piece later than
+#: ``EVAL_GRACE`` after it (the whole run stays within 10% of its budget).
+TRAIN_RESERVE, EVAL_GRACE = 0.05, 0.0
 #: Settings a resumed run may change; the others must stay as the checkpoint has them.
 RESUMABLE = ("epochs", "minutes", "backend", "sample_every", "sample_length", "prefix")
 
@@ -123,15 +128,18 @@ class Trainer(Hooks):
     collective = True      # data parallel: evaluate and save run on every rank (see below)
 
     def __init__(self, config, out_dir, log=print, progress=None, overwrite=False, *,
-                 world=None, _resume=None):
+                 world=None, started=None, _resume=None):
         self.world = w = LOCAL if world is None else world
         self.log = log if w.rank == 0 else _quiet         # only rank 0 prints, samples, plots
         self.progress = progress if w.rank == 0 else False
         self.nothing_to_do = False
+        # the whole run counts against --minutes: from ``started`` (a perf_counter value)
+        self._started = time.perf_counter() if started is None else started
         self.run, ckpt = RunDir.elsewhere(out_dir), None   # rank 0 alone checks and locks it
+        corpus = None
 
-        def source():            # rank 0: the folder, the text and the checkpoint
-            nonlocal ckpt
+        def source():            # rank 0: the folder, the text, the checkpoint, the corpus
+            nonlocal ckpt, corpus
             if _resume is None:
                 cfg = dataclasses.replace(config)
                 if cfg.text is not None:
@@ -151,31 +159,43 @@ class Trainer(Hooks):
                                              "or replace it with --overwrite")
                 if ckpt is not None:     # the folder is locked: read the text now
                     text = read_corpus_text(cfg)
-                    self._check_text(cfg, ckpt, text_digest(text), _resume[0])
+                digest = text_digest(text)
+                if ckpt is not None:
+                    self._check_text(cfg, ckpt, digest, _resume[0])
+                corpus = load_corpus(cfg, None if ckpt is None else
+                                     Vocab.from_tokens_list(ckpt.vocab), text)
+                del text
+                _check_corpus(cfg, corpus)
             except BaseException:
                 self.run.release()
                 raise
-            return cfg, text, None if ckpt is None else ckpt.vocab
+            return (cfg, digest, corpus.vocab.idx_to_token, corpus.ids.dtype.str,
+                    corpus.ids.size)
 
-        config, text, vocab = from_root(w, source)
+        # rank 0 tokenises; the others receive the token ids
+        self._shared = config, digest, tokens, dtype, size = from_root(w, source)
         try:
-            all_ok(w, lambda: self._build(config, text, vocab, ckpt))
+            if w.size > 1:
+                ids = corpus.ids if w.rank == 0 else np.empty(size, dtype=np.dtype(dtype))
+                w.bcast_array(ids)
+                if w.rank:
+                    corpus = TextCorpus.from_ids(ids, Vocab.from_tokens_list(tokens),
+                                                 config.tokens, config.val_fraction)
+            all_ok(w, lambda: self._build(config, digest, corpus, ckpt))
             self._share_progress()
         except BaseException:
             self.run.release()
             raise
 
-    def _build(self, config, text, vocab, ckpt):
-        """The corpus, the model and the optimizer, on every rank; rank 0 restores the
-        checkpoint (the others receive its state through ``_share_progress`` and fit)."""
+    def _build(self, config, digest, corpus, ckpt):
+        """The model and the optimizer, on every rank; rank 0 restores the checkpoint (the
+        others receive its state through ``_share_progress`` and fit)."""
         self.config = config
         get_backend(config.backend)
         if config.backend == "cupy" and self.world.size > 1:
             self.world.use_device()
-        self.text_sha256 = text_digest(text)
-        vocab = None if vocab is None else Vocab.from_tokens_list(vocab)
-        self.corpus = load_corpus(config, vocab, text)
-        self._check_length()
+        self.text_sha256 = digest
+        self.corpus = corpus
         self.model_config = config.model_config(len(self.corpus.vocab))
         if ckpt is not None:
             _check_size(ckpt, self.model_config)
@@ -212,7 +232,7 @@ class Trainer(Hooks):
 
     @classmethod
     def resume(cls, out_dir, log=print, progress=None, allow_changed_text=False, *, world=None,
-               **overrides):
+               started=None, **overrides):
         """Continue the run saved in ``out_dir``. ``overrides`` may extend the budget
         (``epochs``, ``minutes``: None for no time limit), change the backend or the
         samples; any other setting must equal the checkpoint's. ``world``: as for a new
@@ -220,7 +240,7 @@ class Trainer(Hooks):
         for k in overrides:
             if k not in TrainConfig.__dataclass_fields__:
                 raise TypeError(f"unexpected setting {k!r}")
-        return cls(None, out_dir, log, progress, world=world,
+        return cls(None, out_dir, log, progress, world=world, started=started,
                    _resume=(allow_changed_text, overrides))
 
     def close(self):
@@ -234,11 +254,6 @@ class Trainer(Hooks):
         self.close()
 
     # -- set-up ----------------------------------------------------------------
-    def _check_length(self):
-        cfg, n = self.config, len(self.corpus.train)
-        if n < cfg.batch * cfg.steps + cfg.steps + 1:
-            raise ValueError(f"the training text has {n} tokens, too few for batch {cfg.batch} "
-                             f"x steps {cfg.steps}; use a longer text or smaller --batch/--steps")
 
     def _check_text(self, config, ckpt, digest, allow_changed_text):
         stored = ckpt.meta["text_sha256"]
@@ -251,6 +266,7 @@ class Trainer(Hooks):
                                     "--allow-changed-text to train on it as it is now")
 
     def _restore(self, ckpt):
+        self._check_progress(ckpt)
         self.state = TrainState.from_dict(ckpt.meta["progress"])
         carried = ckpt.restore(self.model, self.optimizer, self._state_shapes())
         generators, states = module_generators(self.model), ckpt.meta["module_rngs"]
@@ -262,6 +278,24 @@ class Trainer(Hooks):
         carried = [to_backend(a.astype(self.model.dtype), self.config.backend) for a in carried]
         self.carried = None if not carried else (tuple(carried) if len(carried) > 1 else
                                                  carried[0])
+
+    def _check_progress(self, ckpt):
+        """Refuse a position that this text's epochs cannot have: a batch beyond the
+        epoch, or an optimizer step count that does not fit the position (every batch
+        is one step; an epoch has ``num_batches`` batches, or one fewer)."""
+        cfg, progress = self.config, ckpt.meta["progress"]
+        nb = num_batches(len(self.corpus.train), cfg.batch, cfg.steps,
+                         cfg.iterator == "sequential")
+        epoch, batch = progress["epoch"], progress["batch"]
+        if batch > nb:
+            raise CheckpointError(f"checkpoint {ckpt.path} is impossible: it stopped at batch "
+                                  f"{batch} of an epoch of {nb} batches")
+        steps = ckpt.meta["optimizer"]["step_count"]
+        low, high = epoch * max(nb - 1, 0) + batch, epoch * nb + batch
+        if not low <= steps <= high:
+            raise CheckpointError(f"checkpoint {ckpt.path} is impossible: its optimizer took "
+                                  f"{steps} steps, where epoch {epoch} and batch {batch} of "
+                                  f"{nb}-batch epochs mean {low} to {high}")
 
     def _state_shapes(self):
         """Shapes of the carried state: n_states arrays (L, N, H) (the LSTM's h and c)."""
@@ -280,7 +314,7 @@ class Trainer(Hooks):
     elapsed = property(lambda self: self.state.elapsed)
     epoch = property(lambda self: self.state.epoch)
     batch = property(lambda self: self.state.batch)
-    interrupted = property(lambda self: self.state.stopped in ("SIGINT", "SIGTERM"))
+    interrupted = property(lambda self: self.state.stopped in ("SIGINT", "SIGTERM", "SIGHUP"))
 
     def fit(self):
         """Train until the budget is spent, a signal, or divergence (``Diverged``, after
@@ -294,17 +328,23 @@ class Trainer(Hooks):
             return self.history
         if self.world.rank == 0:
             self.run.acquire()
+        minutes = cfg.minutes
+        if minutes is not None:      # the set-up (reading, tokenising) counts against it
+            end = self._started + 60.0 * minutes
+            self._eval_deadline = end + 60.0 * minutes * EVAL_GRACE
+            left = end - 60.0 * minutes * TRAIN_RESERVE - time.perf_counter()
+            minutes = max(left / 60.0, 1e-9)
         try:
             fit(self.model, self.loss_fn, self._batches, self.optimizer, epochs=cfg.epochs,
-                minutes=cfg.minutes, clip=cfg.clip, state=state, hooks=self, step=self._step,
+                minutes=minutes, clip=cfg.clip, state=state, hooks=self, step=self._step,
                 log=self.log, progress=self.progress, world=self.world)
         finally:
             self.close()
         resume = f"continue with `npnn train --resume {self.out_dir}`"
         if state.stopped == "SIGINT":
             self.log(f"interrupted: checkpoint saved in {self.out_dir}; {resume}")
-        elif state.stopped == "SIGTERM":
-            self.log(f"stopped by SIGTERM: checkpoint saved in {self.out_dir}; {resume}")
+        elif state.stopped in ("SIGTERM", "SIGHUP"):
+            self.log(f"stopped by {state.stopped}: checkpoint saved in {self.out_dir}; {resume}")
         elif state.stopped == "time":
             last = (state.mid_epoch if state.batch else state.history)[-1]
             where = (f"at epoch {state.epoch + 1}, batch {state.batch}" if state.batch else
@@ -329,7 +369,9 @@ class Trainer(Hooks):
     def evaluate(self, state, record):
         metrics = {"train_ppl": perplexity(record["train_loss"])}
         if len(self.corpus.val) >= 2:
-            metrics["val_ppl"] = self.validation_perplexity()
+            val = self.validation_perplexity(deadline=getattr(self, "_eval_deadline", None))
+            if val is not None:
+                metrics["val_ppl"] = val
         if "items_per_s" in record:
             metrics["tokens_per_s"] = record["items_per_s"]
         return metrics
@@ -396,43 +438,55 @@ class Trainer(Hooks):
         self.model.backward(self.loss_fn.backward())
         return float(loss), state
 
-    def validation_perplexity(self, ids=None):
+    def validation_perplexity(self, ids=None, deadline=None):
         """Perplexity on ``ids`` (default: the validation text), no dropout.
 
         The text is cut into pieces of ``VAL_PIECE_STEPS`` x steps tokens, each read in
         chunks of ``steps`` with the state carried (and reset at the piece's start);
         rank r reads pieces r, r + P, ... as the rows of one batch, and the pieces'
         log-likelihoods are summed over the ranks (each piece's by one rank: exactly).
-        The perplexity is thus the same on any number of processes."""
+        The perplexity is thus the same on any number of processes. With ``deadline`` (a
+        ``time.perf_counter()`` value: a run's time budget) no piece is started after
+        it: the perplexity is then of the pieces read, None if none was."""
         ids = self.corpus.val if ids is None else ids
         n, w = len(ids) - 1, self.world              # n: the tokens predicted
         if n < 1:
             return float("nan")
         length = VAL_PIECE_STEPS * self.config.steps
-        nll = np.zeros(-(-n // length))                # (pieces,)
-        mine = list(range(w.rank, nll.size, w.size))
+        pieces = -(-n // length)
+        sums = np.zeros(2 * pieces)            # (pieces,) log-likelihoods, (pieces,) tokens read
+        nll, read = sums[:pieces], sums[pieces:]
+        mine = list(range(w.rank, pieces, w.size))
         whole = [i for i in mine if (i + 1) * length <= n]
+        late = lambda: deadline is not None and time.perf_counter() > deadline   # noqa: E731
         was = self.model.training
         self.model.eval()
         try:
             with no_grad():
                 for k in range(0, len(whole), self.config.batch):
+                    if late():
+                        break
                     group = whole[k:k + self.config.batch]
                     nll[group] = self._piece_nll(ids, [i * length for i in group], length)
-                if nll.size - 1 in mine and nll.size - 1 not in whole:   # the short last one
-                    start = (nll.size - 1) * length
+                    read[group] = length
+                if pieces - 1 in mine and pieces - 1 not in whole and not late():
+                    start = (pieces - 1) * length                         # the short last one
                     nll[-1] = self._piece_nll(ids, [start], n - start)[0]
+                    read[-1] = n - start
         finally:
             self.model.train(was)
-        w.allreduce(nll)
-        return perplexity(float(np.sum(nll)) / n)
+        w.allreduce(sums)
+        tokens = float(np.sum(read))
+        if tokens == 0:
+            return None if deadline is not None else float("nan")
+        return perplexity(float(np.sum(nll)) / (n if tokens == n else tokens))
 
     def _piece_nll(self, ids, starts, length):
         """The summed negative log-likelihood of each piece ``ids[s:s + length + 1]``
         (predicting its last ``length`` tokens), the pieces as rows of one batch."""
         T = self.config.steps
-        X = np.stack([ids[s:s + length] for s in starts])                 # (rows, length)
-        Y = np.stack([ids[s + 1:s + 1 + length] for s in starts])
+        X = np.stack([ids[s:s + length] for s in starts]).astype(np.int64)   # (rows, length)
+        Y = np.stack([ids[s + 1:s + 1 + length] for s in starts]).astype(np.int64)
         sums, state = 0.0, None
         for t in range(0, length, T):
             logits, state = self.model(X[:, t:t + T], state)                # (rows, T, V)
@@ -463,13 +517,31 @@ class Trainer(Hooks):
             self.log(f"could not draw history.png ({type(e).__name__}: {e}); training goes on")
 
 
+def _check_corpus(cfg, corpus):
+    """The training text must fill a batch, and hold two different tokens of the
+    vocabulary (one alone is predicted with certainty: nothing to learn)."""
+    n = len(corpus.train)
+    if n < cfg.batch * cfg.steps + cfg.steps + 1:
+        raise ValueError(f"the training text has {n} tokens, too few for batch {cfg.batch} "
+                         f"x steps {cfg.steps}; use a longer text or smaller --batch/--steps")
+    first = corpus.train[0]
+    present = 1 + any(np.any(corpus.train[i:i + 2 ** 20] != first)    # a copy of 1 MB at most
+                      for i in range(0, n, 2 ** 20))
+    if present < 2:
+        only = corpus.vocab.idx_to_token[int(corpus.train[0])]
+        raise ConfigError("min_freq" if cfg.min_freq > 1 else None,
+                          f"the training text is one token repeated ({only!r}, with a "
+                          f"vocabulary of {len(corpus.vocab)}): nothing to learn"
+                          + ("; lower --min-freq" if cfg.min_freq > 1 else ""))
+
+
 def _open_checkpoint(out_dir, overrides):
     """Lock the run folder and read its checkpoint: (RunDir, Checkpoint, the run's
     TrainConfig with ``overrides`` applied); every problem a one-line error."""
     path = os.path.join(os.fspath(out_dir), CHECKPOINT)
     if not os.path.isdir(out_dir):
         raise CheckpointError(f"no checkpoint at {path}")
-    run = RunDir.open(out_dir)     # the lock first: nobody writes while we read
+    run = RunDir.open(out_dir, "resume")     # the lock first: nobody writes while we read
     try:
         if not os.path.isfile(path):
             raise CheckpointError(f"no checkpoint at {path}")

@@ -67,9 +67,40 @@ def use(xp, dtype):
 
 
 def jit(fn):
-    """``fn`` compiled by numba (once per process; cached on disk across processes)."""
+    """``fn`` compiled by numba (once per process; cached on disk across processes).
+
+    The disk cache is an optimisation that must never stop a run: where numba has
+    nowhere to write it ("no locator available": a read-only installation, HOME and
+    NUMBA_CACHE_DIR not writable), or a cached file cannot be loaded or saved (an
+    emptied index, a truncated data file), the kernel is compiled without the cache,
+    bit for bit the same code, and one warning per process says so."""
     if fn not in _COMPILED:
-        _COMPILED[fn] = numba().njit(cache=True, error_model="numpy", nogil=True)(fn)
+        import warnings
+        options = dict(error_model="numpy", nogil=True)
+
+        def fall_back(error):
+            if not _COMPILED.get("warned"):
+                _COMPILED["warned"] = True
+                warnings.warn(f"npnn: numba's disk cache is unusable ({type(error).__name__}: "
+                              f"{error}); compiling the kernels without it", RuntimeWarning,
+                              stacklevel=4)
+        try:
+            compiled = numba().njit(cache=True, **options)(fn)
+        except Exception as e:                    # no locator: nowhere to cache
+            fall_back(e)
+            compiled = numba().njit(cache=False, **options)(fn)
+        cache = getattr(compiled, "_cache", None)
+        for name in ("load_overload", "save_overload"):
+            if cache is not None and hasattr(cache, name):
+                def guarded(*args, _call=getattr(cache, name), **kw):
+                    try:
+                        return _call(*args, **kw)
+                    except Exception as e:        # EOFError, UnpicklingError, OSError, ...
+                        fall_back(e)
+                        cache.disable()           # compile (load) / keep in memory (save)
+                        return None
+                setattr(cache, name, guarded)
+        _COMPILED[fn] = compiled
     return _COMPILED[fn]
 
 
