@@ -39,6 +39,7 @@ error, divergence) end every rank normally, through ``from_root`` and ``all_ok``
 import os
 import importlib.util
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -202,9 +203,16 @@ class MPIWorld(World):
     def barrier(self):
         self.comm.Barrier()
 
+    #: Seconds between flushing this process's output and MPI_Abort: the launcher forwards
+    #: output asynchronously and the abort kills the job at once, so without a pause the
+    #: one line that says why can be lost (seen under load, a 2-core machine running
+    #: other work: the failing process's stderr arrived empty).
+    ABORT_GRACE_S = 1.0
+
     def abort(self, code=1):
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(self.ABORT_GRACE_S)
         self.comm.Abort(code)
 
 
