@@ -1,0 +1,21 @@
+"""The types that npnn's annotations share.
+
+``Array`` is a NumPy or a CuPy ndarray. Every op is written once for both backends
+(``xp = get_array_module(x)``), and CuPy ships no type stubs, so no precise type holds
+both: ``Array`` is ``Any``, a name that says what the value is while the checker checks
+everything around it (arguments, results, caches, the calls between modules).
+``numpy.typing.NDArray`` would claim NumPy where CuPy flows too.
+
+``ArrayModule`` is an array module, ``numpy`` or ``cupy`` (what ``get_array_module``
+returns, the ``xp`` of every op): a module, whose attributes the checker cannot know.
+"""
+
+from types import ModuleType
+from typing import Any, TypeAlias
+
+#: A NumPy or CuPy ndarray (see the module docstring: ``Any``, as CuPy has no stubs).
+Array: TypeAlias = Any
+#: ``numpy`` or ``cupy``.
+ArrayModule: TypeAlias = ModuleType
+
+__all__ = ["Array", "ArrayModule"]
