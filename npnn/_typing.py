@@ -8,14 +8,23 @@ everything around it (arguments, results, caches, the calls between modules).
 
 ``ArrayModule`` is an array module, ``numpy`` or ``cupy`` (what ``get_array_module``
 returns, the ``xp`` of every op): a module, whose attributes the checker cannot know.
+
+``Vjp`` and ``CheckedFunction`` are the protocol of the gradient checks
+(``npnn.gradcheck``): its checker and its cases share them.
 """
 
 from types import ModuleType
-from typing import Any, TypeAlias
+from typing import Any, Callable, Dict, Tuple, TypeAlias
 
 #: A NumPy or CuPy ndarray (see the module docstring: ``Any``, as CuPy has no stubs).
 Array: TypeAlias = Any
 #: ``numpy`` or ``cupy``.
 ArrayModule: TypeAlias = ModuleType
 
-__all__ = ["Array", "ArrayModule"]
+#: A vjp: the outputs' gradients (one array, or a tuple like the outputs) -> the inputs'
+#: gradients by name.
+Vjp: TypeAlias = Callable[[Any], Dict[str, Any]]
+#: A checked function: ``f(**inputs) -> (outputs, vjp)`` (``npnn.gradcheck``'s docstring).
+CheckedFunction: TypeAlias = Callable[..., Tuple[Any, Vjp]]
+
+__all__ = ["Array", "ArrayModule", "CheckedFunction", "Vjp"]

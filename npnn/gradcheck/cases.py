@@ -13,11 +13,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .. import functional as F
-from .._typing import Array
+from .._typing import Array, CheckedFunction, Vjp
 from ..backend import to_backend
 from ..functional.accel import use_acceleration, use_reference
 from ..functional.registry import CELLS
-from .core import CheckedFunction, Vjp
 
 #: A case: the checked function and its inputs by name.
 Case = Tuple[CheckedFunction, Dict[str, Any]]

@@ -8,19 +8,13 @@ checker with the defaults of a test suite."""
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .._typing import Array
+from .._typing import Array, CheckedFunction
 from ..backend import backend_name, get_array_module, is_array, to_backend, to_numpy
-
-#: A vjp: the outputs' gradients (one array, or a tuple like the outputs) -> the inputs'
-#: gradients by name.
-Vjp = Callable[[Any], Dict[str, Any]]
-#: A checked function: ``f(**inputs) -> (outputs, vjp)`` (see the module docstring).
-CheckedFunction = Callable[..., Tuple[Any, Vjp]]
 
 
 class GradientCheckError(AssertionError):

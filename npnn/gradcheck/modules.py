@@ -20,11 +20,11 @@ from typing import (Any, Callable, Collection, Dict, Iterable, Iterator, List, M
 import numpy as np
 
 from ..backend import is_array
-from .._typing import Array
-from .core import GradCheckReport, Vjp, check_gradients, gate_names
+from .._typing import Array, Vjp
+from .core import GradCheckReport, check_gradients, gate_names
 
 
-class Module(Protocol):
+class CheckedModule(Protocol):
     """What the checks use of a module: an ``npnn.Module`` with its ``backward`` (the
     layers live on a floor above this one, so the checker names the protocol alone)."""
 
@@ -61,7 +61,7 @@ def _rebuild(template: Any, leaves: Iterator[Any]) -> Any:
     return next(leaves)
 
 
-def _generators(module: Module) -> List[np.random.Generator]:
+def _generators(module: CheckedModule) -> List[np.random.Generator]:
     return [m.rng for _, m in module.named_modules() if isinstance(getattr(m, "rng", None),
                                                                    np.random.Generator)]
 
@@ -75,7 +75,7 @@ def _pair(arg: Any, grad: Any, name: str) -> Iterator[Tuple[str, Any]]:
         yield name, grad
 
 
-def _gates(module: Module, names: Collection[str]) -> Dict[str, Tuple[str, ...]]:
+def _gates(module: CheckedModule, names: Collection[str]) -> Dict[str, Tuple[str, ...]]:
     """{parameter name: gate names} of the stacked-gate parameters among ``names``: those
     of a module whose ``spec`` is a registered cell, shaped (G*H, ...) in the registry."""
     from ..functional.registry import Cell
@@ -91,7 +91,7 @@ def _gates(module: Module, names: Collection[str]) -> Dict[str, Tuple[str, ...]]
     return out
 
 
-def check_module(module: Module, args: Sequence[Any], kwargs: Optional[Mapping[str, Any]] = None, *,
+def check_module(module: CheckedModule, args: Sequence[Any], kwargs: Optional[Mapping[str, Any]] = None, *,
                  arg_names: Optional[Sequence[str]] = None, params: bool = True, eps: float = 1e-6,
                  tol: float = 1e-6, seed: int = 0, op: Optional[str] = None,
                  raise_on_failure: bool = False, **options: Any) -> GradCheckReport:
