@@ -17,13 +17,26 @@ the projected LSTM), as the cells' docstrings write them.
 
 import math
 import numbers
+from typing import (Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, TypeVar,
+                    Union)
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ._typing import Array, ArrayModule
 from .backend import BACKENDS, backend_name, cupy_module, get_array_module, is_array, to_backend
 
 
-def _fmt_shape(expected, symbols):
+#: An expected shape: a size, or None for any size, per dimension.
+Shape = Sequence[Optional[int]]
+#: The dimensions' names for a message: a string of letters ("TND") or a tuple ("G*H", "D").
+Symbols = Optional[Sequence[str]]
+#: A settings rule: returns None or raises ValueError (see the module docstring).
+Rule = Callable[[Any], None]
+_V = TypeVar("_V")
+
+
+def _fmt_shape(expected: Shape, symbols: Symbols) -> str:
     parts = []
     for i, size in enumerate(expected):
         if size is None:
@@ -33,7 +46,7 @@ def _fmt_shape(expected, symbols):
     return "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
 
 
-def check_array(name, a):
+def check_array(name: str, a: Any) -> Array:
     """``a`` must be a NumPy or CuPy array."""
     if not is_array(a):
         raise TypeError(f"expected {name} to be a {' or '.join(BACKENDS)} array, "
@@ -41,7 +54,7 @@ def check_array(name, a):
     return a
 
 
-def check_float(name, a, dtype=None):
+def check_float(name: str, a: Any, dtype: Optional[DTypeLike] = None) -> Array:
     """``a`` must be a floating-point array, of ``dtype`` when one is given."""
     check_array(name, a)
     if a.dtype.kind != "f":
@@ -52,7 +65,7 @@ def check_float(name, a, dtype=None):
     return a
 
 
-def check_shape(name, a, expected, symbols=None):
+def check_shape(name: str, a: Array, expected: Shape, symbols: Symbols = None) -> Array:
     """``a.shape`` must match ``expected``, a tuple of ints or None (any size).
 
     ``symbols`` names the dimensions for the message, e.g. ``"TND"`` gives
@@ -68,7 +81,7 @@ def check_shape(name, a, expected, symbols=None):
     raise ValueError(f"expected {name} of shape {_fmt_shape(expected, symbols)}, got {shape}")
 
 
-def check_same_backend(**arrays):
+def check_same_backend(**arrays: Optional[Array]) -> None:
     """All non-None arrays must live on the same backend (all NumPy or all CuPy)."""
     if cupy_module() is None:                  # one backend only
         return
@@ -79,7 +92,7 @@ def check_same_backend(**arrays):
         raise TypeError(f"expected all arrays on one backend, got {where}")
 
 
-def check_integer(name, a):
+def check_integer(name: str, a: Any) -> Array:
     """``a`` must be an integer array (indices, targets, lengths)."""
     check_array(name, a)
     if a.dtype.kind not in "iu":
@@ -87,7 +100,8 @@ def check_integer(name, a):
     return a
 
 
-def check_index_range(name, a, low, high, allowed=None):
+def check_index_range(name: str, a: Array, low: int, high: int,
+                      allowed: Optional[int] = None) -> Array:
     """Every entry of ``a`` must lie in [low, high) (or equal ``allowed``)."""
     if a.size == 0:
         return a
@@ -102,7 +116,8 @@ def check_index_range(name, a, low, high, allowed=None):
     return a
 
 
-def check_indices(name, a, low, high, like, allowed=None):
+def check_indices(name: str, a: Any, low: int, high: int, like: Array,
+                  allowed: Optional[int] = None) -> Array:
     """Integer indices (ids, targets) to use next to the float array ``like``: checked to
     lie in [low, high) (or equal ``allowed``) and returned on ``like``'s backend.
 
@@ -117,7 +132,7 @@ def check_indices(name, a, low, high, like, allowed=None):
     return check_index_range(name, a, low, high, allowed)
 
 
-def check_choice(name, value, choices):
+def check_choice(name: str, value: _V, choices: Iterable[Any]) -> _V:
     """``value`` must be one of ``choices``."""
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
@@ -130,14 +145,14 @@ def check_choice(name, value, choices):
 DTYPES = ("float32", "float64")
 
 
-def check_dtype(dtype):
+def check_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     """'float32' or 'float64' (or the numpy dtypes) -> numpy dtype."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     check_choice("dtype", name, DTYPES)
     return np.dtype(name)
 
 
-def check_layer_dtype(name, a, dtype):
+def check_layer_dtype(name: str, a: Array, dtype: DTypeLike) -> Array:
     """An input must have the layer's dtype (no silent casts), with the way out named."""
     if a.dtype != dtype:
         hint = ""
@@ -150,53 +165,54 @@ def check_layer_dtype(name, a, dtype):
     return a
 
 
-def check_positive_int(name, value):
+def check_positive_int(name: str, value: Any) -> int:
     """A positive int (a Python or NumPy integer, not a bool) -> int."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
     return int(value)
 
 
-def check_positive_number(name, value):
+def check_positive_number(name: str, value: Any) -> Union[int, float]:
     """A positive, finite int or float."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"expected {name} to be a positive, finite number, got {value!r}")
     return value
 
 
-def check_bool(name, value):
+def check_bool(name: str, value: Any) -> bool:
     """True or False (a Python or NumPy bool) -> bool."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"expected {name} to be True or False, got {value!r}")
     return bool(value)
 
 
-def check_dropout(p):
+def check_dropout(p: Any) -> float:
     """A dropout probability in [0, 1) -> float."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
         raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
     return float(p)
 
 
-def check_scale(scale):
+def check_scale(scale: Any) -> Optional[float]:
     """None (1/sqrt(E)) or a positive, finite number -> None or a float."""
     if scale is None:
         return None
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
-            math.isfinite(scale) and scale > 0):
+            math.isfinite(scale) and float(scale) > 0):
         raise ValueError(f"expected scale to be None (1/sqrt(E)) or a positive, finite number, "
                          f"got {scale!r}")
     return float(scale)
 
 
-def check_padding_idx(padding_idx, V):
+def check_padding_idx(padding_idx: Any, V: int) -> int:
     """An embedding's padding index, an int in [-V, V) -> the index in [0, V)."""
     if not isinstance(padding_idx, int) or not -V <= padding_idx < V:
         raise ValueError(f"expected padding_idx in [-{V}, {V}), got {padding_idx!r}")
     return padding_idx % V
 
 
-def check_range(name, value, low=0.0, high=None, low_open=False):
+def check_range(name: str, value: Any, low: float = 0.0, high: Optional[float] = None,
+                low_open: bool = False) -> float:
     """A number in [low, high) ((low, high) with ``low_open``; no upper bound when ``high``
     is None), not NaN -> float. The optimizers' hyperparameters."""
     v = float(value)
@@ -210,64 +226,64 @@ def check_range(name, value, low=0.0, high=None, low_open=False):
 # -- the settings rules (configuration, command line) ----------------------------------
 # A rule is a function of one value that returns None or raises ValueError; the caller
 # names the setting (npnn.training.config.ConfigError, an argparse error).
-def _is_int(v):
+def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v):
+def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def int_at_least(low):
+def int_at_least(low: int) -> Rule:
     """The rule: an int (not a bool) of at least ``low``."""
-    def rule(v):
+    def rule(v: Any) -> None:
         if not _is_int(v) or v < low:
             what = "a positive integer" if low == 1 else f"an integer >= {low}"
             raise ValueError(f"expected {what}, got {v!r}")
     return rule
 
 
-def positive_number(v):
+def positive_number(v: Any) -> None:
     """The rule: a positive, finite int or float."""
     if not _is_number(v) or not math.isfinite(v) or v <= 0:
         raise ValueError(f"expected a positive, finite number, got {v!r}")
 
 
-def fraction(v):
+def fraction(v: Any) -> None:
     """The rule: a number in [0, 1)."""
     if not _is_number(v) or not 0 <= v < 1:
         raise ValueError(f"expected a number in [0, 1), got {v!r}")
 
 
-def probability(v):
+def probability(v: Any) -> None:
     """The rule: a number in (0, 1] (a top-p)."""
     if not 0 < v <= 1:
         raise ValueError(f"expected a number in (0, 1], got {v!r}")
 
 
-def one_of(*options):
+def one_of(*options: str) -> Rule:
     """The rule: one of ``options`` (strings)."""
-    def rule(v):
+    def rule(v: Any) -> None:
         if v not in options:
             raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
     return rule
 
 
-def optional(rule):
+def optional(rule: Rule) -> Rule:
     """The rule: None, or a value that passes ``rule``."""
-    def check(v):
+    def check(v: Any) -> None:
         if v is not None:
             rule(v)
     return check
 
 
-def non_empty_string(v):
+def non_empty_string(v: Any) -> None:
     """The rule: a non-empty str."""
     if not isinstance(v, str) or not v:
         raise ValueError(f"expected a non-empty string, got {v!r}")
 
 
-def boolean(v):
+def boolean(v: Any) -> None:
     """The rule: True or False (a Python bool)."""
     if not isinstance(v, bool):
         raise ValueError(f"expected true or false, got {v!r}")
@@ -275,7 +291,7 @@ def boolean(v):
 
 # -- the arguments of the recurrent sequence and step ops (npnn.functional) -----------
 
-def check_sequence_input(x, D):
+def check_sequence_input(x: Array, D: Optional[int]) -> Tuple[int, int]:
     """x must be a float array (T, N, D) with T, N >= 1; returns (T, N)."""
     check_float("x", x)
     check_shape("x", x, (None, None, D), "TND")
@@ -285,7 +301,8 @@ def check_sequence_input(x, D):
     return T, N
 
 
-def check_states(states, N, H, dtype):
+def check_states(states: Dict[str, Optional[Array]], N: int, H: int,
+                 dtype: DTypeLike) -> None:
     """Each initial state (a dict name -> array or None) must be (N, H) of ``dtype``."""
     for name, s in states.items():
         if s is not None:
@@ -293,10 +310,12 @@ def check_states(states, N, H, dtype):
             check_shape(name, s, (N, H), "NH")
 
 
-def check_bias_pair(names, biases, shapes, dtype):
+def check_bias_pair(names: Tuple[str, str], biases: Tuple[Optional[Array], Optional[Array]],
+                    shapes: Tuple[Shape, Shape], dtype: DTypeLike) -> None:
     """Two biases, both given or both None, each of its shape."""
     if (biases[0] is None) != (biases[1] is None):
-        given = ", ".join(f"{n}={'array' if b is not None else None}" for n, b in zip(names, biases))
+        given = ", ".join(f"{n}={'array' if b is not None else None}"
+                          for n, b in zip(names, biases))
         raise ValueError(f"expected both {names[0]} and {names[1]} or neither, got {given}")
     for name, b, shape in zip(names, biases, shapes):
         if b is not None:
@@ -304,13 +323,15 @@ def check_bias_pair(names, biases, shapes, dtype):
             check_shape(name, b, shape)
 
 
-def check_mask(mask, T, N):
+def check_mask(mask: Optional[Array], T: int, N: int) -> None:
     if mask is not None:
         check_array("mask", mask)
         check_shape("mask", mask, (T, N), "TN")
 
 
-def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype, projected=False):
+def check_weights(gates: int, W_ih: Array, W_hh: Array, b_ih: Optional[Array],
+                  b_hh: Optional[Array], dtype: DTypeLike,
+                  projected: bool = False) -> Tuple[int, int]:
     """A gated cell's parameters (G = ``gates`` blocks of H rows); returns (D, H).
 
     W_hh is (G*H, H), or with ``projected`` (G*H, P) for any P >= 1: it then reads
@@ -333,7 +354,9 @@ def check_weights(gates, W_ih, W_hh, b_ih, b_hh, dtype, projected=False):
     return D, H
 
 
-def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
+def check_sequence_args(gates: int, x: Array, states: Dict[str, Optional[Array]], W_ih: Array,
+                        W_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
+                        mask: Optional[Array]) -> Tuple[ArrayModule, int, int, int, int]:
     """Validate a gated cell's sequence arguments; return ``(xp, T, N, D, H)``.
 
     ``gates`` is G (1 RNN, 4 LSTM, 3 GRU); ``states`` maps names such as
@@ -348,7 +371,7 @@ def check_sequence_args(gates, x, states, W_ih, W_hh, b_ih, b_hh, mask):
     return get_array_module(x), T, N, D, H
 
 
-def check_step_input(x):
+def check_step_input(x: Array) -> Array:
     """A one-step op's input must be (N, D)."""
     check_float("x", x)
     if x.ndim != 2:
@@ -356,7 +379,9 @@ def check_step_input(x):
     return x
 
 
-def check_step_args(gates, x, states, W_ih, W_hh, b_ih, b_hh):
+def check_step_args(gates: int, x: Array, states: Dict[str, Optional[Array]], W_ih: Array,
+                    W_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array]
+                    ) -> Tuple[ArrayModule, int, int, int]:
     """Validate a gated cell's one-step arguments: x (N, D), states (N, H) or None;
     return ``(xp, N, D, H)``."""
     check_step_input(x)

@@ -12,8 +12,12 @@ here, so no other module needs to know which backend it runs on.
 """
 
 import os
+from typing import Any, ContextManager, Dict, Optional
 
 import numpy as np
+from numpy.typing import NDArray
+
+from ._typing import Array, ArrayModule
 
 try:  # CuPy is an optional extra (``pip install -e ".[gpu]"``, or ``cupy-cuda12x``).
     import cupy as _cupy
@@ -27,22 +31,22 @@ except Exception:  # ImportError, or a broken CUDA install raising on import
 BACKENDS = ("numpy", "cupy")
 
 
-def cupy_module():
+def cupy_module() -> Optional[ArrayModule]:
     """The ``cupy`` module when it imports, else None (whether or not a GPU is present)."""
     return _cupy
 
 
-def cupy_available():
+def cupy_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     if _cupy is None:
         return False
     try:
-        return _cupy.cuda.runtime.getDeviceCount() > 0
+        return bool(_cupy.cuda.runtime.getDeviceCount() > 0)
     except Exception:
         return False
 
 
-def _require_cupy():
+def _require_cupy() -> ArrayModule:
     if _cupy is None:
         raise RuntimeError(
             "the 'cupy' backend was requested but CuPy is not installed; "
@@ -54,7 +58,7 @@ def _require_cupy():
     return _cupy
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Any) -> ArrayModule:
     """Return ``numpy`` or ``cupy``, whichever holds the given arrays.
 
     Like ``cupy.get_array_module``: any CuPy array among ``arrays`` selects
@@ -67,7 +71,7 @@ def get_array_module(*arrays):
     return np
 
 
-def get_backend(name):
+def get_backend(name: Any) -> ArrayModule:
     """Return the array module called ``name`` (one of ``BACKENDS``, or an alias).
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when CuPy
@@ -79,29 +83,31 @@ def get_backend(name):
         return np
     if name in ("cupy", "cp", "gpu", "cuda"):
         return _require_cupy()
-    if name is np or (_cupy is not None and name is _cupy):
-        return name
+    if name is np:
+        return np
+    if _cupy is not None and name is _cupy:
+        return _cupy
     raise ValueError(f"expected backend {' or '.join(map(repr, BACKENDS))}, got {name!r}")
 
 
-def backend_name(xp):
+def backend_name(xp: ArrayModule) -> str:
     """The name in ``BACKENDS`` of an array module."""
     return "cupy" if (_cupy is not None and xp is _cupy) else "numpy"
 
 
-def is_array(a):
+def is_array(a: Any) -> bool:
     """True for a NumPy or CuPy ndarray."""
     return isinstance(a, np.ndarray) or (_cupy is not None and isinstance(a, _cupy.ndarray))
 
 
-def to_numpy(a):
+def to_numpy(a: Any) -> NDArray[Any]:
     """Copy an array to the host as a NumPy array (NumPy input returned as is)."""
     if _cupy is not None and isinstance(a, _cupy.ndarray):
         return _cupy.asnumpy(a)
     return np.asarray(a)
 
 
-def to_backend(a, backend):
+def to_backend(a: Any, backend: Any) -> Array:
     """Move ``a`` to ``backend`` (a name of ``BACKENDS`` or an array module).
 
     Anything array-like is accepted (lists, NumPy or CuPy arrays, objects with
@@ -116,17 +122,17 @@ def to_backend(a, backend):
     return xp.asarray(a)
 
 
-_KERNELS = {}
+_KERNELS: Dict[str, Any] = {}
 
 
-def elementwise_kernel(in_params, out_params, body, name):
+def elementwise_kernel(in_params: str, out_params: str, body: str, name: str) -> Any:
     """A compiled ``cupy.ElementwiseKernel`` (built once, then cached by name)."""
     if name not in _KERNELS:
         _KERNELS[name] = _require_cupy().ElementwiseKernel(in_params, out_params, body, name)
     return _KERNELS[name]
 
 
-def scatter_add(target, indices, values):
+def scatter_add(target: Array, indices: Array, values: Array) -> Array:
     """``target[indices] += values`` with repeated indices accumulated.
 
     Plain fancy-index assignment would keep only one of the repeated updates.
@@ -158,7 +164,7 @@ def scatter_add(target, indices, values):
 
 # -- BLAS threads -----------------------------------------------------------------
 
-def busy_cores():
+def busy_cores() -> int:
     """How many cores other processes keep busy now: the 1-minute load average,
     rounded (0 where the system does not report one)."""
     try:
@@ -167,7 +173,7 @@ def busy_cores():
         return 0
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
@@ -175,7 +181,7 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def auto_threads():
+def auto_threads() -> int:
     """BLAS threads for a run starting now: one per core that no other process keeps
     busy, at least one. OpenBLAS's threads spin while they wait for work, so a thread
     that shares its core with another busy process slows every product down: on a
@@ -184,7 +190,7 @@ def auto_threads():
     return max(1, usable_cores() - busy_cores())
 
 
-def blas_threads(n):
+def blas_threads(n: int) -> ContextManager[Any]:
     """Context manager: NumPy's BLAS runs ``n`` threads inside (threadpoolctl)."""
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=int(n), user_api="blas")

@@ -18,6 +18,7 @@ process-wide setting that another thread may be using).
 import contextlib
 import os
 import secrets
+from typing import IO, Any, Callable, Mapping, Union
 
 import numpy as np
 
@@ -28,7 +29,7 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
     getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def atomic_write(path, write):
+def atomic_write(path: Union[str, "os.PathLike[str]"], write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through ``write(file)`` (a binary file object) atomically and
     durably (see the module docstring). Returns None; any error of ``write`` is raised
     after the temporary file is removed."""
@@ -54,7 +55,7 @@ def atomic_write(path, write):
     fsync_folder(folder)
 
 
-def fsync_folder(folder):
+def fsync_folder(folder: str) -> None:
     """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -68,6 +69,6 @@ def fsync_folder(folder):
         os.close(fd)
 
 
-def atomic_savez(path, arrays):
+def atomic_savez(path: Union[str, "os.PathLike[str]"], arrays: Mapping[str, Any]) -> None:
     """``numpy.savez(path, **arrays)``, atomically and durably (``atomic_write``)."""
     atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -2,17 +2,21 @@
 
 import collections
 import math
+from typing import Counter, Hashable, Iterable, Sequence, Tuple, Union
+
+#: A sentence: a string (split at whitespace) or a sequence of tokens.
+Sentence = Union[str, Sequence[Hashable]]
 
 
-def _tokens(seq):
+def _tokens(seq: Sentence) -> Sequence[Hashable]:
     return seq.split() if isinstance(seq, str) else list(seq)
 
 
-def _ngrams(tokens, n):
+def _ngrams(tokens: Sequence[Hashable], n: int) -> Counter[Tuple[Hashable, ...]]:
     return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def bleu(pred, label, k=4):
+def bleu(pred: Sentence, label: Sentence, k: int = 4) -> float:
     """d2l's BLEU of one prediction against one reference (token lists or strings):
 
         exp(min(0, 1 - len(label) / len(pred))) * prod_{n=1..k} p_n ** (1 / 2**n)
@@ -34,7 +38,7 @@ def bleu(pred, label, k=4):
     return score
 
 
-def corpus_bleu(preds, labels, k=4):
+def corpus_bleu(preds: Iterable[Sentence], labels: Iterable[Sentence], k: int = 4) -> float:
     """Corpus BLEU (Papineni et al., 2002), one reference per prediction: the clipped
     n-gram matches and counts are summed over the corpus, the precisions combined by a
     geometric mean with weights 1/k, times the brevity penalty exp(1 - r/c) when the

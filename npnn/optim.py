@@ -4,19 +4,36 @@ Each optimizer follows ``torch.optim``'s update rule (so the two agree step
 for step on the same gradients) and updates parameters *in place*. It takes a
 model (its ``parameters()`` beside its ``gradients()``) or a list of
 (parameter, gradient) pairs; parameters and gradients keep their identity, so
-create optimizers after ``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and restore the
-step count and every buffer (momentum, moments), for exact resumption.
+create optimizers after ``model.to(...)``. ``state_dict()``/``load_state_dict()`` save and
+restore the step count and every buffer (momentum, moments), for exact resumption.
 """
 
 import math
+from typing import Any, Dict, Iterable, List, Mapping, Protocol, Sequence, Tuple, Union
 
 from ._checks import check_range
+from ._typing import Array
 from .backend import backend_name, get_array_module, is_array, to_backend, to_numpy
 
 
-def _pairs(params):
+class HasGradients(Protocol):
+    """A model: its ``parameters()`` beside its ``gradients()`` (``npnn.Module``)."""
+
+    def parameters(self) -> Iterable[Array]: ...
+
+    def gradients(self) -> Iterable[Array]: ...
+
+
+#: A (parameter, gradient) pair: a tuple or list of two arrays.
+Pair = Sequence[Array]
+#: What optimizers and clipping take: a model, or (parameter, gradient) pairs.
+Params = Union[HasGradients, Iterable[Pair]]
+
+
+def _pairs(params: Params) -> List[Pair]:
     """(parameter, gradient) pairs: a module's ``parameters()`` beside its ``gradients()``,
     or a list of such pairs."""
+    pairs: List[Pair]
     if hasattr(params, "gradients") and hasattr(params, "parameters"):
         pairs = list(zip(params.parameters(), params.gradients()))
     else:
@@ -36,57 +53,58 @@ def _pairs(params):
 class Optimizer:
     """Base class: ``step()`` updates every parameter, ``zero_grad()`` clears gradients."""
 
-    buffers = ()   # names of the per-parameter state arrays
+    buffers: Tuple[str, ...] = ()   # names of the per-parameter state arrays
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Params, lr: float) -> None:
         self.pairs = _pairs(params)
         self.lr = check_range("lr", lr)
         self.step_count = 0
-        self.state = [{} for _ in self.pairs]
-        self._work = {}        # work arrays of in-place updates (not state: never saved)
+        self.state: List[Dict[str, Array]] = [{} for _ in self.pairs]
+        # work arrays of in-place updates (not state: never saved)
+        self._work: Dict[int, Array] = {}
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for _, g in self.pairs:
             g[...] = 0
 
-    def _scratch(self, i, like):
+    def _scratch(self, i: int, like: Array) -> Array:
         """A work array like parameter i, kept between steps but not part of the state."""
         work = self._work.get(i)
         if work is None or work.shape != like.shape or work.dtype != like.dtype:
             work = self._work[i] = get_array_module(like).empty_like(like)
         return work
 
-    def _buffer(self, i, name, like, fill=0.0):
+    def _buffer(self, i: int, name: str, like: Array, fill: float = 0.0) -> Array:
         s = self.state[i]
         if name not in s:
             s[name] = get_array_module(like).full_like(like, fill)
         return s[name]
 
-    def step(self):
+    def step(self) -> None:
         self.step_count += 1
         for i, (p, g) in enumerate(self.pairs):
             self._update(i, p, g)
 
-    def _update(self, i, p, g):
+    def _update(self, i: int, p: Array, g: Array) -> None:
         raise NotImplementedError
 
-    def buffer_names(self):
+    def buffer_names(self) -> Tuple[str, ...]:
         """The names of the buffers every parameter holds after a step (a checkpoint's
         optimizer state must have exactly these)."""
         return tuple(self.buffers)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """Step count, learning rate and every buffer (as NumPy arrays)."""
         return {"step_count": self.step_count, "lr": self.lr,
                 "state": [{k: to_numpy(v) for k, v in s.items()} for s in self.state]}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if len(state["state"]) != len(self.pairs):
             raise ValueError(f"expected optimizer state for {len(self.pairs)} parameters, "
                              f"got {len(state['state'])}")
         restored = []
         for i, (s, (p, _)) in enumerate(zip(state["state"], self.pairs)):
-            entry = {}
+            entry: Dict[str, Array] = {}
             for k, v in s.items():
                 if tuple(v.shape) != tuple(p.shape):
                     raise ValueError(f"expected optimizer buffer {k} of parameter {i} of shape "
@@ -101,8 +119,9 @@ class Optimizer:
 class SGD(Optimizer):
     """SGD with optional momentum, dampening, Nesterov momentum and weight decay (L2)."""
 
-    def __init__(self, params, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def __init__(self, params: Params, lr: float = 0.1, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
         super().__init__(params, lr)
         self.momentum = check_range("momentum", momentum)
         self.dampening = check_range("dampening", dampening)
@@ -112,10 +131,10 @@ class SGD(Optimizer):
                              f"momentum={momentum}, dampening={dampening}")
         self.nesterov = bool(nesterov)
 
-    def buffer_names(self):
+    def buffer_names(self) -> Tuple[str, ...]:
         return ("momentum",) if self.momentum else ()
 
-    def _update(self, i, p, g):
+    def _update(self, i: int, p: Array, g: Array) -> None:
         d = g + self.weight_decay * p if self.weight_decay else g
         if self.momentum:
             if "momentum" not in self.state[i]:
@@ -134,17 +153,19 @@ class Adam(Optimizer):
 
     buffers = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
         self.beta1 = check_range("betas[0]", betas[0], 0.0, 1.0)
         self.beta2 = check_range("betas[1]", betas[1], 0.0, 1.0)
         self.eps = check_range("eps", eps)
         self.weight_decay = check_range("weight_decay", weight_decay)
 
-    def _decay(self, p, g):
+    def _decay(self, p: Array, g: Array) -> Array:
         return g + self.weight_decay * p if self.weight_decay else g
 
-    def _update(self, i, p, g):
+    def _update(self, i: int, p: Array, g: Array) -> None:
         xp = get_array_module(p)
         g = self._decay(p, g)
         m = self._buffer(i, "exp_avg", p)
@@ -171,10 +192,12 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * wd first."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _decay(self, p, g):
+    def _decay(self, p: Array, g: Array) -> Array:
         if self.weight_decay:
             p *= 1 - self.lr * self.weight_decay
         return g
@@ -185,15 +208,16 @@ class Adagrad(Optimizer):
 
     buffers = ("sum",)
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10):
+    def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10) -> None:
         super().__init__(params, lr)
         self.lr_decay = check_range("lr_decay", lr_decay)
         self.weight_decay = check_range("weight_decay", weight_decay)
         self.initial = check_range("initial_accumulator_value", initial_accumulator_value)
         self.eps = check_range("eps", eps)
 
-    def _update(self, i, p, g):
+    def _update(self, i: int, p: Array, g: Array) -> None:
         xp = get_array_module(p)
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -206,8 +230,9 @@ class Adagrad(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop with optional momentum and centering, PyTorch's form."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False):
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
         super().__init__(params, lr)
         self.alpha = check_range("alpha", alpha)
         self.eps = check_range("eps", eps)
@@ -215,11 +240,11 @@ class RMSprop(Optimizer):
         self.momentum = check_range("momentum", momentum)
         self.centered = bool(centered)
 
-    def buffer_names(self):
+    def buffer_names(self) -> Tuple[str, ...]:
         return ("square_avg",) + (("grad_avg",) if self.centered else ()) + (
             ("momentum_buffer",) if self.momentum else ())
 
-    def _update(self, i, p, g):
+    def _update(self, i: int, p: Array, g: Array) -> None:
         xp = get_array_module(p)
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -244,11 +269,12 @@ class RMSprop(Optimizer):
 
 #: The optimizers by name, the one list of them: the configuration, the command line's
 #: choices and the trainer read it.
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "rmsprop": RMSprop}
+OPTIMIZERS: Dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW,
+                                           "adagrad": Adagrad, "rmsprop": RMSprop}
 
 
 # -- clipping ------------------------------------------------------------------
-def clip_grad_norm(params, max_norm, eps=1e-6):
+def clip_grad_norm(params: Params, max_norm: float, eps: float = 1e-6) -> float:
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
     As ``torch.nn.utils.clip_grad_norm_``: the factor is max_norm / (norm + 1e-6),
@@ -266,7 +292,7 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     return total
 
 
-def clip_grad_value(params, clip_value):
+def clip_grad_value(params: Params, clip_value: float) -> None:
     """Clip every gradient element to [-clip_value, clip_value], in place."""
     clip_value = check_range("clip_value", clip_value, low_open=True)
     for _, g in _pairs(params):
@@ -277,11 +303,11 @@ def clip_grad_value(params, clip_value):
 class StepLR:
     """Multiply the learning rate by ``gamma`` every ``step_size`` calls of ``step()``."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self.optimizer, self.base_lr = optimizer, optimizer.lr
         self.step_size, self.gamma, self.last = int(step_size), float(gamma), 0
 
-    def step(self):
+    def step(self) -> None:
         self.last += 1
         self.optimizer.lr = self.base_lr * self.gamma ** (self.last // self.step_size)
 
@@ -289,17 +315,17 @@ class StepLR:
 class CosineAnnealingLR:
     """Cosine decay from the initial rate to ``eta_min`` over ``T_max`` calls of ``step()``."""
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         self.optimizer, self.base_lr = optimizer, optimizer.lr
         self.T_max, self.eta_min, self.last = int(T_max), float(eta_min), 0
 
-    def step(self):
+    def step(self) -> None:
         self.last = min(self.last + 1, self.T_max)
         cos = (1 + math.cos(math.pi * self.last / self.T_max)) / 2
         self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * cos
 
 
-def perplexity(mean_nll):
+def perplexity(mean_nll: float) -> float:
     """exp of the mean negative log-likelihood per token."""
     return math.exp(min(float(mean_nll), 700.0))
 

@@ -4,9 +4,10 @@ one of a higher floor, and importing the core loads the core alone.
 
 Floors, from the ground up (a module may import its own floor and those below):
 
-0. the ground floor, the core: ``npnn._version``, ``npnn.backend``, ``npnn._checks``
-   (validation), ``npnn.durable`` (durable writes), ``npnn.functional`` (the reference
-   cells, the accelerations, the registry), ``npnn.gradcheck``;
+0. the ground floor, the core: ``npnn._version``, ``npnn._typing`` (the annotations'
+   array types), ``npnn.backend``, ``npnn._checks`` (validation), ``npnn.durable``
+   (durable writes), ``npnn.functional`` (the reference cells, the accelerations, the
+   registry), ``npnn.gradcheck``;
 1. the library wing: ``npnn.layers``, ``npnn.optim``, ``npnn.models``, ``npnn.analysis``,
    ``npnn.metrics``;
 2. the testing floor: ``npnn.testing`` (assertions over the checker and the layers,
@@ -30,8 +31,8 @@ PACKAGE = os.path.dirname(os.path.abspath(npnn.__file__))     # the npnn under t
 ROOT = os.path.dirname(PACKAGE)
 
 FLOORS = (
-    ("ground", ("npnn._version", "npnn.backend", "npnn._checks", "npnn.durable",
-                "npnn.functional", "npnn.gradcheck")),
+    ("ground", ("npnn._version", "npnn._typing", "npnn.backend", "npnn._checks",
+                "npnn.durable", "npnn.functional", "npnn.gradcheck")),
     ("library", ("npnn.layers", "npnn.optim", "npnn.models", "npnn.analysis", "npnn.metrics")),
     ("testing", ("npnn.testing",)),
     ("training", ("npnn.training",)),

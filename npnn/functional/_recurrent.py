@@ -19,11 +19,18 @@ packed-sequence semantics: each sequence's final state is its state at its
 last valid step.
 """
 
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from numpy.typing import DTypeLike
+
 from .._checks import check_float, check_integer, check_shape
+from .._typing import Array, ArrayModule
 from ..backend import get_array_module
 
 
-def output_grads(x, m, S, dout, finals, copy=False):
+def output_grads(x: Array, m: Optional[Array], S: int, dout: Optional[Array],
+                 finals: Dict[str, Optional[Array]],
+                 copy: bool = False) -> Tuple[ArrayModule, Optional[Array], List[Array]]:
     """Where a backward starts: the gradients of the outputs, checked.
 
     ``dout`` (T, N, S) or None (the outputs do not reach the loss) comes back
@@ -44,7 +51,8 @@ def output_grads(x, m, S, dout, finals, copy=False):
     return xp, dout, starts
 
 
-def state_grads(x, N, S, grads, copy=False):
+def state_grads(x: Array, N: int, S: int, grads: Dict[str, Optional[Array]],
+                copy: bool = False) -> List[Array]:
     """The gradients of states (a dict name -> (N, S) array or None), checked against
     x's dtype; None comes back as zeros, the others as copies with ``copy``."""
     xp = get_array_module(x)
@@ -59,7 +67,7 @@ def state_grads(x, N, S, grads, copy=False):
     return out
 
 
-def length_mask(lengths, T):
+def length_mask(lengths: Array, T: int) -> Array:
     """Mask (T, N) that is True at steps t < lengths[n].
 
     ``lengths`` is an integer array of N sequence lengths in 1..T (any order).
@@ -76,23 +84,23 @@ def length_mask(lengths, T):
 
 # -- pieces of every sequence op --------------------------------------------------------
 
-def split_gates(z, G):
+def split_gates(z: Array, G: int) -> Tuple[Array, ...]:
     """The G gate blocks of z (..., G*H), in their stacking order, as views (..., H)."""
     H = z.shape[-1] // G
     return tuple(z[..., k * H:(k + 1) * H] for k in range(G))
 
 
-def initial_state(xp, s, N, H, dtype):
+def initial_state(xp: ArrayModule, s: Optional[Array], N: int, H: int, dtype: DTypeLike) -> Array:
     """The given initial state, or zeros (N, H)."""
     return xp.zeros((N, H), dtype=dtype) if s is None else s
 
 
-def step_mask(mask):
+def step_mask(mask: Optional[Array]) -> Optional[Array]:
     """Mask (T, N) -> boolean (T, N, 1), ready to select whole rows of (N, H) states."""
     return None if mask is None else mask.astype(bool)[:, :, None]
 
 
-def input_half(x, W_ih, b_ih=None):
+def input_half(x: Array, W_ih: Array, b_ih: Optional[Array] = None) -> Array:
     """x_t W_ih^T + b_ih for every step at once: x (T, N, D) (or one step's (N, D))
     -> (T, N, G*H), one (T*N, D) x (D, G*H) product."""
     D = x.shape[-1]
@@ -100,27 +108,31 @@ def input_half(x, W_ih, b_ih=None):
     return xw if b_ih is None else xw + b_ih
 
 
-def keep_padded(xp, m_t, new, old):
+def keep_padded(xp: ArrayModule, m_t: Array, new: Sequence[Array],
+                old: Sequence[Array]) -> Tuple[Array, ...]:
     """Forward, padded rows: each state of ``new`` where m_t, the old state elsewhere."""
     return tuple(xp.where(m_t, s_new, s_old) for s_new, s_old in zip(new, old))
 
 
-def pass_padded(xp, m_t, through_cell, reaching):
+def pass_padded(xp: ArrayModule, m_t: Array, through_cell: Sequence[Array],
+                reaching: Sequence[Array]) -> Tuple[Array, ...]:
     """Backward, padded rows: the gradient that reached the state passes straight back."""
     return tuple(xp.where(m_t, d_cell, d) for d_cell, d in zip(through_cell, reaching))
 
 
-def masked_output(xp, h, m):
+def masked_output(xp: ArrayModule, h: Array, m: Optional[Array]) -> Array:
     """out_t = h_t at valid steps, 0 at padded ones (h (T, N, H), m (T, N, 1) or None)."""
     return h if m is None else xp.where(m, h, 0)
 
 
-def valid_only(xp, a, m):
+def valid_only(xp: ArrayModule, a: Array, m: Optional[Array]) -> Array:
     """The gradient ``a`` (T, N, .) with its padded rows set to zero."""
     return a if m is None else xp.where(m, a, 0)
 
 
-def input_and_weight_grads(dxw, dhw, x, h_prev, W_ih, has_bias, m=None):
+def input_and_weight_grads(dxw: Array, dhw: Array, x: Array, h_prev: Array, W_ih: Array,
+                           has_bias: bool,
+                           m: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
     """What follows the backward loop, as single products over all T*N rows.
 
     dxw, dhw: (T, N, G*H) gradients of the input half x W_ih^T + b_ih and of

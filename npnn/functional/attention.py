@@ -59,16 +59,18 @@ therefore splits:
 """
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .._checks import check_array, check_float, check_same_backend, check_shape
+from .._typing import Array, ArrayModule
 from ..backend import get_array_module
 from .activations import log_softmax
 
 
-def _check_qkv(q, K, V, mask, E_key=None):
+def _check_qkv(q: Array, K: Array, V: Array, mask: Optional[Array],
+               E_key: Optional[int] = None) -> Tuple[ArrayModule, int, int, int]:
     """q (N, L, E), K (N, S, Ek), V (N, S, Ev), mask (N, S) -> (xp, N, L, S)."""
     check_float("q", q)
     check_float("K", K, q.dtype)
@@ -96,24 +98,24 @@ def _check_qkv(q, K, V, mask, E_key=None):
     return xp, N, L, S
 
 
-def _masked_softmax(xp, s, mask):
+def _masked_softmax(xp: ArrayModule, s: Array, mask: Optional[Array]) -> Array:
     """(2)-(3): softmax over the last axis with padded keys at -inf (weight exactly 0)."""
     if mask is not None:
         s = xp.where(mask[:, None, :], s, -xp.inf)
     return xp.exp(log_softmax(s))
 
 
-def _softmax_backward(dalpha, alpha):
+def _softmax_backward(dalpha: Array, alpha: Array) -> Array:
     """(6)"""
     return alpha * (dalpha - (dalpha * alpha).sum(axis=-1, keepdims=True))
 
 
-def _scores_backward(dc, V, alpha):
+def _scores_backward(dc: Array, V: Array, alpha: Array) -> Array:
     """(5)-(6): dc (N, L, Ev) -> ds (N, L, S), contracting over Ev."""
     return _softmax_backward(dc @ V.transpose(0, 2, 1), alpha)
 
 
-def _check_dc(dc, q, V):
+def _check_dc(dc: Array, q: Array, V: Array) -> None:
     check_float("dc", dc, q.dtype)
     check_shape("dc", dc, (q.shape[0], q.shape[1], V.shape[2]))
 
@@ -126,7 +128,8 @@ class DotAttentionCache(NamedTuple):
     scale: float
 
 
-def dot_attention_forward(q, K, V, mask=None, scale=None):
+def dot_attention_forward(q: Array, K: Array, V: Array, mask: Optional[Array] = None,
+                          scale: Optional[float] = None) -> Tuple[Array, Array, DotAttentionCache]:
     """Dot-product attention (1)-(4).
 
     Args:
@@ -145,7 +148,7 @@ def dot_attention_forward(q, K, V, mask=None, scale=None):
     return c, alpha, DotAttentionCache(q, K, V, alpha, scale)
 
 
-def dot_attention_backward(dc, cache):
+def dot_attention_backward(dc: Array, cache: DotAttentionCache) -> Tuple[Array, Array, Array]:
     """(5)-(8): dc (N, L, Ev) -> dq, dK, dV."""
     q, K, V, alpha, scale = cache
     _check_dc(dc, q, V)
@@ -156,7 +159,7 @@ def dot_attention_backward(dc, cache):
     return dq, dK, dV
 
 
-def dot_attention_query_backward(dc, cache):
+def dot_attention_query_backward(dc: Array, cache: DotAttentionCache) -> Array:
     """(5), (6) and dq of (8) alone: dc (N, L, Ev) -> dq (N, L, E); for a decoder's
     steps (see the module docstring)."""
     q, K, V, alpha, scale = cache
@@ -173,7 +176,9 @@ class AdditiveProjectedCache(NamedTuple):
     w_v: Any
 
 
-def additive_attention_projected_forward(q, P, V, W_q, w_v, mask=None):
+def additive_attention_projected_forward(q: Array, P: Array, V: Array, W_q: Array, w_v: Array,
+                                         mask: Optional[Array] = None
+) -> Tuple[Array, Array, AdditiveProjectedCache]:
     """Additive attention on projected keys P = K W_k^T: (9)-(11), (2)-(4).
 
     Args:
@@ -201,7 +206,9 @@ def additive_attention_projected_forward(q, P, V, W_q, w_v, mask=None):
     return c, alpha, AdditiveProjectedCache(q, V, e, alpha, W_q, w_v)
 
 
-def additive_attention_projected_backward(dc, cache):
+def additive_attention_projected_backward(dc: Array,
+                                          cache: AdditiveProjectedCache
+) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """(5)-(7), (12)-(13): dc (N, L, Ev) -> dq, dP, dV, grads {'W_q', 'w_v'}."""
     q, V, e, alpha, W_q, w_v = cache
     _check_dc(dc, q, V)
@@ -218,7 +225,7 @@ def additive_attention_projected_backward(dc, cache):
     return dq, du.sum(axis=1) * w_v, dV, grads             # dP = sum_L du (N, S, A)
 
 
-def additive_attention_projected_query_backward(dc, cache):
+def additive_attention_projected_query_backward(dc: Array, cache: AdditiveProjectedCache) -> Array:
     """(5), (6) and dq of (13) alone: dc (N, L, Ev) -> dq (N, L, E); for a decoder's
     steps (see the module docstring)."""
     q, V, e, alpha, W_q, w_v = cache
@@ -229,7 +236,7 @@ def additive_attention_projected_query_backward(dc, cache):
     return du_q @ W_q
 
 
-def _tanh_grad(e):
+def _tanh_grad(e: Array) -> Array:
     """1 - e^2 for e = tanh(u), a new array."""
     g = e * e
     g *= -1
@@ -243,7 +250,9 @@ class AdditiveAttentionCache(NamedTuple):
     W_k: Any
 
 
-def additive_attention_forward(q, K, V, W_q, W_k, w_v, mask=None):
+def additive_attention_forward(q: Array, K: Array, V: Array, W_q: Array, W_k: Array, w_v: Array,
+                               mask: Optional[Array] = None
+) -> Tuple[Array, Array, AdditiveAttentionCache]:
     """Additive attention (9)-(11), (2)-(4).
 
     Args:
@@ -265,7 +274,9 @@ def additive_attention_forward(q, K, V, W_q, W_k, w_v, mask=None):
     return c, alpha, AdditiveAttentionCache(cache, K, W_k)
 
 
-def additive_attention_backward(dc, cache):
+def additive_attention_backward(dc: Array,
+                                cache: AdditiveAttentionCache
+) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """(5)-(7), (12)-(14): dc (N, L, Ev) -> dq, dK, dV, grads {'W_q', 'W_k', 'w_v'}."""
     projected, K, W_k = cache
     dq, dP, dV, grads = additive_attention_projected_backward(dc, projected)
@@ -275,7 +286,11 @@ def additive_attention_backward(dc, cache):
     return dq, dK, dV, grads
 
 
-def concat_attention_caches(caches):
+#: A cache that ``concat_attention_caches`` joins: one of a dot or a projected additive call.
+AttentionCache = Union[DotAttentionCache, AdditiveProjectedCache]
+
+
+def concat_attention_caches(caches: Iterable[AttentionCache]) -> AttentionCache:
     """The caches of several calls of one op on the same keys and values (a decoder's
     steps) -> one cache with all their queries along L, in the given order.
 
@@ -301,10 +316,11 @@ def concat_attention_caches(caches):
         return first
     xp = get_array_module(first.q)
 
-    def cat(name):
+    def cat(name: str) -> Array:
         return xp.concatenate([getattr(c, name) for c in caches], axis=1)
     if isinstance(first, DotAttentionCache):
-        if any(c.scale != first.scale for c in caches):
+        # every c is a DotAttentionCache, as first (checked above)
+        if any(c.scale != first.scale for c in caches):  # type: ignore[union-attr]
             raise ValueError("expected every call with the same scale")
         return first._replace(q=cat("q"), alpha=cat("alpha"))
     return first._replace(q=cat("q"), e=cat("e"), alpha=cat("alpha"))

@@ -34,15 +34,17 @@ and over the whole sequence:
 
 import numpy as np
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .._checks import check_float, check_sequence_args, check_shape
+from .._typing import Array
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, step_mask, valid_only)
 from .activations import tanh
 
 
-def ctrnn_cell(xw, h_prev, W_hh, k, b_hh=None):
+def ctrnn_cell(xw: Array, h_prev: Array, W_hh: Array, k: Array,
+               b_hh: Optional[Array] = None) -> Tuple[Array, Array]:
     """One step, (1)-(3), given xw = x_t W_ih^T + b_ih (N, H) -> h_t and phi_t (N, H)."""
     a = xw + h_prev @ W_hh.T                            # (1)
     if b_hh is not None:
@@ -52,7 +54,7 @@ def ctrnn_cell(xw, h_prev, W_hh, k, b_hh=None):
     return h, phi
 
 
-def ctrnn_cell_backward(dh, phi, W_hh, k):
+def ctrnn_cell_backward(dh: Array, phi: Array, W_hh: Array, k: Array) -> Tuple[Array, Array]:
     """One step, (6)-(7): dh = dh_t -> da_t, dh_{t-1}^next (N, H)."""
     da = dh * k * (1 - phi * phi)                       # (6)
     dh_prev = dh * (1 - k) + da @ W_hh                  # (7)
@@ -70,7 +72,9 @@ class CTRNNCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def ctrnn_forward(x, h0, W_ih, W_hh, log_tau, b_ih=None, b_hh=None, dt=1.0, mask=None):
+def ctrnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, log_tau: Array,
+                  b_ih: Optional[Array] = None, b_hh: Optional[Array] = None, dt: float = 1.0,
+                  mask: Optional[Array] = None) -> Tuple[Array, Array, CTRNNCache]:
     """Run a CTRNN: x (T, N, D), log_tau (H,) the time constants' logarithms, dt > 0
     the Euler step -> out (T, N, H), h_n (N, H), cache."""
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
@@ -97,7 +101,8 @@ def ctrnn_forward(x, h0, W_ih, W_hh, log_tau, b_ih=None, b_hh=None, dt=1.0, mask
     return masked_output(xp, h[1:], m), h[T], cache    # (4)
 
 
-def ctrnn_backward(dout, dh_n, cache):
+def ctrnn_backward(dout: Optional[Array], dh_n: Optional[Array],
+                   cache: CTRNNCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, log_tau, b_ih, b_hh)."""
     x, h, phi, W_ih, W_hh, k, has_bias, m = cache
     T = x.shape[0]

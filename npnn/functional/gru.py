@@ -42,10 +42,11 @@ this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
 the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from ..backend import get_array_module
 from .._checks import check_sequence_args, check_step_args
+from .._typing import Array
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
@@ -54,7 +55,8 @@ from .activations import sigmoid, tanh
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
 
-def gru_cell(gi, h_prev, W_hh, b_hh=None):
+def gru_cell(gi: Array, h_prev: Array, W_hh: Array,
+             b_hh: Optional[Array] = None) -> Tuple[Array, Tuple[Array, Array, Array, Array]]:
     """One step, (2)-(5), given gi = x_t W_ih^T + b_ih (N, 3H).
 
     Returns h_t (N, H) and what the backward needs: (r, z, n, gh_n).
@@ -71,7 +73,8 @@ def gru_cell(gi, h_prev, W_hh, b_hh=None):
     return h, (r, z, n, gh_n)
 
 
-def gru_cell_backward(dh, h_prev, r, z, n, gh_n, W_hh):
+def gru_cell_backward(dh: Array, h_prev: Array, r: Array, z: Array, n: Array, gh_n: Array,
+                      W_hh: Array) -> Tuple[Array, Array, Array]:
     """One step, (8)-(13): dh = dh_t (N, H) and the step's saved values ->
     dgi_t, dgh_t (N, 3H), dh_{t-1}^next (N, H)."""
     xp = get_array_module(dh)
@@ -101,7 +104,9 @@ class GRUCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+def gru_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
+                b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                mask: Optional[Array] = None) -> Tuple[Array, Array, GRUCache]:
     """Run a GRU over a whole sequence.
 
     Args:
@@ -130,7 +135,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     return masked_output(xp, h[1:], m), h[T], cache    # (6)
 
 
-def gru_backward(dout, dh_n, cache):
+def gru_backward(dout: Optional[Array], dh_n: Optional[Array],
+                 cache: GRUCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """Backpropagation through time for ``gru_forward``.
 
     Args:
@@ -174,7 +180,9 @@ class GRUStepCache(NamedTuple):
     has_bias: bool
 
 
-def gru_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
+def gru_step_forward(x: Array, h: Optional[Array], W_ih: Array, W_hh: Array,
+                     b_ih: Optional[Array] = None,
+                     b_hh: Optional[Array] = None) -> Tuple[Array, GRUStepCache]:
     """One GRU step, (1)-(5): x (N, D), h (N, H) or None -> h_next (N, H), cache."""
     xp, N, D, H = check_step_args(3, x, {"h": h}, W_ih, W_hh, b_ih, b_hh)
     h = initial_state(xp, h, N, H, x.dtype)
@@ -182,10 +190,11 @@ def gru_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None):
     return h_next, GRUStepCache(x, h, *saved, W_ih, W_hh, b_ih is not None)
 
 
-def gru_step_backward(dh_next, cache):
+def gru_step_backward(dh_next: Optional[Array],
+                      cache: GRUStepCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """Backward of one step, (8)-(15): dh_next (N, H) or None -> dx (N, D), dh (N, H), grads."""
     x, h, r, z, n, gh_n, W_ih, W_hh, has_bias = cache
-    dh, = state_grads(x, *h.shape, {"dh_next": dh_next})
+    dh, = state_grads(x, h.shape[0], h.shape[1], {"dh_next": dh_next})
     dgi, dgh, dh_prev = gru_cell_backward(dh, h, r, z, n, gh_n, W_hh)          # (8)-(13)
     dx, grads = input_and_weight_grads(dgi, dgh, x, h, W_ih, has_bias)         # (14), (15)
     return dx, dh_prev, grads

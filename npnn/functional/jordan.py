@@ -25,17 +25,19 @@ and over the whole sequence:
         dW_ih = sum da^T x,  dW_yh = sum da^T y_{t-1},  db_h = sum da
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .._checks import (check_bias_pair, check_float, check_mask, check_same_backend,
                        check_sequence_input, check_shape, check_states)
+from .._typing import Array, ArrayModule
 from ..backend import get_array_module
 from ._recurrent import (initial_state, input_half, keep_padded, masked_output, output_grads,
                          pass_padded, step_mask, valid_only)
 from .activations import tanh
 
 
-def jordan_cell(xw, y_prev, W_yh, W_hy, b_y=None):
+def jordan_cell(xw: Array, y_prev: Array, W_yh: Array, W_hy: Array,
+                b_y: Optional[Array] = None) -> Tuple[Array, Array]:
     """One step, (1)-(2), given xw = x_t W_ih^T + b_h (N, H) -> y_t (N, O), h_t (N, H)."""
     h = tanh(xw + y_prev @ W_yh.T)                      # (1)
     y = h @ W_hy.T                                      # (2)
@@ -44,7 +46,7 @@ def jordan_cell(xw, y_prev, W_yh, W_hy, b_y=None):
     return y, h
 
 
-def jordan_cell_backward(dy, h, W_yh, W_hy):
+def jordan_cell_backward(dy: Array, h: Array, W_yh: Array, W_hy: Array) -> Tuple[Array, Array]:
     """One step, (5)-(6): dy = dy_t (N, O) -> da_t (N, H), dy_{t-1}^next (N, O)."""
     dh = dy @ W_hy                                      # (5)
     da = dh * (1 - h * h)
@@ -63,7 +65,9 @@ class JordanCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def _check_args(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask):
+def _check_args(x: Array, y0: Optional[Array], W_ih: Array, W_yh: Array, W_hy: Array,
+                b_h: Optional[Array], b_y: Optional[Array],
+                mask: Optional[Array]) -> Tuple[ArrayModule, int, int, int, int, int]:
     """-> xp, T, N, D, H, O."""
     check_float("x", x)
     for name, w in (("W_ih", W_ih), ("W_yh", W_yh), ("W_hy", W_hy)):
@@ -82,7 +86,9 @@ def _check_args(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask):
     return get_array_module(x), T, N, D, H, O
 
 
-def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
+def jordan_forward(x: Array, y0: Optional[Array], W_ih: Array, W_yh: Array, W_hy: Array,
+                   b_h: Optional[Array] = None, b_y: Optional[Array] = None,
+                   mask: Optional[Array] = None) -> Tuple[Array, Array, JordanCache]:
     """Run a Jordan network: x (T, N, D) -> out (T, N, O), y_n (N, O), cache."""
     xp, T, N, D, H, O = _check_args(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask)
     m = step_mask(mask)
@@ -100,7 +106,8 @@ def jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None, mask=None):
     return masked_output(xp, y[1:], m), y[T], cache    # (3)
 
 
-def jordan_backward(dout, dy_n, cache):
+def jordan_backward(dout: Optional[Array], dy_n: Optional[Array],
+                    cache: JordanCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """BPTT for ``jordan_forward`` -> dx, dy0, grads (W_ih, W_yh, W_hy, b_h, b_y)."""
     x, h, y, W_ih, W_yh, W_hy, has_bias, m = cache
     T, N, D = x.shape

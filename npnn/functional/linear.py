@@ -15,9 +15,10 @@ Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
         the row ``padding_idx`` gets no gradient.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .._checks import check_float, check_indices, check_padding_idx, check_same_backend, check_shape
+from .._typing import Array
 from ..backend import get_array_module, scatter_add
 
 
@@ -27,7 +28,7 @@ class LinearCache(NamedTuple):
     has_bias: bool
 
 
-def linear_forward(x, W, b=None):
+def linear_forward(x: Array, W: Array, b: Array = None) -> Tuple[Array, LinearCache]:
     """(1) y = x W^T + b for x (..., D), W (O, D), b (O,) or None -> y (..., O), cache."""
     check_float("x", x)
     check_float("W", W, x.dtype)
@@ -47,7 +48,7 @@ def linear_forward(x, W, b=None):
     return y.reshape(lead + (O,)), LinearCache(x, W, b is not None)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy: Array, cache: LinearCache) -> Tuple[Array, Dict[str, Array]]:
     """(2) dy (..., O) -> dx (..., D), grads {'W': (O, D), 'b': (O,)}."""
     x, W, has_bias = cache
     O, D = W.shape
@@ -68,7 +69,8 @@ class EmbeddingCache(NamedTuple):
     padding_idx: Optional[int]
 
 
-def embedding_forward(idx, W, padding_idx=None):
+def embedding_forward(idx: Array, W: Array,
+                      padding_idx: Optional[int] = None) -> Tuple[Array, EmbeddingCache]:
     """(3) y = W[idx] for integer idx (...) and W (V, E) -> y (..., E), cache."""
     check_float("W", W)
     if W.ndim != 2:
@@ -80,7 +82,7 @@ def embedding_forward(idx, W, padding_idx=None):
     return W[idx], EmbeddingCache(idx, V, W.dtype, padding_idx)
 
 
-def embedding_backward(dy, cache):
+def embedding_backward(dy: Array, cache: EmbeddingCache) -> Dict[str, Array]:
     """(4) dy (..., E) -> grads {'W': (V, E)} (indices have no gradient)."""
     idx, V, dtype, padding_idx = cache
     check_float("dy", dy, dtype)

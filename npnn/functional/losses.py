@@ -21,10 +21,11 @@ Mean-squared error, for predictions and targets of one shape (M elements):
     (7) dyhat = 2 (yhat - y) * s   (s divided by M for 'mean')
 """
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 from .._checks import (check_choice, check_float, check_indices, check_integer,
                        check_same_backend, check_shape)
+from .._typing import Array
 from ..backend import get_array_module
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -39,12 +40,13 @@ class CrossEntropyCache(NamedTuple):
     reduction: str
 
 
-def _check_reduction(reduction):
+def _check_reduction(reduction: str) -> None:
     check_choice("reduction", reduction, REDUCTIONS)
 
 
-def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
-                          reduction="mean", label_smoothing=0.0):
+def softmax_cross_entropy(logits: Array, target: Array, weights: Optional[Array] = None,
+                          ignore_index: int = -100, reduction: str = "mean",
+                          label_smoothing: float = 0.0) -> Tuple[Array, CrossEntropyCache]:
     """Cross-entropy of ``softmax(logits)`` against integer ``target``.
 
     Args:
@@ -113,7 +115,7 @@ def softmax_cross_entropy(logits, target, weights=None, ignore_index=-100,
     return loss, cache
 
 
-def softmax_cross_entropy_backward(dloss, cache):
+def softmax_cross_entropy_backward(dloss: Optional[Array], cache: CrossEntropyCache) -> Array:
     """(5) Gradient w.r.t. the logits; ``dloss`` is a scalar (or (...) for 'none'),
     None meaning 1."""
     p, y, w, total, eps, reduction = cache
@@ -127,7 +129,8 @@ def softmax_cross_entropy_backward(dloss, cache):
         s = dloss
     else:
         if getattr(dloss, "size", 1) != 1:
-            raise ValueError(f"expected dloss to be a scalar, got shape {tuple(dloss.shape)}")
+            raise ValueError(f"expected dloss to be a scalar, got shape "
+                             f"{tuple(dloss.shape)}")  # type: ignore[union-attr]  # an array here
         s = dloss / xp.maximum(total, xp.finfo(p.dtype).tiny) if reduction == "mean" else dloss
     q = (xp.arange(C) == y[..., None]) * p.dtype.type(1 - eps)         # (2), in p's dtype
     if eps:
@@ -142,7 +145,7 @@ class MSECache(NamedTuple):
     reduction: str
 
 
-def mse_loss(pred, target, reduction="mean"):
+def mse_loss(pred: Array, target: Array, reduction: str = "mean") -> Tuple[Array, MSECache]:
     """(6) Mean-squared error between ``pred`` and ``target`` of the same shape."""
     _check_reduction(reduction)
     check_float("pred", pred)
@@ -155,7 +158,7 @@ def mse_loss(pred, target, reduction="mean"):
     return loss, MSECache(diff, reduction)
 
 
-def mse_loss_backward(dloss, cache):
+def mse_loss_backward(dloss: Optional[Array], cache: MSECache) -> Array:
     """(7) Gradient w.r.t. the predictions; ``dloss`` None means 1."""
     diff, reduction = cache
     if dloss is None:

@@ -43,10 +43,11 @@ always run this reference; the registry (``Cell.run``) and
 (``NPNN_ACCEL=0`` keeps the work here).
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from ..backend import get_array_module
 from .._checks import check_sequence_args, check_step_args
+from .._typing import Array
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
@@ -55,7 +56,9 @@ from .activations import sigmoid, tanh
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
 
-def lstm_cell(xw, h_prev, c_prev, W_hh, b_hh=None):
+def lstm_cell(xw: Array, h_prev: Array, c_prev: Array, W_hh: Array,
+              b_hh: Optional[Array] = None
+) -> Tuple[Array, Array, Tuple[Array, Array, Array, Array, Array]]:
     """One step, (1)-(4), given its input half xw = x_t W_ih^T + b_ih (N, 4H).
 
     Returns h_t, c_t (N, H) and what the backward needs: (i, f, g, o, tanh(c_t)).
@@ -71,7 +74,8 @@ def lstm_cell(xw, h_prev, c_prev, W_hh, b_hh=None):
     return h, c, (i, f, g, o, tanh_c)
 
 
-def lstm_cell_backward(dh, dc_next, c_prev, i, f, g, o, tanh_c, W_hh):
+def lstm_cell_backward(dh: Array, dc_next: Array, c_prev: Array, i: Array, f: Array, g: Array,
+                       o: Array, tanh_c: Array, W_hh: Array) -> Tuple[Array, Array, Array]:
     """One step, (7)-(12): dh = dh_t, dc_next = dc_t^next (N, H) and the step's saved
     values -> dz_t (N, 4H), dh_{t-1}^next, dc_{t-1}^next (N, H)."""
     xp = get_array_module(dh)
@@ -101,7 +105,9 @@ class LSTMCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
+                 b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                 mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMCache]:
     """Run an LSTM over a whole sequence.
 
     Args:
@@ -133,7 +139,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     return masked_output(xp, h[1:], m), h[T], c[T], cache             # (5)
 
 
-def lstm_backward(dout, dh_n, dc_n, cache):
+def lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
+                  cache: LSTMCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """Backpropagation through time for ``lstm_forward``.
 
     Args:
@@ -179,7 +186,9 @@ class LSTMStepCache(NamedTuple):
     has_bias: bool
 
 
-def lstm_step_forward(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
+def lstm_step_forward(x: Array, h: Optional[Array], c: Optional[Array], W_ih: Array, W_hh: Array,
+                      b_ih: Optional[Array] = None,
+                      b_hh: Optional[Array] = None) -> Tuple[Array, Array, LSTMStepCache]:
     """One LSTM step, (1)-(4): x (N, D), h, c (N, H) or None -> h_next, c_next (N, H), cache."""
     xp, N, D, H = check_step_args(4, x, {"h": h, "c": c}, W_ih, W_hh, b_ih, b_hh)
     h = initial_state(xp, h, N, H, x.dtype)
@@ -188,11 +197,12 @@ def lstm_step_forward(x, h, c, W_ih, W_hh, b_ih=None, b_hh=None):
     return h_next, c_next, LSTMStepCache(x, h, c, *saved, W_ih, W_hh, b_ih is not None)
 
 
-def lstm_step_backward(dh_next, dc_next, cache):
+def lstm_step_backward(dh_next: Optional[Array], dc_next: Optional[Array],
+                       cache: LSTMStepCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """Backward of one step, (7)-(14): the gradients of h_next, c_next (N, H) or None
     -> dx (N, D), dh (N, H), dc (N, H), grads."""
     x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias = cache
-    dh, dc = state_grads(x, *h.shape, {"dh_next": dh_next, "dc_next": dc_next})
+    dh, dc = state_grads(x, h.shape[0], h.shape[1], {"dh_next": dh_next, "dc_next": dc_next})
     dz, dh_prev, dc_prev = lstm_cell_backward(dh, dc, c, i, f, g, o, tanh_c, W_hh)  # (7)-(12)
     dx, grads = input_and_weight_grads(dz, dz, x, h, W_ih, has_bias)                # (13), (14)
     return dx, dh_prev, dc_prev, grads

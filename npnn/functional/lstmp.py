@@ -49,10 +49,11 @@ This file is the reference and there is no acceleration for it: it runs as
 written, on NumPy and CuPy alike.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .._checks import (check_float, check_mask, check_same_backend, check_sequence_input,
                        check_states, check_weights)
+from .._typing import Array, ArrayModule
 from ..backend import get_array_module
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
@@ -62,7 +63,9 @@ from .activations import sigmoid, tanh
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
 
-def lstmp_cell(xw, h_prev, c_prev, W_hh, W_hr, b_hh=None):
+def lstmp_cell(xw: Array, h_prev: Array, c_prev: Array, W_hh: Array, W_hr: Array,
+               b_hh: Optional[Array] = None
+) -> Tuple[Array, Array, Tuple[Array, Array, Array, Array, Array, Array]]:
     """One step, (1)-(5), given its input half xw = x_t W_ih^T + b_ih (N, 4H).
 
     Returns h_t (N, P), c_t (N, H) and what the backward needs:
@@ -80,7 +83,9 @@ def lstmp_cell(xw, h_prev, c_prev, W_hh, W_hr, b_hh=None):
     return h, c, (i, f, g, o, tanh_c, u)
 
 
-def lstmp_cell_backward(dh, dc_next, c_prev, i, f, g, o, tanh_c, W_hh, W_hr):
+def lstmp_cell_backward(dh: Array, dc_next: Array, c_prev: Array, i: Array, f: Array, g: Array,
+                        o: Array, tanh_c: Array, W_hh: Array,
+                        W_hr: Array) -> Tuple[Array, Array, Array]:
     """One step, (8)-(14): dh = dh_t (N, P), dc_next = dc_t^next (N, H) and the step's
     saved values -> dz_t (N, 4H), dh_{t-1}^next (N, P), dc_{t-1}^next (N, H)."""
     xp = get_array_module(dh)
@@ -113,7 +118,9 @@ class LSTMPCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def check_lstmp_args(x, h0, c0, W_ih, W_hh, W_hr, b_ih, b_hh, mask):
+def check_lstmp_args(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
+                     W_hr: Array, b_ih: Optional[Array], b_hh: Optional[Array],
+                     mask: Optional[Array]) -> Tuple[ArrayModule, int, int, int, int, int]:
     """Validate the sequence op's arguments; return ``(xp, T, N, D, H, P)``.
 
     H comes from W_hh's rows (4H), P from its columns; W_hr must be (P, H)."""
@@ -133,7 +140,9 @@ def check_lstmp_args(x, h0, c0, W_ih, W_hh, W_hr, b_ih, b_hh, mask):
     return get_array_module(x), T, N, D, H, P
 
 
-def lstmp_forward(x, h0, c0, W_ih, W_hh, W_hr, b_ih=None, b_hh=None, mask=None):
+def lstmp_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
+                  W_hr: Array, b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                  mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMPCache]:
     """Run an LSTM with projections over a whole sequence.
 
     Args:
@@ -164,7 +173,8 @@ def lstmp_forward(x, h0, c0, W_ih, W_hh, W_hr, b_ih=None, b_hh=None, mask=None):
     return masked_output(xp, h[1:], m), h[T], c[T], cache             # (6)
 
 
-def lstmp_backward(dout, dh_n, dc_n, cache):
+def lstmp_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
+                   cache: LSTMPCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """Backpropagation through time for ``lstmp_forward``.
 
     Args:

@@ -33,9 +33,12 @@ and over the whole sequence:
          dw_ci = sum dz_i * c_{t-1},  dw_cf = sum dz_f * c_{t-1},  dw_co = sum dz_o * c_t
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+from numpy.typing import DTypeLike
 
 from .._checks import check_float, check_sequence_args, check_shape
+from .._typing import Array
 from ..backend import get_array_module
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, split_gates, step_mask,
@@ -45,7 +48,10 @@ from .activations import sigmoid, tanh
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh (as lstm.py)
 
 
-def peephole_lstm_cell(xw, h_prev, c_prev, W_hh, w_ci, w_cf, w_co, b_hh=None):
+def peephole_lstm_cell(xw: Array, h_prev: Array, c_prev: Array, W_hh: Array, w_ci: Array,
+                       w_cf: Array, w_co: Array,
+                       b_hh: Optional[Array] = None
+) -> Tuple[Array, Array, Tuple[Array, Array, Array, Array, Array]]:
     """One step, (1)-(5), given xw = x_t W_ih^T + b_ih (N, 4H) -> h_t, c_t and
     what the backward needs: (i, f, g, o, tanh(c_t))."""
     z = xw + h_prev @ W_hh.T                            # (1)
@@ -62,8 +68,9 @@ def peephole_lstm_cell(xw, h_prev, c_prev, W_hh, w_ci, w_cf, w_co, b_hh=None):
     return h, c, (i, f, g, o, tanh_c)
 
 
-def peephole_lstm_cell_backward(dh, dc_next, c_prev, i, f, g, o, tanh_c, W_hh, w_ci, w_cf,
-                                w_co):
+def peephole_lstm_cell_backward(dh: Array, dc_next: Array, c_prev: Array, i: Array, f: Array,
+                                g: Array, o: Array, tanh_c: Array, W_hh: Array, w_ci: Array,
+                                w_cf: Array, w_co: Array) -> Tuple[Array, Array, Array]:
     """One step, (7)-(11) -> dz_t (N, 4H), dh_{t-1}^next, dc_{t-1}^next (N, H)."""
     xp = get_array_module(dh)
     dz_o = dh * tanh_c * o * (1 - o)                    # (7)
@@ -93,14 +100,17 @@ class PeepholeLSTMCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
 
 
-def _check_peepholes(H, dtype, w_ci, w_cf, w_co):
+def _check_peepholes(H: int, dtype: DTypeLike, w_ci: Array, w_cf: Array, w_co: Array) -> None:
     for name, w in (("w_ci", w_ci), ("w_cf", w_cf), ("w_co", w_co)):
         check_float(name, w, dtype)
         check_shape(name, w, (H,), "H")
 
 
-def peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_hh=None,
-                          mask=None):
+def peephole_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array,
+                          W_hh: Array, w_ci: Array, w_cf: Array, w_co: Array,
+                          b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                          mask: Optional[Array] = None
+) -> Tuple[Array, Array, Array, PeepholeLSTMCache]:
     """Run a peephole LSTM over a sequence: x (T, N, D) -> out (T, N, H), h_n, c_n, cache."""
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0}, W_ih, W_hh, b_ih, b_hh, mask)
     _check_peepholes(H, x.dtype, w_ci, w_cf, w_co)
@@ -123,7 +133,9 @@ def peephole_lstm_forward(x, h0, c0, W_ih, W_hh, w_ci, w_cf, w_co, b_ih=None, b_
     return masked_output(xp, h[1:], m), h[T], c[T], cache
 
 
-def peephole_lstm_backward(dout, dh_n, dc_n, cache):
+def peephole_lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
+                           cache: PeepholeLSTMCache
+) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """BPTT for ``peephole_lstm_forward`` -> dx, dh0, dc0, grads (W_ih, W_hh, w_ci, w_cf,
     w_co, and b_ih, b_hh with biases)."""
     x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m = cache

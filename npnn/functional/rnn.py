@@ -34,9 +34,10 @@ this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
 the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .._checks import check_choice, check_sequence_args, check_step_args
+from .._typing import Array
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, state_grads, step_mask,
                          valid_only)
@@ -45,7 +46,8 @@ from .activations import relu, relu_backward, tanh, tanh_backward
 NONLINEARITIES = ("tanh", "relu")
 
 
-def rnn_cell(xw, h_prev, W_hh, b_hh=None, nonlinearity="tanh"):
+def rnn_cell(xw: Array, h_prev: Array, W_hh: Array, b_hh: Optional[Array] = None,
+             nonlinearity: str = "tanh") -> Array:
     """One step, (1)-(2), given its input half xw = x_t W_ih^T + b_ih (N, H) -> h_t (N, H)."""
     a = xw + h_prev @ W_hh.T                            # (1)
     if b_hh is not None:
@@ -53,7 +55,8 @@ def rnn_cell(xw, h_prev, W_hh, b_hh=None, nonlinearity="tanh"):
     return relu(a) if nonlinearity == "relu" else tanh(a)            # (2)
 
 
-def rnn_cell_backward(dh, h, W_hh, nonlinearity="tanh"):
+def rnn_cell_backward(dh: Array, h: Array, W_hh: Array,
+                      nonlinearity: str = "tanh") -> Tuple[Array, Array]:
     """One step, (5)-(6): dh = dh_t (N, H), h = h_t -> da_t, dh_{t-1}^next (N, H)."""
     da = relu_backward(dh, h) if nonlinearity == "relu" else tanh_backward(dh, h)   # (5)
     dh_prev = da @ W_hh                                 # (6)
@@ -71,7 +74,10 @@ class RNNCache(NamedTuple):
     mask: Optional[Any]      # (T, N, 1) boolean valid-step mask, or None
 
 
-def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
+def rnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
+                b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                nonlinearity: str = "tanh",
+                mask: Optional[Array] = None) -> Tuple[Array, Array, RNNCache]:
     """Run an RNN over a whole sequence.
 
     Args:
@@ -101,7 +107,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", ma
     return masked_output(xp, h[1:], m), h[T], cache    # (3)
 
 
-def rnn_backward(dout, dh_n, cache):
+def rnn_backward(dout: Optional[Array], dh_n: Optional[Array],
+                 cache: RNNCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """Backpropagation through time for ``rnn_forward``.
 
     Args:
@@ -142,7 +149,9 @@ class RNNStepCache(NamedTuple):
     nonlinearity: str
 
 
-def rnn_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+def rnn_step_forward(x: Array, h: Optional[Array], W_ih: Array, W_hh: Array,
+                     b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+                     nonlinearity: str = "tanh") -> Tuple[Array, RNNStepCache]:
     """One RNN step, (1)-(2): x (N, D), h (N, H) or None -> h_next (N, H), cache."""
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     xp, N, D, H = check_step_args(1, x, {"h": h}, W_ih, W_hh, b_ih, b_hh)
@@ -151,10 +160,11 @@ def rnn_step_forward(x, h, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"
     return h_next, RNNStepCache(x, h, h_next, W_ih, W_hh, b_ih is not None, nonlinearity)
 
 
-def rnn_step_backward(dh_next, cache):
+def rnn_step_backward(dh_next: Optional[Array],
+                      cache: RNNStepCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """Backward of one step, (5)-(8): dh_next (N, H) or None -> dx (N, D), dh (N, H), grads."""
     x, h, h_next, W_ih, W_hh, has_bias, nonlinearity = cache
-    dh, = state_grads(x, *h.shape, {"dh_next": dh_next})
+    dh, = state_grads(x, h.shape[0], h.shape[1], {"dh_next": dh_next})
     da, dh_prev = rnn_cell_backward(dh, h_next, W_hh, nonlinearity)            # (5)-(6)
     dx, grads = input_and_weight_grads(da, da, x, h, W_ih, has_bias)           # (7), (8)
     return dx, dh_prev, grads

@@ -2,12 +2,13 @@
 
 import argparse
 import sys
+from typing import Optional, Sequence
 
 from ..backend import BACKENDS
 from .core import check_all_ops
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m npnn.gradcheck",
         description="Check the hand-written backward of every npnn op against "

@@ -8,30 +8,37 @@ that no gate saturates and finite differences stay accurate.
 """
 
 import contextlib
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, CheckedFunction, Vjp
 from ..backend import to_backend
 from ..functional.accel import use_acceleration, use_reference
 from ..functional.registry import CELLS
+
+#: A case: the checked function and its inputs by name.
+Case = Tuple[CheckedFunction, Dict[str, Any]]
 
 
 _PATHS = {"auto": contextlib.nullcontext, "reference": use_reference,
           "accelerated": use_acceleration}
 
 
-def _normal(rng, shape, backend, scale=0.5):
+def _normal(rng: np.random.Generator, shape: Tuple[int, ...], backend: str,
+            scale: float = 0.5) -> Array:
     return to_backend(scale * rng.standard_normal(shape), backend)
 
 
-def cell_sizes(cell, H, sizes=None):
+def cell_sizes(cell: str, H: int, sizes: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     """The size options of a registered cell (``proj_size`` of 'lstmp'): ``sizes`` where
     given, else each H - 1 (at least 1), so that a mix-up with H shows."""
     return {name: max(1, H - 1) for name in CELLS[cell].sizes} if sizes is None else sizes
 
 
-def _recurrent_params(rng, cell, D, H, bias, backend, sizes=None):
+def _recurrent_params(rng: np.random.Generator, cell: str, D: int, H: int, bias: bool, backend: str,
+                      sizes: Optional[Dict[str, int]] = None) -> Dict[str, Array]:
     """The op's parameters of a registered cell, by argument name; time constants
     (CTRNN's log_tau) drawn so that tau lies in [0.8, 3]."""
     params = {}
@@ -42,15 +49,17 @@ def _recurrent_params(rng, cell, D, H, bias, backend, sizes=None):
     return params
 
 
-def _random_mask(rng, T, N, backend):
+def _random_mask(rng: np.random.Generator, T: int, N: int, backend: str) -> Array:
     """A length mask with lengths drawn from 1..T, at least one full length."""
     lengths = rng.integers(1, T + 1, size=N)
     lengths[rng.integers(N)] = T
     return F.length_mask(to_backend(lengths, backend), T)
 
 
-def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backend="numpy",
-                   path="auto", sizes=None, **options):
+def recurrent_case(rng: np.random.Generator, cell: str, T: int = 3, N: int = 2, D: int = 4,
+                   H: int = 3, bias: bool = True, masked: bool = False, backend: str = "numpy",
+                   path: str = "auto", sizes: Optional[Dict[str, int]] = None,
+                   **options: Any) -> Case:
     """The sequence op of any registered cell: gradients of (out, final states) w.r.t.
     x, the initial states (``h0``, ``c0``, ...) and every parameter. ``path``:
     'auto' (what runs by default), 'reference' or 'accelerated' (forced, where the
@@ -63,26 +72,29 @@ def recurrent_case(rng, cell, T=3, N=2, D=4, H=3, bias=True, masked=False, backe
                  for name, shape in zip(initial, spec.state_shapes(N, H, **sizes))},
               **_recurrent_params(rng, cell, D, H, bias, backend, sizes)}
 
-    def f(x, **rest):
+    def f(x: Array, **rest: Array) -> Tuple[Tuple[Array, ...], Vjp]:
         states = tuple(rest.pop(name) for name in initial)
         with _PATHS[path]():
             out, finals, cache = spec.run(x, states, rest, mask, **options)
 
-        def vjp(d):
+        def vjp(d: Any) -> Dict[str, Array]:
             dx, dinits, grads = spec.run_backward(d[0], d[1:], cache)
             return {"x": dx, **dict(zip(initial, dinits)), **grads}
         return (out,) + finals, vjp
     return f, inputs
 
 
-def rnn_case(rng, T=3, N=2, D=4, H=3, bias=True, nonlinearity="tanh", masked=False,
-             backend="numpy", path="auto"):
+def rnn_case(rng: np.random.Generator, T: int = 3, N: int = 2, D: int = 4, H: int = 3,
+             bias: bool = True, nonlinearity: str = "tanh", masked: bool = False,
+             backend: str = "numpy", path: str = "auto") -> Case:
     """Sequence RNN: gradients of (out, h_n) w.r.t. x, h0 and every parameter."""
     return recurrent_case(rng, "rnn", T, N, D, H, bias, masked, backend, path,
                           nonlinearity=nonlinearity)
 
 
-def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="numpy"):
+def jordan_case(rng: np.random.Generator, T: int = 3, N: int = 2, D: int = 4, H: int = 3,
+                O: int = 2, bias: bool = True, masked: bool = False,
+                backend: str = "numpy") -> Case:
     """Jordan network with an output size O of its own: gradients w.r.t. x, y0 and every
     weight (the registry's Jordan layer has O = H; the op allows any O)."""
     mask = _random_mask(rng, T, N, backend) if masked else None
@@ -92,17 +104,20 @@ def jordan_case(rng, T=3, N=2, D=4, H=3, O=2, bias=True, masked=False, backend="
     if bias:
         inputs.update({"b_h": _normal(rng, (H,), backend), "b_y": _normal(rng, (O,), backend)})
 
-    def f(x, y0, W_ih, W_yh, W_hy, b_h=None, b_y=None):
+    def f(x: Array, y0: Array, W_ih: Array, W_yh: Array, W_hy: Array, b_h: Optional[Array] = None,
+          b_y: Optional[Array] = None) -> Tuple[Tuple[Array, ...], Vjp]:
         out, y_n, cache = F.jordan_forward(x, y0, W_ih, W_yh, W_hy, b_h, b_y, mask)
 
-        def vjp(d):
+        def vjp(d: Any) -> Dict[str, Array]:
             dx, dy0, grads = F.jordan_backward(d[0], d[1], cache)
             return {"x": dx, "y0": dy0, **grads}
         return (out, y_n), vjp
     return f, inputs
 
 
-def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", sizes=None, **options):
+def step_case(rng: np.random.Generator, cell: str, N: int = 2, D: int = 4, H: int = 3,
+              bias: bool = True, backend: str = "numpy", sizes: Optional[Dict[str, int]] = None,
+              **options: Any) -> Case:
     """One step of any registered cell: gradients of its new states w.r.t. x, the
     previous states (``h``, ``c``, ...) and every parameter."""
     spec, sizes = CELLS[cell], cell_sizes(cell, H, sizes)
@@ -111,55 +126,58 @@ def step_case(rng, cell, N=2, D=4, H=3, bias=True, backend="numpy", sizes=None, 
                  for state, shape in zip(spec.states, spec.state_shapes(N, H, **sizes))},
               **_recurrent_params(rng, cell, D, H, bias, backend, sizes)}
 
-    def f(x, **rest):
+    def f(x: Array, **rest: Array) -> Tuple[Tuple[Array, ...], Vjp]:
         states = tuple(rest.pop(state) for state in spec.states)
         new, cache = spec.run_step(x, states, rest, **options)
 
-        def vjp(d):
+        def vjp(d: Any) -> Dict[str, Array]:
             dx, dprev, grads = spec.run_step_backward(d, cache)
             return {"x": dx, **dict(zip(spec.states, dprev)), **grads}
         return new, vjp
     return f, inputs
 
 
-def linear_case(rng, lead=(2, 3), D=4, O=3, bias=True, backend="numpy"):
+def linear_case(rng: np.random.Generator, lead: Tuple[int, ...] = (2, 3), D: int = 4, O: int = 3,
+                bias: bool = True, backend: str = "numpy") -> Case:
     """Affine map over any leading dimensions."""
     inputs = {"x": _normal(rng, tuple(lead) + (D,), backend, 1.0),
               "W": _normal(rng, (O, D), backend)}
     if bias:
         inputs["b"] = _normal(rng, (O,), backend)
 
-    def f(x, W, b=None):
+    def f(x: Array, W: Array, b: Optional[Array] = None) -> Tuple[Array, Vjp]:
         y, cache = F.linear_forward(x, W, b)
 
-        def vjp(dy):
+        def vjp(dy: Any) -> Dict[str, Array]:
             dx, grads = F.linear_backward(dy, cache)
             return {"x": dx, **grads}
         return y, vjp
     return f, inputs
 
 
-def embedding_case(rng, lead=(3, 2), V=5, E=3, padding_idx=None, backend="numpy"):
+def embedding_case(rng: np.random.Generator, lead: Tuple[int, ...] = (3, 2), V: int = 5, E: int = 3,
+                   padding_idx: Optional[int] = None, backend: str = "numpy") -> Case:
     """Embedding lookup; indices repeat, so the scatter-add is exercised."""
     idx = to_backend(rng.integers(0, V, size=tuple(lead)), backend)
     inputs = {"W": _normal(rng, (V, E), backend, 1.0)}
 
     frozen = None if padding_idx is None else inputs["W"][padding_idx].copy()
 
-    def f(W):
+    def f(W: Array) -> Tuple[Array, Vjp]:
         if padding_idx is not None:  # the padding row is a constant: no gradient by design
             W = W.copy()
             W[padding_idx] = frozen
         y, cache = F.embedding_forward(idx, W, padding_idx)
 
-        def vjp(dy):
+        def vjp(dy: Any) -> Dict[str, Array]:
             return F.embedding_backward(dy, cache)
         return y, vjp
     return f, inputs
 
 
-def cross_entropy_case(rng, lead=(3, 2), C=5, reduction="mean", label_smoothing=0.0,
-                       ignore=True, weighted=False, backend="numpy"):
+def cross_entropy_case(rng: np.random.Generator, lead: Tuple[int, ...] = (3, 2), C: int = 5,
+                       reduction: str = "mean", label_smoothing: float = 0.0, ignore: bool = True,
+                       weighted: bool = False, backend: str = "numpy") -> Case:
     """Softmax cross-entropy with ignored positions and optional per-position weights."""
     target = rng.integers(0, C, size=tuple(lead))
     if ignore and target.size > 1:
@@ -168,45 +186,48 @@ def cross_entropy_case(rng, lead=(3, 2), C=5, reduction="mean", label_smoothing=
     weights = to_backend(rng.uniform(0.5, 2.0, size=tuple(lead)), backend) if weighted else None
     inputs = {"logits": _normal(rng, tuple(lead) + (C,), backend, 2.0)}
 
-    def f(logits):
+    def f(logits: Array) -> Tuple[Array, Vjp]:
         loss, cache = F.softmax_cross_entropy(logits, target, weights, reduction=reduction,
                                               label_smoothing=label_smoothing)
         return loss, lambda d: {"logits": F.softmax_cross_entropy_backward(d, cache)}
     return f, inputs
 
 
-def mse_case(rng, shape=(3, 2), reduction="mean", backend="numpy"):
+def mse_case(rng: np.random.Generator, shape: Tuple[int, ...] = (3, 2), reduction: str = "mean",
+             backend: str = "numpy") -> Case:
     """Mean-squared error."""
     target = _normal(rng, shape, backend, 1.0)
     inputs = {"pred": _normal(rng, shape, backend, 1.0)}
 
-    def f(pred):
+    def f(pred: Array) -> Tuple[Array, Vjp]:
         loss, cache = F.mse_loss(pred, target, reduction)
         return loss, lambda d: {"pred": F.mse_loss_backward(d, cache)}
     return f, inputs
 
 
-def activation_case(rng, name, shape=(3, 4), backend="numpy"):
+def activation_case(rng: np.random.Generator, name: str, shape: Tuple[int, ...] = (3, 4),
+                    backend: str = "numpy") -> Case:
     """sigmoid, tanh, relu, softmax through their ``*_backward`` helpers."""
     forward = {"sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu, "softmax": F.softmax}[name]
     backward = {"sigmoid": F.sigmoid_backward, "tanh": F.tanh_backward,
                 "relu": F.relu_backward, "softmax": F.softmax_backward}[name]
     inputs = {"a": _normal(rng, shape, backend, 2.0)}
 
-    def f(a):
+    def f(a: Array) -> Tuple[Array, Vjp]:
         y = forward(a)
         return y, lambda dy: {"a": backward(dy, y)}
     return f, inputs
 
 
-def _key_mask(rng, N, S, backend):
+def _key_mask(rng: np.random.Generator, N: int, S: int, backend: str) -> Array:
     """Random valid-key mask (N, S) with at least one valid key per row."""
     lengths = rng.integers(1, S + 1, size=N)
     return to_backend(np.arange(S)[None, :] < lengths[:, None], backend)
 
 
-def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, scale=None,
-                   backend="numpy"):
+def attention_case(rng: np.random.Generator, kind: str = "dot", N: int = 2, L: int = 3, S: int = 4,
+                   E: int = 3, Ev: int = 2, A: int = 3, masked: bool = True,
+                   scale: Optional[float] = None, backend: str = "numpy") -> Case:
     """Dot-product (``kind='dot'``), additive, or additive on projected keys
     (``kind='projected'``, K then holds P = K W_k^T) attention with a key mask."""
     mask = _key_mask(rng, N, S, backend) if masked else None
@@ -214,40 +235,40 @@ def attention_case(rng, kind="dot", N=2, L=3, S=4, E=3, Ev=2, A=3, masked=True, 
     inputs = {"q": _normal(rng, (N, L, E), backend, 1.0), "K": _normal(rng, (N, S, Ek), backend, 1.0),
               "V": _normal(rng, (N, S, Ev), backend, 1.0)}
     if kind == "dot":
-        def f(q, K, V):
+        def f_dot(q: Array, K: Array, V: Array) -> Tuple[Array, Vjp]:
             c, alpha, cache = F.dot_attention_forward(q, K, V, mask, scale)
 
-            def vjp(d):
+            def vjp(d: Any) -> Dict[str, Array]:
                 dq, dK, dV = F.dot_attention_backward(d, cache)
                 return {"q": dq, "K": dK, "V": dV}
             return c, vjp
-        return f, inputs
+        return f_dot, inputs
     if kind == "projected":       # additive attention on projected keys P (N, S, A)
         inputs.update({"K": _normal(rng, (N, S, A), backend, 1.0),
                        "W_q": _normal(rng, (A, E), backend), "w_v": _normal(rng, (A,), backend)})
 
-        def f(q, K, V, W_q, w_v):
+        def f_projected(q: Array, K: Array, V: Array, W_q: Array, w_v: Array) -> Tuple[Array, Vjp]:
             c, alpha, cache = F.additive_attention_projected_forward(q, K, V, W_q, w_v, mask)
 
-            def vjp(d):
+            def vjp(d: Any) -> Dict[str, Array]:
                 dq, dP, dV, grads = F.additive_attention_projected_backward(d, cache)
                 return {"q": dq, "K": dP, "V": dV, **grads}
             return c, vjp
-        return f, inputs
+        return f_projected, inputs
     inputs.update({"W_q": _normal(rng, (A, E), backend), "W_k": _normal(rng, (A, Ek), backend),
                    "w_v": _normal(rng, (A,), backend)})
 
-    def f(q, K, V, W_q, W_k, w_v):
+    def f(q: Array, K: Array, V: Array, W_q: Array, W_k: Array, w_v: Array) -> Tuple[Array, Vjp]:
         c, alpha, cache = F.additive_attention_forward(q, K, V, W_q, W_k, w_v, mask)
 
-        def vjp(d):
+        def vjp(d: Any) -> Dict[str, Array]:
             dq, dK, dV, grads = F.additive_attention_backward(d, cache)
             return {"q": dq, "K": dK, "V": dV, **grads}
         return c, vjp
     return f, inputs
 
 
-def builtin_cases(rng, backend="numpy"):
+def builtin_cases(rng: np.random.Generator, backend: str = "numpy") -> Iterator[Tuple[str, Case]]:
     """(name, (f, inputs)) for every op, at fixed small sizes."""
     b = backend
     for name, spec in CELLS.items():

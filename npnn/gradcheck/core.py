@@ -8,17 +8,19 @@ checker with the defaults of a test suite."""
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
+from .._typing import Array, CheckedFunction
 from ..backend import backend_name, get_array_module, is_array, to_backend, to_numpy
 
 
 class GradientCheckError(AssertionError):
     """Raised by ``check_gradients(..., raise_on_failure=True)``; carries the report."""
 
-    def __init__(self, report):
+    def __init__(self, report: "GradCheckReport") -> None:
         super().__init__("gradient check failed:\n" + report.table())
         self.report = report
 
@@ -53,7 +55,7 @@ class TensorCheck:
     mode: str = "full"
 
     @property
-    def result(self):
+    def result(self) -> str:
         if not self.passed:
             return "FAIL"
         return "pass" if self.exercised else "not exercised"
@@ -70,24 +72,24 @@ class GradCheckReport:
     notes: List[str] = field(default_factory=list)
 
     @property
-    def not_exercised(self):
+    def not_exercised(self) -> List[str]:
         """Names of the tensors whose analytic and numeric gradients were both zero."""
         return [t.name for t in self.tensors if not t.exercised]
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return all(t.passed for t in self.tensors)
 
     @property
-    def max_rel_error(self):
+    def max_rel_error(self) -> float:
         return max((t.max_rel_error for t in self.tensors), default=0.0)
 
-    def extend(self, other):
+    def extend(self, other: "GradCheckReport") -> "GradCheckReport":
         self.tensors.extend(other.tensors)
         self.notes.extend(n for n in other.notes if n not in self.notes)
         return self
 
-    def table(self):
+    def table(self) -> str:
         rows = [("op", "tensor", "shape", "max rel error", "at", "analytic", "numeric", "result")]
         for t in self.tensors:
             rows.append((t.op, t.name, "x".join(map(str, t.shape)) or "()",
@@ -100,18 +102,18 @@ class GradCheckReport:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
-    def __str__(self):
+    def __str__(self) -> str:
         status = "passed" if self.passed else "FAILED"
         atol = f", atol {self.atol:g}" if self.atol else ""
         return (f"{self.table()}\n{len(self.tensors)} tensors, tolerance {self.tol:g}{atol}: "
                 f"{status}")
 
 
-def _as_tuple(outputs):
+def _as_tuple(outputs: Any) -> Tuple[Any, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
-def _weighted_sum(outputs, douts):
+def _weighted_sum(outputs: Sequence[Optional[Array]], douts: Sequence[Optional[Array]]) -> float:
     total = 0.0
     for o, d in zip(outputs, douts):
         if o is not None:
@@ -119,11 +121,12 @@ def _weighted_sum(outputs, douts):
     return total
 
 
-def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Sequence[str]] = None,
+def check_gradients(f: CheckedFunction, inputs: Dict[str, Any], *,
+                    wrt: Optional[Sequence[str]] = None,
                     eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, op: str = "",
                     raise_on_failure: bool = False, atol: float = 0.0, mode: str = "full",
                     directions: int = 2,
-                    gates: Optional[Dict[str, Sequence[str]]] = None) -> GradCheckReport:
+                    gates: Optional[Mapping[str, Sequence[str]]] = None) -> GradCheckReport:
     """Compare ``f``'s analytic gradients with central differences in float64.
 
     Args:
@@ -210,7 +213,8 @@ def check_gradients(f: Callable, inputs: Dict[str, object], *, wrt: Optional[Seq
     return report
 
 
-def _perturbed_loss(f, inputs, name, douts, new_value):
+def _perturbed_loss(f: CheckedFunction, inputs: Dict[str, Any], name: str,
+                    douts: Sequence[Optional[Array]], new_value: Array) -> float:
     """L with input ``name`` set to ``new_value`` (restored afterwards)."""
     x = inputs[name]
     old = x.copy()
@@ -221,7 +225,8 @@ def _perturbed_loss(f, inputs, name, douts, new_value):
         x[...] = old
 
 
-def _numeric_gradient(f, inputs, name, douts, eps):
+def _numeric_gradient(f: CheckedFunction, inputs: Dict[str, Any], name: str,
+                      douts: Sequence[Optional[Array]], eps: float) -> NDArray[np.float64]:
     x = inputs[name]
     flat = x.reshape(-1)            # a view: x is the C-ordered float64 copy made above
     assert flat.base is x or flat.base is x.base, "the perturbed array must be a view"
@@ -237,11 +242,13 @@ def _numeric_gradient(f, inputs, name, douts, eps):
     return grad.reshape(x.shape)
 
 
-def _directional(f, inputs, name, a, douts, eps, tol, atol, op, directions, rng):
+def _directional(f: CheckedFunction, inputs: Dict[str, Any], name: str, a: NDArray[np.float64],
+                 douts: Sequence[Optional[Array]], eps: float, tol: float, atol: float, op: str,
+                 directions: int, rng: np.random.Generator) -> TensorCheck:
     """<a, u> against (L(x + eps u) - L(x - eps u)) / (2 eps) for random unit u."""
     x = inputs[name]
     xp = get_array_module(x)
-    worst = None
+    worst: Optional[Tuple[float, int, float, float, float]] = None
     all_zero = not a.any()
     for k in range(max(1, int(directions))):
         u = rng.standard_normal(x.shape)
@@ -257,6 +264,7 @@ def _directional(f, inputs, name, a, douts, eps, tol, atol, op, directions, rng)
             worst = (margin, k, d_a, d_n, diff / scale if scale > 0 else 0.0)
             if not np.isfinite(diff):
                 break
+    assert worst is not None        # the loop ran at least once
     margin, k, d_a, d_n, err = worst
     passed = bool(np.isfinite(d_a) and np.isfinite(d_n) and margin <= 0
                   and np.all(np.isfinite(a)))
@@ -264,11 +272,12 @@ def _directional(f, inputs, name, a, douts, eps, tol, atol, op, directions, rng)
                        exercised=not all_zero, mode="directional")
 
 
-def _compare(op, name, a, n, tol, atol=0.0):
+def _compare(op: str, name: str, a: NDArray[np.float64], n: NDArray[np.float64], tol: float,
+             atol: float = 0.0) -> TensorCheck:
     diff = np.abs(a - n)
     scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(n).max(initial=0.0)))
-    where = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-    where = tuple(int(i) for i in where)
+    at = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+    where = tuple(int(i) for i in at)
     largest = float(diff[where]) if diff.size else 0.0
     err = largest / scale if diff.size and scale > 0 else 0.0
     a_at = float(a[where]) if a.size else 0.0
@@ -279,7 +288,7 @@ def _compare(op, name, a, n, tol, atol=0.0):
                        exercised=exercised)
 
 
-def _name_gate(check, gate_names):
+def _name_gate(check: TensorCheck, gate_names: Sequence[str]) -> TensorCheck:
     """``check`` with its index named by gate block: row r of a (G*H, ...) tensor is unit
     r % H of gate r // H."""
     G, rows = len(gate_names), check.shape[0]

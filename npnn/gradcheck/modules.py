@@ -14,14 +14,37 @@ layer, also when ``hx`` was not passed: the extra entries are ignored).
 """
 
 import re
+from typing import (Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Protocol, Sequence, Tuple)
 
 import numpy as np
 
 from ..backend import is_array
-from .core import check_gradients, gate_names
+from .._typing import Array, Vjp
+from .core import GradCheckReport, check_gradients, gate_names
 
 
-def _flatten(obj, name, out):
+class CheckedModule(Protocol):
+    """What the checks use of a module: an ``npnn.Module`` with its ``backward`` (the
+    layers live on a floor above this one, so the checker names the protocol alone)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    @property
+    def backward(self) -> Callable[..., Any]: ...
+
+    def named_parameters(self) -> Iterable[Tuple[str, Array]]: ...
+
+    def named_gradients(self) -> Iterable[Tuple[str, Array]]: ...
+
+    def named_modules(self) -> Iterable[Tuple[str, Any]]: ...
+
+    def zero_grad(self) -> None: ...
+
+    def clear_caches(self) -> None: ...
+
+
+def _flatten(obj: Any, name: str, out: List[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
     """Leaves of nested tuples/lists as (name, value) pairs: x, hx[0], hx[1], ..."""
     if isinstance(obj, (tuple, list)):
         for i, o in enumerate(obj):
@@ -31,19 +54,19 @@ def _flatten(obj, name, out):
     return out
 
 
-def _rebuild(template, leaves):
+def _rebuild(template: Any, leaves: Iterator[Any]) -> Any:
     """Nested structure of ``template`` with leaves taken in order from the iterator."""
     if isinstance(template, (tuple, list)):
         return type(template)(_rebuild(t, leaves) for t in template)
     return next(leaves)
 
 
-def _generators(module):
+def _generators(module: CheckedModule) -> List[np.random.Generator]:
     return [m.rng for _, m in module.named_modules() if isinstance(getattr(m, "rng", None),
                                                                    np.random.Generator)]
 
 
-def _pair(arg, grad, name):
+def _pair(arg: Any, grad: Any, name: str) -> Iterator[Tuple[str, Any]]:
     """Yield (name, gradient) for every leaf of ``arg``, walking ``grad`` alongside."""
     if isinstance(arg, (tuple, list)):
         for i, a in enumerate(arg):
@@ -52,7 +75,7 @@ def _pair(arg, grad, name):
         yield name, grad
 
 
-def _gates(module, names):
+def _gates(module: CheckedModule, names: Collection[str]) -> Dict[str, Tuple[str, ...]]:
     """{parameter name: gate names} of the stacked-gate parameters among ``names``: those
     of a module whose ``spec`` is a registered cell, shaped (G*H, ...) in the registry."""
     from ..functional.registry import Cell
@@ -68,8 +91,10 @@ def _gates(module, names):
     return out
 
 
-def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=1e-6,
-                 tol=1e-6, seed=0, op=None, raise_on_failure=False, **options):
+def check_module(module: CheckedModule, args: Sequence[Any], kwargs: Optional[Mapping[str, Any]] = None, *,
+                 arg_names: Optional[Sequence[str]] = None, params: bool = True, eps: float = 1e-6,
+                 tol: float = 1e-6, seed: int = 0, op: Optional[str] = None,
+                 raise_on_failure: bool = False, **options: Any) -> GradCheckReport:
     """Finite-difference check of a module's backward.
 
     Args:
@@ -92,14 +117,14 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
                              f"of dtype {p.dtype}; build it with dtype='float64'")
     names = (list(arg_names) if arg_names else
              ["x", "hx"] + [f"arg{i}" for i in range(2, len(args))])[:len(args)]
-    leaves = []
+    leaves: List[Tuple[str, Any]] = []
     for a, n in zip(args, names):
         _flatten(a, n, leaves)
     checked = {n for n, v in leaves if is_array(v) and v.dtype.kind == "f"}
     param_refs = dict(module.named_parameters()) if params else {}
     states = [g.bit_generator.state for g in _generators(module)]
 
-    def f(**inputs):
+    def f(**inputs: Any) -> Tuple[Tuple[Any, ...], Vjp]:
         for g, s in zip(_generators(module), states):     # same dropout masks every call
             g.bit_generator.state = s
         for name, p in param_refs.items():
@@ -108,13 +133,13 @@ def check_module(module, args, kwargs=None, *, arg_names=None, params=True, eps=
         outputs = module(*_rebuild(args, values), **kwargs)
         single = not isinstance(outputs, tuple)
 
-        def vjp(douts):
+        def vjp(douts: Sequence[Any]) -> Dict[str, Any]:
             module.zero_grad()
             structured = _rebuild((outputs,) if single else outputs, iter(douts))
             result = module.backward(*structured)
             # one gradient (the first argument's) or a tuple mirroring forward's parameters
             arg_grads = result if isinstance(result, tuple) else (result,)
-            grads = {}
+            grads: Dict[str, Any] = {}
             for a, g, n in zip(args, arg_grads, names):
                 grads.update(_pair(a, g, n))
             grads.update({name: g.copy() for name, g in module.named_gradients()

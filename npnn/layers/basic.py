@@ -1,10 +1,14 @@
 """Linear, Embedding, Dropout, the losses, and Sequential, as layers with a backward."""
 
 import math
+from typing import Optional
+
+from numpy.typing import DTypeLike
 
 from .. import functional as F
 from .._checks import (check_choice, check_dropout, check_dtype, check_padding_idx,
                        check_positive_int)
+from .._typing import Array, Seed
 from .base import Module, make_rng
 from .recurrent import dropout_mask
 
@@ -15,7 +19,8 @@ class Linear(Module):
     Initialised as PyTorch: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype="float32", seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: DTypeLike = "float32", seed: Seed = None) -> None:
         super().__init__()
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
@@ -27,17 +32,17 @@ class Linear(Module):
         if bias:
             self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}"
                 + ("" if "bias" in self.params else ", bias=False"))
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (..., in) -> y (..., out)."""
         y, cache = F.linear_forward(x, self.params["weight"], self.params.get("bias"))
         self._push(cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         """dy (..., out) -> dx (..., in); adds to grads['weight'], grads['bias'].
 
         Consumes the most recent forward not yet backpropagated (last in, first out)."""
@@ -55,8 +60,8 @@ class Embedding(Module):
     """Lookup table, weight (num_embeddings, embedding_dim) ~ N(0, 1) as PyTorch;
     the ``padding_idx`` row starts at zero and receives no gradient."""
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype="float32",
-                 seed=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None,
+                 dtype: DTypeLike = "float32", seed: Seed = None) -> None:
         super().__init__()
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
@@ -69,17 +74,17 @@ class Embedding(Module):
             W[padding_idx] = 0
         self._add_param("weight", W.astype(self.dtype))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
-    def forward(self, idx):
+    def forward(self, idx: Array) -> Array:
         """Integer idx (...) -> (..., embedding_dim)."""
         y, cache = F.embedding_forward(idx, self.params["weight"], self.padding_idx)
         self._push(cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> None:
         """dy (..., embedding_dim) -> None (indices have no gradient); adds to grads['weight']."""
         with self._consume() as cache:
             self._check_grad("dy", dy, tuple(cache.idx.shape) + (self.embedding_dim,),
@@ -93,20 +98,20 @@ class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale
     the rest by 1 / (1 - p); the identity in eval mode. Backward reuses the mask."""
 
-    def __init__(self, p=0.5, seed=None):
+    def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
         super().__init__()
         self.p = check_dropout(p)
         self.rng = make_rng(seed)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         mask = dropout_mask(self.rng, x.shape, self.p, x) if self.training and self.p else None
         self._push((tuple(x.shape), mask))
         return x if mask is None else x * mask
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         with self._consume() as (shape, mask):
             self._check_grad("dy", dy, shape, None)
         return dy if mask is None else dy * mask
@@ -116,7 +121,8 @@ class SoftmaxCrossEntropy(Module):
     """Cross-entropy from logits (..., C) with class-last layout; see
     ``functional.softmax_cross_entropy``."""
 
-    def __init__(self, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.reduction = check_choice("reduction", reduction, F.losses.REDUCTIONS)
@@ -124,14 +130,14 @@ class SoftmaxCrossEntropy(Module):
             raise ValueError(f"expected label_smoothing in [0, 1], got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, logits, target, weights=None):
+    def forward(self, logits: Array, target: Array, weights: Optional[Array] = None) -> Array:
         """logits (..., C), integer target (...), optional weights (...) -> loss."""
         loss, cache = F.softmax_cross_entropy(logits, target, weights, self.ignore_index,
                                               self.reduction, self.label_smoothing)
         self._push(cache)
         return loss
 
-    def backward(self, dloss=None):
+    def backward(self, dloss: Optional[Array] = None) -> Array:
         """-> dlogits; ``dloss`` None means 1."""
         with self._consume() as cache:
             return F.softmax_cross_entropy_backward(dloss, cache)
@@ -140,16 +146,16 @@ class SoftmaxCrossEntropy(Module):
 class MSELoss(Module):
     """Mean-squared error; see ``functional.mse_loss``."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = check_choice("reduction", reduction, F.losses.REDUCTIONS)
 
-    def forward(self, pred, target):
+    def forward(self, pred: Array, target: Array) -> Array:
         loss, cache = F.mse_loss(pred, target, self.reduction)
         self._push(cache)
         return loss
 
-    def backward(self, dloss=None):
+    def backward(self, dloss: Optional[Array] = None) -> Array:
         with self._consume() as cache:
             return F.mse_loss_backward(dloss, cache)
 
@@ -158,25 +164,25 @@ class Sequential(Module):
     """Modules applied in order; ``backward`` runs them in reverse. Children are
     named '0', '1', ... as in PyTorch, so state-dict keys match (``0.weight``)."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module) -> None:
         super().__init__()
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"expected npnn modules, got {type(m).__name__} at position {i}")
             setattr(self, str(i), m)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return list(self._modules.values())[i]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         for m in self._modules.values():
             x = m(x)
         return x
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         for m in reversed(list(self._modules.values())):
             dy = m.backward(dy)
         return dy

@@ -10,17 +10,23 @@ parameters' initialisers, its states' sizes and its options' allowed values
 come from there too.
 """
 
+from typing import Any, Dict, Optional, Tuple
+
+from numpy.typing import DTypeLike
+
 from .._checks import (check_bool, check_choice, check_dtype, check_float, check_layer_dtype,
                        check_positive_int, check_same_backend, check_shape)
+from .._typing import Array, Seed, States
 from ..functional.registry import INITIALIZERS, from_states, resolve
 from .base import Module, make_rng
 
 
 class _Cell(Module):
     """One step of a registered cell; subclasses set ``cell``."""
-    cell = None
+    cell: Optional[str] = None
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype="float32", seed=None, **options):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype: DTypeLike = "float32", seed: Seed = None, **options: Any) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -41,14 +47,14 @@ class _Cell(Module):
             self._add_param(p.name, init.astype(self.dtype))
         self._args = {p.arg: p.name for p, _ in shapes}     # op argument -> parameter name
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
-    def _weights(self):
+    def _weights(self) -> Dict[str, Array]:
         """Op argument name -> parameter."""
         return {arg: self.params[name] for arg, name in self._args.items()}
 
-    def _check_x(self, x):
+    def _check_x(self, x: Array) -> Tuple[Array, bool]:
         check_float("x", x)
         check_layer_dtype("x", x, self.dtype)
         check_same_backend(x=x, weights=self.params["weight_ih"])
@@ -57,7 +63,8 @@ class _Cell(Module):
             raise ValueError(f"expected x of shape (N, {D}) or ({D},), got {tuple(x.shape)}")
         return (x, True) if x.ndim == 2 else (x[None], False)
 
-    def _check_state(self, name, s, N, batched, H):
+    def _check_state(self, name: str, s: Optional[Array], N: int, batched: bool,
+                     H: int) -> Optional[Array]:
         """A state (N, H) ((H,) unbatched), H its size."""
         if s is None:
             return None
@@ -67,7 +74,8 @@ class _Cell(Module):
         check_shape(name, s, (H,))
         return s[None]
 
-    def _check_grad(self, name, g, N, batched, H):
+    def _check_state_grad(self, name: str, g: Optional[Array], N: int, batched: bool,
+                          H: int) -> Optional[Array]:
         """A state's gradient (its size H), checked against the most recent forward (see
         _Cell.backward)."""
         if g is None:
@@ -78,7 +86,8 @@ class _Cell(Module):
             raise self._mismatch(name, g.shape, expected)
         return g if batched else g[None]
 
-    def _split(self, name, states, N, batched):
+    def _split(self, name: str, states: States, N: int,
+               batched: bool) -> Tuple[Optional[Array], ...]:
         """An array (one state), a tuple (several), or None -> tuple of checked (N, H) or None."""
         n = self.spec.n_states
         if states is None:
@@ -91,7 +100,7 @@ class _Cell(Module):
         return tuple(self._check_state(f"{name}[{i}]", s, N, batched, S)
                      for i, (s, S) in enumerate(zip(states, self.state_sizes)))
 
-    def forward(self, x, hx=None):
+    def forward(self, x: Array, hx: States = None) -> States:
         """x (N, D) or (D,), hx (N, H)/(H,), a tuple of them for several states, or None
         -> the new state(s), shaped like hx."""
         x, batched = self._check_x(x)
@@ -105,7 +114,7 @@ class _Cell(Module):
         # copies: the cache holds the new state, and a caller may change what it gets
         return from_states(tuple((s if batched else s[0]).copy() for s in new))
 
-    def backward(self, dh, *d_other):
+    def backward(self, dh: Optional[Array], *d_other: Optional[Array]) -> Tuple[Array, States]:
         """The gradients of the new state(s) (``dh``; for LSTMCell also ``dc``, either may
         be None) -> dx (like x), the gradient(s) of hx (an array, or a tuple for several).
 
@@ -118,7 +127,7 @@ class _Cell(Module):
                             f"{', '.join(self.spec.states)}: {len(names)}, got {len(given)}")
         given += (None,) * (len(names) - len(given))
         with self._consume() as (cache, batched, N):
-            d = tuple(self._check_grad(n, g, N, batched, S)
+            d = tuple(self._check_state_grad(n, g, N, batched, S)
                       for n, g, S in zip(names, given, self.state_sizes))
         dx, dprev, grads = self.spec.run_step_backward(d, cache)
         for arg, name in self._args.items():
@@ -131,12 +140,13 @@ class RNNCell(_Cell):
     """``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu)."""
     cell = "rnn"
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype="float32", seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype: DTypeLike = "float32",
+                 seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
 
     @property
-    def nonlinearity(self):
+    def nonlinearity(self) -> str:
         return self.options["nonlinearity"]
 
 
@@ -150,5 +160,7 @@ class LSTMCell(_Cell):
     ``backward(dh, dc=None)`` -> dx, (dh0, dc0)."""
     cell = "lstm"
 
-    def backward(self, dh, dc=None):
+    # narrower than _Cell.backward(dh, *d_other) on purpose: an LSTM step has two states
+    def backward(self, dh: Optional[Array],  # type: ignore[override]
+                 dc: Optional[Array] = None) -> Tuple[Array, States]:
         return super().backward(dh, dc)

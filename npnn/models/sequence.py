@@ -14,9 +14,13 @@ writes a sequence; the context enters as its initial state
 All take token ids batch-major, (N, T), as in d2l.
 """
 
+from typing import Any, List, Optional, Tuple
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from .._checks import check_choice, check_positive_int
+from .._typing import Array, ArrayModule, Seed, States
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional.registry import CELLS, as_states, from_states
 from ..layers import Embedding, Linear, Module, no_grad
@@ -24,7 +28,7 @@ from ..layers.base import make_rng
 from ..layers.recurrent import layer_class
 
 
-def _argmax_eval(model, X, lengths):
+def _argmax_eval(model: Module, X: Array, lengths: Optional[Array]) -> NDArray[Any]:
     """argmax over the last axis of the model's logits, in eval mode, keeping no cache."""
     was = model.training
     with no_grad():
@@ -36,8 +40,9 @@ def _argmax_eval(model, X, lengths):
 class _Encoder(Module):
     """Embedding + recurrent stack; shared by the classifier and the tagger."""
 
-    def __init__(self, vocab_size, embed_size, hidden_size, num_layers, cell, bidirectional,
-                 dropout, pad, dtype, rng):
+    def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
+                 cell: str, bidirectional: bool, dropout: float, pad: int, dtype: DTypeLike,
+                 rng: np.random.Generator) -> None:
         super().__init__()
         check_choice("cell", cell, tuple(CELLS))
         self.pad = pad
@@ -46,16 +51,16 @@ class _Encoder(Module):
                                      dropout=dropout, bidirectional=bidirectional, dtype=dtype,
                                      seed=rng)
 
-    def _xp(self):
+    def _xp(self) -> ArrayModule:
         return get_array_module(self.embedding.params["weight"])
 
-    def run(self, X, lengths):
+    def run(self, X: Array, lengths: Optional[Array]) -> Tuple[Array, States]:
         X = X if hasattr(X, "dtype") else np.asarray(X)     # ids: host or device, never moved back
         out, h_n = self.rnn(self.embedding(get_array_module(X).ascontiguousarray(X.T)),
                             lengths=lengths)
         return out, h_n                                        # (T, N, dirs*H)
 
-    def back(self, d_out, d_hn=None):
+    def back(self, d_out: Optional[Array], d_hn: States = None) -> None:
         dx, _ = self.rnn.backward(d_out, d_hn)
         self.embedding.backward(dx)
 
@@ -63,9 +68,10 @@ class _Encoder(Module):
 class SequenceClassifier(Module):
     """N -> 1: class logits (N, C) for token sequences X (N, T) with ``lengths``."""
 
-    def __init__(self, vocab_size, num_classes, embed_size=16, hidden_size=32, num_layers=1,
-                 cell="gru", bidirectional=False, pooling="last", dropout=0.0, pad=0,
-                 dtype="float32", seed=None):
+    def __init__(self, vocab_size: int, num_classes: int, embed_size: int = 16,
+                 hidden_size: int = 32, num_layers: int = 1, cell: str = "gru",
+                 bidirectional: bool = False, pooling: str = "last", dropout: float = 0.0,
+                 pad: int = 0, dtype: DTypeLike = "float32", seed: Seed = None) -> None:
         super().__init__()
         rng = make_rng(seed)
         self.pooling = check_choice("pooling", pooling, ("last", "mean"))
@@ -75,7 +81,7 @@ class SequenceClassifier(Module):
         self.hidden_size = hidden_size
         self.head = Linear(self.dirs * hidden_size, num_classes, dtype=dtype, seed=rng)
 
-    def forward(self, X, lengths=None):
+    def forward(self, X: Array, lengths: Optional[Array] = None) -> Array:
         out, h_n = self.encoder.run(X, lengths)
         xp = get_array_module(out)
         T, N = out.shape[:2]
@@ -89,7 +95,7 @@ class SequenceClassifier(Module):
         self._push((h_n, out.shape, lengths_b))
         return self.head(pooled)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: Array) -> None:
         with self._consume() as (h_n, shape, lengths):
             d_pooled = self.head.backward(dlogits)
         xp = get_array_module(d_pooled)
@@ -103,7 +109,7 @@ class SequenceClassifier(Module):
             d_out = xp.broadcast_to(d_pooled / lengths[:, None].astype(d_pooled.dtype), shape)
             self.encoder.back(xp.ascontiguousarray(d_out))
 
-    def predict(self, X, lengths=None):
+    def predict(self, X: Array, lengths: Optional[Array] = None) -> NDArray[Any]:
         """Most likely class of each sequence (N,)."""
         return _argmax_eval(self, X, lengths)
 
@@ -111,8 +117,10 @@ class SequenceClassifier(Module):
 class SequenceTagger(Module):
     """N -> N: tag logits (N, T, K) for token sequences X (N, T) with ``lengths``."""
 
-    def __init__(self, vocab_size, num_tags, embed_size=16, hidden_size=32, num_layers=1,
-                 cell="gru", bidirectional=True, dropout=0.0, pad=0, dtype="float32", seed=None):
+    def __init__(self, vocab_size: int, num_tags: int, embed_size: int = 16, hidden_size: int = 32,
+                 num_layers: int = 1, cell: str = "gru", bidirectional: bool = True,
+                 dropout: float = 0.0, pad: int = 0, dtype: DTypeLike = "float32",
+                 seed: Seed = None) -> None:
         super().__init__()
         rng = make_rng(seed)
         self.encoder = _Encoder(vocab_size, embed_size, hidden_size, num_layers, cell,
@@ -120,16 +128,16 @@ class SequenceTagger(Module):
         self.head = Linear((2 if bidirectional else 1) * hidden_size, num_tags, dtype=dtype,
                            seed=rng)
 
-    def forward(self, X, lengths=None):
+    def forward(self, X: Array, lengths: Optional[Array] = None) -> Array:
         out, _ = self.encoder.run(X, lengths)                     # (T, N, dirs*H)
         return self.head(out).transpose(1, 0, 2)                  # (N, T, K)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: Array) -> None:
         xp = get_array_module(dlogits)
         d_out = self.head.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
         self.encoder.back(d_out)
 
-    def predict(self, X, lengths=None):
+    def predict(self, X: Array, lengths: Optional[Array] = None) -> NDArray[Any]:
         """Most likely tag of each token (N, T)."""
         return _argmax_eval(self, X, lengths)
 
@@ -137,8 +145,9 @@ class SequenceTagger(Module):
 class ConditionalDecoder(Module):
     """1 -> N: a decoder conditioned on a vector c (N, C); scheme 'init' or 'input'."""
 
-    def __init__(self, cond_size, vocab_size, embed_size=16, hidden_size=64, cell="gru",
-                 scheme="init", bos=1, eos=2, dtype="float32", seed=None):
+    def __init__(self, cond_size: int, vocab_size: int, embed_size: int = 16, hidden_size: int = 64,
+                 cell: str = "gru", scheme: str = "init", bos: int = 1, eos: int = 2,
+                 dtype: DTypeLike = "float32", seed: Seed = None) -> None:
         super().__init__()
         rng = make_rng(seed)
         self.scheme = check_choice("scheme", scheme, ("init", "input"))
@@ -152,7 +161,7 @@ class ConditionalDecoder(Module):
             self.cond = Linear(cond_size, hidden_size, dtype=dtype, seed=rng)
         self.out = Linear(hidden_size, vocab_size, dtype=dtype, seed=rng)
 
-    def _state(self, c):
+    def _state(self, c: Array) -> Tuple[States, Optional[Array]]:
         if self.scheme != "init":
             return None, None
         xp = get_array_module(c)
@@ -160,7 +169,7 @@ class ConditionalDecoder(Module):
         others = tuple(xp.zeros_like(h0) for _ in range(self.rnn.n_states - 1))  # e.g. c_0
         return from_states((h0,) + others), h0
 
-    def _inputs(self, tokens, c):
+    def _inputs(self, tokens: Array, c: Array) -> Array:
         xp = get_array_module(c)
         tokens = tokens if hasattr(tokens, "dtype") else np.asarray(tokens)
         emb = self.embedding(get_array_module(tokens).ascontiguousarray(tokens.T))   # (T, N, E)
@@ -168,14 +177,14 @@ class ConditionalDecoder(Module):
             emb = xp.concatenate([emb, xp.broadcast_to(c, (emb.shape[0],) + c.shape)], axis=2)
         return emb
 
-    def forward(self, c, tgt_in):
+    def forward(self, c: Array, tgt_in: Array) -> Array:
         """c (N, C), tgt_in (N, T) = <bos> y_1..y_{T-1} -> logits (N, T, V)."""
         state, h0 = self._state(c)
         out, _ = self.rnn(self._inputs(tgt_in, c), state)
         self._push(h0)
         return self.out(out).transpose(1, 0, 2)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: Array) -> Optional[Array]:
         xp = get_array_module(dlogits)
         with self._consume() as h0:
             d_out = self.out.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2)))
@@ -188,7 +197,7 @@ class ConditionalDecoder(Module):
             d_c = self.cond.backward(d_h0 * (1 - h0[0] * h0[0]))
         return d_c
 
-    def generate(self, c, max_len=30):
+    def generate(self, c: Array, max_len: int = 30) -> List[List[int]]:
         """Greedy decoding for every row of c -> lists of ids (<eos> excluded)."""
         was = self.training
         self.eval()

@@ -27,6 +27,7 @@ PyTorch until asked):
 """
 
 import importlib
+from typing import Any, List
 
 _NAMES = {
     "assert_gradients": "._asserts", "assert_module_gradients": "._asserts",
@@ -41,7 +42,7 @@ _MODULES = ("strategies", "strict_cupy", "plugin")
 __all__ = sorted(_NAMES) + list(_MODULES)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _NAMES:
         value = getattr(importlib.import_module(_NAMES[name], __name__), name)
     elif name in _MODULES:
@@ -52,5 +53,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(__all__))

@@ -2,12 +2,16 @@
 ``assert_close``."""
 
 import warnings
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from .._typing import CheckedFunction
 from ..backend import to_numpy
-from ..gradcheck.core import GradientCheckError, GradientCheckWarning, check_gradients
-from ..gradcheck.modules import check_module
+from ..gradcheck.core import (GradCheckReport, GradientCheckError, GradientCheckWarning,
+                              check_gradients)
+from ..gradcheck.modules import CheckedModule, check_module
 
 #: Gradient checks in float64: the relative and absolute tolerance. A correct gradient
 #: of an op in float64 with eps=1e-6 is typically within 1e-9 of the central difference
@@ -19,7 +23,7 @@ DEFAULT_ATOL = 1e-10
 _TOLERANCES = {"float16": (1e-3, 1e-5), "float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
 
 
-def _warn_not_exercised(report):
+def _warn_not_exercised(report: GradCheckReport) -> None:
     if report.not_exercised:
         warnings.warn(
             f"not exercised: {', '.join(report.not_exercised)}: the analytic and the "
@@ -28,8 +32,11 @@ def _warn_not_exercised(report):
             f"has one step); give inputs that reach them", GradientCheckWarning, stacklevel=3)
 
 
-def assert_gradients(f, inputs, *, wrt=None, eps=1e-6, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
-                     mode="full", directions=2, seed=0, op="", gates=None):
+def assert_gradients(f: CheckedFunction, inputs: Dict[str, Any], *,
+                     wrt: Optional[Sequence[str]] = None, eps: float = 1e-6,
+                     rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, mode: str = "full",
+                     directions: int = 2, seed: int = 0, op: str = "",
+                     gates: Optional[Mapping[str, Sequence[str]]] = None) -> GradCheckReport:
     """Assert that ``f``'s analytic gradients match central differences in float64.
 
     ``f(**inputs) -> (outputs, vjp)`` as for ``npnn.gradcheck.check_gradients``: the
@@ -75,9 +82,11 @@ def assert_gradients(f, inputs, *, wrt=None, eps=1e-6, rtol=DEFAULT_RTOL, atol=D
     return report
 
 
-def assert_module_gradients(module, args, kwargs=None, *, params=True, mode="full",
-                            eps=1e-6, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, directions=2,
-                            seed=0, arg_names=None):
+def assert_module_gradients(module: CheckedModule, args: Sequence[Any],
+                            kwargs: Optional[Mapping[str, Any]] = None, *, params: bool = True,
+                            mode: str = "full", eps: float = 1e-6, rtol: float = DEFAULT_RTOL,
+                            atol: float = DEFAULT_ATOL, directions: int = 2, seed: int = 0,
+                            arg_names: Optional[Sequence[str]] = None) -> GradCheckReport:
     """Assert that a module's ``backward`` matches central differences, for the
     floating-point arguments of ``module(*args, **kwargs)`` (also inside tuples, e.g.
     ``(h0, c0)``) and, with ``params``, every parameter's accumulated gradient.
@@ -98,14 +107,15 @@ def assert_module_gradients(module, args, kwargs=None, *, params=True, mode="ful
     return report
 
 
-def default_tolerances(*dtypes):
+def default_tolerances(*dtypes: DTypeLike) -> Tuple[float, float]:
     """(rtol, atol) for comparing arrays of ``dtypes``: those of the least precise."""
     found = [_TOLERANCES.get(np.dtype(d).name) for d in dtypes]
-    found = [t for t in found if t is not None] or [(0.0, 0.0)]     # integers: exact
-    return max(t[0] for t in found), max(t[1] for t in found)
+    known = [t for t in found if t is not None] or [(0.0, 0.0)]     # integers: exact
+    return max(t[0] for t in known), max(t[1] for t in known)
 
 
-def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, name=""):
+def assert_close(actual: Any, expected: Any, *, rtol: Optional[float] = None,
+                 atol: Optional[float] = None, equal_nan: bool = False, name: str = "") -> None:
     """Assert ``|actual - expected| <= atol + rtol * |expected|`` element by element.
 
     ``actual`` and ``expected`` are NumPy or CuPy arrays (or scalars, lists) of the same

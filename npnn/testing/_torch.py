@@ -1,14 +1,25 @@
 """``assert_matches_torch``: an npnn module against its PyTorch twin (PyTorch imported
 when called)."""
 
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
 import numpy as np
 
+from .._typing import Array
 from ..backend import backend_name, get_array_module, is_array, to_backend, to_numpy
-from ..gradcheck.modules import _flatten, _pair, _rebuild
+from ..gradcheck.modules import CheckedModule, _flatten, _pair, _rebuild
 from ._asserts import assert_close
 
 
-def _import_torch():
+class TorchComparable(CheckedModule, Protocol):
+    """An npnn module as ``assert_matches_torch`` uses it: ``check_module``'s protocol
+    and ``state_dict``."""
+
+    def state_dict(self) -> Dict[str, Array]: ...
+
+
+def _import_torch() -> ModuleType:
     try:
         import torch
     except ImportError as error:
@@ -17,14 +28,15 @@ def _import_torch():
     return torch
 
 
-def _parameters_and_gradients(module):
+def _parameters_and_gradients(module: TorchComparable) -> Dict[str, Tuple[Array, Array]]:
     """{dotted name: (parameter, gradient)} of an npnn module's tree."""
     return {prefix + name: (p, m.grads[name]) for prefix, m in module.named_modules()
             for name, p in m.params.items()}
 
 
-def assert_matches_torch(module, torch_module, args, *, grads=True, rtol=None, atol=None,
-                         seed=0):
+def assert_matches_torch(module: TorchComparable, torch_module: Any, args: Sequence[Any], *,
+                         grads: bool = True, rtol: Optional[float] = None,
+                         atol: Optional[float] = None, seed: int = 0) -> None:
     """Assert that an npnn module computes what ``torch_module`` computes.
 
     Loads the npnn module's weights into ``torch_module`` (``load_state_dict``: the
@@ -51,11 +63,11 @@ def assert_matches_torch(module, torch_module, args, *, grads=True, rtol=None, a
     torch_module.load_state_dict({k: torch.as_tensor(np.array(to_numpy(v))).to(theirs[k].dtype)
                                   for k, v in own.items()})
     names = ["x", "hx"] + [f"arg{i}" for i in range(2, len(args))]
-    leaves = []
+    leaves: List[Tuple[str, Any]] = []
     for a, n in zip(args, names):
         _flatten(a, n, leaves)
 
-    def as_torch(v):
+    def as_torch(v: Any) -> Any:
         if not is_array(v):
             return v
         t = torch.as_tensor(np.array(to_numpy(v)))
@@ -71,7 +83,7 @@ def assert_matches_torch(module, torch_module, args, *, grads=True, rtol=None, a
                              f"PyTorch {[n for n, _ in yours]}")
     failures = []
 
-    def compare(name, actual, expected):
+    def compare(name: str, actual: Any, expected: Any) -> None:
         try:
             assert_close(actual, expected, rtol=rtol, atol=atol, name=name)
         except AssertionError as error:

@@ -23,6 +23,8 @@ without one (``g++`` or ``c++`` on PATH) its tests skip, saying so.
 
 import contextlib
 import shutil
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 
@@ -35,7 +37,7 @@ NO_COMPILER = ("the strict CuPy stand-in (cupy-strict) compiles its ElementwiseK
 NO_GPU = "needs CuPy and a CUDA GPU (pip install 'npnn[gpu]')"
 
 
-def strict_cupy():
+def strict_cupy() -> ModuleType:
     """The stand-in module, or a skip of the test that asked for it if no C++ compiler
     is present."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -45,7 +47,7 @@ def strict_cupy():
 
 
 @contextlib.contextmanager
-def on_backend(name):
+def on_backend(name: str) -> Iterator[str]:
     """Backend ``name`` (one of ``BACKENDS``) in place for the block; yields the name npnn
     knows it by ('numpy' or 'cupy'). Skips the running test where it cannot run."""
     if name == "numpy":
@@ -63,7 +65,7 @@ def on_backend(name):
 
 
 @pytest.fixture(params=BACKENDS)
-def npnn_backend(request):
+def npnn_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """'numpy' or 'cupy': a test that takes it runs on numpy, on a real GPU (skipped
     without one) and on the strict stand-in (as 'cupy')."""
     with on_backend(request.param) as name:
@@ -71,21 +73,21 @@ def npnn_backend(request):
 
 
 @pytest.fixture(params=DEVICES)
-def npnn_device(request):
+def npnn_device(request: pytest.FixtureRequest) -> Iterator[str]:
     """'cupy' on each device backend: a real GPU (skipped without one), the stand-in."""
     with on_backend(request.param) as name:
         yield name
 
 
 @pytest.fixture
-def npnn_strict_cupy():
+def npnn_strict_cupy() -> Iterator[ModuleType]:
     """The strict CuPy stand-in, installed as npnn's CuPy for the test; yields the module."""
     with strict_cupy().installed() as module:
         yield module
 
 
 @pytest.fixture
-def npnn_xp(npnn_backend):
+def npnn_xp(npnn_backend: str) -> ModuleType:
     """The array module of ``npnn_backend`` (NumPy, CuPy or the stand-in)."""
     from npnn.backend import get_backend
     return get_backend(npnn_backend)

@@ -20,43 +20,48 @@ except ImportError as error:       # pragma: no cover - exercised without Hypoth
     raise ImportError("npnn.testing.strategies needs Hypothesis: pip install hypothesis "
                       "(or pip install 'npnn[test]')") from error
 
+from typing import Any, Optional, Tuple, Union
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 #: Values stay within [-BOUND, BOUND]: with weights of PyTorch's initial size, the
 #: gates' pre-activations stay in sigmoid's and tanh's non-saturated range.
 BOUND = 1.0
 
 
-def values(bound=BOUND, dtype=np.float64):
+def values(bound: float = BOUND, dtype: DTypeLike = np.float64) -> st.SearchStrategy[float]:
     """Finite floats in [-bound, bound] (no NaN, no infinity), of ``dtype``."""
     return st.floats(-bound, bound, allow_nan=False, allow_infinity=False,
-                     width=np.dtype(dtype).itemsize * 8)
+                     width=np.dtype(dtype).itemsize * 8)  # type: ignore[arg-type]  # 16, 32, 64
 
 
-def dims(max_value, min_value=1):
+def dims(max_value: int, min_value: int = 1) -> st.SearchStrategy[int]:
     """One dimension: an integer in [min_value, max_value] (1 allowed by default)."""
     return st.integers(min_value, max_value)
 
 
-def _dim(d, max_d):
+def _dim(d: Optional[int], max_d: int) -> st.SearchStrategy[int]:
     return st.just(d) if d is not None else dims(max_d)
 
 
-def arrays(shape, bound=BOUND, dtype=np.float64):
+def arrays(shape: Union[Tuple[int, ...], st.SearchStrategy[Tuple[int, ...]]], bound: float = BOUND,
+           dtype: DTypeLike = np.float64) -> st.SearchStrategy[NDArray[Any]]:
     """Arrays of ``shape`` (a tuple, or a strategy of tuples) with bounded values."""
     return hnp.arrays(np.dtype(dtype), shape, elements=values(bound, dtype))
 
 
 @st.composite
-def sequences(draw, T=None, N=None, D=None, *, max_T=5, max_N=4, max_D=4, bound=BOUND,
-              dtype=np.float64):
+def sequences(draw: st.DrawFn, T: Optional[int] = None, N: Optional[int] = None,
+              D: Optional[int] = None, *, max_T: int = 5, max_N: int = 4, max_D: int = 4,
+              bound: float = BOUND, dtype: DTypeLike = np.float64) -> NDArray[Any]:
     """Time-major sequences (T, N, D): a dimension given is fixed, one left None drawn
     from 1..max_*."""
     shape = (draw(_dim(T, max_T)), draw(_dim(N, max_N)), draw(_dim(D, max_D)))
     return draw(arrays(shape, bound, dtype))
 
 
-def lengths(N, T):
+def lengths(N: int, T: int) -> st.SearchStrategy[NDArray[np.int64]]:
     """Valid ``lengths`` for a batch of N sequences padded to T steps: N integers in
     1..T, in any order (npnn, like ``pack_padded_sequence(enforce_sorted=False)``,
     needs no sorting)."""
@@ -64,7 +69,8 @@ def lengths(N, T):
 
 
 @st.composite
-def layer_inputs(draw, layer, *, max_T=5, max_N=4, hx=True, bound=BOUND):
+def layer_inputs(draw: st.DrawFn, layer: Any, *, max_T: int = 5, max_N: int = 4, hx: bool = True,
+                 bound: float = BOUND) -> Tuple[NDArray[Any], Any]:
     """Positional arguments ``(x, hx)`` for an npnn recurrent layer or cell, shaped by
     it: a sequence layer (``npnn.RNN``, ``npnn.LSTM``, ``npnn.Recurrent``) gets x (T, N, D)
     (or (N, T, D) with ``batch_first``) and hx (L * directions, N, H); a one-step cell
@@ -76,7 +82,7 @@ def layer_inputs(draw, layer, *, max_T=5, max_N=4, hx=True, bound=BOUND):
     if hasattr(layer, "num_layers"):
         T = draw(dims(max_T))
         x = draw(arrays((N, T, D) if layer.batch_first else (T, N, D), bound, dtype))
-        state_shape = (layer.num_layers * layer.num_directions, N, H)
+        state_shape: Tuple[int, ...] = (layer.num_layers * layer.num_directions, N, H)
     else:
         x = draw(arrays((N, D), bound, dtype))
         state_shape = (N, H)
