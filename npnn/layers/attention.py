@@ -24,7 +24,7 @@ every step since ``project`` in one batched product over the steps
 """
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from numpy.typing import DTypeLike
 
@@ -46,6 +46,13 @@ class _Projection:
 
 class _Attention(Module):
     weights = None
+    # Each subclass's hooks (declared for the type checker; their caches are its own):
+    #: (q3, keys, V, mask) -> context, weights, cache
+    _attend: Callable[[Array, Array, Array, Optional[Array]], Tuple[Array, Array, Any]]
+    #: (dc, an attend's cache) -> dq
+    _query_backward: Callable[[Array, Any], Array]
+    #: (dc, the steps' joined cache, the projection's cache) -> dK, dV, parameter grads
+    _keys_backward: Callable[[Array, Any, Any], Tuple[Array, Array, Dict[str, Array]]]
 
     def _split(self, q: Array) -> Tuple[Array, bool]:
         return (q[:, None, :], True) if q.ndim == 2 else (q, False)
