@@ -6,5 +6,7 @@ from .basic import Dropout, Embedding, Linear, MSELoss, Sequential, SoftmaxCross
 from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import CTRNN, GRU, LSTM, RNN, JordanRNN, PeepholeLSTM, Recurrent
 
-__all__ = ["Module", "no_grad", "enable_grad", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CTRNN", "JordanRNN", "RNNCell", "LSTMCell", "GRUCell",
-           "DotAttention", "AdditiveAttention", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss", "Sequential"]
+__all__ = ["Module", "no_grad", "enable_grad", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM",
+           "CTRNN", "JordanRNN", "RNNCell", "LSTMCell", "GRUCell", "DotAttention",
+           "AdditiveAttention", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy",
+           "MSELoss", "Sequential"]

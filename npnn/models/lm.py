@@ -9,10 +9,14 @@ The state returned by ``forward`` can be passed to the next call: it carries
 no graph, so training on consecutive batches this way is truncated BPTT.
 """
 
+from typing import Any, Callable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from .._checks import (check_choice, check_dropout, check_dtype, check_index_range,
                        check_integer, check_positive_int)
+from .._typing import Array, Seed, States
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
 from ..functional.registry import CELLS, as_states, from_states, get_cell
@@ -21,6 +25,23 @@ from ..layers.base import make_rng
 from ..layers.recurrent import layer_class, select_state
 
 STRATEGIES = ("greedy", "sample", "beam")
+
+
+class Vocabulary(Protocol):
+    """What the model reads of its vocabulary (an ``npnn.training.data.Vocab``, which this
+    library module does not import)."""
+    @property
+    def token_to_idx(self) -> Mapping[str, int]: ...
+
+    def __getitem__(self, token: str) -> int: ...
+
+    def to_tokens(self, indices: List[int]) -> List[str]: ...
+
+
+#: A prefix or a generated sequence: text (with a vocabulary) or token ids.
+Text = Union[str, List[int]]
+#: A layer's prepared step (``Recurrent.stepper``): (x, states) -> new states.
+Step = Callable[[Array, Tuple[Array, ...]], Tuple[Array, ...]]
 
 
 class RNNLM(Module):
@@ -38,9 +59,11 @@ class RNNLM(Module):
         vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
     """
 
-    def __init__(self, vocab_size, hidden_size=256, cell="gru", num_layers=1, embedding_dim=None,
-                 dropout=0.0, tie_weights=False, nonlinearity="tanh", dtype="float32", seed=None,
-                 vocab=None, token="char"):
+    def __init__(self, vocab_size: int, hidden_size: int = 256, cell: str = "gru",
+                 num_layers: int = 1, embedding_dim: Optional[int] = None, dropout: float = 0.0,
+                 tie_weights: bool = False, nonlinearity: str = "tanh",
+                 dtype: DTypeLike = "float32", seed: Seed = None,
+                 vocab: Optional[Vocabulary] = None, token: str = "char") -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -54,7 +77,8 @@ class RNNLM(Module):
             raise ValueError(f"expected embedding_dim == hidden_size ({self.hidden_size}) to tie "
                              f"weights, got embedding_dim={embedding_dim}")
         if self.embedding_dim:
-            self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype, seed=self.rng)
+            self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype,
+                                       seed=self.rng)
         extra = {"nonlinearity": nonlinearity} if "nonlinearity" in get_cell(cell).options else {}
         # the layer's dropout acts between its layers only (Dropout below does the decoder's)
         self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,
@@ -68,11 +92,11 @@ class RNNLM(Module):
             self.decoder.params["weight"] = self.embedding.params["weight"]
             self.decoder.grads["weight"] = self.embedding.grads["weight"]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, cell='{self.cell}'" + (
             ", tied" if self.tie_weights else "")
 
-    def _inputs(self, X):
+    def _inputs(self, X: Array) -> Array:
         """(N, T) token ids -> (T, N, E) inputs to the recurrent stack."""
         xp = get_array_module(self.decoder.params["weight"])
         if not hasattr(X, "dtype"):
@@ -89,23 +113,24 @@ class RNNLM(Module):
         onehot[xp.arange(T)[:, None], xp.arange(N)[None, :], Xt] = 1
         return onehot
 
-    def forward(self, X, state=None):
+    def forward(self, X: Array, state: States = None) -> Tuple[Array, States]:
         """X (N, T) ids, state from the previous call or None -> logits (N, T, V), state."""
         out, state = self.rnn(self._inputs(X), state)                  # (2) (T, N, H)
         logits = self.decoder(self.drop(out))                          # (3) (T, N, V)
         return logits.transpose(1, 0, 2), state
 
-    def backward(self, dlogits, d_state=None):
+    def backward(self, dlogits: Array, d_state: States = None) -> None:
         """dlogits (N, T, V) and optionally the gradient of the returned state -> None;
         gradients accumulate in every parameter."""
         xp = get_array_module(dlogits)
-        d = self.drop.backward(self.decoder.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2))))
+        d = self.drop.backward(
+            self.decoder.backward(xp.ascontiguousarray(dlogits.transpose(1, 0, 2))))
         dx, _ = self.rnn.backward(d, d_state)
         if self.embedding_dim:
             self.embedding.backward(dx)
 
     # -- generation ----------------------------------------------------------
-    def _encode(self, prefix):
+    def _encode(self, prefix: Union[str, Sequence[int]]) -> List[int]:
         if isinstance(prefix, str):
             if self.vocab is None:
                 raise ValueError("this model has no vocabulary: pass token ids, or build it "
@@ -114,7 +139,7 @@ class RNNLM(Module):
             return [self.vocab[t] for t in tokens]
         return [int(t) for t in prefix]
 
-    def _end_id(self, end_token):
+    def _end_id(self, end_token: Union[str, int, None]) -> Optional[int]:
         """``end_token`` as an id: a token of the vocabulary (a string), an id, or None."""
         if end_token is None:
             return None
@@ -131,14 +156,17 @@ class RNNLM(Module):
                              f"{self.vocab_size}), got {end_token!r}")
         return int(end_token)
 
-    def _decode(self, ids):
+    def _decode(self, ids: Sequence[int]) -> Text:
         if self.vocab is None:
             return list(ids)
         tokens = self.vocab.to_tokens(list(ids))
         return "".join(tokens) if self.token == "char" else " ".join(tokens)
 
-    def generate(self, prefix, n, strategy="greedy", temperature=1.0, top_k=None, top_p=None,
-                 beam_width=4, length_penalty=0.75, end_token=None, seed=None):
+    def generate(self, prefix: Union[str, Sequence[int]], n: int, strategy: str = "greedy",
+                 temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, beam_width: int = 4,
+                 length_penalty: float = 0.75, end_token: Union[str, int, None] = None,
+                 seed: Seed = None) -> Text:
         """Continue ``prefix`` by ``n`` tokens; returns prefix + continuation.
 
         The prefix warms up the state (d2l's ``predict_ch8``), then:
@@ -175,7 +203,8 @@ class RNNLM(Module):
                                         top_k, top_p, end, np.random.default_rng(seed), steps)
         return self._decode(out)
 
-    def _infer(self, X, state, steps):
+    def _infer(self, X: NDArray[Any], state: States,
+               steps: Sequence[Step]) -> Tuple[Array, States]:
         """Generation's forward: X (N, T) host ids, the state (tuple of (L, N, H) arrays, or
         None) -> the last step's logits (N, V), the new state. Runs each layer's prepared
         step (``Recurrent.stepper``): no cache, no dropout, and the model's mode unread."""
@@ -198,8 +227,10 @@ class RNNLM(Module):
         state = from_states(tuple(xp.stack(s) for s in zip(*states)))             # (L, N, H)
         return xp.dot(x, self.decoder.params["weight"].T) + self.decoder.params["bias"], state
 
-    def _step_decode(self, ids, last, state, n, strategy, temperature, top_k, top_p, end, rng,
-                     steps):
+    def _step_decode(self, ids: List[int], last: NDArray[np.float64], state: States, n: int,
+                     strategy: str, temperature: float, top_k: Optional[int],
+                     top_p: Optional[float], end: Optional[int], rng: np.random.Generator,
+                     steps: Sequence[Step]) -> List[int]:
         out = list(ids)
         for _ in range(n):
             if strategy == "greedy":
@@ -213,12 +244,14 @@ class RNNLM(Module):
             last = to_numpy(logits[0]).astype(np.float64)
         return out
 
-    def _beam(self, ids, last, state, n, width, alpha, end, steps):
+    def _beam(self, ids: List[int], last: NDArray[np.float64], state: States, n: int, width: int,
+              alpha: float, end: Optional[int], steps: Sequence[Step]) -> List[int]:
         width = check_positive_int("beam_width", width)
         if n == 0:
             return list(ids)
-        scores, seqs = np.zeros(1), [[]]          # summed log-probabilities, one per beam
-        finished = []                             # (normalised score, tokens)
+        scores = np.zeros(1)                      # summed log-probabilities, one per beam
+        seqs: List[List[int]] = [[]]
+        finished: List[Tuple[float, List[int]]] = []  # (normalised score, tokens)
         logp = log_softmax(last[None])            # (beams, V)
         for step in range(n):
             total = (scores[:, None] + logp).ravel()
@@ -239,7 +272,8 @@ class RNNLM(Module):
         return list(ids) + max(finished, key=lambda f: f[0])[1]
 
 
-def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+def sampling_probs(logits: ArrayLike, temperature: float = 1.0, top_k: Optional[int] = None,
+                   top_p: Optional[float] = None) -> NDArray[np.float64]:
     """Next-token probabilities from logits (V,): temperature, then top-k, then top-p."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     if top_k is not None:
