@@ -37,10 +37,14 @@ normalised score log P / len**alpha, ends at <eos>, or after ``max_len`` tokens
 without an end id). Token ids: batch-major (N, S) sources and (N, T) targets.
 """
 
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from .._checks import (check_choice, check_integer, check_positive_int, check_scale,
                        check_shape)
+from .._typing import Array, ArrayModule, Seed, States
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import length_mask, log_softmax
 from ..functional.registry import CELLS, as_states, from_states
@@ -50,6 +54,11 @@ from ..layers.recurrent import layer_class, select_state
 
 CONTEXTS = ("init", "concat", "attention", "luong")
 DECODER_INITS = ("state", "h")
+#: Decoding's source (``_start``): the encoder's outputs (N, S, C), the mask (N, S) or None,
+#: and what every step reads besides (the context vector, the projected keys, or None).
+Source = List[Array]
+#: A decoder layer's prepared step (``Recurrent.stepper``): (x, states) -> new states.
+Step = Callable[[Array, Tuple[Array, ...]], Tuple[Array, ...]]
 
 
 class Seq2Seq(Module):
@@ -71,10 +80,14 @@ class Seq2Seq(Module):
             'h' (h alone, the other states zero).
     """
 
-    def __init__(self, src_vocab, tgt_vocab, embed_size=32, hidden_size=64, num_layers=1,
-                 cell="gru", bidirectional=False, context="attention", attention="additive",
-                 dropout=0.0, pad=0, bos=1, eos=2, dtype="float32", seed=None, *, scale=None,
-                 output_context=None, reverse_source=False, decoder_init="state"):
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed_size: int = 32,
+                 hidden_size: int = 64, num_layers: int = 1, cell: str = "gru",
+                 bidirectional: bool = False, context: str = "attention",
+                 attention: str = "additive", dropout: float = 0.0, pad: Optional[int] = 0,
+                 bos: int = 1, eos: Optional[int] = 2, dtype: DTypeLike = "float32",
+                 seed: Seed = None, *, scale: Optional[float] = None,
+                 output_context: Optional[bool] = None, reverse_source: bool = False,
+                 decoder_init: str = "state") -> None:
         super().__init__()
         self.context = check_choice("context", context, CONTEXTS)
         self.cell = check_choice("cell", cell, tuple(CELLS))
@@ -116,6 +129,7 @@ class Seq2Seq(Module):
         extra = C if context in ("concat", "attention") else 0
         self.decoder = RNNClass(E + extra, H, num_layers=num_layers, dropout=dropout, dtype=dtype,
                                 seed=rng)
+        self.attention: Union[DotAttention, AdditiveAttention]
         if attends:
             if attention == "dot":
                 if C != H:
@@ -127,7 +141,7 @@ class Seq2Seq(Module):
         self.out = Linear(H + (C if self.output_context else 0), tgt_vocab, dtype=dtype, seed=rng)
         self.tgt_vocab = tgt_vocab
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         options = [f"context={self.context!r}"]
         options += [f"{k}={v!r}" for k, v, default in (
             ("output_context", self.output_context, self.context == "luong"),
@@ -136,13 +150,14 @@ class Seq2Seq(Module):
         return ", ".join(options)
 
     # -- encoder -------------------------------------------------------------
-    def _xp(self):
+    def _xp(self) -> ArrayModule:
         return get_array_module(self.out.params["weight"])
 
-    def _ids(self, ids):
+    def _ids(self, ids: ArrayLike) -> Array:
         return to_backend(np.asarray(to_numpy(ids)), backend_name(self._xp()))
 
-    def _source(self, src, src_lengths):
+    def _source(self, src: ArrayLike, src_lengths: Optional[ArrayLike]
+                ) -> Tuple[NDArray[Any], Optional[NDArray[Any]]]:
         """-> host ids (N, S), reversed within their lengths when asked, and the lengths
         (N,) or None: none given, or all full (a full-length batch takes the unmasked
         path)."""
@@ -167,7 +182,8 @@ class Seq2Seq(Module):
                 src = np.take_along_axis(src, np.where(s < n, n - 1 - s, s), axis=1)
         return src, lengths
 
-    def encode(self, src, src_lengths=None):
+    def encode(self, src: ArrayLike, src_lengths: Optional[ArrayLike] = None
+               ) -> Tuple[Array, States, States, Optional[Array]]:
         """src (N, S) ids, lengths (N,) or None -> enc_out (N, S, dirs*H), the encoder's
         final state, the decoder's initial state, mask (N, S) or None (no padding)."""
         src, lengths = self._source(src, src_lengths)
@@ -177,15 +193,15 @@ class Seq2Seq(Module):
         mask = None if lengths is None else self._ids(length_mask(lengths, src.shape[1]).T)
         return enc_out.transpose(1, 0, 2), state, self._start_state(state), mask
 
-    def _bridge_names(self):
+    def _bridge_names(self) -> List[str]:
         n = 1 if self.decoder_init == "h" else len(self.encoder.spec.states)
         return ["bridge" if i == 0 else "bridge_" + state
                 for i, state in enumerate(self.encoder.spec.states[:n])]
 
-    def _bridges(self):
+    def _bridges(self) -> List[Linear]:
         return [getattr(self, name) for name in self._bridge_names()]
 
-    def _start_state(self, state):
+    def _start_state(self, state: States) -> States:
         """The decoder's initial state: the encoder's final states (bridged when
         bidirectional), with 'h' only the first, the others zero."""
         states = as_states(state)
@@ -195,12 +211,13 @@ class Seq2Seq(Module):
         xp = get_array_module(states[0])
         return from_states(tuple(start) + tuple(xp.zeros_like(start[0]) for _ in states[n:]))
 
-    def _bridge_one(self, s, lin):
+    def _bridge_one(self, s: Array, lin: Linear) -> Array:
         L, N, H = self.num_layers, s.shape[1], self.hidden_size
         both = s.reshape(L, 2, N, H).transpose(0, 2, 1, 3).reshape(L, N, 2 * H)
         return get_array_module(s).tanh(lin(both))
 
-    def _start_state_backward(self, d_state, state0):
+    def _start_state_backward(self, d_state: States,
+                              state0: States) -> Tuple[Optional[Array], ...]:
         """The decoder's initial-state gradient -> the encoder's final-state gradient
         (None for the states 'h' does not pass)."""
         d_states, n = as_states(d_state), len(self._bridge_names())
@@ -209,18 +226,19 @@ class Seq2Seq(Module):
               zip(d_states, as_states(state0), self._bridges())])
         return tuple(d) + (None,) * (len(d_states) - n)
 
-    def _bridge_one_backward(self, d, y, lin):
+    def _bridge_one_backward(self, d: Array, y: Array, lin: Linear) -> Array:
         L, N, H = self.num_layers, d.shape[1], self.hidden_size
         d_both = lin.backward(d * (1 - y * y))                           # (L, N, 2H)
         return d_both.reshape(L, N, 2, H).transpose(0, 2, 1, 3).reshape(2 * L, N, H)
 
-    def _context_vector(self, state):
+    def _context_vector(self, state: States) -> Array:
         """The encoder's final top-layer state, both directions: (N, dirs*H)."""
-        top = as_states(state)[0][-self.dirs:]                                             # (dirs, N, H)
+        top = as_states(state)[0][-self.dirs:]                               # (dirs, N, H)
         return top.transpose(1, 0, 2).reshape(top.shape[1], self.dirs * self.hidden_size)
 
     # -- teacher-forced forward and backward ----------------------------------
-    def forward(self, src, src_lengths, tgt_in):
+    def forward(self, src: ArrayLike, src_lengths: Optional[ArrayLike],
+                tgt_in: ArrayLike) -> Array:
         """src (N, S), src_lengths (N,) or None (fixed length), tgt_in (N, T)
         (<bos> y_1..y_{T-1}) -> logits (N, T, V)."""
         xp = self._xp()
@@ -258,7 +276,7 @@ class Seq2Seq(Module):
         self._push((state0, T, emb.shape[2], enc_out.shape))
         return logits.transpose(1, 0, 2)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: Array) -> None:
         """dlogits (N, T, V) -> None; every parameter's gradient accumulates."""
         with self._consume() as (state0, T, E, enc_shape):
             self._check_grad("dlogits", dlogits, (enc_shape[0], T, self.tgt_vocab),
@@ -292,14 +310,16 @@ class Seq2Seq(Module):
             d_enc_out = dK + dV
             d_state0 = d_state
         else:                                                                # 'luong'
-            dq, dK, dV = self.attention.backward(xp.ascontiguousarray(d_ctx.transpose(1, 0, 2)))
+            # 'luong' always has output_context, so d_ctx is an array here
+            d_ctx_t = d_ctx.transpose(1, 0, 2)  # type: ignore[union-attr]
+            dq, dK, dV = self.attention.backward(xp.ascontiguousarray(d_ctx_t))
             d_emb, d_state0 = self.decoder.backward(d_dec + dq.transpose(1, 0, 2))
             d_enc_out = dK + dV
         self.tgt_embedding.backward(d_emb)
         d_state_enc = self._start_state_backward(d_state0, state0)
         if d_top is not None:           # 'concat': the context is the top layer's final state
             d_top = d_top.reshape(N, self.dirs, self.hidden_size).transpose(1, 0, 2)
-            h = d_state_enc[0].copy()
+            h = d_state_enc[0].copy()  # type: ignore[union-attr]  # h's: never None
             h[-self.dirs:] += d_top
             d_state_enc = (h,) + d_state_enc[1:]
         if d_enc_out is None:
@@ -310,7 +330,8 @@ class Seq2Seq(Module):
         self.src_embedding.backward(d_src)
 
     # -- decoding ------------------------------------------------------------
-    def _start(self, src, src_lengths):
+    def _start(self, src: ArrayLike, src_lengths: Optional[ArrayLike]
+               ) -> Tuple[Source, States, List[Step]]:
         """Decoding's set-up for a batch of sources -> (enc_out, mask, ctx), the decoder's
         initial state and its parameters by layer. ``ctx`` is what every step reads: the
         context vector ('concat') or the projected keys ('attention', 'luong')."""
@@ -323,7 +344,8 @@ class Seq2Seq(Module):
         steps = [self.decoder.stepper(layer) for layer in range(self.num_layers)]
         return [enc_out, mask, ctx], state, steps
 
-    def _step(self, tok, state, source, steps):
+    def _step(self, tok: ArrayLike, state: States, source: Source,
+              steps: Sequence[Step]) -> Tuple[Array, States]:
         """One decoder step: tok (B,) ids -> logits (B, V) (on the model's backend), state.
 
         Decoding keeps no cache and has no dropout, so the step runs each decoder
@@ -354,7 +376,8 @@ class Seq2Seq(Module):
             h = xp.concatenate([c, h], axis=1)
         return xp.dot(h, self.out.params["weight"].T) + self.out.params["bias"], state
 
-    def greedy_decode(self, src, src_lengths=None, max_len=50):
+    def greedy_decode(self, src: ArrayLike, src_lengths: Optional[ArrayLike] = None,
+                      max_len: int = 50) -> List[List[int]]:
         """Most likely token at every step, for a batch; lists of ids, <eos> excluded
         (without an end id, ``max_len`` tokens each). A model in training mode decodes
         in eval mode and returns to training mode; a model already in eval mode is
@@ -387,7 +410,8 @@ class Seq2Seq(Module):
             return seqs
         return [row[:row.index(self.eos)] if self.eos in row else row for row in seqs]
 
-    def beam_decode(self, src, src_length=None, beam_width=4, max_len=50, alpha=0.75):
+    def beam_decode(self, src: ArrayLike, src_length: Optional[int] = None, beam_width: int = 4,
+                    max_len: int = 50, alpha: float = 0.75) -> List[int]:
         """Beam search for one source (S,) ids: keeps ``beam_width`` hypotheses by summed
         log-probability; a hypothesis ends at <eos> (or after ``max_len`` tokens); the
         result maximises log P / len ** alpha (len counts <eos>). Returns ids, <eos>
@@ -402,7 +426,9 @@ class Seq2Seq(Module):
             with no_grad():
                 lengths = None if src_length is None else np.asarray([int(src_length)])
                 source, state, steps = self._start(np.asarray(to_numpy(src))[None], lengths)
-                scores, seqs, finished = np.zeros(1), [[]], []
+                scores = np.zeros(1)
+                seqs: List[List[int]] = [[]]
+                finished: List[Tuple[float, List[int]]] = []
                 tok = np.array([self.bos])
                 for step in range(max_len):
                     logits, state = self._step(tok, state, source, steps)
@@ -430,14 +456,14 @@ class Seq2Seq(Module):
         return max(finished, key=lambda f: f[0])[1]
 
 
-def _max_len(value):
+def _max_len(value: int) -> int:
     """``max_len`` of decoding: a non-negative integer (0: nothing to decode)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"expected max_len to be a non-negative integer, got {value!r}")
     return int(value)
 
 
-def _token_id(name, value, optional=False):
+def _token_id(name: str, value: Optional[int], optional: bool = False) -> Optional[int]:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
