@@ -21,6 +21,7 @@ the ground floor alone, ``npnn.LSTM`` the layers, and ``npnn.fit``, ``npnn.Train
 """
 
 import importlib
+from typing import Any, List
 
 from ._version import __version__
 
@@ -51,7 +52,7 @@ __all__ = ["__version__", *_LIBRARY, *_TRAINING, "backend", "functional", "gradc
            "layers", "optim", "models", "training"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _MODULES:
         value = importlib.import_module(_MODULES[name])
     elif name in _LIBRARY or name in _TRAINING:
@@ -62,5 +63,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(_LIBRARY) | set(_TRAINING) | set(_MODULES))

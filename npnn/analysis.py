@@ -22,22 +22,30 @@ saves PNG plots when matplotlib is installed. The tools work on NumPy layers
 import argparse
 import os
 import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
+from ._typing import Array, Seed
 from .backend import to_numpy
 from .functional.registry import as_states, from_states
 from .layers import Linear, MSELoss, Module
 from .durable import atomic_write
-from .layers.recurrent import layer_class
+from .layers.recurrent import Recurrent, layer_class
 from .optim import Adam, clip_grad_norm
 
 CELLS = ("rnn", "lstm", "gru")       # the cells the report compares
 BASELINE_MSE = 1.0 / 6.0
+#: Where progress lines go (``print``, a logger's method).
+Log = Callable[[str], Any]
+#: The report's results: cell -> {"norms": (T+1,), "sv": (T, S), "mse": float}.
+Results = Dict[str, Dict[str, Any]]
 
 
 # -- the adding problem ----------------------------------------------------------
-def adding_problem(rng, N, T):
+def adding_problem(rng: np.random.Generator, N: int,
+                   T: int) -> Tuple[NDArray[np.float32], NDArray[np.float32]]:
     """x (T, N, 2) and targets (N, 1): values, markers at one step in each half."""
     values = rng.random((T, N))
     markers = np.zeros((T, N))
@@ -54,26 +62,29 @@ def adding_problem(rng, N, T):
 class LastStateRegressor(Module):
     """A recurrent layer read out by a linear map of its final state: x (T, N, D) -> (N, O)."""
 
-    def __init__(self, cell, input_size, hidden_size, output_size=1, dtype="float32", seed=None):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int = 1,
+                 dtype: DTypeLike = "float32", seed: Seed = None) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         self.rnn = layer_class(cell)(input_size, hidden_size, dtype=dtype, seed=rng)
         self.head = Linear(hidden_size, output_size, dtype=dtype, seed=rng)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         _, h_n = self.rnn(x)
         states = as_states(h_n)
         self._push(len(states))
         return self.head(states[0][-1])
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> None:
         with self._consume() as n_states:
             dh = self.head.backward(dy)[None]             # (1, N, H): the top layer's h_T
         self.rnn.backward(None, from_states((dh,) + (None,) * (n_states - 1)))
 
 
-def train_adding(cell, T, hidden=64, steps=2000, batch=64, lr=2e-3, seed=0, log=None,
-                 eval_every=250, stop_below=None):
+def train_adding(cell: str, T: int, hidden: int = 64, steps: int = 2000, batch: int = 64,
+                 lr: float = 2e-3, seed: int = 0, log: Optional[Log] = None,
+                 eval_every: int = 250,
+                 stop_below: Optional[float] = None) -> Tuple[LastStateRegressor, float]:
     """Train a LastStateRegressor on the adding problem; returns (model, test MSE).
 
     With ``stop_below``, training stops early once the test MSE (checked every
@@ -97,7 +108,7 @@ def train_adding(cell, T, hidden=64, steps=2000, batch=64, lr=2e-3, seed=0, log=
     return model, evaluate_adding(model, T, seed + 1)
 
 
-def evaluate_adding(model, T, seed, N=1000):
+def evaluate_adding(model: Module, T: int, seed: int, N: int = 1000) -> float:
     x, y = adding_problem(np.random.default_rng(seed), N, T)
     was = model.training
     model.eval()
@@ -108,23 +119,24 @@ def evaluate_adding(model, T, seed, N=1000):
 
 
 # -- gradients through time --------------------------------------------------------
-def _stepper(layer):
+def _stepper(layer: Recurrent) -> Tuple[Any, Dict[str, Array], Dict[str, Any]]:
     """(cell spec, op parameters, options) of a single-layer recurrent layer's first layer."""
     return layer.spec, layer.cell_params(0, 0), layer.cell_options
 
 
-def _run_steps(layer, x):
+def _run_steps(layer: Recurrent, x: NDArray[Any]) -> Tuple[List[Any], Tuple[Array, ...]]:
     spec, W, options = _stepper(layer)
     N, H = x.shape[1], layer.hidden_size
     states = tuple(np.zeros((N, H), dtype=x.dtype) for _ in spec.states)
-    caches = []
+    caches: List[Any] = []
     for t in range(x.shape[0]):
         states, cache = spec.run_step(x[t], states, W, **options)
         caches.append(cache)
     return caches, states
 
 
-def gradient_norms(cell, layer, x, d_last=None):
+def gradient_norms(cell: str, layer: Recurrent, x: NDArray[Any],
+                   d_last: Optional[NDArray[Any]] = None) -> NDArray[np.float64]:
     """||dL/dh_t|| for t = 0..T (h_0 the initial state) with L = <d_last, h_T>.
 
     ``layer`` is a single-layer npnn recurrent layer of the cell ``cell`` (any
@@ -145,7 +157,7 @@ def gradient_norms(cell, layer, x, d_last=None):
     return np.array(norms[::-1])                     # index t: ||dL/dh_t||
 
 
-def step_jacobians(cell, layer, x):
+def step_jacobians(cell: str, layer: Recurrent, x: NDArray[Any]) -> NDArray[np.float64]:
     """Singular values of J_t = d state_t / d state_{t-1}, t = 1..T, for the first
     sequence of x: array (T, S) with S = H per state (2H for the LSTM's (h, c)),
     descending."""
@@ -171,17 +183,18 @@ def step_jacobians(cell, layer, x):
     return np.array(out)
 
 
-def _check_cell(cell, layer):
+def _check_cell(cell: str, layer: Recurrent) -> None:
     if layer.spec.name != cell or layer.num_layers != 1 or layer.bidirectional:
         raise ValueError(f"expected a single-layer, one-direction {cell!r} layer, got {layer!r}")
 
 
 # -- the report ------------------------------------------------------------------
-def analyze(T=100, hidden=32, train_steps=300, seed=0, out_dir=None, log=print):
+def analyze(T: int = 100, hidden: int = 32, train_steps: int = 300, seed: int = 0,
+            out_dir: Optional[str] = None, log: Log = print) -> Tuple[Results, str]:
     """Gradient norms and Jacobian spectra of RNN, LSTM and GRU on the adding problem,
     after ``train_steps`` steps of training each (0: at initialisation)."""
     x, _ = adding_problem(np.random.default_rng(seed + 7), 32, T)
-    results = {}
+    results: Results = {}
     for cell in CELLS:
         model, mse = (train_adding(cell, T, hidden, train_steps, seed=seed) if train_steps else
                       (LastStateRegressor(cell, 2, hidden, seed=seed), float("nan")))
@@ -207,7 +220,7 @@ def analyze(T=100, hidden=32, train_steps=300, seed=0, out_dir=None, log=print):
     return results, table
 
 
-def _plot(results, T, out_dir, log):
+def _plot(results: Results, T: int, out_dir: str, log: Log) -> None:
     """Both panels on a ``matplotlib.figure.Figure`` of their own (no pyplot, no global
     backend switch), written atomically; a failing plot is reported, not raised."""
     try:
@@ -239,7 +252,7 @@ def _plot(results, T, out_dir, log):
     log(f"plots: {path}")
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="npnn analyze", description="Why gradients vanish: "
                                 "gradient norms through time and step-Jacobian spectra of "
                                 "RNN, LSTM and GRU on the adding problem")
