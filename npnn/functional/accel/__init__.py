@@ -53,15 +53,18 @@ and ``Prepared``.
 import contextlib
 import contextvars
 import os
+from typing import ContextManager, Iterator, Optional
 
 import numpy as np
 
+from ..._typing import Array
 from ._common import MIN_ROWS, MIN_SHORT_ROWS, MIN_STEPS, ROWS_PER_WIDTH
 
-_FORCE = contextvars.ContextVar("npnn_accel_force", default=None)
+_FORCE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_accel_force",
+                                                                       default=None)
 
 
-def mode():
+def mode() -> str:
     """'reference', 'accelerated' or 'auto': what ``pays`` answers now."""
     forced = _FORCE.get()
     if forced is not None:
@@ -70,7 +73,7 @@ def mode():
 
 
 @contextlib.contextmanager
-def _force(value):
+def _force(value: str) -> Iterator[None]:
     token = _FORCE.set(value)
     try:
         yield
@@ -78,24 +81,24 @@ def _force(value):
         _FORCE.reset(token)
 
 
-def use_reference():
+def use_reference() -> ContextManager[None]:
     """Within this block (this thread or task only), every op runs its reference."""
     return _force("reference")
 
 
-def use_acceleration():
+def use_acceleration() -> ContextManager[None]:
     """Within this block (this thread or task only), every op that has an acceleration
     runs it, however short its sequence."""
     return _force("accelerated")
 
 
-def enabled():
+def enabled() -> bool:
     """Whether the accelerations may run at all (not switched off by ``NPNN_ACCEL=0`` or
     ``use_reference``)."""
     return mode() != "reference"
 
 
-def pays(x, H=None):
+def pays(x: Array, H: Optional[int] = None) -> bool:
     """Whether an acceleration pays for input x (T, N, D) (and hidden size H, when
     known): always when forced (``use_acceleration``), never when switched off; else
     on NumPy only for sequences long enough to pay for the set-up (``MIN_STEPS``,

@@ -3,10 +3,12 @@ the sizes from which an acceleration pays, the choice of a kernel set, the
 subnormal flush and the forward-only ``Prepared`` steps."""
 
 import os
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ..._typing import Array, ArrayModule
 from ...backend import cupy_module
 from .._recurrent import initial_state, input_half, keep_padded, masked_output, step_mask
 from . import _numba
@@ -45,13 +47,13 @@ MIN_SHORT_ROWS = 32
 FLUSH_EVERY = 8
 
 
-def fused(xp):
+def fused(xp: ArrayModule) -> bool:
     """True when the fused GPU kernels should run for arrays of module ``xp``:
     on CuPy, unless the environment sets ``NPNN_FUSED=0``."""
     return xp is not np and xp is cupy_module() and os.environ.get("NPNN_FUSED", "1") != "0"
 
 
-def flush_subnormals(xp, a):
+def flush_subnormals(xp: ArrayModule, a: Array) -> Array:
     """Zero the entries of ``a`` below tiny / eps, in place (1e-31 in float32, 1e-292 in
     float64; tiny is the smallest normal number, eps the machine epsilon).
 
@@ -82,13 +84,14 @@ class Kernels(NamedTuple):
     whose kernels take the valid mask and the output gradient of the step themselves
     (the fused ones: fewer launches); the loops (``_loop``) do that work for the others,
     which are then given None for those arguments."""
-    forward: Callable
-    backward: Callable
-    prepared: Callable
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+    prepared: Callable[..., Any]
     folds: bool = False
 
 
-def kernel_set(xp, dtype, fused_set, numba_set, ufunc_set):
+def kernel_set(xp: ArrayModule, dtype: DTypeLike, fused_set: Kernels,
+               numba_set: Callable[[], Kernels], ufunc_set: Callable[[], Kernels]) -> Kernels:
     """The kernel set for arrays of module ``xp`` and ``dtype``: ``fused_set`` on CuPy
     (``fused``), ``numba_set()`` where numba runs (``_numba.use``), else ``ufunc_set()``
     (the last two are functions, so that only the chosen set is made)."""
@@ -115,17 +118,27 @@ class Prepared:
     A cell's ``cell`` runs its kernel set's ``prepared`` step after the product.
     """
 
-    def start(self, states, N, dtype):
+    # Set by each subclass (see above), declared for the type checker.
+    W_ih: Array
+    W_hh: Array
+    b_in: Optional[Array]
+    xp: ArrayModule
+    #: (xw (N, G*H): the step's input half, states) -> the new states.
+    cell: Callable[[Array, Tuple[Array, ...]], Tuple[Array, ...]]
+
+    def start(self, states: Sequence[Optional[Array]], N: int,
+              dtype: DTypeLike) -> Tuple[Array, ...]:
         """Initial states (each (N, H) or None for zeros) -> a tuple of arrays."""
         H = self.W_hh.shape[1]
         return tuple(initial_state(self.xp, s, N, H, dtype) for s in states)
 
-    def step(self, x, states):
+    def step(self, x: Array, states: Sequence[Optional[Array]]) -> Tuple[Array, ...]:
         """One step: x (N, D), a tuple of states (each (N, H) or None) -> new states."""
         return self.cell(input_half(x, self.W_ih, self.b_in),
                          self.start(states, x.shape[0], x.dtype))
 
-    def sequence(self, x, states, mask=None):
+    def sequence(self, x: Array, states: Sequence[Optional[Array]],
+                 mask: Optional[Array] = None) -> Tuple[Array, Tuple[Array, ...]]:
         """x (T, N, D), a tuple of initial states, mask (T, N) or None -> out (T, N, H)
         and the tuple of final states, as the cell's reference forward returns them
         (padded steps keep the state, by selection, and output 0)."""

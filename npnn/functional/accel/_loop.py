@@ -28,12 +28,18 @@ gradient, the mask and what padded rows pass back (``carry``) inside its kernel:
 the loop then only runs the products.
 """
 
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from numpy.typing import DTypeLike
+
+from ..._typing import Array, ArrayModule
 from ...backend import get_array_module
 from .._recurrent import valid_only
-from ._common import FLUSH_EVERY, flush_subnormals
+from ._common import FLUSH_EVERY, Kernels, flush_subnormals
 
 
-def new_states(xp, T, N, H, dtype, initial):
+def new_states(xp: ArrayModule, T: int, N: int, H: int, dtype: DTypeLike,
+               initial: Sequence[Optional[Array]]) -> List[Array]:
     """States stacked over time, s[0] the given initial state (or 0): for each of
     ``initial`` ((N, H) or None), an array (T + 1, N, H)."""
     states = []
@@ -44,7 +50,9 @@ def new_states(xp, T, N, H, dtype, initial):
     return states
 
 
-def forward(xp, kernels, step, states, products, m):
+def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Array]], Any],
+            states: Sequence[Array], products: Sequence[Tuple[Array, Array]],
+            m: Optional[Array]) -> None:
     """(T steps of) the forward loop.
 
     states: the cell's states, each (T + 1, N, H) from ``new_states``, the first the
@@ -66,7 +74,11 @@ def forward(xp, kernels, step, states, products, m):
                 xp.copyto(s[t + 1], s[t], where=pad[t])
 
 
-def backward(xp, kernels, step, dz, W, dh, carried=(), dout=None, m=None, direct=None):
+def backward(xp: ArrayModule, kernels: Kernels,
+             step: Callable[[int, Optional[Array], Optional[Array], Optional[Array]], Any],
+             dz: Sequence[Array], W: Array, dh: Array, carried: Sequence[Array] = (),
+             dout: Optional[Array] = None, m: Optional[Array] = None,
+             direct: Optional[Array] = None) -> Array:
     """(T steps of) the backward loop; returns the gradient of h_0 (N, H).
 
     dz: the step gradients the kernel writes, a tuple of (T, N, .) arrays whose first
@@ -112,7 +124,8 @@ def backward(xp, kernels, step, dz, W, dh, carried=(), dout=None, m=None, direct
     return dh + carry if folds and carry is not None else dh
 
 
-def weight_grads(x, h, W_ih, dzi, dzh, has_bias, m):
+def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bias: bool,
+                 m: Optional[Array]) -> Tuple[Array, Dict[str, Array]]:
     """After the loop, as single products over all T*N rows: dx (T, N, D) and
     {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases) in the layout of dzi, dzh.
 
