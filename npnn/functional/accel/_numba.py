@@ -28,11 +28,16 @@ keeps the ufunc path.
 
 import math
 import os
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-_NUMBA = []          # [numba module or None], filled on first use
-_COMPILED = {}
+from ..._typing import Array, ArrayModule
+
+_NUMBA: List[Optional[ModuleType]] = []  # [numba module or None], filled on first use
+_COMPILED: Dict[Any, Any] = {}           # function -> compiled; "warned" -> bool
 
 #: Coefficients of tanh(x) ~ x P(x^2) / Q(x^2), P of degree 6 and Q of degree 3 in x^2
 #: (a minimax rational approximation on [-7.905, 7.905]; beyond that tanh is 1 in float32).
@@ -44,19 +49,19 @@ TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
 TANH_CLAMP = 7.90531110763549805
 
 
-def numba():
+def numba() -> Optional[ModuleType]:
     """The numba module (imported now, the first time), or None when it is missing."""
     if not _NUMBA:
         try:
             import numba as module
             _register(module)
         except ImportError:
-            module = None
+            module = None  # type: ignore[assignment]  # the import's name, numba missing
         _NUMBA.append(module)
     return _NUMBA[0]
 
 
-def use(xp, dtype):
+def use(xp: ArrayModule, dtype: DTypeLike) -> bool:
     """Whether arrays of ``xp`` and ``dtype`` take the numba kernels."""
     setting = os.environ.get("NPNN_NUMBA", "1")
     if xp is not np or setting == "0":
@@ -66,7 +71,7 @@ def use(xp, dtype):
     return numba() is not None
 
 
-def jit(fn):
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` compiled by numba (once per process; cached on disk across processes).
 
     The disk cache is an optimisation that must never stop a run: where numba has
@@ -78,21 +83,23 @@ def jit(fn):
         import warnings
         options = dict(error_model="numpy", nogil=True)
 
-        def fall_back(error):
+        def fall_back(error: Exception) -> None:
             if not _COMPILED.get("warned"):
                 _COMPILED["warned"] = True
                 warnings.warn(f"npnn: numba's disk cache is unusable ({type(error).__name__}: "
                               f"{error}); compiling the kernels without it", RuntimeWarning,
                               stacklevel=4)
+        module: Any = numba()                     # found: jit follows use()
         try:
-            compiled = numba().njit(cache=True, **options)(fn)
+            compiled = module.njit(cache=True, **options)(fn)
         except Exception as e:                    # no locator: nowhere to cache
             fall_back(e)
-            compiled = numba().njit(cache=False, **options)(fn)
+            compiled = module.njit(cache=False, **options)(fn)
         cache = getattr(compiled, "_cache", None)
         for name in ("load_overload", "save_overload"):
             if cache is not None and hasattr(cache, name):
-                def guarded(*args, _call=getattr(cache, name), **kw):
+                def guarded(*args: Any, _call: Callable[..., Any] = getattr(cache, name),
+                            **kw: Any) -> Any:
                     try:
                         return _call(*args, **kw)
                     except Exception as e:        # EOFError, UnpicklingError, OSError, ...
@@ -104,29 +111,31 @@ def jit(fn):
     return _COMPILED[fn]
 
 
-def tanh(x):
+def tanh(x: float) -> float:
     """tanh inside the kernels: the rational approximation in float32, math.tanh else."""
     return math.tanh(x)
 
 
-def const(like, value):
+def const(like: Array, value: float) -> float:
     """``value`` in the dtype of the array ``like`` (kernels keep float32 in float32)."""
     return value
 
 
-def _register(module):
+def _register(module: ModuleType) -> None:
     """Teach numba the two helpers above, by the type of their arguments."""
     from numba import types
     from numba.extending import overload
 
+    # numba's overload requires the typing function (_tanh, _const) and the implementation
+    # it returns to have the same signature, annotations included: none on either side
     @overload(tanh)
-    def _tanh(x):
+    def _tanh(x):  # type: ignore[no-untyped-def]  # see above
         if x == types.float32:
             a1, a3, a5, a7, a9, a11, a13 = (np.float32(v) for v in TANH_P)
             b0, b2, b4, b6 = (np.float32(v) for v in TANH_Q)
             lo, hi = np.float32(-TANH_CLAMP), np.float32(TANH_CLAMP)
 
-            def approx(x):
+            def approx(x):  # type: ignore[no-untyped-def]  # see above
                 x = hi if x > hi else (lo if x < lo else x)      # NaN stays NaN
                 x2 = x * x
                 p = x * (a1 + x2 * (a3 + x2 * (a5 + x2 * (a7 + x2 * (a9 + x2 * (a11 + x2 * a13))))))
@@ -135,6 +144,6 @@ def _register(module):
         return lambda x: math.tanh(x)
 
     @overload(const)
-    def _const(like, value):
+    def _const(like, value):  # type: ignore[no-untyped-def]  # see above
         dtype = like.dtype
         return lambda like, value: dtype(value)
