@@ -17,8 +17,11 @@ The kernel set (``_common.Kernels``), the same arguments in every set:
 """
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
+from numpy.typing import DTypeLike
+
+from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_choice, check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
@@ -43,7 +46,8 @@ Cache = RNNAccelCache
 
 # -- NumPy/CuPy ufuncs -------------------------------------------------------------------
 
-def _ufunc_forward(a, rec, h_prev, h, relu, valid):
+def _ufunc_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
+                   valid: Optional[Array]) -> None:
     xp = get_array_module(a)
     a += rec                                        # (1)
     if relu:                                        # (2)
@@ -52,7 +56,8 @@ def _ufunc_forward(a, rec, h_prev, h, relu, valid):
         xp.tanh(a, out=h)
 
 
-def _ufunc_backward(g, h, da, relu, dout, valid, carry):
+def _ufunc_backward(g: Array, h: Array, da: Array, relu: bool, dout: Optional[Array],
+                    valid: Optional[Array], carry: Optional[Array]) -> None:
     xp = get_array_module(g)
     if relu:                                        # (5)
         xp.multiply(g, h > 0, out=da)
@@ -62,7 +67,7 @@ def _ufunc_backward(g, h, da, relu, dout, valid, carry):
         da *= g
 
 
-def _ufunc_prepared(xw, rec, relu):
+def _ufunc_prepared(xw: Array, rec: Array, relu: bool) -> Array:
     xp = get_array_module(xw)
     a = xw + rec                                    # (1)
     return xp.maximum(a, 0, out=a) if relu else xp.tanh(a, out=a)   # (2)
@@ -73,7 +78,8 @@ _UFUNCS = Kernels(_ufunc_forward, _ufunc_backward, _ufunc_prepared)
 
 # -- numba (NumPy) ------------------------------------------------------------------------
 
-def _numba_forward(a, rec, h_prev, h, relu, valid):
+def _numba_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
+                   valid: Optional[Array]) -> None:
     N, H = h.shape
     zero = _const(h, 0.0)
     for n in range(N):
@@ -84,7 +90,8 @@ def _numba_forward(a, rec, h_prev, h, relu, valid):
             hn[j] = (v if (v > zero or v != v) else zero) if relu else _tanh(v)  # (2)
 
 
-def _numba_backward(g, h, da, relu, dout, valid, carry):
+def _numba_backward(g: Array, h: Array, da: Array, relu: bool, dout: Optional[Array],
+                    valid: Optional[Array], carry: Optional[Array]) -> None:
     N, H = h.shape
     zero, one = _const(h, 0.0), _const(h, 1.0)
     for n in range(N):
@@ -94,7 +101,7 @@ def _numba_backward(g, h, da, relu, dout, valid, carry):
             dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
 
 
-def _numba_kernels():
+def _numba_kernels() -> Kernels:
     """(the forward-only step is the ufuncs': one pass over one block already)"""
     return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _ufunc_prepared)
 
@@ -106,7 +113,7 @@ def _numba_kernels():
 # backward is g * [h > 0], so a NaN gradient at an inactive unit stays NaN.
 
 @functools.lru_cache(maxsize=None)
-def _fused_forward_source(relu, masked):
+def _fused_forward_source(relu: bool, masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, out_params, body, name) of the kernel: (1)-(2); padded rows keep
     h_{t-1}."""
     phi = "(v > (T)0 || v != v) ? v : (T)0" if relu else "tanh(v)"
@@ -116,14 +123,16 @@ def _fused_forward_source(relu, masked):
         f"npnn_rnn_forward_{'relu' if relu else 'tanh'}{'_masked' if masked else ''}")
 
 
-def _fused_forward(a, rec, h_prev, h, relu, valid):
+def _fused_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
+                   valid: Optional[Array]) -> None:
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(relu, masked))
     kernel(a, rec, h_prev, *((valid,) if masked else ()), h)                # (1)-(2)
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_backward_source(relu, has_dout, masked):
+def _fused_backward_source(relu: bool, has_dout: bool,
+                           masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, ...) of the kernel: ``g`` holds the gradient reaching h_t from step
     t + 1, ``carry`` what padded steps pass back; it adds them and dout_t (4), then (5)."""
     slope = "(T)(h > (T)0)" if relu else "((T)1 - h * h)"
@@ -138,7 +147,8 @@ def _fused_backward_source(relu, has_dout, masked):
         f"{'_masked' if masked else ''}")
 
 
-def _fused_backward(g, h, da, relu, dout, valid, carry):
+def _fused_backward(g: Array, h: Array, da: Array, relu: bool, dout: Optional[Array],
+                    valid: Optional[Array], carry: Optional[Array]) -> None:
     masked, has_dout = valid is not None, dout is not None
     kernel = elementwise_kernel(*_fused_backward_source(relu, has_dout, masked))
     kernel(g, h, *((dout,) if has_dout else ()), *((valid,) if masked else ()),
@@ -148,13 +158,16 @@ def _fused_backward(g, h, da, relu, dout, valid, carry):
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp, dtype):
+def _kernels(xp: ArrayModule, dtype: DTypeLike) -> Kernels:
     return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _UFUNCS)
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
-def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=None):
+def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
+            b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+            nonlinearity: str = "tanh",
+            mask: Optional[Array] = None) -> Tuple[Array, Array, RNNAccelCache]:
     """``functional.rnn_forward``'s arguments and results (checked as it checks them),
     with an ``RNNAccelCache``."""
     check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
@@ -173,7 +186,8 @@ def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh", mask=N
     return masked_output(xp, h[1:], m), h[T], cache                         # (3)
 
 
-def backward(dout, dh_n, cache):
+def backward(dout: Optional[Array], dh_n: Optional[Array],
+             cache: RNNAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.rnn_backward`` for a cache of ``forward`` above."""
     x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n}, copy=True)
@@ -191,12 +205,13 @@ class Prepared(_Prepared):
     """Forward-only steps (``_common.Prepared``): (1)-(2) with b_ih + b_hh summed
     once into the input half."""
 
-    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
+                 b_hh: Optional[Array] = None, nonlinearity: str = "tanh") -> None:
         self.xp = get_array_module(W_ih)
         self.W_ih, self.W_hh = W_ih, W_hh
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.relu = nonlinearity == "relu"
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
-    def cell(self, xw, states):
+    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
         return self.kernel(xw, self.xp.dot(states[0], self.W_hh.T), self.relu),
