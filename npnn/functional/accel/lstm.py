@@ -28,10 +28,12 @@ Equation numbers refer to ``functional/lstm.py``. What differs from the referenc
 """
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
@@ -40,7 +42,7 @@ from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepare
 from ._numba import const as _const, tanh as _tanh
 
 
-def _gate_affine(xp, H, dtype):
+def _gate_affine(xp: ArrayModule, H: int, dtype: DTypeLike) -> Tuple[Array, Array, Array]:
     """s, b, s^2 (4H,) of y = s tanh(s z) + b: the sigmoid's constants on i, f, o; 1, 0
     on g. On NumPy, one read-only triple per (H, dtype) serves every call (a forward-only
     step taken by hand prepares at each call: 5 us of 40 for an LSTMCell step, H = 256)."""
@@ -49,7 +51,8 @@ def _gate_affine(xp, H, dtype):
     return _new_gate_affine(xp, H, dtype)
 
 
-def _new_gate_affine(xp, H, dtype):
+def _new_gate_affine(xp: ArrayModule, H: int,
+                     dtype: DTypeLike) -> Tuple[Array, Array, Array]:
     s = xp.full(4 * H, SIGMOID_SCALE, dtype=dtype)
     b = xp.full(4 * H, SIGMOID_SHIFT, dtype=dtype)
     s[2 * H:3 * H] = 1.0
@@ -58,7 +61,7 @@ def _new_gate_affine(xp, H, dtype):
 
 
 @functools.lru_cache(maxsize=32)
-def _host_gate_affine(H, dtype):
+def _host_gate_affine(H: int, dtype: np.dtype[Any]) -> Tuple[Array, Array, Array]:
     triple = _new_gate_affine(np, H, dtype)
     for a in triple:
         a.flags.writeable = False
@@ -83,12 +86,13 @@ Cache = LSTMAccelCache
 
 # -- NumPy/CuPy ufuncs: a few passes into preallocated buffers ---------------------------
 
-def _ufuncs(xp, N, H, dtype):
+def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
     s, b, s2 = _gate_affine(xp, H, dtype)
     ig, c_slope = xp.empty((N, H), dtype=dtype), xp.empty((N, H), dtype=dtype)
     gate_slope = xp.empty((N, 4 * H), dtype=dtype)
 
-    def forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid):
+    def forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array, tanh_c: Array,
+                h: Array, valid: Optional[Array]) -> None:
         z += rec                                    # (1), scaled by s
         xp.tanh(z, out=z)                           # (2) all four gates: s tanh(s z) + b
         z *= s
@@ -100,7 +104,8 @@ def _ufuncs(xp, N, H, dtype):
         xp.tanh(c, out=tanh_c)                      # (4)
         xp.multiply(o, tanh_c, out=h)
 
-    def backward(y, c_prev, tc, dh, dc, dz, dout, valid, carry):
+    def backward(y: Array, c_prev: Array, tc: Array, dh: Array, dc: Array, dz: Array,
+                 dout: Optional[Array], valid: Optional[Array], carry: Optional[Array]) -> None:
         i, f, g, o = y[:, :H], y[:, H:2 * H], y[:, 2 * H:3 * H], y[:, 3 * H:]
         cs, gs = c_slope, gate_slope                # (updated in place below)
         xp.multiply(dh, tc, out=dz[:, 3 * H:])      # (7) do
@@ -121,7 +126,8 @@ def _ufuncs(xp, N, H, dtype):
     return Kernels(forward, backward, _ufunc_prepared)
 
 
-def _ufunc_prepared(xw, rec, c_prev, s, b):
+def _ufunc_prepared(xw: Array, rec: Array, c_prev: Array, s: Array,
+                    b: Array) -> Tuple[Array, Array]:
     xp = get_array_module(xw)
     H = c_prev.shape[1]
     z = xw + rec                                    # (1)
@@ -137,7 +143,8 @@ def _ufunc_prepared(xw, rec, c_prev, s, b):
 
 # -- numba (NumPy): one compiled loop over (n, j) a step -------------------------------
 
-def _numba_forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid):
+def _numba_forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array,
+                   tanh_c: Array, h: Array, valid: Optional[Array]) -> None:
     N, H = c.shape
     s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
     for n in range(N):
@@ -157,7 +164,8 @@ def _numba_forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid):
             hn[j] = og * tj
 
 
-def _numba_backward(y, c_prev, tanh_c, dh, dc, dz, dout, valid, carry):
+def _numba_backward(y: Array, c_prev: Array, tanh_c: Array, dh: Array, dc: Array, dz: Array,
+                    dout: Optional[Array], valid: Optional[Array], carry: Optional[Array]) -> None:
     N, H = dh.shape
     one = _const(dh, 1.0)
     for n in range(N):
@@ -174,7 +182,7 @@ def _numba_backward(y, c_prev, tanh_c, dh, dc, dz, dout, valid, carry):
             dcn[j] = dct * fg                                                   # (10)
 
 
-def _numba_prepared_loop(xw, rec, c_prev, c, h):
+def _numba_prepared_loop(xw: Array, rec: Array, c_prev: Array, c: Array, h: Array) -> None:
     N, H = c.shape
     s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
     for n in range(N):
@@ -191,13 +199,14 @@ def _numba_prepared_loop(xw, rec, c_prev, c, h):
             hn[j] = og * _tanh(cj)                                              # (4)
 
 
-def _numba_prepared(xw, rec, c_prev, s, b):
+def _numba_prepared(xw: Array, rec: Array, c_prev: Array, s: Array,
+                    b: Array) -> Tuple[Array, Array]:
     c, h = np.empty_like(c_prev), np.empty_like(c_prev)
     _numba.jit(_numba_prepared_loop)(xw, rec, c_prev, c, h)
     return h, c
 
 
-def _numba_kernels():
+def _numba_kernels() -> Kernels:
     return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared)
 
 
@@ -211,7 +220,7 @@ _S, _B = f"(T){SIGMOID_SCALE!r}", f"(T){SIGMOID_SHIFT!r}"
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_forward_source(masked):
+def _fused_forward_source(masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, out_params, body, name) of (1)-(4); padded rows keep (h, c)_{t-1}."""
     ins = "raw T rec, T c_prev, T h_prev, " + ("bool valid, " if masked else "") + "int32 H"
     keep = "if (!valid) { c = c_prev; h = h_prev; } else " if masked else ""
@@ -229,7 +238,8 @@ def _fused_forward_source(masked):
         """, "npnn_lstm_forward" + ("_masked" if masked else ""))
 
 
-def _fused_forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid):
+def _fused_forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array,
+                   tanh_c: Array, h: Array, valid: Optional[Array]) -> None:
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(masked))
     kernel(rec, c_prev, h_prev, *((valid,) if masked else ()),
@@ -237,7 +247,7 @@ def _fused_forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid):
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_backward_source(has_dout, masked):
+def _fused_backward_source(has_dout: bool, masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, ...) of (6)-(11). ``dh`` holds the gradient reaching h_t from step
     t + 1 (dz_{t+1} W_hh), ``carry`` what padded steps pass straight back; both are
     added to dout_t."""
@@ -262,7 +272,8 @@ def _fused_backward_source(has_dout, masked):
         ("_masked" if masked else ""))
 
 
-def _fused_backward(y, c_prev, tc, dh, dc, dz, dout, valid, carry):
+def _fused_backward(y: Array, c_prev: Array, tc: Array, dh: Array, dc: Array, dz: Array,
+                    dout: Optional[Array], valid: Optional[Array], carry: Optional[Array]) -> None:
     masked, has_dout = valid is not None, dout is not None
     kernel = elementwise_kernel(*_fused_backward_source(has_dout, masked))
     kernel(y, c_prev, tc, dh, *((dout,) if has_dout else ()), *((valid,) if masked else ()),
@@ -272,14 +283,16 @@ def _fused_backward(y, c_prev, tc, dh, dc, dz, dout, valid, carry):
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp, dtype, N=0, H=0):
+def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0) -> Kernels:
     """The kernel set for these arrays; N, H size the ufunc set's buffers."""
     return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype))
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
-def forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
+            b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+            mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMAccelCache]:
     """``functional.lstm_forward``'s arguments and results (checked as it checks them),
     with an ``LSTMAccelCache``."""
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
@@ -303,7 +316,8 @@ def forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     return masked_output(xp, h[1:], m), h[T], c[T], cache                   # (5)
 
 
-def backward(dout, dh_n, dc_n, cache):
+def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
+             cache: LSTMAccelCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """``functional.lstm_backward`` for a cache of ``forward`` above."""
     x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m = cache
     T, N, _ = x.shape
@@ -325,13 +339,14 @@ class Prepared(_Prepared):
     four gates, y = s tanh(s z) + b (2), then (3)-(4); with numba (float32), the
     step's elementwise work is one compiled loop instead."""
 
-    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
+    def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
+                 b_hh: Optional[Array] = None) -> None:
         self.xp = get_array_module(W_ih)
         self.W_ih, self.W_hh = W_ih, W_hh
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.s, self.b, _ = _gate_affine(self.xp, W_hh.shape[1], W_ih.dtype)
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
-    def cell(self, xw, states):
+    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
         h_prev, c_prev = states
         return self.kernel(xw, self.xp.dot(h_prev, self.W_hh.T), c_prev, self.s, self.b)
