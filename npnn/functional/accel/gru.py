@@ -38,10 +38,12 @@ Equation numbers refer to ``functional/gru.py``. What differs from the reference
 """
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
@@ -68,11 +70,12 @@ Cache = GRUAccelCache
 
 # -- NumPy/CuPy ufuncs: a few passes into preallocated buffers ---------------------------
 
-def _ufuncs(xp, N, H, dtype):
+def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
     r_gh_n, dn, h_minus_n, n_slope = (xp.empty((N, H), dtype=dtype) for _ in range(4))
     drz, rz_slope = xp.empty((N, 2 * H), dtype=dtype), xp.empty((N, 2 * H), dtype=dtype)
 
-    def forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid):
+    def forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
+                h_prev: Array, h: Array, valid: Optional[Array]) -> None:
         rz += gh_rz                                 # (3) r, z = sigmoid(.) in one pass
         xp.tanh(rz, out=rz)
         rz *= SIGMOID_SCALE
@@ -86,7 +89,9 @@ def _ufuncs(xp, N, H, dtype):
         h *= z
         h += n
 
-    def backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry):
+    def backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, dgh: Array,
+                 dgi: Array, dout: Optional[Array], valid: Optional[Array],
+                 carry: Array) -> None:
         r, z = rz[:, :H], rz[:, H:]
         dr, dz = drz[:, :H], drz[:, H:]
         da_rz, da_n = dgi[:, :2 * H], dgi[:, 2 * H:]
@@ -107,7 +112,7 @@ def _ufuncs(xp, N, H, dtype):
     return Kernels(forward, backward, _ufunc_prepared)
 
 
-def _ufunc_prepared(xw, gh, h_prev):
+def _ufunc_prepared(xw: Array, gh: Array, h_prev: Array) -> Array:
     xp = get_array_module(xw)
     H = h_prev.shape[1]
     rz = xw[:, :2 * H] + gh[:, :2 * H]              # (3): r and z in one pass
@@ -127,7 +132,8 @@ def _ufunc_prepared(xw, gh, h_prev):
 
 # -- numba (NumPy): one compiled loop over (n, j) a step -------------------------------
 
-def _numba_forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid):
+def _numba_forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
+                   h_prev: Array, h: Array, valid: Optional[Array]) -> None:
     N, H = h.shape
     s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
     for row in range(N):
@@ -144,7 +150,9 @@ def _numba_forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid):
             hn[j] = nj + z * (hp[j] - nj)                                       # (5)
 
 
-def _numba_backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry):
+def _numba_backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, dgh: Array,
+                    dgi: Array, dout: Optional[Array], valid: Optional[Array],
+                    carry: Array) -> None:
     N, H = dh.shape
     one = _const(dh, 1.0)
     for row in range(N):
@@ -162,7 +170,7 @@ def _numba_backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry):
             dhz[j] = d * z                                                      # (13)
 
 
-def _numba_prepared_loop(xw, gh, h_prev, h):
+def _numba_prepared_loop(xw: Array, gh: Array, h_prev: Array, h: Array) -> None:
     N, H = h.shape
     s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
     for row in range(N):
@@ -176,13 +184,13 @@ def _numba_prepared_loop(xw, gh, h_prev, h):
             hn[j] = nj + z * (hp[j] - nj)                                       # (5)
 
 
-def _numba_prepared(xw, gh, h_prev):
+def _numba_prepared(xw: Array, gh: Array, h_prev: Array) -> Array:
     h = np.empty_like(h_prev)
     _numba.jit(_numba_prepared_loop)(xw, gh, h_prev, h)
     return h
 
 
-def _numba_kernels():
+def _numba_kernels() -> Kernels:
     return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared)
 
 
@@ -194,7 +202,7 @@ _S, _B = f"(T){SIGMOID_SCALE!r}", f"(T){SIGMOID_SHIFT!r}"
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_forward_source(masked):
+def _fused_forward_source(masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, out_params, body, name) of (2)-(5); padded rows keep h_{t-1}."""
     return ("raw T gh_rz, raw T b_hn, T h_prev, " + ("bool valid, " if masked else "") + "int32 H",
         "raw T rz, T n, T gh_n, T h", f"""
@@ -209,7 +217,8 @@ def _fused_forward_source(masked):
         """, "npnn_gru_forward" + ("_masked" if masked else ""))
 
 
-def _fused_forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid):
+def _fused_forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
+                   h_prev: Array, h: Array, valid: Optional[Array]) -> None:
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(masked))
     kernel(gh_rz, b_hn, h_prev, *((valid,) if masked else ()),
@@ -217,7 +226,7 @@ def _fused_forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid):
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_backward_source(has_dout, masked):
+def _fused_backward_source(has_dout: bool, masked: bool) -> Tuple[str, str, str, str]:
     """(in_params, ...) of (7)-(13). ``dh`` holds dgh_{t+1} W_hh, ``carry`` the direct
     path dh_{t+1} z_{t+1}
     (what a padded step passes back, at its rows); the kernel adds them and dout_t."""
@@ -240,7 +249,9 @@ def _fused_backward_source(has_dout, masked):
         ("_masked" if masked else ""))
 
 
-def _fused_backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry):
+def _fused_backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, dgh: Array,
+                    dgi: Array, dout: Optional[Array], valid: Optional[Array],
+                    carry: Array) -> None:
     masked, has_dout = valid is not None, dout is not None
     kernel = elementwise_kernel(*_fused_backward_source(has_dout, masked))
     kernel(rz, n, h_prev, gh_n, dh, *((dout,) if has_dout else ()),
@@ -250,14 +261,16 @@ def _fused_backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry):
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp, dtype, N=0, H=0):
+def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0) -> Kernels:
     """The kernel set for these arrays; N, H size the ufunc set's buffers."""
     return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype))
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
-def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
+            b_hh: Optional[Array] = None,
+            mask: Optional[Array] = None) -> Tuple[Array, Array, GRUAccelCache]:
     """``functional.gru_forward``'s arguments and results (checked as it checks them),
     with a ``GRUAccelCache``."""
     xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
@@ -268,14 +281,15 @@ def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     # (sigmoid via tanh); b_hr and b_hz are folded in too
     rz = input_half(x, W_ih[:2 * H] * SIGMOID_SCALE)                      # (T, N, 2H)
     n = input_half(x, W_ih[2 * H:])                                       # (T, N, H)
+    # (b_ih and b_hh: both given or both None, as check_sequence_args checked)
     if b_ih is not None:
-        rz += (b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE
+        rz += (b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE  # type: ignore[index]
         n += b_ih[2 * H:]
     W_hrz_T = xp.ascontiguousarray((W_hh[:2 * H] * SIGMOID_SCALE).T)    # (H, 2H)
     W_hn_T = xp.ascontiguousarray(W_hh[2 * H:].T)                       # (H, H)
     gh_rz = xp.empty((N, 2 * H), dtype=dt)
     gh_n = xp.empty((T, N, H), dtype=dt)           # (2), n rows (b_hn added by the kernel)
-    b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)
+    b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)  # type: ignore[index]
     kernels = _kernels(xp, dt, N, H)
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t],
@@ -285,7 +299,8 @@ def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
     return masked_output(xp, h[1:], m), h[T], cache                         # (6)
 
 
-def backward(dout, dh_n, cache):
+def backward(dout: Optional[Array], dh_n: Optional[Array],
+             cache: GRUAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.gru_backward`` for a cache of ``forward`` above."""
     x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m = cache
     T, N, _ = x.shape
@@ -314,12 +329,13 @@ class Prepared(_Prepared):
     r * (...), as in (4); with numba (float32), the step's elementwise work is one
     compiled loop instead."""
 
-    def __init__(self, W_ih, W_hh, b_ih=None, b_hh=None):
+    def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
+                 b_hh: Optional[Array] = None) -> None:
         self.xp = get_array_module(W_ih)
         self.W_ih, self.W_hh, self.b_in, self.b_hh = W_ih, W_hh, b_ih, b_hh
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
-    def cell(self, xw, states):
+    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
         gh = self.xp.dot(states[0], self.W_hh.T)        # (2)
         if self.b_hh is not None:
             gh += self.b_hh
