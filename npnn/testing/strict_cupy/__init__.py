@@ -37,7 +37,9 @@ import json
 import os
 import sys
 import weakref
-from typing import NamedTuple
+from types import FrameType, ModuleType
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, NoReturn, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 
@@ -45,7 +47,7 @@ from . import kernels
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "cupy_api.json")) as _f:
-    API = json.load(_f)
+    API: Dict[str, Any] = json.load(_f)
 
 __version__ = API["version"] + "+strict"
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to "
@@ -63,35 +65,35 @@ class Event(NamedTuple):
 class Counts:
     """What happened inside one ``counting()`` block."""
 
-    def __init__(self):
-        self.events = []
+    def __init__(self) -> None:
+        self.events: List[Event] = []
 
-    def _of(self, kind):
+    def _of(self, kind: str) -> List[Event]:
         return [e for e in self.events if e.kind == kind]
 
     launches = property(lambda self: self._of("launch"))
     syncs = property(lambda self: self._of("sync"))
     h2d = property(lambda self: self._of("h2d"))
 
-    def sites(self, kind):
+    def sites(self, kind: str) -> Dict[str, int]:
         """{site: count} of one kind of event."""
-        out = {}
+        out: Dict[str, int] = {}
         for e in self._of(kind):
             out[f"{e.site} ({e.what})"] = out.get(f"{e.site} ({e.what})", 0) + 1
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Counts({len(self.launches)} launches, {len(self.syncs)} syncs, "
                 f"{len(self.h2d)} host-to-device copies)")
 
 
-_ACTIVE = []
+_ACTIVE: List[Counts] = []
 _SKIP = (_HERE + os.sep, os.path.dirname(np.__file__) + os.sep,
          os.path.dirname(contextlib.__file__) + os.sep + "contextlib")
 
 
-def _site():
-    frame = sys._getframe(2)
+def _site() -> str:
+    frame: Optional[FrameType] = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
         frame = frame.f_back
     if frame is None:
@@ -104,7 +106,7 @@ def _site():
     return f"{path}:{frame.f_lineno}"
 
 
-def _record(kind, what):
+def _record(kind: str, what: str) -> None:
     if _ACTIVE:
         event = Event(kind, what, _site())
         for c in _ACTIVE:
@@ -112,7 +114,7 @@ def _record(kind, what):
 
 
 @contextlib.contextmanager
-def counting():
+def counting() -> Iterator[Counts]:
     """Count launches, syncs and host-to-device copies inside the block."""
     c = Counts()
     _ACTIVE.append(c)
@@ -124,12 +126,12 @@ def counting():
 
 # -- arrays --------------------------------------------------------------------------
 
-def _refuse_host(a, where):
+def _refuse_host(a: Any, where: str) -> NoReturn:
     raise TypeError(f"Unsupported type {type(a)} (a NumPy array given to {where}: move it to "
                     "the device first, with cupy.asarray)")
 
 
-def _dev(a, where):
+def _dev(a: Any, where: str) -> Any:
     """Device argument -> its NumPy data; scalars pass; NumPy arrays are refused."""
     if isinstance(a, ndarray):
         return a._a
@@ -140,10 +142,11 @@ def _dev(a, where):
     return a
 
 
-_WRAPPERS = weakref.WeakValueDictionary()     # id(NumPy data) -> its device array
+#: id(NumPy data) -> its device array
+_WRAPPERS: "weakref.WeakValueDictionary[int, ndarray]" = weakref.WeakValueDictionary()
 
 
-def _wrap(r):
+def _wrap(r: Any) -> Any:
     if isinstance(r, np.ndarray):
         out = object.__new__(ndarray)
         out._a = r
@@ -159,23 +162,24 @@ def _wrap(r):
 
 
 class _Flags:
-    def __init__(self, a):
+    def __init__(self, a: np.ndarray[Any, Any]) -> None:
         self.c_contiguous = a.flags.c_contiguous
         self.f_contiguous = a.flags.f_contiguous
         self.owndata = a.flags.owndata
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> bool:
         return {"C_CONTIGUOUS": self.c_contiguous, "F_CONTIGUOUS": self.f_contiguous,
                 "OWNDATA": self.owndata}[key]
 
 
 class _Pointer:
-    def __init__(self, a):
+    def __init__(self, a: np.ndarray[Any, Any]) -> None:
         self.ptr = a.ctypes.data
         self.device_id = 0
 
 
-def _check_kwargs(what, kwargs, params):
+def _check_kwargs(what: str, kwargs: Dict[str, Any],
+                  params: Optional[Sequence[Sequence[str]]]) -> None:
     """Refuse keyword arguments that CuPy's signature (``params``) does not have."""
     if params is None:
         return
@@ -188,10 +192,10 @@ def _check_kwargs(what, kwargs, params):
                         f"(not in CuPy {API['version']}'s signature)")
 
 
-def _method(name):
+def _method(name: str) -> Callable[..., Any]:
     params = API["ndarray"][name]["params"]
 
-    def method(self, *args, **kwargs):
+    def method(self: ndarray, *args: Any, **kwargs: Any) -> Any:
         _check_kwargs(f"ndarray.{name}", kwargs, params)
         _record("launch", f"ndarray.{name}")
         return _wrap(getattr(self._a, name)(*_dev(args, f"ndarray.{name}"),
@@ -200,8 +204,8 @@ def _method(name):
     return method
 
 
-def _view_method(name):
-    def method(self, *args, **kwargs):
+def _view_method(name: str) -> Callable[..., Any]:
+    def method(self: ndarray, *args: Any, **kwargs: Any) -> Any:
         _check_kwargs(f"ndarray.{name}", kwargs, API["ndarray"][name]["params"])
         r = getattr(self._a, name)(*args, **kwargs)
         if not np.shares_memory(r, self._a):
@@ -211,7 +215,7 @@ def _view_method(name):
     return method
 
 
-def _sync(what):
+def _sync(what: str) -> None:
     _record("sync", what)
 
 
@@ -222,9 +226,10 @@ class ndarray:
     """A device array: a NumPy array behind CuPy's interface and refusals."""
 
     __slots__ = ("_a", "__weakref__")
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as CuPy's arrays
 
-    def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
+    def __init__(self, shape: Any, dtype: Any = float, memptr: Any = None, strides: Any = None,
+                 order: Any = "C") -> None:
         self._a = np.empty(shape, dtype=dtype, order=order)
 
     # attributes that read no data
@@ -244,7 +249,7 @@ class ndarray:
     imag = property(lambda self: _wrap(self._a.imag))
 
     @property
-    def base(self):
+    def base(self) -> Optional["ndarray"]:
         """The device array this one is a view of (the same object, as CuPy's)."""
         b = self._a.base
         if b is None:
@@ -252,26 +257,27 @@ class ndarray:
         known = _WRAPPERS.get(id(b))
         return known if known is not None and known._a is b else _wrap(b)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._a)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         if self._a.ndim == 0:
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(len(self._a)))
 
     # -- conversions to the host: refused implicitly, counted explicitly
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NoReturn:
         raise TypeError(_IMPLICIT)
 
-    def get(self, stream=None, order="C", out=None, blocking=True):
+    def get(self, stream: Any = None, order: Any = "C", out: Any = None,
+            blocking: bool = True) -> Any:
         _sync("ndarray.get")
         if out is not None:
             out[...] = self._a
             return out
         return np.array(self._a, order=order)
 
-    def set(self, arr, stream=None):
+    def set(self, arr: Any, stream: Any = None) -> None:
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
         if arr.shape != self._a.shape:
@@ -279,44 +285,44 @@ class ndarray:
         _record("h2d", "ndarray.set")
         self._a[...] = arr
 
-    def item(self):
+    def item(self) -> Any:
         _sync("ndarray.item")
         return self._a.item()
 
-    def tolist(self):
+    def tolist(self) -> Any:
         _sync("ndarray.tolist")
         return self._a.tolist()
 
-    def __float__(self):
+    def __float__(self) -> float:
         _sync("float()")
         return builtins.float(self._a)
 
-    def __int__(self):
+    def __int__(self) -> int:
         _sync("int()")
         return builtins.int(self._a)
 
-    def __complex__(self):
+    def __complex__(self) -> complex:
         _sync("complex()")
         return builtins.complex(self._a)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         _sync("bool()")
         return builtins.bool(self._a)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         _sync("repr()")
         return repr(self._a).replace("array(", "array(", 1)
 
-    def __str__(self):
+    def __str__(self) -> str:
         _sync("str()")
         return str(self._a)
 
-    def __format__(self, spec):
+    def __format__(self, spec: str) -> str:
         _sync("format()")
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
 
     # -- NumPy's protocols: dispatch to the stand-in, as CuPy does
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         mine = globals().get(ufunc.__name__)
         if not isinstance(mine, _Ufunc):
             return NotImplemented
@@ -327,8 +333,9 @@ class ndarray:
             return NotImplemented
         return fn(*inputs, **kwargs)
 
-    def __array_function__(self, func, types, args, kwargs):
-        module = sys.modules[__name__]
+    def __array_function__(self, func: Callable[..., Any], types: Any, args: Sequence[Any],
+                           kwargs: Dict[str, Any]) -> Any:
+        module: Any = sys.modules[__name__]
         for part in func.__module__.split(".")[1:]:
             module = getattr(module, part, None)
         mine = getattr(module, func.__name__, None) if module is not None else None
@@ -337,14 +344,14 @@ class ndarray:
         return mine(*args, **kwargs)
 
     # -- indexing
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         key, advanced = _index(key)
         r = self._a[key]
         if advanced:
             _record("launch", "ndarray.__getitem__")
         return _wrap(r)
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         key, _ = _index(key)
         if isinstance(value, np.ndarray):
             if value.ndim:
@@ -354,17 +361,18 @@ class ndarray:
         self._a[key] = _dev(value, "ndarray.__setitem__")
 
     # -- methods
-    def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
+    def astype(self, dtype: Any, order: Any = "K", casting: Any = None, subok: Any = None,
+               copy: bool = True) -> Any:
         if not copy and np.dtype(dtype) == self._a.dtype:
             return self
         _record("launch", "ndarray.astype")
         return _wrap(self._a.astype(dtype, order=order, casting=casting or "unsafe"))
 
-    def copy(self, order="C"):
+    def copy(self, order: Any = "C") -> Any:
         _record("launch", "ndarray.copy")
         return _wrap(self._a.copy(order=order))
 
-    def fill(self, value):
+    def fill(self, value: Any) -> None:
         if isinstance(value, np.ndarray):
             if value.ndim:
                 raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
@@ -372,7 +380,7 @@ class ndarray:
         _record("launch", "ndarray.fill")
         self._a.fill(_dev(value, "ndarray.fill"))
 
-    def reshape(self, *shape, order="C", copy=None):
+    def reshape(self, *shape: Any, order: Any = "C", copy: Any = None) -> Any:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         r = self._a.reshape(shape, order=order)
@@ -380,10 +388,10 @@ class ndarray:
             _record("launch", "ndarray.reshape (a copy)")
         return _wrap(r)
 
-    def view(self, dtype=None, type=None):
+    def view(self, dtype: Any = None, type: Any = None) -> Any:
         return _wrap(self._a if dtype is None else self._a.view(dtype))
 
-    def __dlpack__(self, *args, **kwargs):
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(_IMPLICIT)
 
 
@@ -397,15 +405,15 @@ for _name in ("sum", "mean", "max", "min", "prod", "any", "all", "argmax", "argm
         setattr(ndarray, _name, _method(_name))
 
 
-def _nonzero(self):
+def _nonzero(self: ndarray) -> Any:
     _sync("ndarray.nonzero")
     return _wrap(self._a.nonzero())
 
 
-ndarray.nonzero = _nonzero
+setattr(ndarray, "nonzero", _nonzero)      # (as the methods above)
 
 
-def _index(key):
+def _index(key: Any) -> Tuple[Tuple[Any, ...], bool]:
     """A key with device arrays replaced by their data; whether it is advanced indexing
     (a copy: one launch). NumPy index arrays are copied to the device (CuPy accepts
     them); a boolean-array key needs its count of True on the host (a sync)."""
@@ -429,8 +437,8 @@ def _index(key):
     return tuple(out), advanced
 
 
-def _binary(name, reflected=False):
-    def op(self, other):
+def _binary(name: str, reflected: bool = False) -> Callable[[ndarray, Any], Any]:
+    def op(self: ndarray, other: Any) -> Any:
         if isinstance(other, np.ndarray):
             _refuse_host(other, f"operator {name}")
         fn = globals()[name]
@@ -438,8 +446,8 @@ def _binary(name, reflected=False):
     return op
 
 
-def _inplace(name):
-    def op(self, other):
+def _inplace(name: str) -> Callable[[ndarray, Any], ndarray]:
+    def op(self: ndarray, other: Any) -> ndarray:
         globals()[name](self, other, out=self)
         return self
     return op
@@ -466,15 +474,16 @@ for _op, _ufunc in (("neg", "negative"), ("pos", "positive"), ("abs", "absolute"
 class _Ufunc:
     """A CuPy ufunc: ``out``, ``dtype``, ``casting`` (and ``_where``) as keywords only."""
 
-    def __init__(self, name, nin, nout):
+    def __init__(self, name: str, nin: int, nout: int) -> None:
         self.__name__ = self.name = name
         self.nin, self.nout, self.nargs = nin, nout, nin + nout
         self._np = getattr(np, name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<ufunc '{self.name}'>"
 
-    def __call__(self, *args, out=None, dtype=None, casting="same_kind", **kwargs):
+    def __call__(self, *args: Any, out: Any = None, dtype: Any = None,
+                 casting: str = "same_kind", **kwargs: Any) -> Any:
         bad = set(kwargs) - {"_where"}
         if bad:
             raise TypeError(f"Wrong arguments {dict((k, kwargs[k]) for k in bad)} "
@@ -500,27 +509,29 @@ class _Ufunc:
         r = self._np(*inputs, dtype=dtype, casting=casting, **kw)
         return out if out is not None else _wrap(r)
 
-    def at(self, a, indices, b=None):
+    def at(self, a: Any, indices: Any, b: Any = None) -> None:
         _record("launch", f"{self.name}.at")
         args = (_dev(a, self.name), _dev(indices, self.name)) + (
             () if b is None else (_dev(b, self.name),))
         self._np.at(*args)
 
-    def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
+    def reduce(self, array: Any, axis: Any = 0, dtype: Any = None, out: Any = None,
+               keepdims: bool = False) -> Any:
         _record("launch", f"{self.name}.reduce")
         return _wrap(self._np.reduce(_dev(array, self.name), axis=axis, dtype=dtype,
                                      keepdims=keepdims))
 
-    def accumulate(self, array, axis=0, dtype=None, out=None):
+    def accumulate(self, array: Any, axis: Any = 0, dtype: Any = None, out: Any = None) -> Any:
         _record("launch", f"{self.name}.accumulate")
         return _wrap(self._np.accumulate(_dev(array, self.name), axis=axis, dtype=dtype))
 
-    def reduceat(self, array, indices, axis=0, dtype=None, out=None):
+    def reduceat(self, array: Any, indices: Any, axis: Any = 0, dtype: Any = None,
+                 out: Any = None) -> Any:
         _record("launch", f"{self.name}.reduceat")
         return _wrap(self._np.reduceat(_dev(array, self.name), _dev(indices, self.name),
                                        axis=axis, dtype=dtype))
 
-    def outer(self, A, B, **kwargs):
+    def outer(self, A: Any, B: Any, **kwargs: Any) -> Any:
         _record("launch", f"{self.name}.outer")
         return _wrap(self._np.outer(_dev(A, self.name), _dev(B, self.name)))
 
@@ -541,8 +552,9 @@ _NO_LAUNCH = {"empty", "empty_like", "broadcast_to", "shape", "ndim", "size", "r
               "rollaxis", "real", "imag"}
 
 
-def _function(name, np_fn, params):
-    def fn(*args, **kwargs):
+def _function(name: str, np_fn: Callable[..., Any],
+              params: Optional[Sequence[Sequence[str]]]) -> Callable[..., Any]:
+    def fn(*args: Any, **kwargs: Any) -> Any:
         _check_kwargs(name, kwargs, params)
         if name in _FROM_HOST:
             a = args[0] if args else kwargs.get("a", kwargs.get("obj"))
@@ -567,20 +579,21 @@ def _function(name, np_fn, params):
     return fn
 
 
-def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
+def asnumpy(a: Any, stream: Any = None, order: Any = "C", out: Any = None, *,
+            blocking: bool = True) -> Any:
     if isinstance(a, ndarray):
         return a.get(stream, order, out, blocking)
     return np.asarray(a, order=order)
 
 
-def get_array_module(*args):
+def get_array_module(*args: Any) -> ModuleType:
     for a in args:
         if isinstance(a, ndarray):
             return sys.modules[__name__]
     return np
 
 
-def ascontiguousarray(a, dtype=None):
+def ascontiguousarray(a: Any, dtype: Any = None) -> Any:
     if not isinstance(a, ndarray):
         raise TypeError(f"Argument 'a' has incorrect type (expected cupy.ndarray, got "
                         f"{type(a).__name__})")
@@ -591,7 +604,7 @@ def ascontiguousarray(a, dtype=None):
     return a
 
 
-def copyto(dst, src, casting="same_kind", where=None):
+def copyto(dst: Any, src: Any, casting: Any = "same_kind", where: Any = None) -> None:
     if not isinstance(dst, ndarray):
         raise TypeError(f"Argument 'dst' has incorrect type (expected cupy.ndarray, got "
                         f"{type(dst).__name__})")
@@ -600,7 +613,7 @@ def copyto(dst, src, casting="same_kind", where=None):
               where=True if where is None else _dev(where, "copyto"))
 
 
-def matmul(*args, out=None, **kwargs):
+def matmul(*args: Any, out: Any = None, **kwargs: Any) -> Any:
     """cupy.matmul: cuBLAS takes C- or F-contiguous operands; CuPy copies any other."""
     _check_kwargs("matmul", kwargs, API["cupy"]["matmul"]["params"])
     a, b = (_dev(x, "matmul") for x in args)
@@ -614,7 +627,7 @@ def matmul(*args, out=None, **kwargs):
     return out if out is not None else _wrap(r)
 
 
-def dot(a, b, out=None):
+def dot(a: Any, b: Any, out: Any = None) -> Any:
     return matmul(a, b, out=out) if (a.ndim >= 1 and b.ndim >= 1 and a.ndim <= 2 and
                                      b.ndim <= 2) else _function("dot", np.dot, None)(a, b)
 
@@ -622,8 +635,9 @@ def dot(a, b, out=None):
 class ElementwiseKernel:
     """cupy.ElementwiseKernel: the body runs on the host (``kernels.py``), one launch."""
 
-    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True,
-                 preamble="", no_return=False, return_tuple=False, **kwargs):
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel",
+                 reduce_dims: bool = True, preamble: str = "", no_return: bool = False,
+                 return_tuple: bool = False, **kwargs: Any) -> None:
         if preamble or kwargs:
             raise NotImplementedError("the stand-in's kernels take no preamble or options")
         self.in_params, self.out_params, self.operation = in_params, out_params, operation
@@ -634,7 +648,8 @@ class ElementwiseKernel:
         self.no_return, self.return_tuple = no_return, return_tuple
         KERNELS[name] = (in_params, out_params, operation)
 
-    def __call__(self, *args, size=None, block_size=128, stream=None):
+    def __call__(self, *args: Any, size: Optional[int] = None, block_size: int = 128,
+                 stream: Any = None) -> Any:
         if len(args) != len(self.params):
             raise TypeError(f"Wrong number of arguments for {self.name!r}: the stand-in "
                             f"needs the outputs too ({len(self.params)}), got {len(args)}")
@@ -654,16 +669,16 @@ class ElementwiseKernel:
 
 
 #: name -> (in_params, out_params, body) of every ElementwiseKernel built (for nvcc)
-KERNELS = {}
+KERNELS: Dict[str, Tuple[str, str, str]] = {}
 
 
-def fuse(*args, **kwargs):
+def fuse(*args: Any, **kwargs: Any) -> NoReturn:
     raise NotImplementedError("cupy.fuse is not modelled by the stand-in")
 
 
 # -- the namespace: CuPy's names, each backed by NumPy's -------------------------------
 
-def _build_namespace():
+def _build_namespace() -> None:
     ns = globals()
     for name, info in API["cupy"].items():
         if name in ns and not name.startswith("_") and name not in ("ndarray",):
@@ -688,7 +703,9 @@ class NotModelled(AttributeError):
     """A name CuPy has that the stand-in does not model yet."""
 
 
-def __getattr__(name):
+# Any, though it raises: the type checker reads the names that _build_namespace made
+# (cupy.zeros and the others) through this
+def __getattr__(name: str) -> Any:
     if name in API["cupy"]:
         raise NotModelled(f"cupy.{name} exists in CuPy but the stand-in does not "
                                   f"model it yet")
@@ -707,19 +724,19 @@ class _Cupyx:
     """cupyx: ``scatter_add`` (atomics on a GPU: the order of additions is not fixed)."""
 
     @staticmethod
-    def scatter_add(a, slices, value):
+    def scatter_add(a: Any, slices: Any, value: Any) -> None:
         _record("launch", "cupyx.scatter_add")
         np.add.at(_dev(a, "scatter_add"), _dev(slices, "scatter_add"), _dev(value, "scatter_add"))
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"the stand-in's cupyx has no {name!r}")
 
 
 cupyx = _Cupyx()
-_SAVED = []
+_SAVED: List[Tuple[Any, Any, Dict[str, Any]]] = []
 
 
-def install():
+def install() -> None:
     """Make ``npnn.backend`` use this module as CuPy (and forget kernels built before)."""
     from npnn import backend
     _SAVED.append((backend._cupy, backend._cupyx, dict(backend._KERNELS)))
@@ -727,7 +744,7 @@ def install():
     backend._KERNELS.clear()
 
 
-def uninstall():
+def uninstall() -> None:
     from npnn import backend
     backend._cupy, backend._cupyx, kernels_before = _SAVED.pop()
     backend._KERNELS.clear()
@@ -735,7 +752,7 @@ def uninstall():
 
 
 @contextlib.contextmanager
-def installed():
+def installed() -> Iterator[ModuleType]:
     install()
     try:
         yield sys.modules[__name__]

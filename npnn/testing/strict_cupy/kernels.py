@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Param:
     """One parameter of a kernel: ``raw``, its type (a dtype name or a letter such as T),
     its name, and whether it is an input (CuPy declares those const)."""
 
-    def __init__(self, decl, is_input):
+    def __init__(self, decl: str, is_input: bool) -> None:
         *mods, self.type, self.name = decl.split()
         unknown = set(mods) - {"raw"}
         if unknown:
@@ -52,11 +53,11 @@ class Param:
         self.is_input = is_input
         self.letter = len(self.type) == 1
 
-    def ctype(self, types):
+    def ctype(self, types: Dict[str, str]) -> str:
         return types[self.type] if self.letter else C_TYPES[np.dtype(self.type).name]
 
 
-def parse(in_params, out_params):
+def parse(in_params: str, out_params: str) -> List[Param]:
     """[Param] of a kernel, inputs first."""
     ins = [Param(d, True) for d in in_params.split(",") if d.strip()]
     outs = [Param(d, False) for d in out_params.split(",") if d.strip()]
@@ -66,13 +67,15 @@ def parse(in_params, out_params):
     return ins + outs
 
 
-def _is_array_param(p, arg):
+def _is_array_param(p: Param, arg: Any) -> bool:
     return p.raw or isinstance(arg, np.ndarray)
 
 
-def host_source(params, body, name, types, array_args):
+def host_source(params: Sequence[Param], body: str, name: str, types: Dict[str, str],
+                array_args: Sequence[bool]) -> str:
     """C++ of one kernel instance: ``extern "C" void name(args..., ptrdiff_t _size)``."""
-    sig, refs = [], []
+    sig: List[str] = []
+    refs: List[str] = []
     for p, is_array in zip(params, array_args):
         t = p.ctype(types)
         const = "const " if p.is_input else ""
@@ -90,12 +93,14 @@ def host_source(params, body, name, types, array_args):
             f"{body}\n  }}\n}}\n")
 
 
-def cuda_source(in_params, out_params, body, name, reals=("float", "double")):
+def cuda_source(in_params: str, out_params: str, body: str, name: str,
+                reals: Sequence[str] = ("float", "double")) -> str:
     """The kernel as CuPy expands it for arrays of one dimension, as a template
     instantiated for each of ``reals`` (for nvcc): raw parameters are pointers indexed
     by hand, the others references to element i, inputs const."""
     params = parse(in_params, out_params)
-    sig, refs = [], []
+    sig: List[str] = []
+    refs: List[str] = []
     for p in params:
         t = p.type if p.letter else C_TYPES[np.dtype(p.type).name]
         const = "const " if p.is_input else ""
@@ -120,17 +125,17 @@ def cuda_source(in_params, out_params, body, name, reals=("float", "double")):
     return "\n".join(lines)
 
 
-def cache_dir():
+def cache_dir() -> str:
     path = os.environ.get("NPNN_KERNEL_CACHE") or os.path.join(
         tempfile.gettempdir(), f"npnn-host-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}")
     os.makedirs(path, exist_ok=True)
     return path
 
 
-_LIBS = {}
+_LIBS: Dict[str, ctypes.CDLL] = {}
 
 
-def compile_host(source, name):
+def compile_host(source: str, name: str) -> Callable[..., Any]:
     """The ctypes function ``name`` of ``source`` compiled with the host's C++ compiler
     (cached on disk by the source's hash)."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:20]
@@ -158,14 +163,15 @@ class CompileError(RuntimeError):
     """A kernel body that the compiler refuses (NVRTC would refuse it too)."""
 
 
-def _scalar(value, ctype):
+def _scalar(value: Any, ctype: str) -> Any:
     return {"float": ctypes.c_float, "double": ctypes.c_double, "int": ctypes.c_int,
             "long long": ctypes.c_longlong, "unsigned int": ctypes.c_uint,
             "unsigned long long": ctypes.c_ulonglong, "bool": ctypes.c_bool,
             "signed char": ctypes.c_byte, "unsigned char": ctypes.c_ubyte}[ctype](value)
 
 
-def run_host(params, body, name, args, size=None):
+def run_host(params: Sequence[Param], body: str, name: str, args: Sequence[Any],
+             size: Optional[int] = None) -> None:
     """Run the kernel on NumPy arrays ``args`` (inputs then outputs, all given), with
     ElementwiseKernel's rules: the non-raw arrays broadcast to one shape, the loop runs
     over its elements (``size`` when every array is raw), raw arrays are indexed
@@ -173,7 +179,7 @@ def run_host(params, body, name, args, size=None):
     if len(args) != len(params):
         raise TypeError(f"Wrong number of arguments for '{name}': expected {len(params)} "
                         f"(with outputs), got {len(args)}")
-    types = {}
+    types: Dict[str, np.dtype[Any]] = {}
     for p, a in zip(params, args):
         if p.letter and isinstance(a, np.ndarray):
             t = types.setdefault(p.type, a.dtype)
@@ -192,7 +198,8 @@ def run_host(params, body, name, args, size=None):
     c_types = {k: C_TYPES[v.name] for k, v in types.items()}
     arrays = [_is_array_param(p, a) for p, a in zip(params, args)]
     fn = compile_host(host_source(params, body, name, c_types, arrays), name)
-    c_args, write_back = [], []
+    c_args: List[Any] = []
+    write_back: List[Tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
     for p, a in zip(params, args):
         if not isinstance(a, np.ndarray):
             c_args.append(_scalar(a, p.ctype(c_types)))

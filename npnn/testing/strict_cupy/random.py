@@ -1,23 +1,25 @@
 """cupy.random: the legacy RandomState functions on device arrays (NumPy's generator)."""
 
 import sys
+from types import ModuleType
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 
-def _stand_in():
+def _stand_in() -> ModuleType:
     """The stand-in package (looked up, not imported: it imports this module)."""
     return sys.modules[__package__]
 
 _STATE = np.random.RandomState()
 
 
-def seed(seed=None):
+def seed(seed: Optional[int] = None) -> None:
     _STATE.seed(seed)
 
 
-def _drawing(name):
-    def draw(*args, **kwargs):
+def _drawing(name: str) -> Callable[..., Any]:
+    def draw(*args: Any, **kwargs: Any) -> Any:
         _stand_in()._record("launch", f"random.{name}")
         dtype = kwargs.pop("dtype", None)
         r = getattr(_STATE, name)(*args, **kwargs)

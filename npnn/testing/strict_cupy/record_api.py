@@ -16,9 +16,11 @@ import json
 import os
 import re
 import sys
+from types import ModuleType
+from typing import Any, Dict, List, Optional
 
 
-def parameters(fn):
+def parameters(fn: Any) -> Optional[List[List[str]]]:
     """[(name, kind)] of a callable, or None when it has no readable signature."""
     try:
         sig = inspect.signature(fn)
@@ -34,7 +36,7 @@ def parameters(fn):
     return [[p.name, p.kind.name] for p in sig.parameters.values() if p.name != "self"]
 
 
-def describe(obj):
+def describe(obj: Any) -> Dict[str, Any]:
     import cupy
     if isinstance(obj, cupy.ufunc):
         return {"kind": "ufunc", "nin": obj.nin, "nout": obj.nout}
@@ -47,12 +49,12 @@ def describe(obj):
     return {"kind": "other"}
 
 
-def namespace(module):
+def namespace(module: ModuleType) -> Dict[str, Dict[str, Any]]:
     return {name: describe(getattr(module, name)) for name in sorted(dir(module))
             if not name.startswith("_")}
 
 
-def main():
+def main() -> None:
     import cupy
     import cupyx
     api = {"version": cupy.__version__, "cupy": namespace(cupy),
