@@ -70,7 +70,8 @@ def _advance(cell, x, states, params, mask, a, y, chunk, options, write=None):
         o, states, _ = cell.run(x[s:e], states, params, _slice(mask, s, e), **options)
         if write is not None:
             write(s, e, o)
-    return states
+    return tuple(s.copy() for s in states)     # copies: the op's final states may be views
+                                                # of its whole (T + 1, N, H) buffers
 
 
 def checkpointed_forward(cell, x, states, params, mask=None, memory="sqrt", **options):
