@@ -72,23 +72,70 @@ def run(data, memory):
 
 
 def kept(data, memory):
-    """Bytes kept for the backward: the traced peak minus out and dx (x and dout were made
-    before tracing started)."""
+    """(bytes kept for the backward: the traced peak minus out and dx, x and dout having
+    been made before tracing started; and ``run``'s seconds, steps predicted, steps run)."""
     tracemalloc.start()
-    _, caller, _, _ = run(data, memory)
+    seconds, caller, predicted, steps = run(data, memory)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak - caller
+    return peak - caller, (seconds, caller, predicted, steps)
 
 
 def policies(T, budgets):
-    """[(label, bptt_memory, slots)] for one T; the DP at budgets below the sqrt policy's
-    slots only where T <= FULL_MAX_T (beyond, they take too long on this machine)."""
+    """[(label, bptt_memory, slots)] for one T; beyond FULL_MAX_T the sqrt policy alone
+    (the others take too long on this machine)."""
     sqrt = bptt_policy.sqrt_policy(T)
+    if T > FULL_MAX_T:
+        return [("sqrt", "sqrt", sqrt.slots)]
     rows = [("full BPTT", None, T), ("sqrt", "sqrt", sqrt.slots),
             ("DP", sqrt.slots, sqrt.slots)]
     rows += [("DP", m, m) for m in budgets if m < sqrt.slots and T <= FULL_MAX_T]
     return rows
+
+
+def lm_step(steps, memory, traced, V=100, batch=32):
+    """One training step of ``npnn train``'s default model (LSTM H 256, embedding 64, a
+    V-token vocabulary, float32) at ``--steps steps`` under ``memory`` -> seconds, or the
+    traced peak of the whole step in bytes (logits and their gradients included)."""
+    from npnn.layers import SoftmaxCrossEntropy
+    from npnn.models import RNNLM
+
+    rng = np.random.default_rng(0)
+    model = RNNLM(V, 256, cell="lstm", embedding_dim=64, seed=0)
+    model.rnn.bptt_memory = memory
+    loss_fn = SoftmaxCrossEntropy()
+    X, Y = rng.integers(0, V, (batch, steps)), rng.integers(0, V, (batch, steps))
+    if traced:
+        tracemalloc.start()
+    start = time.perf_counter()
+    logits, _ = model(X)
+    loss_fn(logits, Y)
+    model.zero_grad()
+    model.backward(loss_fn.backward())
+    seconds = time.perf_counter() - start
+    if traced:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak
+    return seconds
+
+
+def lm_table(all_steps, budgets):
+    """Rows of the language model's step at each ``--steps``, with and without a budget."""
+    lines = ["| --steps | --bptt-memory | peak of the step (MB) | vs none | time (s) | vs none |",
+             "|---|---|---|---|---|---|"]
+    lm_step(16, None, False), lm_step(16, 4, False)            # warm up
+    for steps in all_steps:
+        base = None
+        for memory in (None,) + tuple(budgets):
+            seconds = lm_step(steps, memory, False)
+            peak = lm_step(steps, memory, True)
+            base = base or (peak, seconds)
+            row = (f"| {steps:,} | {memory or 'none'} | {peak / MB:,.1f} | "
+                   f"{peak / base[0]:.3f} | {seconds:,.2f} | {seconds / base[1]:.2f}x |")
+            print(row, flush=True)
+            lines.append(row)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -98,8 +145,23 @@ def main(argv=None):
                    help="DP budgets (slots) below the sqrt policy's")
     p.add_argument("--repeat", type=int, default=3,
                    help="timed runs per case, interleaved (one beyond FULL_MAX_T)")
+    p.add_argument("--lm", type=int, nargs="+", metavar="STEPS",
+                   help="instead: the language model's training step at these --steps")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if args.lm:
+        info = machine(None) + "; npnn train's default model (LSTM H 256, embedding 64), " \
+            "batch 32, vocabulary 100, float32"
+        print(info)
+        table = lm_table(args.lm, ("sqrt", 64))
+        if args.write:
+            section = ("### The language model's step under a budget (bench_memory.py --lm)\n\n"
+                       f"{info}. One step (forward, loss, backward) per row, timed once and "
+                       "traced once; the peak is the whole step's (logits, their gradients "
+                       "and the embedding included). The machine was shared (2 cores).\n\n"
+                       + table)
+            write_section(os.path.join(HERE, "RESULTS.md"), "bench_memory_lm", section)
+        return 0
     info = machine(None) + f"; LSTM N {N}, D {D}, H {H}, {DTYPE}"
     print(info)
     lines = ["| T | policy | slots | memory kept (MB) | vs full | time (s) | vs full | "
@@ -114,10 +176,14 @@ def main(argv=None):
             if memory is not None:
                 bptt_policy.policy(T, memory)   # the schedule, made once per (T, m) and cached
         times = {i: [] for i in range(len(rows))}
-        for _ in range(args.repeat if T <= FULL_MAX_T else 1):
+        for _ in range(args.repeat if T <= FULL_MAX_T else 0):
             for i, (_, memory, _) in enumerate(rows):      # interleaved: drift hits all alike
                 times[i].append(run(data, memory))
         if T > FULL_MAX_T:
+            if not full:                        # nothing measured in this run: T = 1,000
+                small = case(1000)
+                full[1000] = (kept(small, None)[0], min(run(small, None)[0] for _ in range(3)))
+                del small
             base = max(t for t in full if t <= FULL_MAX_T)
             full[T] = (full[base][0] * T / base, full[base][1] * T / base)
             row = (f"| {T:,} | full BPTT (extrapolated from T = {base:,}) | {T:,} | "
@@ -126,9 +192,11 @@ def main(argv=None):
             print(row, flush=True)
             lines.append(row)
         for i, (label, memory, slots) in enumerate(rows):
+            memory_kept, traced = kept(data, memory)
+            if T > FULL_MAX_T:                  # there, the traced run is the one run
+                times[i].append(traced)
             seconds = min(t[0] for t in times[i])
             _, _, predicted, steps = times[i][0]
-            memory_kept = kept(data, memory)
             if memory is None:
                 full[T] = (memory_kept, seconds)
             ref = full[T]
@@ -141,8 +209,8 @@ def main(argv=None):
     table = "\n".join(lines) + "\n"
     if args.write:
         section = ("## Backpropagation through time in bounded memory (bench_memory.py)\n\n"
-                   f"{info}. Time: the fastest of {args.repeat} interleaved runs (one at T > "
-                   f"{FULL_MAX_T:,}); memory: one traced run. The machine was shared with "
+                   f"{info}. Time: the fastest of {args.repeat} interleaved runs (at T > "
+                   f"{FULL_MAX_T:,} the traced run's); memory: one traced run. The machine was shared with "
                    "other work (2 cores), so times carry its noise.\n\n" + table)
         write_section(os.path.join(HERE, "RESULTS.md"), "bench_memory", section)
     return 0
