@@ -30,9 +30,10 @@ from .lstmp import LSTMPCache, lstmp_backward, lstmp_cell, lstmp_cell_backward, 
 from .peephole import PeepholeLSTMCache, peephole_lstm_backward, peephole_lstm_forward
 from .rnn import RNNCache, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 from . import fast  # noqa: E402  (the sequence ops accelerated where it pays, via the registry)
+from . import bptt  # noqa: E402  (any sequence op in bounded memory: checkpointed_forward)
 
 __all__ = [
-    "fast", "length_mask",
+    "fast", "bptt", "length_mask",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward",
     "log_softmax", "softmax", "softmax_backward",
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "RNNCache",

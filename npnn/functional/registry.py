@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import accel, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
+from . import accel, bptt, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
 from .._checks import check_step_input
 def uniform(rng, shape, H):
     """PyTorch's initialisation of every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
@@ -153,10 +153,15 @@ class Cell:
         """The size of each step's output: H, or the size option's value (P)."""
         return self.dims(None, H, **sizes)[self.output]
 
-    def run(self, x, states, params, mask=None, **options):
+    def run(self, x, states, params, mask=None, bptt_memory=None, **options):
         """x (T, N, D), a tuple of initial states (each (N, H) or None), the op's
         parameters by argument name -> out (T, N, H), tuple of final states, cache.
-        The acceleration's forward where it pays (``accel.pays``), else the reference."""
+        The acceleration's forward where it pays (``accel.pays``), else the reference.
+        ``bptt_memory`` (slots or 'sqrt', ``bptt_policy``) keeps states at checkpoints
+        only and recomputes the segments in the backward (``bptt``); None keeps all."""
+        if bptt_memory is not None:
+            return bptt.checkpointed_forward(self, x, states, params, mask, bptt_memory,
+                                             **options)
         forward = self.forward
         if self.accelerated is not None and accel.pays(x, _hidden(params)):
             forward = self.accelerated.forward      # (it checks its arguments as forward does)
@@ -165,7 +170,10 @@ class Cell:
 
     def run_backward(self, dout, dfinals, cache):
         """-> dx (T, N, D), tuple of initial-state gradients, parameter gradients by argument;
-        by the acceleration's backward where its forward made the cache."""
+        by the acceleration's backward where its forward made the cache (recomputing the
+        segments of a checkpointed forward)."""
+        if isinstance(cache, bptt.CheckpointedCache):
+            return bptt.checkpointed_backward(self, dout, dfinals, cache)
         backward = self.backward
         if self.accelerated is not None and isinstance(cache, self.accelerated.Cache):
             backward = self.accelerated.backward

@@ -32,6 +32,7 @@ from .. import functional as F
 from .._checks import (check_bool, check_choice, check_dropout, check_dtype, check_float,
                        check_integer, check_layer_dtype, check_positive_int, check_same_backend,
                        check_shape)
+from ..functional.bptt_policy import check_memory
 from ..functional.registry import (INITIALIZERS, as_states, from_states, get_cell, resolve,
                                   size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
@@ -85,7 +86,15 @@ class Recurrent(Module):
     ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn') and size
     options (``proj_size`` for 'lstm', which then runs the variant 'lstmp':
     ``functional.registry.resolve``). The named subclasses below fix the cell and
-    take PyTorch's signatures.
+    take PyTorch's signatures, plus ``bptt_memory``.
+
+    ``bptt_memory`` bounds what a forward keeps for the backward (``functional/bptt.py``):
+    None keeps every step's cache (full BPTT), an int m keeps states at the checkpoints
+    of Gruslys et al.'s optimal schedule for m slots (one slot: one step's cache) and
+    recomputes the rest in the backward, 'sqrt' checkpoints every ceil(sqrt(T)) steps.
+    The gradients are full BPTT's (bit for bit where m >= T, within 1e-12 relative
+    otherwise); the dropout between layers is drawn here, outside the recomputed op,
+    so it needs no replay. It may be changed between forwards (``layer.bptt_memory``).
 
     To step the cell by hand (a decoder, a gradient analysis): ``spec`` is the registry
     ``Cell``, ``cell_params(layer, direction)`` its parameters by argument name,
@@ -103,8 +112,10 @@ class Recurrent(Module):
         self._build(get_cell(cell), *args, **kwargs)
 
     def _build(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-               dropout=0.0, bidirectional=False, dtype="float32", seed=None, **options):
+               dropout=0.0, bidirectional=False, dtype="float32", seed=None, bptt_memory=None,
+               **options):
         super().__init__()
+        self.bptt_memory = check_memory(bptt_memory)
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         base = cell            # 'lstm' with proj_size > 0 runs its variant 'lstmp'
@@ -211,6 +222,8 @@ class Recurrent(Module):
                 s += f", {name}={getattr(self, name)}"
         for name, value in self.sizes.items():
             s += f", {name}={value}"
+        if self.bptt_memory is not None:
+            s += f", bptt_memory={self.bptt_memory!r}"
         for name, default in self.spec.options.items():
             if self.options[name] != default:
                 s += f", {name}={self.options[name]!r}"
@@ -346,7 +359,8 @@ class Recurrent(Module):
                 s0 = [None if s is None else s[idx] for s in init]
                 weights, options = self._weights(layer, direction), self._op_options(xp)
                 if keep:
-                    out, final, cache = self.spec.run(xin, s0, weights, mask, **options)
+                    out, final, cache = self.spec.run(xin, s0, weights, mask,
+                                                      bptt_memory=self.bptt_memory, **options)
                 else:                       # nothing will be backpropagated: no cache
                     (out, final), cache = self.spec.run_inference(xin, s0, weights, mask,
                                                                   **options), None
@@ -435,9 +449,10 @@ class RNN(Recurrent):
     cell = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None,
+                 bptt_memory=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, nonlinearity=nonlinearity)
+                         bidirectional, dtype, seed, bptt_memory, nonlinearity=nonlinearity)
 
     @property
     def nonlinearity(self):
@@ -486,12 +501,12 @@ class CTRNN(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
                  bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, bptt_memory=None):
         if not float(dt) > 0 or not float(tau) > 0:
             raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
         self.tau, self.learn_tau = float(tau), bool(learn_tau)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, dt=float(dt))
+                         bidirectional, dtype, seed, bptt_memory, dt=float(dt))
 
     @property
     def dt(self):

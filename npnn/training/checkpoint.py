@@ -251,6 +251,8 @@ def validate_meta(meta):
     returns the TrainConfig it describes. Raises CheckpointError."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"its meta is a JSON {type(meta).__name__}, not an object")
+    if isinstance(meta.get("run"), dict):       # written before --bptt-memory: keep all
+        meta["run"].setdefault("bptt_memory", None)
     _check(meta, SCHEMA, "")
     try:
         model = ModelConfig(**meta["model"]).validate()

@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, read_checkpoint
 from .config import ITERATORS, PREPROCESS, ConfigError, TrainConfig
 from . import distributed
 from .data import TOKEN_MODES, Vocab
+from ..functional.bptt_policy import check_memory
 from ..functional.registry import cell_choices
 from ..optim import OPTIMIZERS
 from .rundir import RunBusyError, check_folder
@@ -68,6 +69,15 @@ def _type(rule, convert):
     return parse
 
 
+def _bptt_memory(text):
+    """--bptt-memory: 'sqrt' or a positive integer of slots."""
+    try:
+        return check_memory(text if text == "sqrt" else int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'sqrt', "
+                                         f"got {text!r}") from None
+
+
 # -- npnn train --------------------------------------------------------------------
 def _train_parser(sub):
     d = TrainConfig()
@@ -98,6 +108,10 @@ def _train_parser(sub):
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
     a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")
     a("--steps", type=int, help=f"BPTT steps per batch (default: {d.steps})")
+    a("--bptt-memory", type=_bptt_memory, dest="bptt_memory",
+      help="keep states for the backward in this many step slots, or 'sqrt', and recompute "
+           "the rest: the same gradients in bounded memory, for long --steps (default: keep "
+           "everything)")
     a("--iterator", choices=ITERATORS,
       help=f"d2l's two minibatch schemes (default: {d.iterator})")
     a("--epochs", type=int, help="epochs in all; the run ends at the first of --epochs and "

@@ -17,6 +17,7 @@ from typing import Optional
 from .._checks import (DTYPES, boolean, fraction, int_at_least, non_empty_string, one_of,
                        optional, positive_number)
 from ..backend import BACKENDS
+from ..functional.bptt_policy import check_memory
 from ..functional.registry import cell_choices
 from ..optim import OPTIMIZERS
 from .data import TOKEN_MODES
@@ -49,7 +50,7 @@ RULES = {
     "text": optional(non_empty_string), "preprocess": one_of(*PREPROCESS),
     "min_freq": int_at_least(0), "max_tokens": optional(int_at_least(1)),
     "val_fraction": fraction, "batch": int_at_least(1), "steps": int_at_least(1),
-    "iterator": one_of(*ITERATORS),
+    "iterator": one_of(*ITERATORS), "bptt_memory": check_memory,
     # the optimisation and the budget
     "epochs": optional(int_at_least(1)), "minutes": optional(positive_number),
     "optimizer": one_of(*OPTIMIZERS), "lr": positive_number, "clip": optional(positive_number),
@@ -118,6 +119,7 @@ class TrainConfig:
     batch: int = 32
     steps: int = 64
     iterator: str = "sequential"        # or 'random' (d2l's two schemes)
+    bptt_memory: Optional[object] = None  # slots (int) or 'sqrt': recompute, keep less
     epochs: Optional[int] = None
     minutes: Optional[float] = 3.0      # per session; None: no time limit (needs epochs)
     optimizer: str = "adam"

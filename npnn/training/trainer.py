@@ -201,6 +201,7 @@ class Trainer(Hooks):
             _check_size(ckpt, self.model_config)
         self.model = build_model(self.model_config, self.corpus.vocab,
                                  seed=config.seed).to(config.backend)
+        self.model.rnn.bptt_memory = config.bptt_memory     # the same gradients, less memory
         self.optimizer = build_optimizer(config, self.model)
         self.loss_fn = SoftmaxCrossEntropy()
         if ckpt is None:

@@ -1,0 +1,161 @@
+"""Backpropagation through time in bounded memory: any cell's sequence op, checkpointed.
+
+Full BPTT keeps every step's cache, so its memory grows as T. Under a budget of m
+slots (``bptt_policy``: a slot is one step's cache) the forward keeps only the
+states at the checkpoints its policy chooses, plus the cache of the last segment;
+the backward recomputes each segment's cache from its checkpoint and
+backpropagates through it, carrying the final-state gradients (dh, dc) from
+segment to segment (Chen et al. 2016; Gruslys et al. 2016):
+
+    (1) forward:  s_a --run x[a:b]--> s_b          for each segment [a, b),
+                  storing s_a where the policy splits
+    (2) backward: cache_[a,b) = run(x[a:b], s_a)    (recomputed)
+                  dx[a:b], ds_a, grads_[a,b) = run_backward(dout[a:b], ds_b, cache_[a,b))
+    (3) grads = sum over segments of grads_[a,b)
+
+A segment is the cell's own sequence op on x[a:b] from the checkpointed states
+(``Cell.run``: the reference or the acceleration, as the registry chooses), and
+its backward the cell's own (``Cell.run_backward``), so every registered cell,
+masks (sliced with the steps) and both array backends work with nothing
+cell-specific here. The input product x W_ih^T, dz and the weight-gradient
+products are formed per segment, so nothing of size T * G * H is kept; the
+caller keeps x, the outputs and their gradients (T rows each) anyway.
+
+Exactness (tests/test_bptt.py, float64):
+
+* where the policy keeps everything (m >= T), the op is one segment: the same
+  operations as full BPTT, bit for bit the same outputs, states and gradients;
+* otherwise the recurrence runs the same steps in the same order, but the products
+  over steps (the input product, dx, the weight gradients) are formed per segment
+  and the weight gradients summed over segments, which may round differently:
+  every result within 1e-12 of full BPTT's, relative to its largest value, not
+  bit for bit. In auto mode a short segment may also run the reference where the
+  whole sequence ran the acceleration (``accel.pays``), which stays as close.
+
+Dropout between layers is drawn by the layers outside this op, so recomputing a
+segment replays nothing random; the cells have no randomness of their own.
+
+No value goes from the device to the host: the schedule depends on T and m only.
+"""
+
+from typing import Any, NamedTuple, Optional, Tuple
+
+from ..backend import get_array_module
+from .bptt_policy import check_memory, policy
+
+
+class CheckpointedCache(NamedTuple):
+    """What ``checkpointed_backward`` needs: the input, the checkpoints and the cache of
+    the last segment (the only cache the forward keeps)."""
+    x: Any                      # (T, N, D) input (the caller's; not copied)
+    params: dict                # the op's parameters by argument name
+    mask: Optional[Any]         # (T, N) valid-step mask, or None
+    options: dict               # the cell's options
+    plan: Any                   # the bptt_policy.Policy
+    pending: Tuple              # ((a, t, m, states at a), ...): the sub-problems left
+    tail: Tuple                 # (a, cache) of the last segment [a, T)
+    steps_run: list             # [forward steps, recomputed steps]: counters
+
+
+def _slice(mask, a, b):
+    return None if mask is None else mask[a:b]
+
+
+def _advance(cell, x, states, params, mask, a, y, chunk, options, write=None):
+    """The states after steps [a, a + y) from ``states`` at a, run in chunks of at most
+    ``chunk`` steps whose caches are dropped; each chunk's outputs go to ``write(s, e, o)``
+    if given."""
+    for s in range(a, a + y, chunk):
+        e = min(s + chunk, a + y)
+        o, states, _ = cell.run(x[s:e], states, params, _slice(mask, s, e), **options)
+        if write is not None:
+            write(s, e, o)
+    return tuple(s.copy() for s in states)     # copies: the op's final states may be views
+                                                # of its whole (T + 1, N, H) buffers
+
+
+def checkpointed_forward(cell, x, states, params, mask=None, memory="sqrt", **options):
+    """``cell.run`` (a registry ``Cell``) keeping states at checkpoints only.
+
+    Args:
+        cell: the registry ``Cell`` whose sequence op to run.
+        x: (T, N, D) input; states: tuple of initial states, each (N, S) or None.
+        params: the op's parameters by argument name; mask: optional (T, N).
+        memory: slots (a positive int: m >= T keeps everything) or 'sqrt'
+            (``bptt_policy``).
+        options: the cell's options.
+
+    Returns:
+        out (T, N, H_out), tuple of final states (N, S), cache (``CheckpointedCache``).
+    """
+    T = x.shape[0]
+    plan = policy(T, check_memory(memory))
+    pending, a, t, m = [], 0, T, plan.slots
+    y, right = plan.split(t, m)
+    if y == 0:                                  # one segment: the op itself, bit for bit
+        out, finals, cache = cell.run(x, tuple(states), params, mask, **options)
+        return out, finals, CheckpointedCache(x, params, mask, options, plan, (), (0, cache),
+                                              [T, 0])
+    xp = get_array_module(x)
+    out = []                                    # (T, N, H_out), made at the first chunk
+
+    def write(s, e, o):
+        if not out:
+            out.append(xp.empty((T,) + o.shape[1:], dtype=o.dtype))
+        out[0][s:e] = o
+
+    states = tuple(states)
+    while y != 0:                               # (1), the first pass: split after split
+        mid = _advance(cell, x, states, params, mask, a, y, max(1, m), options, write)
+        pending.append((a, y, m, states))
+        a, t, m, states = a + y, t - y, right, mid
+        y, right = plan.split(t, m)
+    o, finals, cache = cell.run(x[a:], states, params, _slice(mask, a, T), **options)
+    write(a, T, o)
+    out = out[0]
+    return out, finals, CheckpointedCache(x, params, mask, options, plan, tuple(pending),
+                                          (a, cache), [T, 0])
+
+
+def checkpointed_backward(cell, dout, dfinals, cache):
+    """Backward of ``checkpointed_forward``: recompute each segment, backpropagate it.
+
+    Args:
+        dout: (T, N, H_out) gradient of the outputs, or None.
+        dfinals: tuple of the final states' gradients, each (N, S) or None.
+        cache: from ``checkpointed_forward``.
+
+    Returns:
+        dx (T, N, D), tuple of initial-state gradients (N, S), parameter gradients by
+        argument name (summed over segments).
+    """
+    x, params, mask, options, plan, pending, (a, tail), counts = cache
+    T = x.shape[0]
+    if not pending:
+        return cell.run_backward(dout, tuple(dfinals), tail)
+    xp = get_array_module(x)
+    dx = xp.empty_like(x)
+    grads = {}
+
+    def leaf(a, b, cache_ab, d):
+        dx_ab, d, g = cell.run_backward(None if dout is None else dout[a:b], d, cache_ab)
+        dx[a:b] = dx_ab
+        for k, v in g.items():
+            grads[k] = v if k not in grads else grads[k] + v          # (3)
+        return d
+
+    d = leaf(a, T, tail, tuple(dfinals))
+    stack = list(pending)
+    while stack:                                # sub-problems, last in time first
+        a, t, m, states = stack.pop()
+        y, right = plan.split(t, m)
+        if y == 0:                              # (2): recompute the segment, backpropagate
+            _, _, seg = cell.run(x[a:a + t], states, params, _slice(mask, a, a + t), **options)
+            counts[1] += t
+            d = leaf(a, a + t, seg, d)
+        else:                                   # advance, store, solve the right part first
+            mid = _advance(cell, x, states, params, mask, a, y, max(1, m), options)
+            counts[1] += y
+            stack.append((a, y, m, states))
+            stack.append((a + y, t - y, right, mid))
+    return dx, d, grads
