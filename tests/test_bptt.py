@@ -10,12 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-try:                                            # its home on main from issue 24 on
-    from npnn.testing import strict_cupy
-except ImportError:
-    import strict_cupy
+from npnn.testing import strict_cupy
 from npnn.backend import to_backend, to_numpy
-from npnn.functional import bptt, bptt_policy
+from npnn.functional import bptt_policy
 from npnn.functional.registry import CELLS
 
 from conftest import PATHS, on_path
