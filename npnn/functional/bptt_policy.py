@@ -54,6 +54,7 @@ small example.
 
 import functools
 import math
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -62,7 +63,7 @@ EXACT_CELLS = 200_000
 SQRT = "sqrt"
 
 
-def check_memory(memory):
+def check_memory(memory: Any) -> Union[int, str, None]:
     """``bptt_memory``: None (keep everything), a positive int of slots, or 'sqrt'."""
     if memory is None or memory == SQRT:
         return memory
@@ -79,13 +80,13 @@ class Policy:
     """
     name = "policy"
 
-    def __init__(self, T, slots):
+    def __init__(self, T: int, slots: int) -> None:
         self.T, self.slots = T, slots
 
-    def split(self, t, m):
+    def split(self, t: int, m: int) -> Tuple[int, int]:
         raise NotImplementedError
 
-    def predicted_steps(self, T=None, m=None):
+    def predicted_steps(self, T: Optional[int] = None, m: Optional[int] = None) -> int:
         """Forward steps the schedule runs for t = T steps with m = ``slots`` slots,
         the first forward pass included (C(T, m) of (1)-(3) for the 'dp' table)."""
         T, m = (self.T if T is None else T), (self.slots if m is None else m)
@@ -100,7 +101,7 @@ class Policy:
                 stack += [(y, m), (t - y, right)]
         return total
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(T={self.T}, slots={self.slots})"
 
 
@@ -108,7 +109,7 @@ class Leaf(Policy):
     """Everything fits (m >= T): one segment, full BPTT."""
     name = "leaf"
 
-    def split(self, t, m):
+    def split(self, t: int, m: int) -> Tuple[int, int]:
         return 0, m
 
 
@@ -116,11 +117,11 @@ class EvenlySpaced(Policy):
     """Checkpoints every L steps (4); slots = (ceil(T / L) - 1) + L."""
     name = "even"
 
-    def __init__(self, T, L):
+    def __init__(self, T: int, L: int) -> None:
         self.L = max(1, min(int(L), T))
         super().__init__(T, even_slots(T, self.L))
 
-    def split(self, t, m):
+    def split(self, t: int, m: int) -> Tuple[int, int]:
         return (0, m) if t <= self.L else (self.L, m - 1)
 
 
@@ -128,11 +129,11 @@ class HSM(Policy):
     """Gruslys et al.'s BPTT-HSM table (1)-(3), on a grid of q steps (q = 1: exact)."""
     name = "dp"
 
-    def __init__(self, T, slots, q, choice):
+    def __init__(self, T: int, slots: int, q: int, choice: np.ndarray) -> None:
         super().__init__(T, slots)
         self.q, self.choice = q, choice     # choice (slots + 1, K + 1): y* in units, -1 restart
 
-    def split(self, t, m):
+    def split(self, t: int, m: int) -> Tuple[int, int]:
         if t <= m:
             return 0, m
         y = int(self.choice[m, -(-t // self.q)])
@@ -141,29 +142,29 @@ class HSM(Policy):
         return y * self.q, m - 1
 
 
-def even_slots(T, L):
+def even_slots(T: int, L: int) -> int:
     """Slots the evenly spaced schedule with segments of L steps uses, (4)."""
     return (-(-T // L) - 1) + L
 
 
-def sqrt_policy(T):
+def sqrt_policy(T: int) -> EvenlySpaced:
     """The evenly spaced schedule with L = ceil(sqrt(T)): about 2 sqrt(T) slots."""
     return EvenlySpaced(T, math.isqrt(T - 1) + 1 if T > 1 else 1)
 
 
-def even_steps(T, L):
+def even_steps(T: int, L: int) -> int:
     """Forward steps the evenly spaced schedule with segments of L steps runs, (4)."""
     return T if T <= L else 2 * T - (T - (-(-T // L) - 1) * L)
 
 
-def best_even(T, m):
+def best_even(T: int, m: int) -> Optional[EvenlySpaced]:
     """The cheapest evenly spaced schedule that fits in m slots, or None."""
     fits = [L for L in range(1, min(T, m) + 1) if even_slots(T, L) <= m]
     return None if not fits else EvenlySpaced(T, min(fits, key=lambda L: even_steps(T, L)))
 
 
 @functools.lru_cache(maxsize=32)
-def hsm_table(K, m, q):
+def hsm_table(K: int, m: int, q: int) -> Tuple[np.ndarray, np.ndarray]:
     """(cost C (m + 1, K + 1), choice (m + 1, K + 1)) of (1)-(3) for K units of q steps
     and up to m slots; choice is y* in units, 0 for a leaf, -1 for a restart."""
     INF = np.iinfo(np.int64).max // 4
@@ -187,7 +188,7 @@ def hsm_table(K, m, q):
 
 
 @functools.lru_cache(maxsize=64)
-def dp_policy(T, m):
+def dp_policy(T: int, m: int) -> Policy:
     """The BPTT-HSM policy for T steps and m slots (exact where T * m <= EXACT_CELLS),
     or the evenly spaced one where that runs fewer steps."""
     if m >= T:
@@ -203,7 +204,7 @@ def dp_policy(T, m):
     return dp
 
 
-def policy(T, memory):
+def policy(T: int, memory: Union[int, str, None]) -> Policy:
     """The policy for T steps under ``memory`` (an int of slots or 'sqrt')."""
     memory = check_memory(memory)
     if memory == SQRT:
