@@ -38,30 +38,51 @@ segment replays nothing random; the cells have no randomness of their own.
 No value goes from the device to the host: the schedule depends on T and m only.
 """
 
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 from ..backend import get_array_module
-from .bptt_policy import check_memory, policy
+from .._typing import Array
+from .bptt_policy import Policy, check_memory, policy
+
+#: A cell's states, one array (N, S) each (an initial state or a gradient may be None:
+#: zeros; ``Array`` is ``Any``, so the name says it and the checker lets it pass).
+StateTuple = Tuple[Array, ...]
+#: A sub-problem left for the backward: (start a, steps t, slots m, states at a).
+Pending = Tuple[int, int, int, StateTuple]
+
+
+class SequenceCell(Protocol):
+    """What this module runs of a registry ``Cell`` (a protocol: the registry imports this
+    module, so this one names the two methods instead of importing the class)."""
+
+    def run(self, x: Array, states: StateTuple, params: Dict[str, Array],
+            mask: Optional[Array] = None, bptt_memory: Union[int, str, None] = None,
+            **options: Any) -> Tuple[Array, StateTuple, Any]: ...
+
+    def run_backward(self, dout: Optional[Array], dfinals: StateTuple,
+                     cache: Any) -> Tuple[Array, StateTuple, Dict[str, Array]]: ...
 
 
 class CheckpointedCache(NamedTuple):
     """What ``checkpointed_backward`` needs: the input, the checkpoints and the cache of
     the last segment (the only cache the forward keeps)."""
-    x: Any                      # (T, N, D) input (the caller's; not copied)
-    params: dict                # the op's parameters by argument name
-    mask: Optional[Any]         # (T, N) valid-step mask, or None
-    options: dict               # the cell's options
-    plan: Any                   # the bptt_policy.Policy
-    pending: Tuple              # ((a, t, m, states at a), ...): the sub-problems left
-    tail: Tuple                 # (a, cache) of the last segment [a, T)
-    steps_run: list             # [forward steps, recomputed steps]: counters
+    x: Array                    # (T, N, D) input (the caller's; not copied)
+    params: Dict[str, Array]    # the op's parameters by argument name
+    mask: Optional[Array]       # (T, N) valid-step mask, or None
+    options: Dict[str, Any]     # the cell's options
+    plan: Policy                # the bptt_policy.Policy
+    pending: Tuple[Pending, ...]    # ((a, t, m, states at a), ...): the sub-problems left
+    tail: Tuple[int, Any]       # (a, cache) of the last segment [a, T)
+    steps_run: List[int]        # [forward steps, recomputed steps]: counters
 
 
-def _slice(mask, a, b):
+def _slice(mask: Optional[Array], a: int, b: int) -> Optional[Array]:
     return None if mask is None else mask[a:b]
 
 
-def _advance(cell, x, states, params, mask, a, y, chunk, options, write=None):
+def _advance(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str, Array],
+             mask: Optional[Array], a: int, y: int, chunk: int, options: Dict[str, Any],
+             write: Optional[Callable[[int, int, Array], None]] = None) -> StateTuple:
     """The states after steps [a, a + y) from ``states`` at a, run in chunks of at most
     ``chunk`` steps whose caches are dropped; each chunk's outputs go to ``write(s, e, o)``
     if given."""
@@ -74,7 +95,9 @@ def _advance(cell, x, states, params, mask, a, y, chunk, options, write=None):
                                                 # of its whole (T + 1, N, H) buffers
 
 
-def checkpointed_forward(cell, x, states, params, mask=None, memory="sqrt", **options):
+def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str, Array],
+                        mask: Optional[Array] = None, memory: Union[int, str] = "sqrt",
+                        **options: Any) -> Tuple[Array, StateTuple, CheckpointedCache]:
     """``cell.run`` (a registry ``Cell``) keeping states at checkpoints only.
 
     Args:
@@ -90,19 +113,20 @@ def checkpointed_forward(cell, x, states, params, mask=None, memory="sqrt", **op
     """
     T = x.shape[0]
     plan = policy(T, check_memory(memory))
-    pending, a, t, m = [], 0, T, plan.slots
+    pending: List[Pending] = []
+    a, t, m = 0, T, plan.slots
     y, right = plan.split(t, m)
     if y == 0:                                  # one segment: the op itself, bit for bit
         out, finals, cache = cell.run(x, tuple(states), params, mask, **options)
         return out, finals, CheckpointedCache(x, params, mask, options, plan, (), (0, cache),
                                               [T, 0])
     xp = get_array_module(x)
-    out = []                                    # (T, N, H_out), made at the first chunk
+    full: List[Array] = []                      # (T, N, H_out), made at the first chunk
 
-    def write(s, e, o):
-        if not out:
-            out.append(xp.empty((T,) + o.shape[1:], dtype=o.dtype))
-        out[0][s:e] = o
+    def write(s: int, e: int, o: Array) -> None:
+        if not full:
+            full.append(xp.empty((T,) + o.shape[1:], dtype=o.dtype))
+        full[0][s:e] = o
 
     states = tuple(states)
     while y != 0:                               # (1), the first pass: split after split
@@ -112,12 +136,13 @@ def checkpointed_forward(cell, x, states, params, mask=None, memory="sqrt", **op
         y, right = plan.split(t, m)
     o, finals, cache = cell.run(x[a:], states, params, _slice(mask, a, T), **options)
     write(a, T, o)
-    out = out[0]
-    return out, finals, CheckpointedCache(x, params, mask, options, plan, tuple(pending),
-                                          (a, cache), [T, 0])
+    return full[0], finals, CheckpointedCache(x, params, mask, options, plan, tuple(pending),
+                                              (a, cache), [T, 0])
 
 
-def checkpointed_backward(cell, dout, dfinals, cache):
+def checkpointed_backward(cell: SequenceCell, dout: Optional[Array], dfinals: StateTuple,
+                         cache: CheckpointedCache
+                         ) -> Tuple[Array, StateTuple, Dict[str, Array]]:
     """Backward of ``checkpointed_forward``: recompute each segment, backpropagate it.
 
     Args:
@@ -135,9 +160,9 @@ def checkpointed_backward(cell, dout, dfinals, cache):
         return cell.run_backward(dout, tuple(dfinals), tail)
     xp = get_array_module(x)
     dx = xp.empty_like(x)
-    grads = {}
+    grads: Dict[str, Array] = {}
 
-    def leaf(a, b, cache_ab, d):
+    def leaf(a: int, b: int, cache_ab: Any, d: StateTuple) -> StateTuple:
         dx_ab, d, g = cell.run_backward(None if dout is None else dout[a:b], d, cache_ab)
         dx[a:b] = dx_ab
         for k, v in g.items():
