@@ -95,9 +95,10 @@ def _advance(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str,
                                                 # of its whole (T + 1, N, H) buffers
 
 
-def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str, Array],
-                        mask: Optional[Array] = None, memory: Union[int, str] = "sqrt",
-                        **options: Any) -> Tuple[Array, StateTuple, CheckpointedCache]:
+def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple,
+                         params: Dict[str, Array], mask: Optional[Array] = None,
+                         memory: Union[int, str] = "sqrt",
+                         **options: Any) -> Tuple[Array, StateTuple, CheckpointedCache]:
     """``cell.run`` (a registry ``Cell``) keeping states at checkpoints only.
 
     Args:
@@ -141,8 +142,8 @@ def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple, param
 
 
 def checkpointed_backward(cell: SequenceCell, dout: Optional[Array], dfinals: StateTuple,
-                         cache: CheckpointedCache
-                         ) -> Tuple[Array, StateTuple, Dict[str, Array]]:
+                          cache: CheckpointedCache
+                          ) -> Tuple[Array, StateTuple, Dict[str, Array]]:
     """Backward of ``checkpointed_forward``: recompute each segment, backpropagate it.
 
     Args:
