@@ -38,7 +38,8 @@ segment replays nothing random; the cells have no randomness of their own.
 No value goes from the device to the host: the schedule depends on T and m only.
 """
 
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple,
+                    Union)
 
 from ..backend import get_array_module
 from .._typing import Array
@@ -55,11 +56,11 @@ class SequenceCell(Protocol):
     """What this module runs of a registry ``Cell`` (a protocol: the registry imports this
     module, so this one names the two methods instead of importing the class)."""
 
-    def run(self, x: Array, states: StateTuple, params: Dict[str, Array],
+    def run(self, x: Array, states: Sequence[Array], params: Dict[str, Array],
             mask: Optional[Array] = None, bptt_memory: Union[int, str, None] = None,
             **options: Any) -> Tuple[Array, StateTuple, Any]: ...
 
-    def run_backward(self, dout: Optional[Array], dfinals: StateTuple,
+    def run_backward(self, dout: Optional[Array], dfinals: Sequence[Array],
                      cache: Any) -> Tuple[Array, StateTuple, Dict[str, Array]]: ...
 
 
@@ -95,7 +96,7 @@ def _advance(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str,
                                                 # of its whole (T + 1, N, H) buffers
 
 
-def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple,
+def checkpointed_forward(cell: SequenceCell, x: Array, states: Sequence[Array],
                          params: Dict[str, Array], mask: Optional[Array] = None,
                          memory: Union[int, str] = "sqrt",
                          **options: Any) -> Tuple[Array, StateTuple, CheckpointedCache]:
@@ -141,7 +142,7 @@ def checkpointed_forward(cell: SequenceCell, x: Array, states: StateTuple,
                                               (a, cache), [T, 0])
 
 
-def checkpointed_backward(cell: SequenceCell, dout: Optional[Array], dfinals: StateTuple,
+def checkpointed_backward(cell: SequenceCell, dout: Optional[Array], dfinals: Sequence[Array],
                           cache: CheckpointedCache
                           ) -> Tuple[Array, StateTuple, Dict[str, Array]]:
     """Backward of ``checkpointed_forward``: recompute each segment, backpropagate it.
