@@ -25,26 +25,29 @@ in any layer (``resolve``).
 import math
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import accel, bptt, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
 from .._checks import check_step_input
-def uniform(rng, shape, H):
+from .._typing import Array
+def uniform(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
     """PyTorch's initialisation of every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
     k = 1.0 / math.sqrt(H)
     return rng.uniform(-k, k, size=shape)
 
 
-def log_tau(rng, shape, H, tau=2.0):
+def log_tau(rng: np.random.Generator, shape: Tuple[int, ...], H: int,
+            tau: float = 2.0) -> np.ndarray:
     """log(tau) everywhere (CTRNN's time constants; ``npnn.CTRNN`` passes its ``tau``);
     draws nothing from ``rng``."""
     return np.full(shape, math.log(tau))
 
 
 #: Initialisers by name: ``f(rng, shape, H) -> float64 array``, ``rng`` a NumPy Generator.
-INITIALIZERS = {"uniform": uniform, "log_tau": log_tau}
+Initializer = Callable[[np.random.Generator, Tuple[int, ...], int], np.ndarray]
+INITIALIZERS: Dict[str, Initializer] = {"uniform": uniform, "log_tau": log_tau}
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Param:
     bias: bool = False
     init: str = "uniform"
 
-    def size(self, G, H, D, **symbols):
+    def size(self, G: int, H: int, D: int, **symbols: int) -> Tuple[int, ...]:
         """The shape for gate count G, sizes H, D and any further symbols (P=...)."""
         sizes = {"G*H": G * H, "H": H, "D": D, **symbols}
         return tuple(sizes[s] for s in self.shape)
@@ -102,23 +105,23 @@ class Cell:
     gates: int
     states: Tuple[str, ...]
     params: Tuple[Param, ...]
-    forward: Callable
-    backward: Callable
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     accelerated: Optional[ModuleType] = None
-    step_forward: Optional[Callable] = None
-    step_backward: Optional[Callable] = None
+    step_forward: Optional[Callable[..., Any]] = None
+    step_backward: Optional[Callable[..., Any]] = None
     choices: Mapping[str, Tuple[Any, ...]] = field(default_factory=dict)
     sizes: Mapping[str, str] = field(default_factory=dict)
     state_sizes: Optional[Tuple[str, ...]] = None
     output: str = "H"
     variant_of: Optional[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.state_sizes is None:
             object.__setattr__(self, "state_sizes", ("H",) * len(self.states))
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[[str], "Cell"], Tuple[str]]:
         """A registered cell pickles (and deep-copies) as its name: the copy is the
         registry's cell (its functions and acceleration module are no data to copy)."""
         if CELLS.get(self.name) is not self:
@@ -126,10 +129,11 @@ class Cell:
         return get_cell, (self.name,)
 
     @property
-    def n_states(self):
+    def n_states(self) -> int:
         return len(self.states)
 
-    def dims(self, D, H, **sizes):
+    # Any: 'D' is None where D is (the state and output sizes, which never read it)
+    def dims(self, D: Optional[int], H: int, **sizes: int) -> Dict[str, Any]:
         """Symbol -> size for input size D, hidden size H and the cell's size options
         (``proj_size=3`` -> P = 3): 'D', 'H', 'G*H' and each size symbol."""
         missing = sorted(set(self.sizes) - set(sizes))
@@ -138,22 +142,26 @@ class Cell:
         return {"D": D, "H": H, "G*H": self.gates * H,
                 **{self.sizes[name]: value for name, value in sizes.items()}}
 
-    def param_shapes(self, D, H, bias=True, **sizes):
+    def param_shapes(self, D: int, H: int, bias: bool = True,
+                     **sizes: int) -> List[Tuple[Param, Tuple[int, ...]]]:
         """[(Param, shape)] of one layer and direction with input size D (and the
         cell's size options, ``proj_size=...``)."""
         dims = self.dims(D, H, **sizes)
         return [(p, tuple(dims[s] for s in p.shape)) for p in self.params if bias or not p.bias]
 
-    def state_shapes(self, N, H, **sizes):
+    def state_shapes(self, N: int, H: int, **sizes: int) -> List[Tuple[int, int]]:
         """[(N, S)] of each state, S its size (H, or the size option's value)."""
         dims = self.dims(None, H, **sizes)
-        return [(N, dims[s]) for s in self.state_sizes]
+        # union-attr: state_sizes is None only until __post_init__ fills it
+        return [(N, dims[s]) for s in self.state_sizes]  # type: ignore[union-attr]
 
-    def output_size(self, H, **sizes):
+    def output_size(self, H: int, **sizes: int) -> int:
         """The size of each step's output: H, or the size option's value (P)."""
         return self.dims(None, H, **sizes)[self.output]
 
-    def run(self, x, states, params, mask=None, bptt_memory=None, **options):
+    def run(self, x: Array, states: Sequence[Array], params: Dict[str, Array],
+            mask: Optional[Array] = None, bptt_memory: Union[int, str, None] = None,
+            **options: Any) -> Tuple[Array, Tuple[Array, ...], Any]:
         """x (T, N, D), a tuple of initial states (each (N, H) or None), the op's
         parameters by argument name -> out (T, N, H), tuple of final states, cache.
         The acceleration's forward where it pays (``accel.pays``), else the reference.
@@ -168,7 +176,8 @@ class Cell:
         out, *finals, cache = forward(x, *states, **params, mask=mask, **options)
         return out, tuple(finals), cache
 
-    def run_backward(self, dout, dfinals, cache):
+    def run_backward(self, dout: Optional[Array], dfinals: Sequence[Array],
+                     cache: Any) -> Tuple[Array, Tuple[Array, ...], Dict[str, Array]]:
         """-> dx (T, N, D), tuple of initial-state gradients, parameter gradients by argument;
         by the acceleration's backward where its forward made the cache (recomputing the
         segments of a checkpointed forward)."""
@@ -180,7 +189,8 @@ class Cell:
         dx, *dinits, grads = backward(dout, *dfinals, cache)
         return dx, tuple(dinits), grads
 
-    def run_step(self, x, states, params, **options):
+    def run_step(self, x: Array, states: Sequence[Array], params: Dict[str, Array],
+                 **options: Any) -> Tuple[Tuple[Array, ...], Any]:
         """One step: x (N, D) -> tuple of new states (N, H), cache."""
         if self.step_forward is not None:
             *new, cache = self.step_forward(x, *states, **params, **options)
@@ -188,7 +198,9 @@ class Cell:
         _, finals, cache = self.run(check_step_input(x)[None], states, params, **options)
         return finals, cache
 
-    def run_inference(self, x, states, params, mask=None, **options):
+    def run_inference(self, x: Array, states: Sequence[Array], params: Dict[str, Array],
+                      mask: Optional[Array] = None,
+                      **options: Any) -> Tuple[Array, Tuple[Array, ...]]:
         """``run`` for a forward that will never be backpropagated (it keeps no cache):
         the acceleration's prepared steps where its sequence forward does not pay, else
         ``run``. -> out (T, N, H), tuple of final states."""
@@ -198,7 +210,8 @@ class Cell:
             return out, finals
         return prepared.sequence(x, tuple(states), mask)
 
-    def stepper(self, params, **options):
+    def stepper(self, params: Dict[str, Array],
+                **options: Any) -> Callable[[Array, Sequence[Array]], Tuple[Array, ...]]:
         """A function (x (N, D), tuple of states) -> tuple of new states for forward-only
         stepping (a decoder, generation), its preparation paid once here: the
         acceleration's prepared step, or ``run_step`` where there is none (no acceleration,
@@ -210,7 +223,8 @@ class Cell:
             return prepared.step
         return lambda x, states: self.run_step(x, states, params, **options)[0]
 
-    def prepare(self, params, x=None, **options):
+    def prepare(self, params: Dict[str, Array], x: Optional[Array] = None,
+                **options: Any) -> Any:
         """The acceleration's ``Prepared`` steps for forward-only use, or None where they
         should not run: no acceleration, the accelerations switched off, or, given a
         whole sequence x (T, N, D), where its sequence forward pays."""
@@ -219,7 +233,8 @@ class Cell:
             return None
         return self.accelerated.Prepared(**params, **options)
 
-    def run_step_backward(self, dstates, cache):
+    def run_step_backward(self, dstates: Sequence[Array],
+                          cache: Any) -> Tuple[Array, Tuple[Array, ...], Dict[str, Array]]:
         """Gradients of a step's new states (each (N, H) or None) -> dx (N, D), tuple of
         the previous states' gradients, parameter gradients."""
         if self.step_backward is not None:
@@ -229,16 +244,17 @@ class Cell:
         return dx[0], dprev, grads
 
 
-def _hidden(params):
+def _hidden(params: Mapping[str, Array]) -> Optional[int]:
     """H, from W_hh (G*H, H) among a cell's parameters, or None."""
     W_hh = params.get("W_hh")
-    return None if getattr(W_hh, "ndim", None) != 2 else W_hh.shape[1]
+    # union-attr: ndim == 2 rules out the None that .get may give
+    return None if getattr(W_hh, "ndim", None) != 2 else W_hh.shape[1]  # type: ignore[union-attr]
 
 
 CELLS: Dict[str, Cell] = {}
 
 
-def register(cell):
+def register(cell: Cell) -> Cell:
     """Add a cell to ``CELLS`` (its name must be new)."""
     if cell.name in CELLS:
         raise ValueError(f"a cell named {cell.name!r} is already registered")
@@ -246,25 +262,26 @@ def register(cell):
     return cell
 
 
-def get_cell(name):
+def get_cell(name: Optional[str]) -> Cell:
     """The registered cell called ``name``, with a clear error for an unknown one."""
     if name not in CELLS:
         raise ValueError(f"expected cell to be one of {', '.join(map(repr, CELLS))}, got {name!r}")
     return CELLS[name]
 
 
-def variants(name):
+def variants(name: str) -> List[Cell]:
     """The registered cells that are variants of ``name`` (by their names)."""
     return [c for c in CELLS.values() if c.variant_of == name]
 
 
-def size_options(name):
+def size_options(name: str) -> Dict[str, str]:
     """The size options a layer of cell ``name`` takes: its own and its variants'."""
     cell = get_cell(name)
     return {**cell.sizes, **{k: v for c in variants(name) for k, v in c.sizes.items()}}
 
 
-def resolve(name, H, options):
+def resolve(name: Optional[str], H: int, options: Mapping[str, Any]
+            ) -> Tuple[Cell, Dict[str, int], Dict[str, Any]]:
     """The cell a layer of cell ``name`` and hidden size H runs with ``options``.
 
     Size options (``proj_size``) are split off and checked: each a positive integer
@@ -272,7 +289,8 @@ def resolve(name, H, options):
     it. Given nonzero, they select that variant ('lstm' with proj_size > 0 is
     'lstmp'). Returns (cell, its size options, the other options).
     """
-    cell, known = get_cell(name), size_options(name)
+    cell = get_cell(name)
+    known = size_options(cell.name)
     sizes = {k: v for k, v in options.items() if k in known}
     rest = {k: v for k, v in options.items() if k not in known}
     for k, v in sizes.items():
@@ -284,22 +302,22 @@ def resolve(name, H, options):
                              f"{H}{zero}, got {v!r}")
     given = {k: int(v) for k, v in sizes.items() if v}
     if any(k not in cell.sizes for k in given):
-        cell = next(c for c in variants(name) if set(given) <= set(c.sizes))
+        cell = next(c for c in variants(cell.name) if set(given) <= set(c.sizes))
     return cell, {k: given[k] for k in cell.sizes if k in given}, rest
 
 
-def cell_choices():
+def cell_choices() -> Tuple[str, ...]:
     """The cells a model, config or CLI may offer: those that are no variant of another
     (a variant is reached through its base's size option: 'lstm' + proj_size)."""
     return tuple(name for name, c in CELLS.items() if c.variant_of is None)
 
 
-def as_states(state):
+def as_states(state: Any) -> Tuple[Array, ...]:
     """A layer's state (one array, or a tuple of arrays for cells with several) -> tuple."""
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
-def from_states(states):
+def from_states(states: Sequence[Array]) -> Any:
     """Inverse of ``as_states``: one array stays an array (PyTorch's RNN/GRU), several a tuple."""
     return states[0] if len(states) == 1 else tuple(states)
 
