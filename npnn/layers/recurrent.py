@@ -24,25 +24,27 @@ come from the registry: a layer holds no case of its own for any cell.
 import functools
 import math
 import warnings
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import functional as F
 from .._checks import (check_bool, check_choice, check_dropout, check_dtype, check_float,
                        check_integer, check_layer_dtype, check_positive_int, check_same_backend,
                        check_shape)
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import (INITIALIZERS, as_states, from_states, get_cell, resolve,
-                                  size_options)
+from ..functional.registry import (INITIALIZERS, Cell, Param, as_states, from_states, get_cell,
+                                  resolve, size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
+from .._typing import Array, ArrayModule, Seed, States
 from .base import Module, make_rng
 
 
 class _StackCache(NamedTuple):
-    caches: List[Any]          # one kernel cache per (layer, direction)
-    drops: List[Optional[Any]]  # dropout mask applied to each layer's output, or None
-    rev: Optional[Any]         # (T, N) within-length reversal index, or None
+    caches: List[Any]             # one kernel cache per (layer, direction)
+    drops: List[Optional[Array]]  # dropout mask applied to each layer's output, or None
+    rev: Optional[Array]          # (T, N) within-length reversal index, or None
     batched: bool
     T: int
     N: int
@@ -60,7 +62,8 @@ DROPOUT_KERNEL = ("uint64 key, float64 p, T scale", "T mask", """
     """, "npnn_dropout_mask")
 
 
-def dropout_mask(rng, shape, p, like):
+def dropout_mask(rng: np.random.Generator, shape: Tuple[int, ...], p: float,
+                 like: Array) -> Array:
     """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p), next to ``like``,
     reproducible from ``rng`` (a host generator, saved in checkpoints).
 
@@ -100,9 +103,9 @@ class Recurrent(Module):
     ``Cell``, ``cell_params(layer, direction)`` its parameters by argument name,
     ``cell_options`` its options, ``stepper(layer, direction)`` a forward-only step.
     """
-    cell = None         # a subclass's registry name
+    cell: Optional[str] = None  # a subclass's registry name
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         if type(self).cell is None:             # Recurrent(cell, input_size, ...)
             if not args:
                 raise TypeError("Recurrent() needs the cell's name as its first argument")
@@ -111,9 +114,10 @@ class Recurrent(Module):
             cell = type(self).cell
         self._build(get_cell(cell), *args, **kwargs)
 
-    def _build(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-               dropout=0.0, bidirectional=False, dtype="float32", seed=None, bptt_memory=None,
-               **options):
+    def _build(self, cell: Cell, input_size: int, hidden_size: int, num_layers: int = 1,
+               bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+               bidirectional: bool = False, dtype: DTypeLike = "float32", seed: Seed = None,
+               bptt_memory: Union[int, str, None] = None, **options: Any) -> None:
         super().__init__()
         self.bptt_memory = check_memory(bptt_memory)
         self.input_size = check_positive_int("input_size", input_size)
@@ -155,33 +159,33 @@ class Recurrent(Module):
                     self._add_param(p.name + sfx, self._init_param(p, shape))
 
     @property
-    def n_states(self):
+    def n_states(self) -> int:
         return self.spec.n_states
 
-    def _param_shapes(self, d_in):
+    def _param_shapes(self, d_in: int) -> List[Tuple[Param, Tuple[int, ...]]]:
         """[(registry Param, shape)] of one layer and direction's parameters."""
         return self.spec.param_shapes(d_in, self.hidden_size, self.bias, **self.sizes)
 
-    def _init_param(self, p, shape):
+    def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
         """Parameter ``p`` (a registry Param) drawn by its initialiser from ``self.rng``
         (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's cells)."""
         return INITIALIZERS[p.init](self.rng, shape, self.hidden_size).astype(self.dtype)
 
-    def _op_options(self, xp):
+    def _op_options(self, xp: ArrayModule) -> Dict[str, Any]:
         """The cell options passed to its op with every call."""
         return self.options
 
     @staticmethod
-    def _suffix(layer, direction):
+    def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
-    def _weights(self, layer, direction):
+    def _weights(self, layer: int, direction: int) -> Dict[str, Array]:
         """Op argument name -> parameter array, for one layer and direction."""
         sfx, params = self._suffix(layer, direction), self.params
         return {arg: params[name + sfx] for arg, name in self._arg_names}
 
     # -- stepping the cell by hand: decoders, analyses -----------------------------------
-    def cell_params(self, layer=0, direction=0):
+    def cell_params(self, layer: int = 0, direction: int = 0) -> Dict[str, Array]:
         """The parameters of one layer (0 to num_layers - 1) and direction (0 forward, 1
         reverse) by the cell op's argument names, e.g. ``{'W_ih': weight_ih_l0, ...}``:
         the arrays themselves, not copies. With ``spec`` (the registry ``Cell``) and
@@ -193,12 +197,13 @@ class Recurrent(Module):
         return self._weights(layer, direction)
 
     @property
-    def cell_options(self):
+    def cell_options(self) -> Dict[str, Any]:
         """The options the cell's ops take with every call (e.g. ``nonlinearity``; the
         fixed ``log_tau`` of a CTRNN that does not learn it), on the layer's backend."""
         return self._op_options(get_array_module(*self.params.values()))
 
-    def stepper(self, layer=0, direction=0):
+    def stepper(self, layer: int = 0, direction: int = 0
+                ) -> Callable[[Array, Sequence[Array]], Tuple[Array, ...]]:
         """A forward-only step of one layer and direction (no cache, no dropout): a
         function (x (N, D_l), tuple of states each (N, H)) -> tuple of new states, D_l
         the layer's input size. Make one per run of steps (a decoding): it may keep what
@@ -206,11 +211,11 @@ class Recurrent(Module):
         return self.spec.stepper(self.cell_params(layer, direction), **self.cell_options)
 
     @functools.cached_property
-    def _arg_names(self):
+    def _arg_names(self) -> List[Tuple[str, str]]:
         """[(op argument name, parameter name without its suffix)], every layer alike."""
         return [(p.arg, p.name) for p, _ in self._param_shapes(self.input_size)]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if type(self).cell is None:
             s = f"'{self.spec.name}', " + s
@@ -230,10 +235,10 @@ class Recurrent(Module):
         return s
 
     # -- argument handling ---------------------------------------------------
-    def _layout(self):
+    def _layout(self) -> str:
         return "(N, T, {D})" if self.batch_first else "(T, N, {D})"
 
-    def _check_x(self, x):
+    def _check_x(self, x: Array) -> Tuple[Array, bool]:
         """-> time-major (T, N, D) input and whether the input was batched."""
         check_float("x", x)
         D = self.input_size
@@ -250,7 +255,8 @@ class Recurrent(Module):
             return x[:, None, :], False
         return (x.transpose(1, 0, 2) if self.batch_first else x), True
 
-    def _check_states(self, name, states, N, batched, H):
+    def _check_states(self, name: str, states: Optional[Array], N: int, batched: bool,
+                      H: int) -> Optional[Array]:
         """None, or an array (L*dirs, N, H) ((L*dirs, H) unbatched), H the state's size
         -> batched array or None."""
         if states is None:
@@ -264,7 +270,8 @@ class Recurrent(Module):
         check_shape(name, states, (LD, H))
         return states[:, None, :]
 
-    def _split_states(self, name, hx, N, batched):
+    def _split_states(self, name: str, hx: States, N: int,
+                      batched: bool) -> List[Optional[Array]]:
         """hx (an array for one state, a tuple for several, or None) -> list of
         n_states arrays or Nones."""
         if self.n_states == 1:
@@ -280,7 +287,8 @@ class Recurrent(Module):
         return [self._check_states(f"{name}[{i}]", s, N, batched, S)
                 for i, (s, S) in enumerate(zip(hx, self.state_sizes))]
 
-    def _check_lengths(self, lengths, T, N, batched, xp):
+    def _check_lengths(self, lengths: Any, T: int, N: int, batched: bool,
+                       xp: ArrayModule) -> Tuple[Array, Array]:
         if not batched:
             raise ValueError("expected batched input (with an N axis) when lengths are given, "
                              "got unbatched x of shape (T, D)")
@@ -296,7 +304,8 @@ class Recurrent(Module):
         rev = xp.where(t < arr[None, :], arr[None, :] - 1 - t, t)        # (T, N)
         return mask, rev
 
-    def _check_backward(self, c, d_out, d_hn):
+    def _check_backward(self, c: _StackCache, d_out: Optional[Array],
+                        d_hn: States) -> Tuple[Array, List[Optional[Array]]]:
         """The gradients of a backward, checked against the forward of cache ``c`` ->
         time-major d_out (T, N, dirs*H_out) and the list of final-state gradients."""
         H, dirs = self.output_size, self.num_directions
@@ -315,7 +324,7 @@ class Recurrent(Module):
         return d_layer, self._split_states("d_hn", d_hn, c.N, c.batched)
 
     @staticmethod
-    def _reverse(a, rev):
+    def _reverse(a: Array, rev: Optional[Array]) -> Array:
         """Reverse each sequence in time (within its length when ``rev`` is given)."""
         if rev is None:
             return a[::-1]
@@ -323,7 +332,8 @@ class Recurrent(Module):
         return a[rev, xp.arange(a.shape[1])[None, :]]
 
     # -- forward and backward -----------------------------------------------
-    def forward(self, x, hx=None, lengths=None):
+    def forward(self, x: Array, hx: States = None,
+                lengths: Any = None) -> Tuple[Array, States]:
         """Run the stack over a batch of sequences.
 
         Args:
@@ -349,7 +359,7 @@ class Recurrent(Module):
         dirs = self.num_directions
         keep = self.keeps_caches()
         caches, drops = [], []
-        finals = [[] for _ in range(self.n_states)]
+        finals: List[List[Array]] = [[] for _ in range(self.n_states)]
         layer_in = x
         for layer in range(self.num_layers):
             outs = []
@@ -386,7 +396,7 @@ class Recurrent(Module):
             out = out.transpose(1, 0, 2)
         return out, from_states(h_n)
 
-    def backward(self, d_out, d_hn=None):
+    def backward(self, d_out: Optional[Array], d_hn: States = None) -> Tuple[Array, States]:
         """Backpropagation through time, through every layer and direction.
 
         Args:
@@ -448,14 +458,15 @@ class RNN(Recurrent):
     """
     cell = "rnn"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None,
-                 bptt_memory=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, dtype: DTypeLike = "float32",
+                 seed: Seed = None, bptt_memory: Union[int, str, None] = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, bptt_memory, nonlinearity=nonlinearity)
 
     @property
-    def nonlinearity(self):
+    def nonlinearity(self) -> str:
         return self.options["nonlinearity"]
 
 
@@ -499,9 +510,11 @@ class CTRNN(Recurrent):
     at ``tau``."""
     cell = "ctrnn"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, dt=1.0, tau=2.0, learn_tau=True,
-                 bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-                 dtype="float32", seed=None, bptt_memory=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dt: float = 1.0,
+                 tau: float = 2.0, learn_tau: bool = True, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = "float32", seed: Seed = None,
+                 bptt_memory: Union[int, str, None] = None) -> None:
         if not float(dt) > 0 or not float(tau) > 0:
             raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
         self.tau, self.learn_tau = float(tau), bool(learn_tau)
@@ -509,20 +522,22 @@ class CTRNN(Recurrent):
                          bidirectional, dtype, seed, bptt_memory, dt=float(dt))
 
     @property
-    def dt(self):
+    def dt(self) -> float:
         return self.options["dt"]
 
-    def _param_shapes(self, d_in):
+    def _param_shapes(self, d_in: int) -> List[Tuple[Param, Tuple[int, ...]]]:
         shapes = super()._param_shapes(d_in)
         return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "log_tau"]
 
-    def _init_param(self, p, shape):
+    def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
         if p.init == "log_tau":
-            return INITIALIZERS["log_tau"](self.rng, shape, self.hidden_size,
-                                           self.tau).astype(self.dtype)
+            draw = INITIALIZERS["log_tau"]
+            # INITIALIZERS' type is the common (rng, shape, H); 'log_tau' also takes tau
+            init = draw(self.rng, shape, self.hidden_size, self.tau)  # type: ignore[call-arg]
+            return init.astype(self.dtype)
         return super()._init_param(p, shape)
 
-    def _op_options(self, xp):
+    def _op_options(self, xp: ArrayModule) -> Dict[str, Any]:
         if self.learn_tau:
             return self.options
         return {**self.options,
@@ -538,7 +553,7 @@ class JordanRNN(Recurrent):
     cell = "jordan"
 
 
-def layer_class(cell):
+def layer_class(cell: str) -> Type[Recurrent]:
     """The layer class for a registered cell's name: its named class above, or
     ``Recurrent`` bound to it (a cell registered without a class of its own)."""
     get_cell(cell)
@@ -548,7 +563,7 @@ def layer_class(cell):
     return type(f"Recurrent_{cell}", (Recurrent,), {"cell": cell})
 
 
-def select_state(state, idx):
+def select_state(state: States, idx: Any) -> States:
     """Rows ``idx`` (beams, sequences) of a recurrent layer's state: (L, N, H) -> (L, len(idx),
     H), or a tuple of them for a cell with several states (host or device ``idx``)."""
     states = as_states(state)

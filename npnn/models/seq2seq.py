@@ -341,7 +341,7 @@ class Seq2Seq(Module):
             ctx = self._context_vector(enc_state)
         elif self.context in ("attention", "luong"):
             ctx = self.attention.project(enc_out)
-        steps = [self.decoder.stepper(layer) for layer in range(self.num_layers)]
+        steps: List[Step] = [self.decoder.stepper(layer) for layer in range(self.num_layers)]
         return [enc_out, mask, ctx], state, steps
 
     def _step(self, tok: ArrayLike, state: States, source: Source,
