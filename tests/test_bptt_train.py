@@ -7,24 +7,17 @@ import numpy as np
 import pytest
 
 from npnn.training.checkpoint import validate_meta
-from npnn.training.trainer import TrainConfig, Trainer, read_checkpoint
+from npnn.training.trainer import Trainer, read_checkpoint
 
-from _helpers import TEXT, TINY, main, one_line_error, quiet
+from _helpers import TINY, main, one_line_error, quiet, tiny_config
 
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return str(path)
+#: The run these tests train (``text_file`` is conftest's small text).
+RUN = dict(cell="lstm", layers=2, dropout=0.2, steps=12, epochs=2, lr=0.01, seed=5,
+           sample_every=5, sample_length=10, val_fraction=0.1, dtype="float64")
 
 
 def _config(text_file, **kw):
-    base = dict(text=text_file, cell="lstm", hidden=8, layers=2, embedding=4, dropout=0.2,
-                batch=4, steps=12, epochs=2, minutes=None, lr=0.01, seed=5, sample_every=5,
-                sample_length=10, val_fraction=0.1, dtype="float64")
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(text_file, **{**RUN, **kw})
 
 
 def _params(trainer):
@@ -68,12 +61,12 @@ def test_checkpoint_without_the_setting_keeps_everything(text_file, tmp_path):
 
 
 def test_cli_long_steps_under_a_budget(capsys, text_file, tmp_path):
-    rc, out, err = main(capsys, "train", "--text", text_file, *TINY[:-3], "--steps", "200",
+    rc, out, err = main(capsys, "train", "--text", str(text_file), *TINY[:-3], "--steps", "200",
                         "--bptt-memory", "sqrt", "--epochs", "1", "--no-progress",
                         "--out", tmp_path / "run")
     assert rc == 0, err
     assert read_checkpoint(tmp_path / "run").meta["run"]["bptt_memory"] == "sqrt"
-    rc, out, err = main(capsys, "train", "--text", text_file, *TINY, "--bptt-memory", "0",
+    rc, out, err = main(capsys, "train", "--text", str(text_file), *TINY, "--bptt-memory", "0",
                         "--out", tmp_path / "bad")
     assert rc == 2
     one_line_error(err, "--bptt-memory", "positive integer")
