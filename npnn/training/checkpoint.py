@@ -199,6 +199,9 @@ def _fields(names):
     return {name: (lambda v, where: None) for name in names}
 
 
+#: Model settings added after format 2 was fixed: a checkpoint without them had them off.
+MODEL_DEFAULTS_ADDED = ("embedding_dropout",)
+
 PROGRESS = {"epoch": _count, "batch": _count, "rng": _rng, "epoch_rng": Nullable(_rng),
             "totals": _totals, "history": ListOf(_record), "mid_epoch": ListOf(_record),
             "elapsed": _finite}
@@ -253,6 +256,9 @@ def validate_meta(meta):
         raise CheckpointError(f"its meta is a JSON {type(meta).__name__}, not an object")
     if isinstance(meta.get("run"), dict):       # written before --bptt-memory: keep all
         meta["run"].setdefault("bptt_memory", None)
+    if isinstance(meta.get("model"), dict):     # written before the AWD regularisers: none
+        for name in MODEL_DEFAULTS_ADDED:
+            meta["model"].setdefault(name, 0.0)
     _check(meta, SCHEMA, "")
     try:
         model = ModelConfig(**meta["model"]).validate()

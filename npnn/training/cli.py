@@ -104,6 +104,9 @@ def _train_parser(sub):
       help=f"embedding size, 0 for one-hot inputs (default: {d.embedding})")
     a("--dropout", type=float, help=f"between layers and before the decoder, in [0, 1) "
                                     f"(default: {d.dropout:g})")
+    a("--embedding-dropout", type=float, dest="embedding_dropout",
+      help="drop whole words: each batch, each row of the embedding with this probability, in "
+           f"[0, 1) (AWD-LSTM's embedding dropout; default: {d.embedding_dropout:g})")
     a("--tie", action="store_const", const=True,
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
     a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")

@@ -45,6 +45,7 @@ RULES = {
     # the model
     "vocab_size": int_at_least(1), "cell": one_of(*cell_choices()), "hidden": int_at_least(1),
     "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
+    "embedding_dropout": fraction,
     "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKEN_MODES),
     # the data
     "text": optional(non_empty_string), "preprocess": one_of(*PREPROCESS),
@@ -77,6 +78,10 @@ def _validate(obj):
     if getattr(obj, "tie", False) and obj.embedding != obj.hidden:
         raise ConfigError("tie", f"expected --embedding equal to --hidden ({obj.hidden}) to tie "
                                  f"the embedding and the decoder, got --embedding {obj.embedding}")
+    if getattr(obj, "embedding_dropout", 0) and not obj.embedding:
+        raise ConfigError("embedding_dropout", f"expected an embedding (--embedding above 0) to "
+                                               f"drop words of, got one-hot inputs (--embedding "
+                                               f"{obj.embedding})")
     return obj
 
 
@@ -89,6 +94,7 @@ class ModelConfig:
     layers: int = 1
     embedding: int = 64                 # 0: one-hot inputs (d2l)
     dropout: float = 0.0
+    embedding_dropout: float = 0.0      # whole words dropped (AWD-LSTM's embedding dropout)
     tie: bool = False                   # the decoder shares the embedding's weight
     dtype: str = "float32"
     tokens: str = "char"                # 'char' or 'word': how text becomes tokens
@@ -115,6 +121,7 @@ class TrainConfig:
     layers: int = 1
     embedding: int = 64                 # 0: one-hot inputs (d2l)
     dropout: float = 0.0
+    embedding_dropout: float = 0.0
     tie: bool = False
     batch: int = 32
     steps: int = 64
