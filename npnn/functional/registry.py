@@ -20,6 +20,12 @@ and resolved by ``Cell.dims``. A cell may be a *variant* of another
 (nonzero) runs the variant, so ``npnn.LSTM(..., proj_size=P)`` runs 'lstmp' and
 ``proj_size=0`` the plain 'lstm' (PyTorch's one ``nn.LSTM``), with no branch
 in any layer (``resolve``).
+
+Recurrent dropout and zoneout (``regularisers``) are written into a cell's own
+equations: a cell whose sequence ops (reference and acceleration) take
+``recurrent_mask=`` and ``zoneout=`` says so (``regularisers=True``). Weight-drop
+needs no op of its own, only the name of the cell's recurrent weight matrix
+(``recurrent``: 'W_hh', the Jordan network's 'W_yh'; None for a cell without one).
 """
 
 import math
@@ -30,6 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import accel, bptt, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
+from .regularisers import Zoneout, zone_forward
 from .._checks import check_step_input
 from .._typing import Array
 def uniform(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
@@ -100,6 +107,9 @@ class Cell:
     ``state_sizes`` gives each state's size symbol (default H for all) and
     ``output`` the output's (default H). ``variant_of`` names the cell whose layer
     runs this one when given this one's size options (see ``resolve``).
+    ``recurrent`` is the argument name of the cell's recurrent weight matrix (the one
+    weight-drop masks; None: the cell has none) and ``regularisers`` whether its
+    sequence ops take ``recurrent_mask=`` and ``zoneout=`` (``regularisers``).
     """
     name: str
     gates: int
@@ -116,6 +126,8 @@ class Cell:
     state_sizes: Optional[Tuple[str, ...]] = None
     output: str = "H"
     variant_of: Optional[str] = None
+    recurrent: Optional[str] = "W_hh"
+    regularisers: bool = False
 
     def __post_init__(self) -> None:
         if self.state_sizes is None:
@@ -218,10 +230,23 @@ class Cell:
         or the accelerations switched off).
         Make it for one run of steps: it may keep what it derived from ``params`` (the
         biases' sum), so it does not follow later updates of the parameters."""
+        if options.get("recurrent_mask") is not None or _eval_zoneout(
+                options.get("zoneout")) is False:
+            raise ValueError("a stepper takes zoneout's eval form only (regularisers.Zoneout "
+                             "with key=None) and no recurrent_mask")
         prepared = self.prepare(params, **options)
         if prepared is not None:
             return prepared.step
-        return lambda x, states: self.run_step(x, states, params, **options)[0]
+        zone = _eval_zoneout(options.pop("zoneout", None))
+        options.pop("recurrent_mask", None)
+        if zone is None:
+            return lambda x, states: self.run_step(x, states, params, **options)[0]
+
+        def step(x: Array, states: Sequence[Array]) -> Tuple[Array, ...]:
+            new = self.run_step(x, states, params, **options)[0]
+            old = tuple(s if s is not None else n * 0 for s, n in zip(states, new))
+            return zone_forward(zone, new, old)             # regularisers (R4), eval
+        return step
 
     def prepare(self, params: Dict[str, Array], x: Optional[Array] = None,
                 **options: Any) -> Any:
@@ -231,7 +256,12 @@ class Cell:
         if self.accelerated is None or not accel.enabled() or (
                 x is not None and accel.pays(x, _hidden(params))):
             return None
-        return self.accelerated.Prepared(**params, **options)
+        rm, zone = options.pop("recurrent_mask", None), _eval_zoneout(options.pop("zoneout", None))
+        if rm is not None or zone is False:     # masks drawn: the sequence op applies them
+            return None
+        prepared = self.accelerated.Prepared(**params, **options)
+        prepared.zone = zone
+        return prepared
 
     def run_step_backward(self, dstates: Sequence[Array],
                           cache: Any) -> Tuple[Array, Tuple[Array, ...], Dict[str, Array]]:
@@ -242,6 +272,17 @@ class Cell:
             return dx, tuple(dprev), grads
         dx, dprev, grads = self.run_backward(None, dstates, cache)
         return dx[0], dprev, grads
+
+
+def _eval_zoneout(zoneout: Any) -> Union[None, bool, Tuple[Optional[float], ...]]:
+    """An op's ``zoneout`` -> None (none), its expectations p per state (the eval form, a
+    ``Zoneout`` without key), or False (masks drawn or given: only a sequence op runs it)."""
+    if zoneout is None:
+        return None
+    if isinstance(zoneout, Zoneout) and zoneout.key is None:
+        rates = tuple(float(p) if p else None for p in zoneout.rates)
+        return None if all(p is None for p in rates) else rates
+    return False
 
 
 def _hidden(params: Mapping[str, Array]) -> Optional[int]:
@@ -324,25 +365,27 @@ def from_states(states: Sequence[Array]) -> Any:
 
 register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
               {"nonlinearity": "tanh"}, accel.rnn, rnn.rnn_step_forward, rnn.rnn_step_backward,
-              choices={"nonlinearity": rnn.NONLINEARITIES}))
+              choices={"nonlinearity": rnn.NONLINEARITIES}, regularisers=True))
 register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
               accelerated=accel.lstm, step_forward=lstm.lstm_step_forward,
-              step_backward=lstm.lstm_step_backward))
+              step_backward=lstm.lstm_step_backward, regularisers=True))
 register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward,
               accelerated=accel.gru, step_forward=gru.gru_step_forward,
-              step_backward=gru.gru_step_backward))
+              step_backward=gru.gru_step_backward, regularisers=True))
 register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),
-              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward))
+              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward,
+              regularisers=True))
 register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",), init="log_tau"),),
-              ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}))
+              ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}, regularisers=True))
 register(Cell("jordan", 1, ("y",),
               (Param("weight_ih", "W_ih", ("H", "D")), Param("weight_yh", "W_yh", ("H", "H")),
                Param("weight_hy", "W_hy", ("H", "H")), Param("bias_h", "b_h", ("H",), bias=True),
                Param("bias_y", "b_y", ("H",), bias=True)),
-              jordan.jordan_forward, jordan.jordan_backward))
+              jordan.jordan_forward, jordan.jordan_backward, recurrent="W_yh",
+              regularisers=True))
 register(Cell("lstmp", 4, ("h", "c"), (STANDARD[0], Param("weight_hh", "W_hh", ("G*H", "P")))
               + STANDARD[2:] + (Param("weight_hr", "W_hr", ("P", "H")),),
               lstmp.lstmp_forward, lstmp.lstmp_backward, sizes={"proj_size": "P"},
-              state_sizes=("P", "H"), output="P", variant_of="lstm"))
+              state_sizes=("P", "H"), output="P", variant_of="lstm", regularisers=True))

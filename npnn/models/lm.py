@@ -60,6 +60,9 @@ class RNNLM(Module):
             needs an embedding.
         tie_weights: share the decoder's weight with the embedding (needs E == H).
         nonlinearity: 'tanh' or 'relu', for cells with that option ('rnn').
+        recurrent_dropout, zoneout, weight_drop: the recurrent layer's regularisers
+            inside the recurrence (``npnn.Recurrent``; ``functional/regularisers.py``),
+            each a probability in [0, 1), zoneout also one per state; 0: off.
         vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
     """
 
@@ -68,7 +71,8 @@ class RNNLM(Module):
                  tie_weights: bool = False, nonlinearity: str = "tanh",
                  dtype: DTypeLike = "float32", seed: Seed = None,
                  vocab: Optional[Vocabulary] = None, token: str = "char",
-                 embedding_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
+                 weight_drop: float = 0.0, embedding_dropout: float = 0.0) -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -94,7 +98,8 @@ class RNNLM(Module):
         self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,
                                      num_layers=num_layers,
                                      dropout=dropout if num_layers > 1 else 0.0, dtype=dtype,
-                                     seed=self.rng, **extra)
+                                     seed=self.rng, recurrent_dropout=recurrent_dropout,
+                                     zoneout=zoneout, weight_drop=weight_drop, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
         self.tie_weights = bool(tie_weights)
