@@ -101,23 +101,28 @@ def _main_checkout():
 
 def run_one(name, seed, text, epochs, out_root, log=print):
     """Train (or read back) configuration ``name`` with ``seed``; returns its result."""
-    from npnn.training.trainer import TrainConfig, Trainer
+    from npnn.training.trainer import TrainConfig, Trainer, read_checkpoint
     out = os.path.join(out_root, f"{name}-s{seed}")
     path = os.path.join(out, "result.json")
     if os.path.exists(path):
         with open(path) as f:
             result = json.load(f)
-        if result["epochs"] == epochs and result["text"] == os.path.abspath(text):
+        if (result["epochs"], result["text"], result["settings"], result["base"]) == (
+                epochs, os.path.abspath(text), CONFIGS[name][0], BASE):
             return result
     settings = {**BASE, **CONFIGS[name][0]}
     config = TrainConfig(text=text, epochs=epochs, seed=seed, **settings)
     say = lambda line: log(f"[{name} s{seed}] {line}")  # noqa: E731
-    resume = os.path.exists(os.path.join(out, "checkpoint.npz"))
-    try:
-        trainer = (Trainer.resume(out, log=say, progress=False, epochs=epochs) if resume else
-                   Trainer(config, out, log=say, progress=False, overwrite=True))
-    except ValueError as e:                # another setting's checkpoint: start again
-        say(f"starting again ({e})")
+    trainer = None
+    if os.path.exists(os.path.join(out, "checkpoint.npz")):   # an interrupted run: continue it
+        try:
+            saved = read_checkpoint(out).config
+            if all(getattr(saved, k) == v for k, v in settings.items()) and \
+                    (saved.seed, saved.text) == (seed, os.path.abspath(text)):
+                trainer = Trainer.resume(out, log=say, progress=False, epochs=epochs)
+        except ValueError as e:            # unreadable, or more epochs done: start again
+            say(f"starting again ({e})")
+    if trainer is None:
         trainer = Trainer(config, out, log=say, progress=False, overwrite=True)
     with trainer:
         trainer.fit()
@@ -126,7 +131,7 @@ def run_one(name, seed, text, epochs, out_root, log=print):
         raise RuntimeError(f"{name} seed {seed} stopped after {len(hist)} of {epochs} epochs")
     best = min(hist, key=lambda h: h["val_ppl"])
     result = {"config": name, "seed": seed, "epochs": len(hist), "text": os.path.abspath(text),
-              "settings": CONFIGS[name][0], "best_val_ppl": best["val_ppl"],
+              "settings": CONFIGS[name][0], "base": BASE, "best_val_ppl": best["val_ppl"],
               "best_epoch": best["epoch"], "train_ppl_at_best": best["train_ppl"],
               "final_val_ppl": hist[-1]["val_ppl"], "final_train_ppl": hist[-1]["train_ppl"],
               "val_ppl": [h["val_ppl"] for h in hist], "seconds": trainer.elapsed,
@@ -157,6 +162,15 @@ def summary(results):
     return out
 
 
+def _source(text):
+    """Where the text came from, for the table."""
+    import npnn
+    package = os.path.dirname(os.path.abspath(npnn.__file__))
+    if os.path.abspath(text).startswith(package + os.sep):
+        return "npnn's copy of The Time Machine (package data)"
+    return f"`{os.path.basename(text)}` from the shared data folder ({text})"
+
+
 def table(results, epochs, seeds):
     s = summary(results)
     first = results[0]
@@ -169,7 +183,8 @@ def table(results, epochs, seeds):
              f"(the last 10%); batch {BASE['batch']} x {BASE['steps']} steps, state carried, "
              f"Adam lr {BASE['lr']:g}, clip {BASE['clip']:g}. The measure: the validation "
              "perplexity of each run's best epoch (mean over seeds; spread: min-max).", "",
-             f"Machine: {first['machine']}; shared with other jobs, so the times are rough.", "",
+             f"Text: {_source(first['text'])}. Machine: {first['machine']}; shared with "
+             "other jobs, so the times are rough.", "",
              "| configuration | flags | best val ppl, mean | min-max | std | vs plain | "
              "best epochs | train ppl at best | final val ppl | s per run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -200,7 +215,7 @@ def main(argv=None):
     p.add_argument("--text", help="timemachine.txt (default: npnn's copy, else "
                                   "../shared/data/timemachine.txt)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
-    p.add_argument("--epochs", type=int, default=25, help="epochs of every run (default: 25)")
+    p.add_argument("--epochs", type=int, default=16, help="epochs of every run (default: 16)")
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help="comma-separated, of: " + ", ".join(CONFIGS))
     p.add_argument("--out", default=os.path.join(HERE, "runs", "awd"))

@@ -193,13 +193,6 @@ def check_dropout(p: Any, name: str = "dropout") -> float:
     return float(p)
 
 
-def check_embedding_dropout(p: Any) -> float:
-    """Embedding dropout's probability of dropping a word, in [0, 1) -> float."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"expected embedding dropout probability in [0, 1), got {p!r}")
-    return float(p)
-
-
 def check_scale(scale: Any) -> Optional[float]:
     """None (1/sqrt(E)) or a positive, finite number -> None or a float."""
     if scale is None:

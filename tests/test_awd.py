@@ -1,6 +1,6 @@
 """AWD-LSTM's regularisers in the language model and on the command line: embedding
-dropout (whole words), and ``npnn train``'s --embedding-dropout; exact resumption and
-untouched evaluation with them on."""
+dropout (whole words), and ``npnn train``'s --embedding-dropout, --recurrent-dropout,
+--zoneout and --weight-drop; exact resumption and deterministic evaluation with them on."""
 
 import numpy as np
 import pytest
@@ -17,8 +17,8 @@ from npnn.training.trainer import CheckpointError, Trainer
 WORDS = ("the time traveller for so it will be convenient to speak of him was expounding "
          "a recondite matter to us his grey eyes shone and twinkled ") * 8
 
-#: The regularisers this branch adds, each on (embedding dropout needs an embedding).
-AWD = dict(embedding_dropout=0.3)
+#: The regularisers of ``npnn train``, each on (embedding dropout needs an embedding).
+AWD = dict(embedding_dropout=0.3, recurrent_dropout=0.2, zoneout=0.1, weight_drop=0.4)
 
 
 class FixedMask:
@@ -88,9 +88,9 @@ def test_embedding_dropout_gradients_with_the_mask_fixed():
 
 @pytest.mark.parametrize("p", [1.0, -0.1, 1.5, True, "0.1", float("nan")])
 def test_embedding_dropout_out_of_range_is_a_clear_error(p):
-    with pytest.raises(ValueError, match=r"embedding dropout probability in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"expected dropout probability in \[0, 1\)"):
         Embedding(5, 2, dropout=p)
-    with pytest.raises(ValueError, match=r"embedding dropout probability in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"expected embedding_dropout probability in \[0, 1\)"):
         RNNLM(5, 4, "lstm", embedding_dim=2, embedding_dropout=p)
 
 
@@ -104,29 +104,36 @@ def test_row_scale_of_the_wrong_shape_is_a_clear_error():
         F.embedding_forward(np.array([0, 1]), np.zeros((5, 2)), None, np.ones(4))
 
 
-# -- the language model: evaluation and generation see none of it -------------------------
+# -- the language model: evaluation and generation are deterministic --------------------
 def _twins(**options):
-    """A model with the regularisers on, and one without them holding the same weights."""
+    """A model with the regularisers on, and one holding the same weights with only what
+    acts in eval mode (zoneout, whose eval form is its expectation)."""
     on = RNNLM(30, 8, "lstm", embedding_dim=6, dtype="float64", seed=3, **options)
-    off = RNNLM(30, 8, "lstm", embedding_dim=6, dtype="float64", seed=4)
+    off = RNNLM(30, 8, "lstm", embedding_dim=6, dtype="float64", seed=4,
+                zoneout=options.get("zoneout", 0.0))
     off.load_state_dict(on.state_dict())
     return on, off
 
 
-def test_eval_mode_and_generation_are_unaffected():
-    on, off = _twins(**AWD)
+@pytest.mark.parametrize("options", [AWD] + [{k: v} for k, v in AWD.items()],
+                         ids=["all"] + list(AWD))
+def test_eval_mode_and_generation_are_deterministic(options):
+    on, off = _twins(**options)
     X = np.random.default_rng(0).integers(0, 30, (3, 7))
     train_logits, _ = on(X)
     on.clear_caches()
-    assert not np.array_equal(train_logits, off.eval()(X)[0])     # training: words dropped
+    assert not np.array_equal(train_logits, off.eval()(X)[0])     # training draws masks
     on.eval()
-    for _ in range(2):
+    drawn = on.rng.bit_generator.state
+    for _ in range(2):                          # eval: nothing drawn, the twin's numbers
         np.testing.assert_array_equal(on(X)[0], off(X)[0])
+    assert on.rng.bit_generator.state == drawn
     for strategy in ("greedy", "sample", "beam"):
         on.train()                          # generation ignores the mode: no dropout either way
         a = on.generate([1, 2, 3], 12, strategy=strategy, seed=5)
         assert a == on.generate([1, 2, 3], 12, strategy=strategy, seed=5)
         assert a == off.generate([1, 2, 3], 12, strategy=strategy, seed=5)
+    assert on.rng.bit_generator.state == drawn
 
 
 # -- training: resumed bit for bit, settings kept ----------------------------------------
@@ -176,9 +183,9 @@ def test_resume_is_bit_for_bit_with_the_regularisers_on(words_file, tmp_path):
 @pytest.mark.parametrize("name", sorted(AWD))
 def test_a_resume_with_other_values_is_refused(words_file, tmp_path, name):
     Trainer(_config(words_file, epochs=1), tmp_path / "run", log=quiet, progress=False).fit()
-    with pytest.raises(CheckpointError, match=f"--{name.replace('_', '-')} 0.2 differs from "
+    with pytest.raises(CheckpointError, match=f"--{name.replace('_', '-')} 0.05 differs from "
                                               f"the checkpoint's {AWD[name]}"):
-        Trainer.resume(tmp_path / "run", **{name: 0.2})
+        Trainer.resume(tmp_path / "run", **{name: 0.05})
 
 
 def test_a_checkpoint_from_before_the_regularisers_loads_with_them_off(words_file, tmp_path):

@@ -6,8 +6,8 @@ from typing import Optional
 from numpy.typing import DTypeLike
 
 from .. import functional as F
-from .._checks import (check_choice, check_dropout, check_dtype, check_embedding_dropout,
-                       check_padding_idx, check_positive_int)
+from .._checks import (check_choice, check_dropout, check_dtype, check_padding_idx,
+                       check_positive_int)
 from .._typing import Array, Seed
 from .base import Module, make_rng
 from .recurrent import dropout_mask
@@ -76,7 +76,7 @@ class Embedding(Module):
         if padding_idx is not None:
             padding_idx = check_padding_idx(padding_idx, self.num_embeddings)
         self.padding_idx = padding_idx
-        self.dropout = check_embedding_dropout(dropout)
+        self.dropout = check_dropout(dropout)
         self.rng = make_rng(seed)
         W = self.rng.standard_normal((self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:

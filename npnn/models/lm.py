@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Mapping, Optional, Protocol, Sequence, T
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from .._checks import (check_choice, check_dropout, check_dtype, check_embedding_dropout,
-                       check_index_range, check_integer, check_positive_int)
+from .._checks import (check_choice, check_dropout, check_dtype, check_index_range,
+                       check_integer, check_positive_int)
 from .._typing import Array, Seed, States
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
@@ -80,7 +80,7 @@ class RNNLM(Module):
         self.embedding_dim = int(embedding_dim or 0)
         self.dtype = check_dtype(dtype)
         check_dropout(dropout)
-        embedding_dropout = check_embedding_dropout(embedding_dropout)
+        embedding_dropout = check_dropout(embedding_dropout, "embedding_dropout")
         self.vocab, self.token = vocab, token
         self.rng = make_rng(seed)
         if tie_weights and self.embedding_dim != self.hidden_size:

@@ -200,7 +200,7 @@ def _fields(names):
 
 
 #: Model settings added after format 2 was fixed: a checkpoint without them had them off.
-MODEL_DEFAULTS_ADDED = ("embedding_dropout",)
+MODEL_DEFAULTS_ADDED = ("embedding_dropout", "recurrent_dropout", "zoneout", "weight_drop")
 
 PROGRESS = {"epoch": _count, "batch": _count, "rng": _rng, "epoch_rng": Nullable(_rng),
             "totals": _totals, "history": ListOf(_record), "mid_epoch": ListOf(_record),

@@ -81,7 +81,9 @@ def build_model(config, vocab=None, seed=None):
     return RNNLM(vocab_size=config.vocab_size, hidden_size=config.hidden, cell=config.cell,
                  num_layers=config.layers, embedding_dim=config.embedding,
                  dropout=config.dropout, tie_weights=config.tie, dtype=config.dtype, seed=seed,
-                 vocab=vocab, token=config.tokens, embedding_dropout=config.embedding_dropout)
+                 vocab=vocab, token=config.tokens, embedding_dropout=config.embedding_dropout,
+                 recurrent_dropout=config.recurrent_dropout, zoneout=config.zoneout,
+                 weight_drop=config.weight_drop)
 
 
 def parameter_count(config):
