@@ -266,3 +266,21 @@ def test_embedding_dropout_is_awd_lstms_embedded_dropout():
     out.backward(torch.tensor(dy))
     np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(layer.grads["weight"], weight.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name, field", [("recurrent_dropout", "regularisers"),
+                                         ("zoneout", "regularisers"),
+                                         ("weight_drop", "recurrent")])
+def test_a_cell_that_cannot_take_a_regulariser_is_refused_naming_the_flag(
+        monkeypatch, name, field):
+    """A registered cell whose ops take no recurrent mask or zoneout, or that has no
+    recurrent weight matrix, refuses the flag before any model is built."""
+    import dataclasses
+    from npnn.functional.registry import CELLS
+    from npnn.training.config import ConfigError, TrainConfig
+    monkeypatch.setitem(CELLS, "gru", dataclasses.replace(
+        CELLS["gru"], **{field: False if field == "regularisers" else None}))
+    with pytest.raises(ConfigError, match="cell gru") as e:
+        TrainConfig(cell="gru", **{name: 0.1}).validate()
+    assert e.value.flag == "--" + name.replace("_", "-")
+    TrainConfig(cell="gru", **{name: 0.0}).validate()          # off: nothing to refuse
