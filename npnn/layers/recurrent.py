@@ -528,8 +528,9 @@ class Recurrent(Module):
                 sfx = self._suffix(layer, direction)
                 d_in = self.params["weight_ih" + sfx].shape[1]
                 M = None if c.weight_masks is None else c.weight_masks[idx]
-                if M is not None:
-                    grads = {**grads, self.spec.recurrent: grads[self.spec.recurrent] * M}  # (R7)
+                rec = self.spec.recurrent
+                if M is not None and rec is not None:
+                    grads = {**grads, rec: grads[rec] * M}                      # (R7)
                 for p, _ in self._param_shapes(d_in):   # fixed (non-parameter) inputs skipped
                     self._accumulate(p.name + sfx, grads[p.arg])
                 for k in range(self.n_states):
