@@ -117,6 +117,33 @@ def test_accelerations_equal_the_reference_with_masks(kernels, variant, T, N, D,
         assert_equal_to_reference(a, b, dtype, f"result {k}")
 
 
+@pytest.mark.parametrize("which", ["rd", "zo", "rd+zo", "zo-eval"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_device_accelerations_equal_the_reference_with_masks(device, variant, which):
+    """On a device (the stand-in compiles the kernels on the host): recurrent dropout
+    alone runs the fused kernels (the loop scales the products' input and gradient),
+    zoneout the ufunc set; both against the NumPy reference, NaN in the padding."""
+    cell, options = VARIANTS[variant][:2]
+    dtype = "float64"
+    ref_case = make_case(variant, 6, 4, 3, 5, dtype, True, True, True, "both", True, 9)
+    case = make_case(variant, 6, 4, 3, 5, dtype, True, True, True, "both", True, 9, device)
+    masks = fixed_masks(np.random.default_rng(9), cell, 6, 4, 5, which,
+                        eval_form=which == "zo-eval")
+    dev = {k: to_backend(v, device) if k == "recurrent_mask" else
+           tuple(d if isinstance(d, float) else to_backend(d, device) for d in v)
+           for k, v in masks.items()}
+    spec, results = CELLS[cell], []
+    for c, m, force in ((ref_case, masks, accel.use_reference),
+                        (case, dev, accel.use_acceleration)):
+        with force():
+            out, finals, cache = spec.run(c["x"], c["states"], c["params"], c["mask"],
+                                          **options, **m)
+            dx, dinits, grads = spec.run_backward(c["dout"], c["dfinals"], cache)
+        results.append((out, *finals, dx, *dinits, *(grads[k] for k in sorted(grads))))
+    for k, (a, b) in enumerate(zip(results[1], results[0])):
+        assert_equal_to_reference(a, b, dtype, f"result {k}")
+
+
 # -- masks: drawn from a key, the same on every backend, replayed by segments ------------
 
 def test_zoneout_masks_are_a_pure_function_of_key_and_step():
