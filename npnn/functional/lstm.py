@@ -42,7 +42,8 @@ results (3)-(4) become candidates h~_t, c~_t:
 and backward, dh_t and dc_t the gradients reaching the zoned states:
 
     (17) dh~_t = (1 - d^h_t) * dh_t,  dc~_t = (1 - d^c_t) * dc_t    (these enter (7)-(10))
-    (18) dh_{t-1}^next = (dz_t W_hh) * m + d^h_t * dh_t,   dc_{t-1}^next = dc~_t * f_t + d^c_t * dc_t
+    (18) dh_{t-1}^next = (dz_t W_hh) * m + d^h_t * dh_t,
+         dc_{t-1}^next = dc~_t * f_t + d^c_t * dc_t
     (19) dW_hh = sum_t dz_t^T (m * h_{t-1})
 
 ``lstm_forward`` runs (1)-(4) for t = 1 .. T, with the input half of (1),

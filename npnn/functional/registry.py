@@ -239,13 +239,14 @@ class Cell:
             return prepared.step
         zone = _eval_zoneout(options.pop("zoneout", None))
         options.pop("recurrent_mask", None)
-        if zone is None:
+        if not isinstance(zone, tuple):         # None (False was refused above)
             return lambda x, states: self.run_step(x, states, params, **options)[0]
+        rates = zone
 
         def step(x: Array, states: Sequence[Array]) -> Tuple[Array, ...]:
             new = self.run_step(x, states, params, **options)[0]
             old = tuple(s if s is not None else n * 0 for s, n in zip(states, new))
-            return zone_forward(zone, new, old)             # regularisers (R4), eval
+            return zone_forward(rates, new, old)            # regularisers (R4), eval
         return step
 
     def prepare(self, params: Dict[str, Array], x: Optional[Array] = None,

@@ -162,7 +162,8 @@ def rnn_backward(dout: Optional[Array], dh_n: Optional[Array],
             da[t], dh_prev = rnn_cell_backward(dh, h[t + 1], W_hh, nonlinearity)   # (5)-(6)
         else:
             (dh_c,), kept = zone_backward(at_step(zone, t), (dh,))                # (11)
-            da[t], dh_prev = rnn_cell_backward(dh_c, cand[t], W_hh, nonlinearity)  # (5)-(6)
+            da[t], dh_prev = rnn_cell_backward(dh_c, cand[t], W_hh,  # type: ignore[index]
+                                               nonlinearity)       # (5)-(6), cand set with zone
         dh_prev = masked_input(dh_prev, rm)             # (12)
         if zone is not None:
             dh_prev, = add_kept((dh_prev,), kept)      # (12)

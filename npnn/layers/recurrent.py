@@ -528,8 +528,9 @@ class Recurrent(Module):
                 sfx = self._suffix(layer, direction)
                 d_in = self.params["weight_ih" + sfx].shape[1]
                 M = None if c.weight_masks is None else c.weight_masks[idx]
-                if M is not None:
-                    grads = {**grads, self.spec.recurrent: grads[self.spec.recurrent] * M}  # (R7)
+                rec = self.spec.recurrent
+                if M is not None and rec is not None:
+                    grads = {**grads, rec: grads[rec] * M}                      # (R7)
                 for p, _ in self._param_shapes(d_in):   # fixed (non-parameter) inputs skipped
                     self._accumulate(p.name + sfx, grads[p.arg])
                 for k in range(self.n_states):
@@ -549,7 +550,8 @@ class RNN(Recurrent):
     """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
 
     ``npnn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
-    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
     """
     cell = "rnn"
 
@@ -572,7 +574,9 @@ class LSTM(Recurrent):
     """LSTM with gate order i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c).
 
     ``npnn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, dtype='float32', seed=None, proj_size=0)``
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None, bptt_memory=None,
+    recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0, proj_size=0)``; ``zoneout`` may
+    be a pair (p_h, p_c) for h and c.
 
     With ``0 < proj_size < hidden_size`` it is PyTorch's LSTM with projections (the
     registry's 'lstmp', ``functional/lstmp.py``): h = W_hr (o * tanh(c)) of size P =
@@ -586,7 +590,8 @@ class GRU(Recurrent):
     """GRU with gate order r, z, n and PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``.
 
     ``npnn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None, bptt_memory=None,
+    recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
     """
     cell = "gru"
 

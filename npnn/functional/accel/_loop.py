@@ -88,8 +88,9 @@ def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Arr
         if zone is not None:                                    # (R4)
             for k, (s, d) in enumerate(zip(states, at_step(zone, t))):
                 if d is not None:
-                    if k < len(candidates) and candidates[k] is not None:
-                        candidates[k][t] = s[t + 1]
+                    keep = candidates[k] if k < len(candidates) else None
+                    if keep is not None:
+                        keep[t] = s[t + 1]
                     s[t + 1] = d * s[t] + (1 - d) * s[t + 1]
         if pad is not None:                                     # padded steps keep s_{t-1}
             for s in states:
