@@ -197,6 +197,23 @@ def table(results, epochs, seeds):
                      f"{', '.join(map(str, v['epochs']))} | {v['train_at_best']:.1f} | "
                      f"{v['final']:.1f} | {v['seconds']:.0f} |")
     lines.append("")
+    if plain is not None:
+        lines += ["Which help here (mean best-epoch perplexity against the plain model's; "
+                  "'within the seed spread' where the difference is not larger than the "
+                  "larger min-max spread of the two):", ""]
+        for name, v in s.items():
+            if name == "plain":
+                continue
+            gap = plain["mean"] - v["mean"]
+            spread = max(plain["max"] - plain["min"], v["max"] - v["min"])
+            verdict = ("helps" if gap > spread else "hurts" if -gap > spread else
+                       "within the seed spread")
+            lines.append(f"- {name.replace('_', ' ')} ({CONFIGS[name][1]}): {verdict}, "
+                         f"{abs(gap):.1f} {'lower' if gap >= 0 else 'higher'} "
+                         f"({100 * abs(gap) / plain['mean']:.1f}%; spread {spread:.1f}), "
+                         f"best at epochs {', '.join(map(str, v['epochs']))} against "
+                         f"{', '.join(map(str, plain['epochs']))}.")
+        lines.append("")
     if plain is not None and "all" in s:
         a = s["all"]
         gap = plain["mean"] - a["mean"]
@@ -207,7 +224,24 @@ def table(results, epochs, seeds):
                      f"of the two is {spread:.1f}: the target (lower by more than the seed "
                      f"spread) is {'met' if met else 'not met'}.")
         lines.append("")
+    lines += ["Each row's runs are `npnn train` runs: the combination's seed 0 is", "",
+              "    " + cli_command("all", 0, epochs), "",
+              "(the same numbers with one BLAS thread; other rows: their flags in place of "
+              "the regularisers'). The rates are AWD-LSTM's where it has one (weight-drop "
+              "0.5, embedding dropout 0.1, output dropout 0.4), recurrent dropout 0.25 and "
+              "zoneout 0.1, the same alone and combined, not tuned per regulariser.", ""]
     return "\n".join(lines) + "\n"
+
+
+def cli_command(name, seed, epochs):
+    """The ``npnn train`` command of one run (the text as the shared copy's path)."""
+    flags = {"text": "../shared/data/timemachine.txt", **{k: v for k, v in BASE.items()
+             if k not in ("minutes", "sample_every", "sample_length", "prefix", "cell",
+                          "layers", "iterator", "optimizer", "clip")},
+             **CONFIGS[name][0], "epochs": epochs, "seed": seed}
+    return "npnn train " + " ".join(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float)
+                                    else f"--{k.replace('_', '-')} {v}"
+                                    for k, v in flags.items()) + " --threads 1"
 
 
 def main(argv=None):
