@@ -164,7 +164,7 @@ def test_they_run_in_every_layer_and_model(cls, cell_cls):
     out, _ = layer(x, lengths=[5, 3])
     assert out.shape == (5, 2, 8) and np.all(out[3:, 1] == 0)
     layer.clear_caches()
-    check_module(cls(2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=1),
+    check_module(cls(2, 2, num_layers=2, bidirectional=True, dtype="float64", seed=1),
                  (rng.standard_normal((4, 2, 2)), None), {"lengths": [4, 2]},
                  raise_on_failure=True)
     # bounded-memory BPTT through the layer: the gradients of full BPTT

@@ -149,7 +149,9 @@ def layernorm_gru_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Arra
     check_norm_params(x, 3, H, {"gamma_ih": gamma_ih, "gamma_hh": gamma_hh,
                                 "beta_ih": beta_ih, "beta_hh": beta_hh})
     m = step_mask(mask)
-    gi, xw_hat, rstd_ih = normalized_input_half(x, W_ih, gamma_ih, beta_ih, b_ih)  # (1), (2)
+    # (1), (2); padded rows of x read as 0: what padding holds (inf) never meets a mean
+    gi, xw_hat, rstd_ih = normalized_input_half(valid_only(xp, x, m), W_ih, gamma_ih, beta_ih,
+                                                b_ih)
     h = [initial_state(xp, h0, N, H, x.dtype)]
     saved = []
     for t in range(T):
