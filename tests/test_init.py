@@ -58,7 +58,8 @@ def test_orthogonal_draws_from_the_haar_measure():
 
 def test_non_square_orthogonal_matrices_as_torch_draws_them():
     rng = np.random.default_rng(1)
-    tall, wide = INITIALIZERS["orthogonal"](rng, (3, 7), 3), INITIALIZERS["orthogonal"](rng, (7, 3), 7)
+    orthogonal = INITIALIZERS["orthogonal"]
+    tall, wide = orthogonal(rng, (3, 7), 3), orthogonal(rng, (7, 3), 7)
     np.testing.assert_allclose(tall @ tall.T, np.eye(3), atol=1e-12)
     np.testing.assert_allclose(wide.T @ wide, np.eye(3), atol=1e-12)
     lstmp = npnn.LSTM(3, 6, proj_size=2, init="orthogonal", dtype="float64", seed=0)

@@ -204,7 +204,8 @@ def test_parameters_names_and_initial_values():
     names = {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias",
              "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias"}
     assert set(layer.params) == {n + s for n in names for s in ("_l0", "_l0_reverse")}
-    assert layer.params["ln_ih_weight_l0"].shape == (16,) and layer.params["ln_c_bias_l0"].shape == (4,)
+    assert layer.params["ln_ih_weight_l0"].shape == (16,)
+    assert layer.params["ln_c_bias_l0"].shape == (4,)
     for k, v in layer.params.items():
         if k.startswith("ln_"):
             assert np.all(v == (1 if "_weight" in k else 0)), k

@@ -38,7 +38,8 @@ recurrent normalisation's a_hat and rstd ((L3) of ``layernorm.py``):
     (10) da_n = dn_t * (1 - n_t^2)                 (the gradient of n's pre-activation)
     (11) dr_t = da_n * gh_n,   da_r = dr_t * r_t (1 - r_t),   da_z = dz_t * z_t (1 - z_t)
     (12) dgi_t = [da_r, da_z, da_n],   dgh_t = [da_r, da_z, da_n * r_t]
-    (13) dhw_t = rstd_hh (dgh_t gamma_hh - mean(dgh_t gamma_hh) - hw_hat mean(dgh_t gamma_hh hw_hat))
+    (13) dhw_t = rstd_hh (dgh_t gamma_hh - mean(dgh_t gamma_hh)
+                          - hw_hat mean(dgh_t gamma_hh hw_hat))             (L6)-(L7)
     (14) dh_{t-1}^next = dh_t * z_t + dhw_t W_hh
 
 and, over the whole sequence, the input and the parameters (the means over the 3H

@@ -41,12 +41,13 @@ normalisations' a_hat and rstd ((L3) of ``layernorm.py``):
 
     (7)  dh_t = dout_t + dh_t^next
     (8)  do_t = dh_t * tanh(l_t),   dl_t = dh_t * o_t * (1 - tanh(l_t)^2)
-    (9)  dc_t = dc_t^next + rstd_c (dl_t gamma_c - mean(dl_t gamma_c) - c_hat mean(dl_t gamma_c c_hat))
-                                                               (L6)-(L7): c_t also reaches h_t
+    (9)  dc_t = dc_t^next + rstd_c (dl_t gamma_c - mean(dl_t gamma_c)
+                                    - c_hat mean(dl_t gamma_c c_hat))  (L6)-(L7): c_t reaches h_t
     (10) di_t = dc_t * g_t,  df_t = dc_t * c_{t-1},  dg_t = dc_t * i_t
     (11) dc_{t-1}^next = dc_t * f_t
     (12) dz_t = [di_t * i_t (1 - i_t),  df_t * f_t (1 - f_t),  dg_t * (1 - g_t^2),  do_t * o_t (1 - o_t)]
-    (13) dhw_t = rstd_hh (dz_t gamma_hh - mean(dz_t gamma_hh) - hw_hat mean(dz_t gamma_hh hw_hat))
+    (13) dhw_t = rstd_hh (dz_t gamma_hh - mean(dz_t gamma_hh)
+                          - hw_hat mean(dz_t gamma_hh hw_hat))              (L6)-(L7)
     (14) dh_{t-1}^next = dhw_t W_hh
 
 and, over the whole sequence, the input and the parameters (the means over the 4H
