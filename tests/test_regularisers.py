@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import npnn
 from npnn.backend import to_backend, to_numpy
 from npnn.functional import accel
-from npnn.functional.registry import CELLS, STANDARD, Cell, register
+from npnn.functional.registry import CELLS, STANDARD, Cell, cell_choices, register
 from npnn.functional.regularisers import Zoneout, hash_uniform, zoneout_mask
 from npnn.gradcheck import cases, check_gradients
 from npnn.layers.recurrent import layer_class
@@ -25,6 +25,8 @@ from test_accel import TOL, VARIANTS, assert_equal_to_reference, kernel_set, mak
 dims = st.integers(1, 5)
 seeds = st.integers(0, 2**32 - 1)
 CELL_NAMES = sorted(CELLS)
+#: the layers' cells ('lstmp' is 'lstm' with proj_size) and the size options each runs with
+LAYER_CELLS = [(c, {}) for c in cell_choices()] + [("lstm", {"proj_size": 1})]
 ACCELERATED = ("rnn", "lstm", "gru")
 
 
@@ -213,18 +215,15 @@ def _plain_copy(layer, cell):
     return plain
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_layer_gradients_with_every_option_on(cell):
+@pytest.mark.parametrize("cell, sizes", LAYER_CELLS)
+def test_layer_gradients_with_every_option_on(cell, sizes):
     """Two layers, both directions, lengths: the layer's masks fixed by replaying its
     generator from the same state for each forward; every input and parameter entry
     against central differences, with and without bounded memory."""
-    if cell == "lstmp":
-        pytest.skip("the LSTM with projections is 'lstm' with proj_size (below)")
-    sizes = {"proj_size": 1} if cell == "lstm" else {}
-    for kw in ({}, {"bptt_memory": 2}, sizes):
+    for kw in ({}, {"bptt_memory": 2}):
         layer = layer_class(cell)(2, 2, num_layers=2, bidirectional=True, dtype="float64",
                                   seed=0, recurrent_dropout=0.3, zoneout=0.3, weight_drop=0.3,
-                                  **kw)
+                                  **sizes, **kw)
         x = np.random.default_rng(1).standard_normal((4, 3, 2))
         lengths = np.array([4, 2, 3])
         start = layer.rng.bit_generator.state
@@ -245,20 +244,19 @@ def test_layer_gradients_with_every_option_on(cell):
         check_gradients(f, inputs, tol=1e-6, raise_on_failure=True)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell):
+@pytest.mark.parametrize("cell, sizes", LAYER_CELLS)
+def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes):
     """In eval mode recurrent dropout and weight-drop change nothing and draw nothing;
     zoneout is s_t = p s_{t-1} + (1 - p) s~_t, the reference op given p."""
-    if cell == "lstmp":
-        pytest.skip("reached as 'lstm' with proj_size")
     x = np.random.default_rng(2).standard_normal((6, 2, 3))
-    layer = _layer(cell, recurrent_dropout=0.5, weight_drop=0.5).eval()
-    plain = _plain_copy(layer, cell).eval()
+    layer = _layer(cell, recurrent_dropout=0.5, weight_drop=0.5, **sizes).eval()
+    plain = _layer(cell, seed=99, **sizes).eval()
+    plain.load_state_dict(layer.state_dict())
     state = layer.rng.bit_generator.state
     out, h = layer(x)
     np.testing.assert_array_equal(out, plain(x)[0])
     assert layer.rng.bit_generator.state == state              # nothing drawn
-    zoned = _layer(cell, zoneout=0.25, num_layers=1, bidirectional=False).eval()
+    zoned = _layer(cell, zoneout=0.25, num_layers=1, bidirectional=False, **sizes).eval()
     out, _ = zoned(x)
     spec, S = zoned.spec, zoned.state_sizes
     with accel.use_reference():      # (eval forwards run the prepared steps: to 1e-12)
