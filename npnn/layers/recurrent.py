@@ -208,14 +208,18 @@ class Recurrent(Module):
             self.zoneout: Union[float, Tuple[float, ...]] = rates
         else:
             self.zoneout = check_dropout(zoneout, "zoneout")
-            rates = (self.zoneout,) * cell.n_states
-        self._zoneout_rates = rates
-        if (self.recurrent_dropout or any(rates)) and not cell.regularisers:
+        if (self.recurrent_dropout or any(self._zoneout_rates)) and not cell.regularisers:
             raise ValueError(f"cell '{cell.name}' does not take recurrent_dropout or zoneout "
                              f"(its ops have no recurrent_mask= and zoneout=)")
         if self.weight_drop and cell.recurrent is None:
             raise ValueError(f"weight_drop masks the recurrent weight matrix, and cell "
                              f"'{cell.name}' has none: got weight_drop={self.weight_drop}")
+
+    @property
+    def _zoneout_rates(self) -> Tuple[float, ...]:
+        """Zoneout's p per state (``zoneout`` may be one p for all)."""
+        z = self.zoneout
+        return tuple(z) if isinstance(z, tuple) else (z,) * self.spec.n_states
 
     def _draw_regularisers(self, weights: Dict[str, Array], like: Array, N: int
                            ) -> Tuple[Dict[str, Array], Dict[str, Any], Optional[Array]]:
