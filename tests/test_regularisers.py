@@ -445,3 +445,51 @@ def test_a_run_with_the_regularisers_resumes_bit_for_bit(tmp_path, monkeypatch):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+# -- the formulation, against PyTorch's autograd -----------------------------------------
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_layers_formulation_against_pytorch(cell):
+    """The papers' equations written with torch's cells and autograd, given the masks the
+    layer drew (read from its cache): W_hh * M (weight-drop); the cell fed m * h_{t-1}
+    in its recurrent product only (the GRU's interpolation reads h_{t-1}); zoneout
+    mixing each state with its previous value. Outputs and every gradient, float64."""
+    torch = pytest.importorskip("torch")
+    T, N, D, H = 6, 3, 2, 4
+    layer = layer_class(cell)(D, H, dtype="float64", seed=11, recurrent_dropout=0.4,
+                              zoneout=0.3, weight_drop=0.5)
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((T, N, D)), rng.standard_normal((T, N, H))
+    out, _ = layer(x)
+    stack = layer._caches[-1]
+    cache, M = stack.caches[0], stack.weight_masks[0]
+    m, zone = cache.recurrent_mask, cache.zoneout
+    dx, _ = layer.backward(dout)
+
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    W_ih, b_ih, b_hh = P["weight_ih_l0"], P["bias_ih_l0"], P["bias_hh_l0"]
+    W_hh = P["weight_hh_l0"] * torch.tensor(M)                      # (R6)
+    tm = torch.tensor(m)
+    h, c, outs = torch.zeros(N, H, dtype=torch.float64), torch.zeros(N, H, dtype=torch.float64), []
+    for t in range(T):
+        d_h = torch.tensor(zone[0][t])
+        if cell == "lstm":
+            h_new, c_new = torch._VF.lstm_cell(tx[t], (tm * h, c), W_ih, W_hh, b_ih, b_hh)
+            d_c = torch.tensor(zone[1][t])
+            c = d_c * c + (1 - d_c) * c_new
+        else:
+            gi, gh = tx[t] @ W_ih.T + b_ih, (tm * h) @ W_hh.T + b_hh
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h_new = (1 - z) * n + z * h
+        h = d_h * h + (1 - d_h) * h_new
+        outs.append(h)
+    theirs = torch.stack(outs)
+    (theirs * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(out, theirs.detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-12)
+    for k, p in P.items():
+        np.testing.assert_allclose(layer.grads[k], p.grad.numpy(), rtol=0, atol=1e-12, err_msg=k)
