@@ -178,7 +178,9 @@ class Cell:
         parameters by argument name -> out (T, N, H), tuple of final states, cache.
         The acceleration's forward where it pays (``accel.pays``), else the reference.
         ``bptt_memory`` (slots or 'sqrt', ``bptt_policy``) keeps states at checkpoints
-        only and recomputes the segments in the backward (``bptt``); None keeps all."""
+        only and recomputes the segments in the backward (``bptt``); None keeps all.
+        ``options`` may hold ``recurrent_mask`` and ``zoneout`` for a cell with
+        ``regularisers`` (``functional/regularisers.py``)."""
         if bptt_memory is not None:
             return bptt.checkpointed_forward(self, x, states, params, mask, bptt_memory,
                                              **options)
