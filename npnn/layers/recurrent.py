@@ -39,7 +39,7 @@ from .._checks import (check_bool, check_choice, check_dropout, check_dtype, che
                        check_integer, check_layer_dtype, check_positive_int, check_same_backend,
                        check_shape)
 from ..functional.bptt_policy import check_memory
-from ..functional.regularisers import Zoneout
+from ..functional.regularisers import SPLITMIX_UNIFORM, Zoneout
 from ..functional.registry import (INITIALIZERS, Cell, Param, as_states, from_states, get_cell,
                                   resolve, size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
@@ -62,11 +62,8 @@ class _StackCache(NamedTuple):
 #: the top 53 bits of splitmix64(key + i * golden), a counter-based hash: no generator
 #: state on the device, and the same key gives the same mask on any device.
 DROPOUT_KERNEL = ("uint64 key, float64 p, T scale", "T mask", """
-    unsigned long long z = key + (unsigned long long)i * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z = z ^ (z >> 31);
-    mask = (double)(z >> 11) * (1.0 / 9007199254740992.0) >= p ? scale : (T)0;
+    const unsigned long long c = (unsigned long long)i;""" + SPLITMIX_UNIFORM + """
+    mask = u >= p ? scale : (T)0;
     """, "npnn_dropout_mask")
 
 
