@@ -191,6 +191,8 @@ def test_bounded_memory_bptt_replays_zoneout(cell, memory):
     runs = []
     for m in (None, memory):
         out, finals, cache = spec.run(x, [None] * len(S), params, mask, bptt_memory=m, **options)
+        if m == 2:                          # the masks kept: the last segment's, not T steps'
+            assert cache.tail[1].zoneout[0].shape[0] < T and cache.options["zoneout"].key == 123
         dout = np.cos(np.arange(out.size)).reshape(out.shape)
         dx, dinits, grads = spec.run_backward(dout, [np.ones((N, s)) for s in S], cache)
         runs.append([out, *finals, dx, *dinits, *(grads[k] for k in sorted(grads))])
