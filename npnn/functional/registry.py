@@ -20,6 +20,12 @@ and resolved by ``Cell.dims``. A cell may be a *variant* of another
 (nonzero) runs the variant, so ``npnn.LSTM(..., proj_size=P)`` runs 'lstmp' and
 ``proj_size=0`` the plain 'lstm' (PyTorch's one ``nn.LSTM``), with no branch
 in any layer (``resolve``).
+
+Recurrent dropout and zoneout (``regularisers``) are written into a cell's own
+equations: a cell whose sequence ops (reference and acceleration) take
+``recurrent_mask=`` and ``zoneout=`` says so (``regularisers=True``). Weight-drop
+needs no op of its own, only the name of the cell's recurrent weight matrix
+(``recurrent``: 'W_hh', the Jordan network's 'W_yh'; None for a cell without one).
 """
 
 import math
@@ -31,6 +37,7 @@ import numpy as np
 
 from . import (accel, bptt, ctrnn, gru, jordan, layernorm_gru, layernorm_lstm, lstm, lstmp,
                peephole, rnn)
+from .regularisers import Zoneout, zone_forward
 from .._checks import check_choice, check_step_input
 from .._typing import Array
 
@@ -168,6 +175,9 @@ class Cell:
     ``forget_gate`` is the index of the forget gate's block among the G stacked gate
     blocks (1 in i, f, g, o), or None for a cell without one: a layer's ``forget_bias``
     goes there (``forget_bias_slice``).
+    ``recurrent`` is the argument name of the cell's recurrent weight matrix (the one
+    weight-drop masks; None: the cell has none) and ``regularisers`` whether its
+    sequence ops take ``recurrent_mask=`` and ``zoneout=`` (``regularisers``).
     """
     name: str
     gates: int
@@ -185,6 +195,8 @@ class Cell:
     output: str = "H"
     variant_of: Optional[str] = None
     forget_gate: Optional[int] = None
+    recurrent: Optional[str] = "W_hh"
+    regularisers: bool = False
 
     def __post_init__(self) -> None:
         if self.state_sizes is None:
@@ -235,7 +247,9 @@ class Cell:
         parameters by argument name -> out (T, N, H), tuple of final states, cache.
         The acceleration's forward where it pays (``accel.pays``), else the reference.
         ``bptt_memory`` (slots or 'sqrt', ``bptt_policy``) keeps states at checkpoints
-        only and recomputes the segments in the backward (``bptt``); None keeps all."""
+        only and recomputes the segments in the backward (``bptt``); None keeps all.
+        ``options`` may hold ``recurrent_mask`` and ``zoneout`` for a cell with
+        ``regularisers`` (``functional/regularisers.py``)."""
         if bptt_memory is not None:
             return bptt.checkpointed_forward(self, x, states, params, mask, bptt_memory,
                                              **options)
@@ -287,10 +301,24 @@ class Cell:
         or the accelerations switched off).
         Make it for one run of steps: it may keep what it derived from ``params`` (the
         biases' sum), so it does not follow later updates of the parameters."""
+        if options.get("recurrent_mask") is not None or _eval_zoneout(
+                options.get("zoneout")) is False:
+            raise ValueError("a stepper takes zoneout's eval form only (regularisers.Zoneout "
+                             "with key=None) and no recurrent_mask")
         prepared = self.prepare(params, **options)
         if prepared is not None:
             return prepared.step
-        return lambda x, states: self.run_step(x, states, params, **options)[0]
+        zone = _eval_zoneout(options.pop("zoneout", None))
+        options.pop("recurrent_mask", None)
+        if not isinstance(zone, tuple):         # None (False was refused above)
+            return lambda x, states: self.run_step(x, states, params, **options)[0]
+        rates = zone
+
+        def step(x: Array, states: Sequence[Array]) -> Tuple[Array, ...]:
+            new = self.run_step(x, states, params, **options)[0]
+            old = tuple(s if s is not None else n * 0 for s, n in zip(states, new))
+            return zone_forward(rates, new, old)            # regularisers (R4), eval
+        return step
 
     def prepare(self, params: Dict[str, Array], x: Optional[Array] = None,
                 **options: Any) -> Any:
@@ -300,7 +328,12 @@ class Cell:
         if self.accelerated is None or not accel.enabled() or (
                 x is not None and accel.pays(x, _hidden(params))):
             return None
-        return self.accelerated.Prepared(**params, **options)
+        rm, zone = options.pop("recurrent_mask", None), _eval_zoneout(options.pop("zoneout", None))
+        if rm is not None or zone is False:     # masks drawn: the sequence op applies them
+            return None
+        prepared = self.accelerated.Prepared(**params, **options)
+        prepared.zone = zone
+        return prepared
 
     def run_step_backward(self, dstates: Sequence[Array],
                           cache: Any) -> Tuple[Array, Tuple[Array, ...], Dict[str, Array]]:
@@ -311,6 +344,17 @@ class Cell:
             return dx, tuple(dprev), grads
         dx, dprev, grads = self.run_backward(None, dstates, cache)
         return dx[0], dprev, grads
+
+
+def _eval_zoneout(zoneout: Any) -> Union[None, bool, Tuple[Optional[float], ...]]:
+    """An op's ``zoneout`` -> None (none), its expectations p per state (the eval form, a
+    ``Zoneout`` without key), or False (masks drawn or given: only a sequence op runs it)."""
+    if zoneout is None:
+        return None
+    if isinstance(zoneout, Zoneout) and zoneout.key is None:
+        rates = tuple(float(p) if p else None for p in zoneout.rates)
+        return None if all(p is None for p in rates) else rates
+    return False
 
 
 def _hidden(params: Mapping[str, Array]) -> Optional[int]:
@@ -456,28 +500,31 @@ def from_states(states: Sequence[Array]) -> Any:
 
 register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
               {"nonlinearity": "tanh"}, accel.rnn, rnn.rnn_step_forward, rnn.rnn_step_backward,
-              choices={"nonlinearity": rnn.NONLINEARITIES}))
+              choices={"nonlinearity": rnn.NONLINEARITIES}, regularisers=True))
 register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
               accelerated=accel.lstm, step_forward=lstm.lstm_step_forward,
-              step_backward=lstm.lstm_step_backward, forget_gate=1))
+              step_backward=lstm.lstm_step_backward, forget_gate=1, regularisers=True))
 register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward,
               accelerated=accel.gru, step_forward=gru.gru_step_forward,
-              step_backward=gru.gru_step_backward))
+              step_backward=gru.gru_step_backward, regularisers=True))
 register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),
-              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward, forget_gate=1))
+              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward, forget_gate=1,
+              regularisers=True))
 register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",), init="log_tau"),),
-              ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}))
+              ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}, regularisers=True))
 register(Cell("jordan", 1, ("y",),
               (Param("weight_ih", "W_ih", ("H", "D")), Param("weight_yh", "W_yh", ("H", "H")),
                Param("weight_hy", "W_hy", ("H", "H")), Param("bias_h", "b_h", ("H",), bias=True),
                Param("bias_y", "b_y", ("H",), bias=True)),
-              jordan.jordan_forward, jordan.jordan_backward))
+              jordan.jordan_forward, jordan.jordan_backward, recurrent="W_yh",
+              regularisers=True))
 register(Cell("lstmp", 4, ("h", "c"), (STANDARD[0], Param("weight_hh", "W_hh", ("G*H", "P")))
               + STANDARD[2:] + (Param("weight_hr", "W_hr", ("P", "H")),),
               lstmp.lstmp_forward, lstmp.lstmp_backward, sizes={"proj_size": "P"},
-              state_sizes=("P", "H"), output="P", variant_of="lstm", forget_gate=1))
+              state_sizes=("P", "H"), output="P", variant_of="lstm", forget_gate=1,
+              regularisers=True))
 register(Cell("layernorm_lstm", 4, ("h", "c"),
               STANDARD + (Param("ln_ih_weight", "gamma_ih", ("G*H",), init="ones"),
                           Param("ln_ih_bias", "beta_ih", ("G*H",), bias=True, init="zeros"),

@@ -56,6 +56,9 @@ class RNNLM(Module):
         dropout: between recurrent layers and before the decoder.
         tie_weights: share the decoder's weight with the embedding (needs E == H).
         nonlinearity: 'tanh' or 'relu', for cells with that option ('rnn').
+        recurrent_dropout, zoneout, weight_drop: the recurrent layer's regularisers
+            inside the recurrence (``npnn.Recurrent``; ``functional/regularisers.py``),
+            each a probability in [0, 1), zoneout also one per state; 0: off.
         vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
         init, forget_bias: the recurrent layers' initialisers and forget-gate bias
             (``npnn.Recurrent``); None: PyTorch's initialisation.
@@ -67,6 +70,8 @@ class RNNLM(Module):
                  dtype: DTypeLike = "float32", seed: Seed = None,
                  vocab: Optional[Vocabulary] = None, token: str = "char",
                  init: InitSpec = None, forget_bias: Optional[float] = None) -> None:
+                 recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
+                 weight_drop: float = 0.0) -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -89,6 +94,8 @@ class RNNLM(Module):
                                      dropout=dropout if num_layers > 1 else 0.0, dtype=dtype,
                                      seed=self.rng, init=init, forget_bias=forget_bias,
                                      **extra)
+                                     seed=self.rng, recurrent_dropout=recurrent_dropout,
+                                     zoneout=zoneout, weight_drop=weight_drop, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
         self.tie_weights = bool(tie_weights)
