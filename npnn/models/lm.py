@@ -69,7 +69,7 @@ class RNNLM(Module):
                  tie_weights: bool = False, nonlinearity: str = "tanh",
                  dtype: DTypeLike = "float32", seed: Seed = None,
                  vocab: Optional[Vocabulary] = None, token: str = "char",
-                 init: InitSpec = None, forget_bias: Optional[float] = None) -> None:
+                 init: InitSpec = None, forget_bias: Optional[float] = None,
                  recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
                  weight_drop: float = 0.0) -> None:
         super().__init__()
@@ -93,9 +93,8 @@ class RNNLM(Module):
                                      num_layers=num_layers,
                                      dropout=dropout if num_layers > 1 else 0.0, dtype=dtype,
                                      seed=self.rng, init=init, forget_bias=forget_bias,
-                                     **extra)
-                                     seed=self.rng, recurrent_dropout=recurrent_dropout,
-                                     zoneout=zoneout, weight_drop=weight_drop, **extra)
+                                     recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                                     weight_drop=weight_drop, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
         self.tie_weights = bool(tie_weights)
