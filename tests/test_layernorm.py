@@ -1,8 +1,9 @@
 """The layer-normalised LSTM and GRU (``functional/layernorm_lstm.py``, ``layernorm_gru.py``):
 their equations written with torch ops and autograd give the same outputs, states and
-every gradient (float64); two chunks equal one sequence; and through the registry they
-run in every layer, cell layer, model and the command line. (Finite differences:
-test_gradients.py; padding and masks: test_masks.py; checkpointed BPTT: test_bptt.py.)"""
+every gradient (float64), with recurrent dropout and zoneout too; two chunks equal one
+sequence; and through the registry they run in every layer, cell layer, model and the
+command line. (Finite differences: test_gradients.py, with the masks
+test_regularisers.py; padding and masks: test_masks.py; checkpointed BPTT: test_bptt.py.)"""
 
 import json
 
@@ -28,9 +29,12 @@ dims = st.integers(1, 5)
 TOL = 1e-10
 
 
-def _torch_formulation(torch, cell, x, states, p, mask):
+def _torch_formulation(torch, cell, x, states, p, mask, recurrent_mask=None, zoneout=None):
     """The cell's equations (its module docstring) in torch ops, eps = 1e-5 as
-    torch.nn.LayerNorm: -> out (T, N, H) and the final states."""
+    torch.nn.LayerNorm: -> out (T, N, H) and the final states. ``recurrent_mask`` (N, H)
+    scales h_{t-1} where it enters the recurrent product, before its layer norm (18);
+    ``zoneout`` (one per state: keep-masks (T, N, H) or an expectation p) mixes each
+    carried state, c un-normalised, with its previous value (19)."""
     ln = torch.nn.functional.layer_norm
     T, H = x.shape[0], p["W_hh"].shape[1]
     G = 4 if cell == "layernorm_lstm" else 3
@@ -38,9 +42,11 @@ def _torch_formulation(torch, cell, x, states, p, mask):
     b_ih, b_hh = p.get("b_ih", zero(G * H)), p.get("b_hh", zero(G * H))
     h, c = states[0], states[1] if cell == "layernorm_lstm" else None
     outs = []
+    zone = lambda d, t: d if isinstance(d, float) else d[t]  # noqa: E731
     for t in range(T):
+        h_in = h if recurrent_mask is None else recurrent_mask * h
         gi = ln(x[t] @ p["W_ih"].T, (G * H,), p["gamma_ih"], p.get("beta_ih"), 1e-5) + b_ih
-        gh = ln(h @ p["W_hh"].T, (G * H,), p["gamma_hh"], p.get("beta_hh"), 1e-5) + b_hh
+        gh = ln(h_in @ p["W_hh"].T, (G * H,), p["gamma_hh"], p.get("beta_hh"), 1e-5) + b_hh
         if cell == "layernorm_lstm":
             i, f, g, o = (gi + gh).chunk(4, dim=1)
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
@@ -50,7 +56,13 @@ def _torch_formulation(torch, cell, x, states, p, mask):
             (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.chunk(3, dim=1), gh.chunk(3, dim=1)
             r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
             n = torch.tanh(i_n + r * h_n)                # h_n normalised before r multiplies it
-            h_new = (1 - z) * n + z * h
+            h_new = (1 - z) * n + z * h                  # h_{t-1} unmasked here
+        if zoneout is not None:
+            d = zone(zoneout[0], t)
+            h_new = d * h + (1 - d) * h_new
+            if cell == "layernorm_lstm":
+                d = zone(zoneout[1], t)
+                c_new = d * c + (1 - d) * c_new
         if mask is None:
             outs.append(h_new)
         else:
@@ -67,11 +79,15 @@ def _torch_formulation(torch, cell, x, states, p, mask):
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
 @given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-@example(T=1, N=1, D=1, H=1, bias=True, masked=False, seed=0)
-@example(T=4, N=3, D=2, H=3, bias=False, masked=True, seed=1)
+       regularised=st.sampled_from([None, "train", "eval"]), seed=st.integers(0, 2**32 - 1))
+@example(T=1, N=1, D=1, H=1, bias=True, masked=False, regularised=None, seed=0)
+@example(T=4, N=3, D=2, H=3, bias=False, masked=True, regularised=None, seed=1)
+@example(T=4, N=3, D=2, H=3, bias=True, masked=True, regularised="train", seed=2)
+@example(T=3, N=2, D=2, H=2, bias=True, masked=False, regularised="eval", seed=3)
 def test_the_equations_in_torch_give_the_same_numbers(backend, cell, T, N, D, H, bias, masked,
-                                                     seed):
+                                                     regularised, seed):
+    """With ``regularised``, recurrent dropout and zoneout: fixed masks ('train', the mask
+    m (N, H) and 0/1 keep-masks per state) or zoneout's eval form ('eval', p = 0.3)."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(seed)
     _, inputs = recurrent_case(rng, cell, T, N, D, H, bias, masked)
@@ -82,18 +98,30 @@ def test_the_equations_in_torch_give_the_same_numbers(backend, cell, T, N, D, H,
     mask = np.arange(T)[:, None] < lengths[None, :] if masked else None
     dout = rng.standard_normal((T, N, H))
     dfinals = [rng.standard_normal((N, H)) for _ in spec.states]
+    rm, zone = None, None
+    if regularised == "train":
+        rm = (rng.random((N, H)) >= 0.4) / 0.6
+        zone = tuple((rng.random((T, N, H)) < 0.3).astype(np.float64) for _ in names)
+    elif regularised == "eval":
+        zone = (0.3,) * len(names)
 
     dev = lambda a: to_backend(a, backend)  # noqa: E731
+    options = {} if regularised is None else {
+        "recurrent_mask": None if rm is None else dev(rm),
+        "zoneout": tuple(d if isinstance(d, float) else dev(d) for d in zone)}
     out, finals, cache = spec.run(dev(inputs["x"]), [dev(inputs[n]) for n in names],
                                   {k: dev(v) for k, v in params.items()},
-                                  None if mask is None else dev(mask))
+                                  None if mask is None else dev(mask), **options)
     dx, dinits, grads = spec.run_backward(dev(dout), [dev(d) for d in dfinals], cache)
 
     leaf = lambda a: torch.tensor(a, requires_grad=True)  # noqa: E731
     tx, tp = leaf(inputs["x"]), {k: leaf(v) for k, v in params.items()}
     tstates = [leaf(inputs[n]) for n in names]
-    tout, tfinals = _torch_formulation(torch, cell, tx, tstates, tp,
-                                       None if mask is None else torch.tensor(mask))
+    tout, tfinals = _torch_formulation(
+        torch, cell, tx, tstates, tp, None if mask is None else torch.tensor(mask),
+        None if rm is None else torch.tensor(rm),
+        None if zone is None else tuple(d if isinstance(d, float) else torch.tensor(d)
+                                        for d in zone))
     loss = (tout * torch.tensor(dout)).sum() + sum(
         (f * torch.tensor(d)).sum() for f, d in zip(tfinals, dfinals))
     loss.backward()

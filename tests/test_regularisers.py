@@ -21,6 +21,8 @@ from npnn.gradcheck import cases, check_gradients
 from npnn.layers.recurrent import layer_class
 
 from test_accel import TOL, VARIANTS, assert_equal_to_reference, kernel_set, make_case
+from test_gradients import _rounding_level
+from test_layernorm import _torch_formulation
 
 dims = st.integers(1, 5)
 seeds = st.integers(0, 2**32 - 1)
@@ -63,15 +65,32 @@ def fixed_masks(rng, cell, T, N, H, which, p=0.4, eval_form=False, backend="nump
          eval_form=False, seed=1)
 @example(cell="jordan", which="rd+zo", T=2, N=1, D=2, H=1, bias=True, masked=False,
          eval_form=True, seed=2)
+@example(cell="layernorm_lstm", which="rd+zo", T=1, N=1, D=1, H=1, bias=True, masked=False,
+         eval_form=False, seed=0)
+@example(cell="layernorm_lstm", which="rd+zo", T=4, N=3, D=2, H=3, bias=False, masked=True,
+         eval_form=False, seed=3)
+@example(cell="layernorm_gru", which="rd+zo", T=3, N=2, D=2, H=3, bias=True, masked=True,
+         eval_form=False, seed=1)
+@example(cell="layernorm_gru", which="zo", T=2, N=2, D=3, H=2, bias=True, masked=False,
+         eval_form=True, seed=4)
 def test_reference_gradients_with_masks_fixed(backend, cell, which, T, N, D, H, bias, masked,
                                               eval_form, seed):
-    """(R1)-(R5) in each cell's reference: dx, the initial states and every parameter."""
+    """(R1)-(R5) in each cell's reference: dx, the initial states and every parameter.
+
+    The layer-normalised cells get test_gradients' rounding floor where a gradient is
+    O(eps_LN) (``_rounding_level``): D or H = 1, or a recurrent mask that keeps at most
+    one unit of a row, whose normalised product m * h_{t-1} W_hh^T then depends on that
+    unit only through its sign."""
     rng = np.random.default_rng(seed)
     options = {**CELLS[cell].options,
                **fixed_masks(rng, cell, T, N, H, which, eval_form=eval_form, backend=backend)}
-    f, inputs = cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend,
-                                     path="reference", sizes=_sizes(cell, H), **options)
-    check_gradients(f, inputs, tol=1e-6, seed=seed, raise_on_failure=True)
+    built = cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend,
+                                 path="reference", sizes=_sizes(cell, H), **options)
+    rm = options.get("recurrent_mask")
+    degenerate = cell.startswith("layernorm") and (
+        min(D, H) == 1 or (rm is not None and (to_numpy(rm) != 0).sum(axis=1).min() <= 1))
+    check_gradients(*built, tol=1e-6, seed=seed, raise_on_failure=True,
+                    atol=_rounding_level(built, seed) if degenerate else 0.0)
 
 
 @given(cell=st.sampled_from(ACCELERATED), which=st.sampled_from(["rd", "zo", "rd+zo"]),
@@ -415,6 +434,13 @@ def test_ops_refuse_masks_of_the_wrong_shape():
         F.lstm_forward(x, None, None, W_ih, W_hh, zoneout=(None, np.ones((3, 2, 3))))
     with pytest.raises(ValueError, match="expected zoneout for 2 state"):
         F.lstm_forward(x, None, None, W_ih, W_hh, zoneout=(0.5,))
+    g8, g2 = np.ones(8), np.ones(2)                 # the layer-normalised cells' ops alike
+    with pytest.raises(ValueError, match=r"expected recurrent_mask of shape \(N, S\) = \(2, 2\)"):
+        F.layernorm_lstm_forward(x, None, None, W_ih, W_hh, g8, g8, g2,
+                                 recurrent_mask=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"expected zoneout\[0\] of shape \(T, N, S\)"):
+        F.layernorm_gru_forward(x, None, W_ih[:6], W_hh[:6], g8[:6], g8[:6],
+                                zoneout=(np.ones((2, 2, 2)),))
 
 
 # -- a training run with the options on resumes bit for bit -----------------------------
@@ -451,12 +477,35 @@ def test_a_run_with_the_regularisers_resumes_bit_for_bit(tmp_path, monkeypatch):
 
 # -- the formulation, against PyTorch's autograd -----------------------------------------
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def _plain_formulation(torch, cell, tx, h, c, W_ih, W_hh, b_ih, b_hh, tm, zone):
+    """The LSTM's (torch's own cell) or the GRU's step, fed m * h_{t-1} in the recurrent
+    product only, each state zoned: -> out (T, N, H)."""
+    H, outs = h.shape[1], []
+    for t in range(tx.shape[0]):
+        d_h = torch.tensor(zone[0][t])
+        if cell == "lstm":
+            h_new, c_new = torch._VF.lstm_cell(tx[t], (tm * h, c), W_ih, W_hh, b_ih, b_hh)
+            d_c = torch.tensor(zone[1][t])
+            c = d_c * c + (1 - d_c) * c_new
+        else:
+            gi, gh = tx[t] @ W_ih.T + b_ih, (tm * h) @ W_hh.T + b_hh
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h_new = (1 - z) * n + z * h
+        h = d_h * h + (1 - d_h) * h_new
+        outs.append(h)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "layernorm_lstm", "layernorm_gru"])
 def test_the_layers_formulation_against_pytorch(cell):
     """The papers' equations written with torch's cells and autograd, given the masks the
     layer drew (read from its cache): W_hh * M (weight-drop); the cell fed m * h_{t-1}
-    in its recurrent product only (the GRU's interpolation reads h_{t-1}); zoneout
-    mixing each state with its previous value. Outputs and every gradient, float64."""
+    in its recurrent product only (the GRU's interpolation reads h_{t-1}; the
+    layer-normalised cells' product is masked before its layer norm); zoneout mixing each
+    state with its previous value (the LSTMs' c un-normalised). Outputs and every
+    gradient, float64."""
     torch = pytest.importorskip("torch")
     T, N, D, H = 6, 3, 2, 4
     layer = layer_class(cell)(D, H, dtype="float64", seed=11, recurrent_dropout=0.4,
@@ -474,22 +523,14 @@ def test_the_layers_formulation_against_pytorch(cell):
     W_ih, b_ih, b_hh = P["weight_ih_l0"], P["bias_ih_l0"], P["bias_hh_l0"]
     W_hh = P["weight_hh_l0"] * torch.tensor(M)                      # (R6)
     tm = torch.tensor(m)
-    h, c, outs = torch.zeros(N, H, dtype=torch.float64), torch.zeros(N, H, dtype=torch.float64), []
-    for t in range(T):
-        d_h = torch.tensor(zone[0][t])
-        if cell == "lstm":
-            h_new, c_new = torch._VF.lstm_cell(tx[t], (tm * h, c), W_ih, W_hh, b_ih, b_hh)
-            d_c = torch.tensor(zone[1][t])
-            c = d_c * c + (1 - d_c) * c_new
-        else:
-            gi, gh = tx[t] @ W_ih.T + b_ih, (tm * h) @ W_hh.T + b_hh
-            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-            h_new = (1 - z) * n + z * h
-        h = d_h * h + (1 - d_h) * h_new
-        outs.append(h)
-    theirs = torch.stack(outs)
+    h, c = torch.zeros(N, H, dtype=torch.float64), torch.zeros(N, H, dtype=torch.float64)
+    if cell.startswith("layernorm"):                                # test_layernorm's equations
+        args = {p.name + "_l0": p.arg for p in CELLS[cell].params}
+        theirs, _ = _torch_formulation(torch, cell, tx, [h, c],
+                                       {**{args[k]: v for k, v in P.items()}, "W_hh": W_hh},
+                                       None, tm, tuple(torch.tensor(d) for d in zone))
+    else:
+        theirs = _plain_formulation(torch, cell, tx, h, c, W_ih, W_hh, b_ih, b_hh, tm, zone)
     (theirs * torch.tensor(dout)).sum().backward()
     np.testing.assert_allclose(out, theirs.detach().numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-12)

@@ -59,9 +59,33 @@ features of each row; the sums over all steps and sequences):
     (17) dgamma_ih = sum dz_t * xw_hat_t,  dgamma_hh = sum dz_t * hw_hat_t,
          dgamma_c = sum dl_t * c_hat_t,  dbeta_c = sum dl_t
 
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, sections
+"Layer-normalised LSTM" and "Recurrent dropout, zoneout and weight-drop"): with a
+recurrent mask m (N, H), one for the whole sequence, and zoneout keep-masks d^h_t, d^c_t
+(N, H) (or their expectations p_h, p_c in eval mode), (1) reads the masked state and
+the step's results (4)-(5) become candidates h~_t, c~_t:
+
+    (18) hw_t = (m * h_{t-1}) W_hh^T
+    (19) h_t = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t,   c_t = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t
+
+The mask sits before LN_hh, where h_{t-1} enters the recurrent product, as in every
+cell's (R1): it drops units of h_{t-1} for the whole sequence (Gal and Ghahramani), not
+entries of the normalised gate pre-activations, and LN_hh normalises the masked product
+(its statistics are those of m * h_{t-1}; LN's scale invariance makes 1 / (1 - p)
+immaterial up to eps). Zoneout mixes the carried states: c the un-normalised one of
+(4); h~_t = o_t * tanh(LN(c~_t)) is the candidate's. Backward, dh_t and dc_t^next the
+gradients reaching the zoned states h_t, c_t:
+
+    (20) dh~_t = (1 - d^h_t) * dh_t,  dc~_t^next = (1 - d^c_t) * dc_t^next
+         (these enter (8)-(9) in place of dh_t and dc_t^next)
+    (21) dh_{t-1}^next = (dhw_t W_hh) * m + d^h_t * dh_t,
+         dc_{t-1}^next = dc_t * f_t + d^c_t * dc_t^next          (dc_t of (9))
+    (22) dW_hh = sum dhw_t^T (m * h_{t-1})
+
 ``layernorm_lstm_forward`` runs (1)-(5) for t = 1 .. T, with the input half of (2),
 LN(x_t W_ih^T) + b_ih, computed for all steps before the loop;
-``layernorm_lstm_backward`` runs (7)-(14) for t = T .. 1, then (15)-(17) over all steps.
+``layernorm_lstm_backward`` runs (7)-(14) for t = T .. 1, then (15)-(17) over all steps;
+(18)-(22) join them where the masks are given.
 Padded steps (a mask) are handled by selection as in ``_recurrent``: they keep (h, c),
 output 0, pass the gradients of (h, c) straight back and add nothing to (15)-(17).
 
@@ -79,6 +103,8 @@ from .activations import sigmoid, tanh
 from ..backend import get_array_module
 from .layernorm import (check_norm_params, layer_norm, normalize_backward, normalized_grads,
                         normalized_input_half)
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh, the LNs
 
@@ -88,7 +114,8 @@ def layernorm_lstm_cell(gi: Array, h_prev: Array, c_prev: Array, W_hh: Array, ga
                         beta_hh: Optional[Array] = None, beta_c: Optional[Array] = None
                         ) -> Tuple[Array, Array, Tuple[Array, ...]]:
     """One step, (1)-(5), given its input half gi = LN(x_t W_ih^T; gamma_ih, beta_ih) + b_ih
-    (N, 4H). Returns h_t, c_t (N, H) and what the backward needs:
+    (N, 4H) (h_prev is m * h_{t-1} under recurrent dropout, (18), for the product is all
+    that reads it). Returns h_t, c_t (N, H) and what the backward needs:
     (i, f, g, o, tanh(l_t), c_hat, rstd_c, hw_hat, rstd_hh)."""
     gh, hw_hat, rstd_hh = layer_norm(h_prev @ W_hh.T, gamma_hh, beta_hh)   # (1), (2)
     z = gi + gh if b_hh is None else gi + gh + b_hh                        # (2)
@@ -138,13 +165,16 @@ class LayerNormLSTMCache(NamedTuple):
     rstd_ih: Any        # (T, N, 1)
     params: Dict[str, Any]  # W_ih, W_hh, gamma_ih, gamma_hh, gamma_c and which biases were given
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (18), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d^h, d^c) of (19), or None
 
 
 def layernorm_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array,
                            W_hh: Array, gamma_ih: Array, gamma_hh: Array, gamma_c: Array,
                            b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
                            beta_ih: Optional[Array] = None, beta_hh: Optional[Array] = None,
-                           beta_c: Optional[Array] = None, mask: Optional[Array] = None
+                           beta_c: Optional[Array] = None, mask: Optional[Array] = None,
+                           recurrent_mask: Optional[Array] = None, zoneout: Any = None
                            ) -> Tuple[Array, Array, Array, LayerNormLSTMCache]:
     """Run a layer-normalised LSTM over a whole sequence.
 
@@ -155,6 +185,9 @@ def layernorm_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W
         gamma_ih, gamma_hh: (4H,), gamma_c: (H,) the gains; beta_ih, beta_hh: (4H,),
             beta_c: (H,) the layer normalisations' biases, each or None (zero).
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
+        recurrent_mask: optional (N, H) recurrent-dropout mask m of (18).
+        zoneout: optional zoneout of (h, c), (19): a ``regularisers.Zoneout`` or a pair
+            of per-state keep-masks (T, N, H), expectations p or None.
 
     Returns:
         out (T, N, H), h_n (N, H), c_n (N, H), cache (for ``layernorm_lstm_backward``).
@@ -163,6 +196,9 @@ def layernorm_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W
                                          mask)
     check_norm_params(x, 4, H, {"gamma_ih": gamma_ih, "gamma_hh": gamma_hh, "gamma_c": gamma_c,
                                 "beta_ih": beta_ih, "beta_hh": beta_hh, "beta_c": beta_c})
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H, H), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     # (1), (2); padded rows of x read as 0: what padding holds (inf) never meets a mean
     gi, xw_hat, rstd_ih = normalized_input_half(valid_only(xp, x, m), W_ih, gamma_ih, beta_ih,
@@ -171,8 +207,10 @@ def layernorm_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W
     c = [initial_state(xp, c0, N, H, x.dtype)]
     saved = []
     for t in range(T):
-        h_t, c_t, s = layernorm_lstm_cell(gi[t], h[t], c[t], W_hh, gamma_hh, gamma_c, b_hh,
-                                          beta_hh, beta_c)                 # (1)-(5)
+        h_t, c_t, s = layernorm_lstm_cell(gi[t], masked_input(h[t], rm), c[t], W_hh, gamma_hh,
+                                          gamma_c, b_hh, beta_hh, beta_c)  # (1)-(5), (18)
+        if zone is not None:
+            h_t, c_t = zone_forward(at_step(zone, t), (h_t, c_t), (h[t], c[t]))   # (19)
         if m is not None:                               # padded steps keep (h, c)_{t-1}
             h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
         h.append(h_t)
@@ -184,7 +222,7 @@ def layernorm_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W
               "gamma_c": gamma_c, "b": b_ih is not None, "beta_ih": beta_ih is not None,
               "beta_hh": beta_hh is not None, "beta_c": beta_c is not None}
     cache = LayerNormLSTMCache(x, h, c, i, f, g, o, tanh_l, c_hat, rstd_c, hw_hat, rstd_hh,
-                               xw_hat, rstd_ih, params, m)
+                               xw_hat, rstd_ih, params, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], c[T], cache             # (6)
 
 
@@ -203,7 +241,7 @@ def layernorm_lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: 
         'gamma_ih', 'gamma_hh', 'gamma_c' and each bias the forward was given.
     """
     (x, h, c, i, f, g, o, tanh_l, c_hat, rstd_c, hw_hat, rstd_hh, xw_hat, rstd_ih,
-     params, m) = cache
+     params, m, rm, zone) = cache
     T, H = x.shape[0], h.shape[2]
     W_hh, gamma_hh, gamma_c = params["W_hh"], params["gamma_hh"], params["gamma_c"]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
@@ -212,16 +250,23 @@ def layernorm_lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: 
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (7)
+        dh_c, dc_c = dh, dc
+        if zone is not None:
+            (dh_c, dc_c), kept = zone_backward(at_step(zone, t), (dh, dc))       # (20)
         dz[t], dhw[t], dl[t], dh_prev, dc_prev = layernorm_lstm_cell_backward(
-            dh, dc, c[t], i[t], f[t], g[t], o[t], tanh_l[t], c_hat[t], rstd_c[t], hw_hat[t],
+            dh_c, dc_c, c[t], i[t], f[t], g[t], o[t], tanh_l[t], c_hat[t], rstd_c[t], hw_hat[t],
             rstd_hh[t], W_hh, gamma_hh, gamma_c)        # (8)-(14)
+        dh_prev = masked_input(dh_prev, rm)             # (21)
+        if zone is not None:
+            dh_prev, dc_prev = add_kept((dh_prev, dc_prev), kept)             # (21)
         if m is not None:                               # padded steps pass (dh, dc) straight back
             dz[t], dhw[t], dl[t] = (valid_only(xp, a, m[t]) for a in (dz[t], dhw[t], dl[t]))
             dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
         dh, dc = dh_prev, dc_prev
     dz, dhw, dl = xp.stack(dz), xp.stack(dhw), xp.stack(dl)   # (T, N, 4H), (T, N, 4H), (T, N, H)
-    # (15)-(17) but the cell state's: dz is the gradient of both halves of (2)
-    dx, grads = normalized_grads(dz, dz, dhw, x, h[:-1], xw_hat, rstd_ih, hw_hat, params, m)
+    # (15)-(17) but the cell state's, (22): dz is the gradient of both halves of (2)
+    dx, grads = normalized_grads(dz, dz, dhw, x, masked_input(h[:-1], rm), xw_hat, rstd_ih,
+                                 hw_hat, params, m)
     grads["gamma_c"] = valid_only(xp, dl * c_hat, m).reshape(-1, H).sum(axis=0)   # (17)
     if params["beta_c"]:
         grads["beta_c"] = dl.reshape(-1, H).sum(axis=0)

@@ -533,10 +533,11 @@ register(Cell("layernorm_lstm", 4, ("h", "c"),
                           Param("ln_c_weight", "gamma_c", ("H",), init="ones"),
                           Param("ln_c_bias", "beta_c", ("H",), bias=True, init="zeros")),
               layernorm_lstm.layernorm_lstm_forward, layernorm_lstm.layernorm_lstm_backward,
-              forget_gate=1))
+              forget_gate=1, regularisers=True))
 register(Cell("layernorm_gru", 3, ("h",),
               STANDARD + (Param("ln_ih_weight", "gamma_ih", ("G*H",), init="ones"),
                           Param("ln_ih_bias", "beta_ih", ("G*H",), bias=True, init="zeros"),
                           Param("ln_hh_weight", "gamma_hh", ("G*H",), init="ones"),
                           Param("ln_hh_bias", "beta_hh", ("G*H",), bias=True, init="zeros")),
-              layernorm_gru.layernorm_gru_forward, layernorm_gru.layernorm_gru_backward))
+              layernorm_gru.layernorm_gru_forward, layernorm_gru.layernorm_gru_backward,
+              regularisers=True))

@@ -690,11 +690,14 @@ class LayerNormLSTM(Recurrent):
 
     ``npnn.LayerNormLSTM(input_size, hidden_size, num_layers=1, bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
-    bptt_memory=None, init=None, forget_bias=None)``. Per layer and direction: PyTorch's
-    ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (so an ``nn.LSTM``'s weights
-    load with ``strict=False``) and the layer normalisations' ``ln_ih_weight``,
-    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,), ``ln_c_weight``, ``ln_c_bias``
-    (H,), gains initialised to 1 and biases to 0. ``bias=False`` drops every bias.
+    bptt_memory=None, init=None, forget_bias=None, recurrent_dropout=0.0, zoneout=0.0,
+    weight_drop=0.0)``; ``zoneout`` may be a pair (p_h, p_c), c the un-normalised cell
+    state, and recurrent dropout masks h_{t-1} before the recurrent layer norm. Per layer
+    and direction: PyTorch's ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (so an
+    ``nn.LSTM``'s weights load with ``strict=False``) and the layer normalisations'
+    ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,),
+    ``ln_c_weight``, ``ln_c_bias`` (H,), gains initialised to 1 and biases to 0.
+    ``bias=False`` drops every bias.
     """
     cell = "layernorm_lstm"
 
@@ -705,9 +708,11 @@ class LayerNormGRU(Recurrent):
 
     ``npnn.LayerNormGRU(input_size, hidden_size, num_layers=1, bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
-    bptt_memory=None, init=None)``. Per layer and direction: PyTorch's four parameters and
-    ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (3H,), gains
-    initialised to 1 and biases to 0. ``bias=False`` drops every bias.
+    bptt_memory=None, init=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
+    (recurrent dropout masks h_{t-1} before the recurrent layer norm). Per layer and
+    direction: PyTorch's four parameters and ``ln_ih_weight``, ``ln_ih_bias``,
+    ``ln_hh_weight``, ``ln_hh_bias`` (3H,), gains initialised to 1 and biases to 0.
+    ``bias=False`` drops every bias.
     """
     cell = "layernorm_gru"
 
