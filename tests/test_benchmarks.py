@@ -109,6 +109,8 @@ def test_bench_memory_records_tables_and_extrapolates(monkeypatch, tmp_path, cap
     # each case in this process (the fresh process is the test above)
     monkeypatch.setattr(bench, "measure", bench.one)
     monkeypatch.setattr(bench, "FULL_MAX_T", 30)
+    for name, size in (("N", 2), ("D", 3), ("H", 4)):
+        monkeypatch.setattr(bench, name, size)
     results = str(tmp_path / "memory.json")
     assert bench.main(["--T", "30", "--budgets", "3", "--repeat", "2", "--json", results]) == 0
     sqrt = bench.bptt_policy.sqrt_policy(30).slots
@@ -131,6 +133,8 @@ def test_bench_memory_plot(monkeypatch, tmp_path):
     pytest.importorskip("matplotlib")
     bench = _load("bench_memory", monkeypatch)
     monkeypatch.setattr(bench, "measure", bench.one)
+    for name, size in (("N", 2), ("D", 3), ("H", 4)):
+        monkeypatch.setattr(bench, name, size)
     results = str(tmp_path / "memory.json")
     assert bench.main(["--T", "20", "--budgets", "2", "--repeat", "1", "--json", results]) == 0
     png = tmp_path / "curves.png"
