@@ -1,0 +1,56 @@
+"""Two fixes that keep docs/*.md readable both on the site and as plain Markdown.
+
+* A Markdown link to a source file, ``[npnn/functional/lstm.py](../npnn/functional/lstm.py)``,
+  works in a repository browser; on the site it opens the highlighted source page
+  that ``sphinx.ext.viewcode`` writes for that module (``_modules/npnn/functional/lstm.html``)
+  instead of downloading the file.
+* A displayed equation with its docstring's number, ``$$ ... \\tag{8} $$``, may span
+  lines (``\\\\``): Sphinx would wrap those in ``split``, where MathJax refuses a
+  ``\\tag``, so such an equation is given to MathJax as ``equation`` + ``aligned``.
+"""
+
+import os
+import re
+from typing import Any, Dict
+
+from docutils import nodes
+from sphinx import addnodes
+
+_TAG = re.compile(r"\\tag\*?\{[^}]*\}")
+
+
+def _source_links(app: Any, doctree: nodes.document, docname: str) -> None:
+    root = os.path.dirname(os.path.abspath(app.srcdir))
+    for node in list(doctree.findall(addnodes.download_reference)):
+        target = os.path.normpath(os.path.join(app.srcdir, os.path.dirname(docname),
+                                               node.get("reftarget", "")))
+        rel = os.path.relpath(target, root)
+        if not (rel.startswith("npnn" + os.sep) and rel.endswith(".py")):
+            continue
+        module = rel[:-3].replace(os.sep, ".")
+        module = module[:-len(".__init__")] if module.endswith(".__init__") else module
+        page = "_modules/" + module.replace(".", "/")
+        if not os.path.exists(os.path.join(app.outdir, page + ".html")) and \
+                module not in getattr(app.env, "_viewcode_modules", {}):
+            continue
+        uri = app.builder.get_relative_uri(docname, page)
+        node.replace_self(nodes.reference("", "", *node.children, refuri=uri, internal=True))
+
+
+def _tagged_multiline_math(app: Any, doctree: nodes.document, docname: str) -> None:
+    for node in doctree.findall(nodes.math_block):
+        text = node.astext()
+        tags = _TAG.findall(text)
+        if node.get("nowrap") or len(tags) != 1 or "\\\\" not in text or "\n\n" in text.strip():
+            continue
+        body = _TAG.sub("", text).strip()
+        node["nowrap"] = True
+        node.children = [nodes.Text(
+            "\\begin{equation}\\begin{aligned}" + body + "\\end{aligned}" + tags[0]
+            + "\\end{equation}")]
+
+
+def setup(app: Any) -> Dict[str, Any]:
+    app.connect("doctree-resolved", _source_links)
+    app.connect("doctree-resolved", _tagged_multiline_math)
+    return {"parallel_read_safe": True, "version": "1"}
