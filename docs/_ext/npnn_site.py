@@ -1,4 +1,4 @@
-"""Two fixes that keep docs/*.md readable both on the site and as plain Markdown.
+"""Small pieces that keep docs/*.md readable both on the site and as plain Markdown.
 
 * A Markdown link to a source file, ``[npnn/functional/lstm.py](../npnn/functional/lstm.py)``,
   works in a repository browser; on the site it opens the highlighted source page
@@ -7,6 +7,8 @@
 * A displayed equation with its docstring's number, ``$$ ... \\tag{8} $$``, may span
   lines (``\\\\``): Sphinx would wrap those in ``split``, where MathJax refuses a
   ``\\tag``, so such an equation is given to MathJax as ``equation`` + ``aligned``.
+* ``{tutorial-list}`` lists the tutorial notebooks under their own titles (the Chinese
+  tutorial index uses it).
 """
 
 import os
@@ -15,6 +17,7 @@ from typing import Any, Dict
 
 from docutils import nodes
 from sphinx import addnodes
+from sphinx.util.docutils import SphinxDirective
 
 _TAG = re.compile(r"\\tag\*?\{[^}]*\}")
 
@@ -50,7 +53,26 @@ def _tagged_multiline_math(app: Any, doctree: nodes.document, docname: str) -> N
             + "\\end{equation}")]
 
 
+class TutorialList(SphinxDirective):
+    """``{tutorial-list}``: a list of links to every page in ``tutorials/`` but its
+    index, in file order, each under its own title; read anew at every build, so a
+    page that lists the tutorials in another language never goes stale."""
+
+    def run(self) -> list:
+        self.env.note_reread()
+        items = nodes.bullet_list()
+        for docname in sorted(d for d in self.env.found_docs
+                              if d.startswith("tutorials/") and d != "tutorials/index"):
+            ref = addnodes.pending_xref("", nodes.inline("", docname), refdomain="std",
+                                        reftype="doc", reftarget="/" + docname,
+                                        refexplicit=False, refwarn=True,
+                                        refdoc=self.env.docname)
+            items += nodes.list_item("", nodes.paragraph("", "", ref))
+        return [items]
+
+
 def setup(app: Any) -> Dict[str, Any]:
     app.connect("doctree-resolved", _source_links)
     app.connect("doctree-resolved", _tagged_multiline_math)
+    app.add_directive("tutorial-list", TutorialList)
     return {"parallel_read_safe": True, "version": "1"}
