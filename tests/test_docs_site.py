@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,12 @@ def test_derivations_page_shows_typeset_maths(server, browser):
     hrefs = d.execute_script("return Array.from(document.links).map(a => a.href)")
     for cell in ("rnn", "lstm", "gru", "peephole", "ctrnn", "jordan", "lstmp"):
         assert any(h.endswith(f"_modules/npnn/functional/{cell}.html") for h in hrefs), cell
+        # and each cell file's docstring names its section here, by the section's anchor
+        doc = importlib.import_module(f"npnn.functional.{cell}").__doc__
+        anchor = re.search(r"derivations\.html#([a-z0-9-]+)", doc)
+        assert anchor, f"npnn/functional/{cell}.py's docstring names no section of the site"
+        assert d.execute_script(f"return document.getElementById('{anchor[1]}') !== null"), \
+            f"{cell}.py names the section #{anchor[1]}, which the page lacks"
     # the screenshot: the LSTM section, its equations and the figure's top
     shots = OUT / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,15 @@ and over the whole sequence:
     (8) dx_t = da_t W_ih,  dk = sum_t,n dh_t * (phi_t - h_{t-1}),
         dlog_tau = -dk * k                         (as dk/dlog_tau = -dt exp(-log_tau) = -k)
     (9) dW_ih = sum da^T x,  dW_hh = sum da^T h_{t-1},  db_ih = db_hh = sum da
+
+Derived in the site's page "Backpropagation through time, derived", section
+"Continuous-time RNN" (derivations.html#continuous-time-rnn-ctrnn-py; docs/derivations.md in the repository, and
+installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``),
+with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.ctrnn_forward``/``_backward``, ``npnn.CTRNN``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
 """
 
 import numpy as np

@@ -23,6 +23,15 @@ and over the whole sequence:
 
     (7) dx_t = da_t W_ih,  dW_hy = sum dy_t^T h_t,  db_y = sum dy_t,
         dW_ih = sum da^T x,  dW_yh = sum da^T y_{t-1},  db_h = sum da
+
+Derived in the site's page "Backpropagation through time, derived", section
+"Jordan network" (derivations.html#jordan-network-jordan-py; docs/derivations.md in the repository, and
+installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``),
+with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.jordan_forward``/``_backward``, ``npnn.JordanRNN``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple

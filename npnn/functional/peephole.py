@@ -31,6 +31,15 @@ and over the whole sequence:
     (12) dx_t = dz_t W_ih,  dW_ih = sum dz^T x,  dW_hh = sum dz^T h_{t-1},
          db_ih = db_hh = sum dz,
          dw_ci = sum dz_i * c_{t-1},  dw_cf = sum dz_f * c_{t-1},  dw_co = sum dz_o * c_t
+
+Derived in the site's page "Backpropagation through time, derived", section
+"Peephole LSTM" (derivations.html#peephole-lstm-peephole-py; docs/derivations.md in the repository, and
+installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``),
+with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.peephole_lstm_forward``/``_backward``, ``npnn.PeepholeLSTM``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
