@@ -46,7 +46,8 @@ myst_dmath_double_inline = True
 
 # the notebooks (MyST markdown, jupytext's md:myst) run on every build
 nb_execution_mode = "force"
-nb_execution_timeout = 120          # seconds a cell; each tutorial must finish in 2 min
+nb_execution_timeout = 120          # seconds a cell
+npnn_notebook_budget = 120          # seconds a notebook, all cells: more is a warning
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True

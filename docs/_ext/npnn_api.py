@@ -6,7 +6,7 @@ its order; a module without one gets ``automodule`` with its public members. A n
 exported by several modules (``npnn.LSTM`` is ``npnn.layers.LSTM``) is documented in
 full under the first module of ``MODULES`` that exports it, and briefly, with a link
 there, under the others. ``sphinx.ext.viewcode`` links every entry to its source lines.
-tests/test_docs_api.py checks that every module's ``__all__`` is covered.
+tests/test_docs.py checks that every module's ``__all__`` is covered.
 """
 
 import importlib
