@@ -69,10 +69,10 @@ def site():
     run = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E",
                           "-b", "html", "-d", str(OUT / "doctrees"), str(DOCS), str(html)],
                          cwd=ROOT, env=env, capture_output=True, text=True)
-    print(f"site built in {time.monotonic() - start:.0f} s; notebooks (s):",
-          (html / "notebook_times.json").read_text(encoding="utf-8"))
     assert run.returncode == 0, "the strict build failed:\n" + run.stdout[-5000:] + \
         run.stderr[-10000:]
+    print(f"site built in {time.monotonic() - start:.0f} s; notebooks (s):",
+          (html / "notebook_times.json").read_text(encoding="utf-8"))
     return html
 
 

@@ -14,6 +14,7 @@ import inspect
 import os
 import pkgutil
 import re
+import functools
 from typing import Any, Dict, List, Tuple
 
 #: The pages, in the order of the reference's table of contents: (module, one line).
@@ -141,9 +142,36 @@ def _generate(app: Any) -> None:
     write_pages(os.path.join(app.srcdir, "api"))
 
 
+@functools.lru_cache(maxsize=None)
+def _aliases() -> List[Tuple[str, str]]:
+    """The long unions that the annotations' aliases evaluate to, and the names to show
+    instead (the annotations are evaluated, so autodoc sees only the unions)."""
+    import numpy.typing as npt
+    from sphinx.util.typing import stringify_annotation
+
+    from npnn import _typing
+    names = {"DTypeLike": npt.DTypeLike, "Seed": _typing.Seed, "States": _typing.States}
+    pairs = [(stringify_annotation(alias, mode), name) for name, alias in names.items()
+             for mode in ("smart", "fully-qualified-except-typing")]
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def _process_signature(app: Any, what: str, name: str, obj: Any, options: Any,
+                       signature: Any, return_annotation: Any) -> Any:
+    if not name.startswith("npnn"):
+        return None
+    aliases = _aliases()
+    for long, short in aliases:
+        signature = signature.replace(long, short) if signature else signature
+        return_annotation = return_annotation.replace(long, short) \
+            if return_annotation else return_annotation
+    return signature, return_annotation
+
+
 def setup(app: Any) -> Dict[str, Any]:
     app.connect("builder-inited", _generate)
     app.connect("autodoc-process-docstring", _process_docstring)
+    app.connect("autodoc-process-signature", _process_signature)
     return {"parallel_read_safe": True, "version": "1"}
 
 
