@@ -41,10 +41,10 @@ and is tested against it. Called directly, the functions here always run
 this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
 the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
 
-Derived in the site's page "Backpropagation through time, derived", section
-"GRU" (derivations.html#gru-gru-py; docs/derivations.md in the repository, and
-installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``),
-with the same equation numbers.
+Derived in the site's page "Backpropagation through time, derived", section "GRU"
+(derivations.html#gru-gru-py; docs/derivations.md in the repository, and installed
+with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``), with the same
+equation numbers.
 
 When this code runs: at every call of ``npnn.functional.gru_forward`` and
 ``gru_backward`` (and of the step functions), at any size: a breakpoint here

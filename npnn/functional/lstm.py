@@ -42,10 +42,10 @@ always run this reference; the registry (``Cell.run``) and
 ``npnn.functional.fast`` choose the acceleration where it pays
 (``NPNN_ACCEL=0`` keeps the work here).
 
-Derived in the site's page "Backpropagation through time, derived", section
-"LSTM" (derivations.html#lstm-lstm-py; docs/derivations.md in the repository, and
-installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``),
-with the same equation numbers.
+Derived in the site's page "Backpropagation through time, derived", section "LSTM"
+(derivations.html#lstm-lstm-py; docs/derivations.md in the repository, and installed
+with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``), with the same
+equation numbers.
 
 When this code runs: at every call of ``npnn.functional.lstm_forward`` and
 ``lstm_backward`` (and of the step functions), at any size: a breakpoint here
