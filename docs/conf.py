@@ -21,6 +21,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # the notebooks' figures: Jupyter's inline backend, whatever the calling shell chose
 # (an MPLBACKEND=Agg there would make plt.show() draw nothing into the pages)
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+# one BLAS thread unless the environment says otherwise: on a shared 2-core machine idle
+# OpenBLAS threads spinning against other processes made a notebook several times slower
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import npnn  # noqa: E402
 
