@@ -73,7 +73,8 @@ plot_formats = [("png", 110)]
 
 html_theme = "furo"
 html_title = f"npnn {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["npnn.css"]
 html_theme_options = {"navigation_with_keys": True}
 html_last_updated_fmt = None
 html_copy_source = False
