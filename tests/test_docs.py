@@ -25,7 +25,9 @@ CELL_SECTIONS = {"rnn": ("Vanilla RNN (`rnn.py`)", 8), "lstm": ("LSTM (`lstm.py`
                  "gru": ("GRU (`gru.py`)", 15),
                  "peephole": ("Peephole LSTM (`peephole.py`)", 12),
                  "jordan": ("Jordan network (`jordan.py`)", 7),
-                 "ctrnn": ("Continuous-time RNN (`ctrnn.py`)", 9)}
+                 "ctrnn": ("Continuous-time RNN (`ctrnn.py`)", 9),
+                 "layernorm_lstm": ("Layer-normalised LSTM (`layernorm_lstm.py`)", 17),
+                 "layernorm_gru": ("Layer-normalised GRU (`layernorm_gru.py`)", 17)}
 
 
 @pytest.fixture(scope="module")

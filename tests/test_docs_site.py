@@ -184,7 +184,8 @@ def test_derivations_page_shows_typeset_maths(server, browser):
         "&& i.complete && i.naturalWidth > 0)")
     # each cell's section links to its source page
     hrefs = d.execute_script("return Array.from(document.links).map(a => a.href)")
-    for cell in ("rnn", "lstm", "gru", "peephole", "ctrnn", "jordan", "lstmp"):
+    for cell in ("rnn", "lstm", "gru", "peephole", "ctrnn", "jordan", "lstmp",
+                 "layernorm_lstm", "layernorm_gru"):
         assert any(h.endswith(f"_modules/npnn/functional/{cell}.html") for h in hrefs), cell
         # and each cell file's docstring names its section here, by the section's anchor
         doc = importlib.import_module(f"npnn.functional.{cell}").__doc__
