@@ -10,6 +10,16 @@ recurrent product, each normalised over all 3H gate pre-activations together.
 LN(a; gamma, beta) is (L1)-(L4) of ``layernorm.py``; blocks of a (N, 3H) array are
 written with a suffix: gi_r = gi[:, :H], gi_z = gi[:, H:2H], gi_n = gi[:, 2H:].
 
+Derived in the site's page "Backpropagation through time, derived", section
+"Layer-normalised GRU" (derivations.html#layer-normalised-gru-layernorm-gru-py;
+docs/derivations.md in the repository, and installed with the wheel as
+share/doc/npnn/derivations.md under ``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.layernorm_gru_forward``/``_backward``,
+``npnn.Recurrent("layernorm_gru", ...)`` and the models all run this file (on NumPy
+and on CuPy); ``npnn.functional.fast`` has no entry for it.
+
 One step forward (``layernorm_gru_cell``), from the previous state h_{t-1}:
 
     (1) xw_t = x_t W_ih^T,   hw_t = h_{t-1} W_hh^T                       (N, 3H) each

@@ -10,6 +10,16 @@ recurrent product (each normalised over all 4H gate pre-activations together, as
 Ba et al. write it) and gamma_c, beta_c (H,) over the cell state. LN(a; gamma, beta)
 is (L1)-(L4) of ``layernorm.py``.
 
+Derived in the site's page "Backpropagation through time, derived", section
+"Layer-normalised LSTM" (derivations.html#layer-normalised-lstm-layernorm-lstm-py;
+docs/derivations.md in the repository, and installed with the wheel as
+share/doc/npnn/derivations.md under ``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.layernorm_lstm_forward``/``_backward``,
+``npnn.Recurrent("layernorm_lstm", ...)`` and the models all run this file (on NumPy
+and on CuPy); ``npnn.functional.fast`` has no entry for it.
+
 One step forward (``layernorm_lstm_cell``), from the previous states h_{t-1}, c_{t-1}:
 
     (1) xw_t = x_t W_ih^T,   hw_t = h_{t-1} W_hh^T                       (N, 4H) each
