@@ -7,13 +7,14 @@ Needs jupytext, nbclient, ipykernel and matplotlib (``pip install jupytext nbcli
 ipykernel matplotlib``); skipped without them. Marked ``tutorials``: ``-m "not
 tutorials"`` leaves them out (about two and a half minutes on the 2-core machine).
 
-The kernel imports the npnn under test (this checkout, or the installed package under
-NPNN_TEST_INSTALLED) and runs its BLAS on one thread unless the environment says
+The kernel runs in this interpreter, imports the npnn under test (this checkout, or the
+installed package under NPNN_TEST_INSTALLED) and runs its BLAS on one thread unless the environment says
 otherwise: on a shared machine, idle OpenBLAS threads spinning against other
 processes made a notebook several times slower.
 """
 
 import os
+import sys
 import time
 
 import pytest
@@ -51,7 +52,10 @@ def test_tutorial_runs(name, tmp_path, monkeypatch):
         [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, os.environ.get(var, "1"))
-    client = nbclient.NotebookClient(nb, timeout=BUDGET, kernel_name="python3",
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name="python3")
+    km.kernel_spec.argv[0] = sys.executable         # the kernel runs in this interpreter
+    client = nbclient.NotebookClient(nb, km=km, timeout=BUDGET,
                                      resources={"metadata": {"path": str(tmp_path)}})
     start = time.monotonic()
     with client.setup_kernel():
