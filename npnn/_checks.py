@@ -186,10 +186,10 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def check_dropout(p: Any) -> float:
-    """A dropout probability in [0, 1) -> float."""
+def check_dropout(p: Any, name: str = "dropout") -> float:
+    """A dropout probability in [0, 1) -> float (``name``: the argument, e.g. 'zoneout')."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"expected dropout probability in [0, 1), got {p!r}")
+        raise ValueError(f"expected {name} probability in [0, 1), got {p!r}")
     return float(p)
 
 
@@ -247,6 +247,12 @@ def positive_number(v: Any) -> None:
     """The rule: a positive, finite int or float."""
     if not _is_number(v) or not math.isfinite(v) or v <= 0:
         raise ValueError(f"expected a positive, finite number, got {v!r}")
+
+
+def finite_number(v: Any) -> None:
+    """The rule: a finite int or float."""
+    if not _is_number(v) or not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v!r}")
 
 
 def fraction(v: Any) -> None:

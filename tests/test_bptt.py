@@ -84,7 +84,8 @@ def test_checkpointed_equals_full_bptt(name, path, T, N, D, H, memory, masked, s
     assert sum(cache.steps_run) == plan.predicted_steps()
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm", "layernorm_lstm",
+                                  "layernorm_gru"])
 @pytest.mark.parametrize("memory", [1, 3, "sqrt", 20])
 def test_device_no_extra_syncs(name, memory):
     """On the strict CuPy stand-in the checkpointed op runs, equals the NumPy results,

@@ -32,8 +32,12 @@ Exactness (tests/test_bptt.py, float64):
   bit for bit. In auto mode a short segment may also run the reference where the
   whole sequence ran the acceleration (``accel.pays``), which stays as close.
 
-Dropout between layers is drawn by the layers outside this op, so recomputing a
-segment replays nothing random; the cells have no randomness of their own.
+Dropout between layers and weight-drop are drawn by the layers outside this op,
+and recurrent dropout's one mask per sequence is an argument of every segment, so
+none of them needs a replay. Zoneout's per-step masks are not stored: a
+``regularisers.Zoneout`` is a key, and each segment [a, b) runs it shifted to a
+(``regularisers.segment_options``), which regenerates exactly the first pass's
+masks of those steps from (key, step index).
 
 No value goes from the device to the host: the schedule depends on T and m only.
 """
@@ -44,6 +48,7 @@ from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Protocol, S
 from ..backend import get_array_module
 from .._typing import Array
 from .bptt_policy import Policy, check_memory, policy
+from .regularisers import segment_options
 
 #: A cell's states, one array (N, S) each (an initial state or a gradient may be None:
 #: zeros; ``Array`` is ``Any``, so the name says it and the checker lets it pass).
@@ -89,7 +94,8 @@ def _advance(cell: SequenceCell, x: Array, states: StateTuple, params: Dict[str,
     if given."""
     for s in range(a, a + y, chunk):
         e = min(s + chunk, a + y)
-        o, states, _ = cell.run(x[s:e], states, params, _slice(mask, s, e), **options)
+        o, states, _ = cell.run(x[s:e], states, params, _slice(mask, s, e),
+                                **segment_options(options, s, e))
         if write is not None:
             write(s, e, o)
     return tuple(s.copy() for s in states)     # copies: the op's final states may be views
@@ -136,7 +142,8 @@ def checkpointed_forward(cell: SequenceCell, x: Array, states: Sequence[Array],
         pending.append((a, y, m, states))
         a, t, m, states = a + y, t - y, right, mid
         y, right = plan.split(t, m)
-    o, finals, cache = cell.run(x[a:], states, params, _slice(mask, a, T), **options)
+    o, finals, cache = cell.run(x[a:], states, params, _slice(mask, a, T),
+                                **segment_options(options, a, T))
     write(a, T, o)
     return full[0], finals, CheckpointedCache(x, params, mask, options, plan, tuple(pending),
                                               (a, cache), [T, 0])
@@ -177,7 +184,8 @@ def checkpointed_backward(cell: SequenceCell, dout: Optional[Array], dfinals: Se
         a, t, m, states = stack.pop()
         y, right = plan.split(t, m)
         if y == 0:                              # (2): recompute the segment, backpropagate
-            _, _, seg = cell.run(x[a:a + t], states, params, _slice(mask, a, a + t), **options)
+            _, _, seg = cell.run(x[a:a + t], states, params, _slice(mask, a, a + t),
+                                 **segment_options(options, a, a + t))
             counts[1] += t
             d = leaf(a, a + t, seg, d)
         else:                                   # advance, store, solve the right part first

@@ -30,6 +30,17 @@ and over the whole sequence:
     (8) dx_t = da_t W_ih,  dk = sum_t,n dh_t * (phi_t - h_{t-1}),
         dlog_tau = -dk * k                         (as dk/dlog_tau = -dt exp(-log_tau) = -k)
     (9) dW_ih = sum da^T x,  dW_hh = sum da^T h_{t-1},  db_ih = db_hh = sum da
+
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"): a recurrent mask m (N, H) on h_{t-1}
+in the product only (the leak (1 - k) * h_{t-1} reads it unmasked), zoneout
+keep-masks d_t (N, H) (or p in eval mode) on the step's result, the candidate h~_t:
+
+    (10) a_t = x_t W_ih^T + b_ih + (m * h_{t-1}) W_hh^T + b_hh
+    (11) h_t = d_t * h_{t-1} + (1 - d_t) * h~_t
+    (12) dh~_t = (1 - d_t) * dh_t                   (this enters (6)-(8) as dh_t)
+    (13) dh_{t-1}^next = dh~_t * (1 - k) + (da_t W_hh) * m + d_t * dh_t,
+         dW_hh = sum da^T (m * h_{t-1})
 """
 
 import numpy as np
@@ -41,12 +52,15 @@ from .._typing import Array
 from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep_padded,
                          masked_output, output_grads, pass_padded, step_mask, valid_only)
 from .activations import tanh
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 
-def ctrnn_cell(xw: Array, h_prev: Array, W_hh: Array, k: Array,
-               b_hh: Optional[Array] = None) -> Tuple[Array, Array]:
-    """One step, (1)-(3), given xw = x_t W_ih^T + b_ih (N, H) -> h_t and phi_t (N, H)."""
-    a = xw + h_prev @ W_hh.T                            # (1)
+def ctrnn_cell(xw: Array, h_prev: Array, W_hh: Array, k: Array, b_hh: Optional[Array] = None,
+               recurrent_mask: Optional[Array] = None) -> Tuple[Array, Array]:
+    """One step, (1)-(3) ((10) with the recurrent mask m (N, H)), given
+    xw = x_t W_ih^T + b_ih (N, H) -> h_t and phi_t (N, H)."""
+    a = xw + masked_input(h_prev, recurrent_mask) @ W_hh.T   # (1), (10)
     if b_hh is not None:
         a = a + b_hh
     phi = tanh(a)                                       # (2)
@@ -54,10 +68,12 @@ def ctrnn_cell(xw: Array, h_prev: Array, W_hh: Array, k: Array,
     return h, phi
 
 
-def ctrnn_cell_backward(dh: Array, phi: Array, W_hh: Array, k: Array) -> Tuple[Array, Array]:
-    """One step, (6)-(7): dh = dh_t -> da_t, dh_{t-1}^next (N, H)."""
+def ctrnn_cell_backward(dh: Array, phi: Array, W_hh: Array, k: Array,
+                        recurrent_mask: Optional[Array] = None) -> Tuple[Array, Array]:
+    """One step, (6)-(7) ((13) with the recurrent mask m): dh = dh_t -> da_t,
+    dh_{t-1}^next (N, H)."""
     da = dh * k * (1 - phi * phi)                       # (6)
-    dh_prev = dh * (1 - k) + da @ W_hh                  # (7)
+    dh_prev = dh * (1 - k) + masked_input(da @ W_hh, recurrent_mask)   # (7), (13)
     return da, dh_prev
 
 
@@ -70,14 +86,21 @@ class CTRNNCache(NamedTuple):
     k: Any              # (H,) dt / tau
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (10), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d,) of (11), or None
 
 
 def ctrnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, log_tau: Array,
                   b_ih: Optional[Array] = None, b_hh: Optional[Array] = None, dt: float = 1.0,
-                  mask: Optional[Array] = None) -> Tuple[Array, Array, CTRNNCache]:
+                  mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                  zoneout: Any = None) -> Tuple[Array, Array, CTRNNCache]:
     """Run a CTRNN: x (T, N, D), log_tau (H,) the time constants' logarithms, dt > 0
-    the Euler step -> out (T, N, H), h_n (N, H), cache."""
+    the Euler step -> out (T, N, H), h_n (N, H), cache; ``recurrent_mask`` (N, H) and
+    ``zoneout`` (a ``regularisers.Zoneout`` or a 1-tuple) as (10)-(11) say."""
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
+    rm = recurrent_mask
     check_float("log_tau", log_tau, x.dtype)
     check_shape("log_tau", log_tau, (H,), "H")
     if not float(dt) > 0:
@@ -91,20 +114,22 @@ def ctrnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, log_t
     h = [initial_state(xp, h0, N, H, x.dtype)]
     phi = []
     for t in range(T):
-        h_t, phi_t = ctrnn_cell(xw[t], h[t], W_hh, k, b_hh)          # (1)-(3)
+        h_t, phi_t = ctrnn_cell(xw[t], h[t], W_hh, k, b_hh, rm)      # (1)-(3), (10)
+        if zone is not None:
+            h_t, = zone_forward(at_step(zone, t), (h_t,), (h[t],))          # (11)
         if m is not None:                               # padded steps keep h_{t-1}
             h_t, = keep_padded(xp, m[t], (h_t,), (h[t],))
         h.append(h_t)
         phi.append(phi_t)
     h, phi = xp.stack(h), xp.stack(phi)
-    cache = CTRNNCache(x, h, phi, W_ih, W_hh, k, b_ih is not None, m)
+    cache = CTRNNCache(x, h, phi, W_ih, W_hh, k, b_ih is not None, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], cache    # (4)
 
 
 def ctrnn_backward(dout: Optional[Array], dh_n: Optional[Array],
                    cache: CTRNNCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """BPTT for ``ctrnn_forward`` -> dx, dh0, grads (W_ih, W_hh, log_tau, b_ih, b_hh)."""
-    x, h, phi, W_ih, W_hh, k, has_bias, m = cache
+    x, h, phi, W_ih, W_hh, k, has_bias, m, rm, zone = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
@@ -112,14 +137,20 @@ def ctrnn_backward(dout: Optional[Array], dh_n: Optional[Array],
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (5)
-        dh_all[t] = dh if m is None else valid_only(xp, dh, m[t])   # for dk, (8)
-        da[t], dh_prev = ctrnn_cell_backward(dh, phi[t], W_hh, k)    # (6)-(7)
+        dh_c = dh
+        if zone is not None:
+            (dh_c,), kept = zone_backward(at_step(zone, t), (dh,))                # (12)
+        dh_all[t] = dh_c if m is None else valid_only(xp, dh_c, m[t])   # for dk, (8)
+        da[t], dh_prev = ctrnn_cell_backward(dh_c, phi[t], W_hh, k, rm)    # (6)-(7), (13)
+        if zone is not None:
+            dh_prev, = add_kept((dh_prev,), kept)      # (13)
         if m is not None:                               # padded steps pass dh straight back
             da[t] = valid_only(xp, da[t], m[t])
             dh_prev, = pass_padded(xp, m[t], (dh_prev,), (dh,))
         dh = dh_prev
     da, dh_all = xp.stack(da), xp.stack(dh_all)         # (T, N, H) each
-    dx, grads = input_and_weight_grads(da, da, x, h[:-1], W_ih, has_bias, m)   # (8), (9)
+    dx, grads = input_and_weight_grads(da, da, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (8), (9), (13)
     dk = (dh_all * valid_only(xp, phi - h[:-1], m)).sum(axis=(0, 1))          # (8)
     grads["log_tau"] = -dk * k
     return dx, dh, grads

@@ -36,12 +36,14 @@ def _weights(W_ih: Array, W_hh: Array, b_ih: Optional[Array],
 
 def rnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
                 b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                nonlinearity: str = "tanh",
-                mask: Optional[Array] = None) -> Tuple[Array, Array, Any]:
+                nonlinearity: str = "tanh", mask: Optional[Array] = None,
+                recurrent_mask: Optional[Array] = None,
+                zoneout: Any = None) -> Tuple[Array, Array, Any]:
     """``functional.rnn_forward``: x (T, N, D), h0 (N, H) or None -> out (T, N, H),
     h_n (N, H), cache (for ``rnn_backward`` below)."""
     out, (h_n,), cache = CELLS["rnn"].run(x, (h0,), _weights(W_ih, W_hh, b_ih, b_hh), mask,
-                                          nonlinearity=nonlinearity)
+                                          nonlinearity=nonlinearity,
+                                          recurrent_mask=recurrent_mask, zoneout=zoneout)
     return out, h_n, cache
 
 
@@ -55,11 +57,13 @@ def rnn_backward(dout: Optional[Array], dh_n: Optional[Array],
 
 def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
                  b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                 mask: Optional[Array] = None) -> Tuple[Array, Array, Array, Any]:
+                 mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                 zoneout: Any = None) -> Tuple[Array, Array, Array, Any]:
     """``functional.lstm_forward``: x (T, N, D), h0, c0 (N, H) or None -> out (T, N, H),
     h_n, c_n (N, H), cache (for ``lstm_backward`` below)."""
     out, (h_n, c_n), cache = CELLS["lstm"].run(x, (h0, c0), _weights(W_ih, W_hh, b_ih, b_hh),
-                                               mask)
+                                               mask, recurrent_mask=recurrent_mask,
+                                               zoneout=zoneout)
     return out, h_n, c_n, cache
 
 
@@ -73,10 +77,12 @@ def lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[A
 
 def gru_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
                 b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                mask: Optional[Array] = None) -> Tuple[Array, Array, Any]:
+                mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                zoneout: Any = None) -> Tuple[Array, Array, Any]:
     """``functional.gru_forward``: x (T, N, D), h0 (N, H) or None -> out (T, N, H),
     h_n (N, H), cache (for ``gru_backward`` below)."""
-    out, (h_n,), cache = CELLS["gru"].run(x, (h0,), _weights(W_ih, W_hh, b_ih, b_hh), mask)
+    out, (h_n,), cache = CELLS["gru"].run(x, (h0,), _weights(W_ih, W_hh, b_ih, b_hh), mask,
+                                          recurrent_mask=recurrent_mask, zoneout=zoneout)
     return out, h_n, cache
 
 

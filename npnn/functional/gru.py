@@ -32,6 +32,21 @@ and, over the whole sequence, the input and the parameters:
     (15) dW_ih = sum_t dgi_t^T x_t,  dW_hh = sum_t dgh_t^T h_{t-1},
          db_ih = sum_t,n dgi_t,  db_hh = sum_t,n dgh_t
 
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"): with a recurrent mask m (N, H), one
+for the whole sequence, and zoneout keep-masks d_t (N, H) (or their expectation p in
+eval mode), (2) reads the masked state, while h_{t-1} enters (5) unmasked, and (5)
+gives the candidate h~_t:
+
+    (16) gh_t = (m * h_{t-1}) W_hh^T + b_hh
+    (17) h_t = d_t * h_{t-1} + (1 - d_t) * h~_t
+
+and backward, dh_t the gradient reaching the zoned state h_t:
+
+    (18) dh~_t = (1 - d_t) * dh_t                   (this enters (8)-(13) as dh_t)
+    (19) dh_{t-1}^next = dh~_t * z_t + (dgh_t W_hh) * m + d_t * dh_t,
+         dW_hh = sum_t dgh_t^T (m * h_{t-1})
+
 ``gru_forward`` runs (2)-(5) for t = 1 .. T with (1) computed for all steps in
 one product before the loop; ``gru_backward`` runs (7)-(13) for t = T .. 1,
 then (14)-(15) as single products over all steps.
@@ -51,17 +66,21 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
 from .activations import sigmoid, tanh
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 GATES = ("r", "z", "n")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
 
-def gru_cell(gi: Array, h_prev: Array, W_hh: Array,
-             b_hh: Optional[Array] = None) -> Tuple[Array, Tuple[Array, Array, Array, Array]]:
-    """One step, (2)-(5), given gi = x_t W_ih^T + b_ih (N, 3H).
+def gru_cell(gi: Array, h_prev: Array, W_hh: Array, b_hh: Optional[Array] = None,
+             recurrent_mask: Optional[Array] = None
+             ) -> Tuple[Array, Tuple[Array, Array, Array, Array]]:
+    """One step, (2)-(5), given gi = x_t W_ih^T + b_ih (N, 3H) (and (16) with the
+    recurrent-dropout mask m (N, H)).
 
     Returns h_t (N, H) and what the backward needs: (r, z, n, gh_n).
     """
-    gh = h_prev @ W_hh.T                                # (2)
+    gh = masked_input(h_prev, recurrent_mask) @ W_hh.T  # (2), (16)
     if b_hh is not None:
         gh = gh + b_hh
     gi_r, gi_z, gi_n = split_gates(gi, 3)
@@ -74,9 +93,10 @@ def gru_cell(gi: Array, h_prev: Array, W_hh: Array,
 
 
 def gru_cell_backward(dh: Array, h_prev: Array, r: Array, z: Array, n: Array, gh_n: Array,
-                      W_hh: Array) -> Tuple[Array, Array, Array]:
-    """One step, (8)-(13): dh = dh_t (N, H) and the step's saved values ->
-    dgi_t, dgh_t (N, 3H), dh_{t-1}^next (N, H)."""
+                      W_hh: Array, recurrent_mask: Optional[Array] = None
+                      ) -> Tuple[Array, Array, Array]:
+    """One step, (8)-(13) (and (19) with the recurrent-dropout mask m (N, H)): dh = dh_t
+    (N, H) and the step's saved values -> dgi_t, dgh_t (N, 3H), dh_{t-1}^next (N, H)."""
     xp = get_array_module(dh)
     dn = dh * (1 - z)                                   # (8)
     dz = dh * (h_prev - n)
@@ -86,7 +106,7 @@ def gru_cell_backward(dh: Array, h_prev: Array, r: Array, z: Array, n: Array, gh
     da_z = dz * z * (1 - z)
     dgi = xp.concatenate([da_r, da_z, da_n], axis=1)    # (12)
     dgh = xp.concatenate([da_r, da_z, da_n * r], axis=1)
-    dh_prev = dh * z + dgh @ W_hh                       # (13)
+    dh_prev = dh * z + masked_input(dgh @ W_hh, recurrent_mask)   # (13), (19)
     return dgi, dgh, dh_prev
 
 
@@ -102,11 +122,14 @@ class GRUCache(NamedTuple):
     W_hh: Any           # (3H, H)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (16), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d,) of (17), or None
 
 
 def gru_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
                 b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                mask: Optional[Array] = None) -> Tuple[Array, Array, GRUCache]:
+                mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                zoneout: Any = None) -> Tuple[Array, Array, GRUCache]:
     """Run a GRU over a whole sequence.
 
     Args:
@@ -114,24 +137,32 @@ def gru_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
         h0: (N, H) initial state, or None for zeros.
         W_ih: (3H, D), W_hh: (3H, H), b_ih, b_hh: (3H,) or both None.
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
+        recurrent_mask: optional (N, H) recurrent-dropout mask m of (16).
+        zoneout: optional zoneout of h, (17): a ``regularisers.Zoneout`` or a 1-tuple of
+            keep-masks (T, N, H), an expectation p or None.
 
     Returns:
         out (T, N, H), h_n (N, H), cache (for ``gru_backward``).
     """
     xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     gi = input_half(x, W_ih, b_ih)                      # (1) for every step: (T, N, 3H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
     saved = []
     for t in range(T):
-        h_t, s = gru_cell(gi[t], h[t], W_hh, b_hh)      # (2)-(5)
+        h_t, s = gru_cell(gi[t], h[t], W_hh, b_hh, rm)  # (2)-(5), (16)
+        if zone is not None:
+            h_t, = zone_forward(at_step(zone, t), (h_t,), (h[t],))          # (17)
         if m is not None:                               # padded steps keep h_{t-1}
             h_t, = keep_padded(xp, m[t], (h_t,), (h[t],))
         h.append(h_t)
         saved.append(s)
     h = xp.stack(h)                                     # (T + 1, N, H)
     r, z, n, gh_n = (xp.stack(a) for a in zip(*saved))  # (T, N, H) each
-    cache = GRUCache(x, h, r, z, n, gh_n, W_ih, W_hh, b_ih is not None, m)
+    cache = GRUCache(x, h, r, z, n, gh_n, W_ih, W_hh, b_ih is not None, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], cache    # (6)
 
 
@@ -148,7 +179,7 @@ def gru_backward(dout: Optional[Array], dh_n: Optional[Array],
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases).
     """
-    x, h, r, z, n, gh_n, W_ih, W_hh, has_bias, m = cache
+    x, h, r, z, n, gh_n, W_ih, W_hh, has_bias, m, rm, zone = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
@@ -156,14 +187,20 @@ def gru_backward(dout: Optional[Array], dh_n: Optional[Array],
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (7)
-        dgi[t], dgh[t], dh_prev = gru_cell_backward(dh, h[t], r[t], z[t], n[t], gh_n[t],
-                                                    W_hh)              # (8)-(13)
+        dh_c = dh
+        if zone is not None:
+            (dh_c,), kept = zone_backward(at_step(zone, t), (dh,))                # (18)
+        dgi[t], dgh[t], dh_prev = gru_cell_backward(dh_c, h[t], r[t], z[t], n[t], gh_n[t],
+                                                    W_hh, rm)          # (8)-(13), (19)
+        if zone is not None:
+            dh_prev, = add_kept((dh_prev,), kept)      # (19)
         if m is not None:                               # padded steps pass dh straight back
             dgi[t], dgh[t] = valid_only(xp, dgi[t], m[t]), valid_only(xp, dgh[t], m[t])
             dh_prev, = pass_padded(xp, m[t], (dh_prev,), (dh,))
         dh = dh_prev
     dgi, dgh = xp.stack(dgi), xp.stack(dgh)             # (T, N, 3H) each
-    dx, grads = input_and_weight_grads(dgi, dgh, x, h[:-1], W_ih, has_bias, m)  # (14), (15)
+    dx, grads = input_and_weight_grads(dgi, dgh, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (14), (15), (19)
     return dx, dh, grads
 
 

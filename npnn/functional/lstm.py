@@ -30,6 +30,22 @@ and, over the whole sequence, the input and the parameters:
     (13) dx_t = dz_t W_ih
     (14) dW_ih = sum_t dz_t^T x_t,  dW_hh = sum_t dz_t^T h_{t-1},  db_ih = db_hh = sum_t,n dz_t
 
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"): with a recurrent mask m (N, H), one
+for the whole sequence, and zoneout keep-masks d^h_t, d^c_t (N, H) (or their
+expectations p_h, p_c in eval mode), (1) reads the masked state and the step's
+results (3)-(4) become candidates h~_t, c~_t:
+
+    (15) z_t = x_t W_ih^T + b_ih + (m * h_{t-1}) W_hh^T + b_hh
+    (16) h_t = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t,   c_t = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t
+
+and backward, dh_t and dc_t the gradients reaching the zoned states:
+
+    (17) dh~_t = (1 - d^h_t) * dh_t,  dc~_t = (1 - d^c_t) * dc_t    (these enter (7)-(10))
+    (18) dh_{t-1}^next = (dz_t W_hh) * m + d^h_t * dh_t,
+         dc_{t-1}^next = dc~_t * f_t + d^c_t * dc_t
+    (19) dW_hh = sum_t dz_t^T (m * h_{t-1})
+
 ``lstm_forward`` runs (1)-(4) for t = 1 .. T, with the input half of (1),
 x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
 ``lstm_backward`` runs (6)-(12) for t = T .. 1 and then (13)-(14) as single
@@ -52,6 +68,8 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
 from .activations import sigmoid, tanh
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
@@ -103,11 +121,14 @@ class LSTMCache(NamedTuple):
     W_hh: Any           # (4H, H)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (15), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d^h, d^c) of (16), or None
 
 
 def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
                  b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                 mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMCache]:
+                 mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                 zoneout: Any = None) -> Tuple[Array, Array, Array, LSTMCache]:
     """Run an LSTM over a whole sequence.
 
     Args:
@@ -115,19 +136,27 @@ def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array
         h0, c0: (N, H) initial hidden and cell states, or None for zeros.
         W_ih: (4H, D), W_hh: (4H, H), b_ih, b_hh: (4H,) or both None.
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
+        recurrent_mask: optional (N, H) recurrent-dropout mask m of (15).
+        zoneout: optional zoneout of (h, c), (16): a ``regularisers.Zoneout`` or a pair
+            of per-state keep-masks (T, N, H), expectations p or None.
 
     Returns:
         out (T, N, H), h_n (N, H), c_n (N, H), cache (for ``lstm_backward``).
     """
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
                                          W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H, H), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
     c = [initial_state(xp, c0, N, H, x.dtype)]
     saved = []
     for t in range(T):
-        h_t, c_t, s = lstm_cell(xw[t], h[t], c[t], W_hh, b_hh)       # (1)-(4)
+        h_t, c_t, s = lstm_cell(xw[t], masked_input(h[t], rm), c[t], W_hh, b_hh)  # (1)-(4), (15)
+        if zone is not None:
+            h_t, c_t = zone_forward(at_step(zone, t), (h_t, c_t), (h[t], c[t]))   # (16)
         if m is not None:                               # padded steps keep (h, c)_{t-1}
             h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
         h.append(h_t)
@@ -135,7 +164,7 @@ def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array
         saved.append(s)
     h, c = xp.stack(h), xp.stack(c)                     # (T + 1, N, H)
     i, f, g, o, tanh_c = (xp.stack(a) for a in zip(*saved))          # (T, N, H) each
-    cache = LSTMCache(x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, b_ih is not None, m)
+    cache = LSTMCache(x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, b_ih is not None, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], c[T], cache             # (5)
 
 
@@ -152,7 +181,7 @@ def lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[A
         dx (T, N, D), dh0 (N, H), dc0 (N, H), grads: dict with 'W_ih', 'W_hh'
         (and 'b_ih', 'b_hh' when the forward had biases).
     """
-    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias, m = cache
+    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, has_bias, m, rm, zone = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh, dc) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n, "dc_n": dc_n})
@@ -160,14 +189,21 @@ def lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[A
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (6)
-        dz[t], dh_prev, dc_prev = lstm_cell_backward(dh, dc, c[t], i[t], f[t], g[t], o[t],
+        dh_c, dc_c = dh, dc
+        if zone is not None:
+            (dh_c, dc_c), kept = zone_backward(at_step(zone, t), (dh, dc))       # (17)
+        dz[t], dh_prev, dc_prev = lstm_cell_backward(dh_c, dc_c, c[t], i[t], f[t], g[t], o[t],
                                                      tanh_c[t], W_hh)   # (7)-(12)
+        dh_prev = masked_input(dh_prev, rm)             # (18)
+        if zone is not None:
+            dh_prev, dc_prev = add_kept((dh_prev, dc_prev), kept)             # (18)
         if m is not None:                               # padded steps pass (dh, dc) straight back
             dz[t] = valid_only(xp, dz[t], m[t])
             dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
         dh, dc = dh_prev, dc_prev
     dz = xp.stack(dz)                                   # (T, N, 4H)
-    dx, grads = input_and_weight_grads(dz, dz, x, h[:-1], W_ih, has_bias, m)   # (13), (14)
+    dx, grads = input_and_weight_grads(dz, dz, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (13), (14), (19)
     return dx, dh, dc, grads
 
 

@@ -38,6 +38,17 @@ and, over the whole sequence, the input and the parameters:
     (16) dW_ih = sum_t dz_t^T x_t,  dW_hh = sum_t dz_t^T h_{t-1},  db_ih = db_hh = sum_t,n dz_t
     (17) dW_hr = sum_t dh_t^T u_t                              (P, H)
 
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"), as in ``lstm.py``: a recurrent mask m
+(N, P) on h_{t-1} in the product, zoneout keep-masks d^h_t (N, P), d^c_t (N, H) (or
+p_h, p_c in eval mode) on the step's results, which become candidates h~_t, c~_t:
+
+    (18) z_t = x_t W_ih^T + b_ih + (m * h_{t-1}) W_hh^T + b_hh
+    (19) h_t = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t,   c_t = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t
+    (20) dh~_t = (1 - d^h_t) * dh_t,  dc~_t = (1 - d^c_t) * dc_t    (these enter (8)-(12), (17))
+    (21) dh_{t-1}^next = (dz_t W_hh) * m + d^h_t * dh_t,  dc_{t-1}^next += d^c_t * dc_t,
+         dW_hh = sum_t dz_t^T (m * h_{t-1})
+
 ``lstmp_forward`` runs (1)-(5) for t = 1 .. T, with the input half of (1),
 x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
 ``lstmp_backward`` runs (7)-(14) for t = T .. 1 and then (15)-(17) as single
@@ -59,6 +70,8 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          masked_output, output_grads, pass_padded, split_gates, state_grads,
                          step_mask, valid_only)
 from .activations import sigmoid, tanh
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh
 
@@ -116,6 +129,8 @@ class LSTMPCache(NamedTuple):
     W_hr: Any           # (P, H)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, P) m of (18), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d^h, d^c) of (19), or None
 
 
 def check_lstmp_args(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
@@ -142,7 +157,8 @@ def check_lstmp_args(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: A
 
 def lstmp_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
                   W_hr: Array, b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                  mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMPCache]:
+                  mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                  zoneout: Any = None) -> Tuple[Array, Array, Array, LSTMPCache]:
     """Run an LSTM with projections over a whole sequence.
 
     Args:
@@ -150,18 +166,27 @@ def lstmp_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Arra
         h0: (N, P), c0: (N, H) initial states, or None for zeros.
         W_ih: (4H, D), W_hh: (4H, P), W_hr: (P, H), b_ih, b_hh: (4H,) or both None.
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
+        recurrent_mask: optional (N, P) recurrent-dropout mask m of (18).
+        zoneout: optional zoneout of (h, c), (19): a ``regularisers.Zoneout`` or a pair
+            of per-state keep-masks ((T, N, P), (T, N, H)), expectations p or None.
 
     Returns:
         out (T, N, P), h_n (N, P), c_n (N, H), cache (for ``lstmp_backward``).
     """
     xp, T, N, D, H, P = check_lstmp_args(x, h0, c0, W_ih, W_hh, W_hr, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, P)
+    zone = zoneout_states(zoneout, xp, T, N, (P, H), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
     h = [initial_state(xp, h0, N, P, x.dtype)]
     c = [initial_state(xp, c0, N, H, x.dtype)]
     saved = []
     for t in range(T):
-        h_t, c_t, s = lstmp_cell(xw[t], h[t], c[t], W_hh, W_hr, b_hh)  # (1)-(5)
+        h_t, c_t, s = lstmp_cell(xw[t], masked_input(h[t], rm), c[t], W_hh, W_hr,
+                                 b_hh)                 # (1)-(5), (18)
+        if zone is not None:
+            h_t, c_t = zone_forward(at_step(zone, t), (h_t, c_t), (h[t], c[t]))   # (19)
         if m is not None:                               # padded steps keep (h, c)_{t-1}
             h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
         h.append(h_t)
@@ -169,7 +194,8 @@ def lstmp_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Arra
         saved.append(s)
     h, c = xp.stack(h), xp.stack(c)                     # (T + 1, N, P), (T + 1, N, H)
     i, f, g, o, tanh_c, u = (xp.stack(a) for a in zip(*saved))       # (T, N, H) each
-    cache = LSTMPCache(x, h, c, i, f, g, o, tanh_c, u, W_ih, W_hh, W_hr, b_ih is not None, m)
+    cache = LSTMPCache(x, h, c, i, f, g, o, tanh_c, u, W_ih, W_hh, W_hr, b_ih is not None, m,
+                       rm, zone)
     return masked_output(xp, h[1:], m), h[T], c[T], cache             # (6)
 
 
@@ -186,7 +212,7 @@ def lstmp_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[
         dx (T, N, D), dh0 (N, P), dc0 (N, H), grads: dict with 'W_ih', 'W_hh', 'W_hr'
         (and 'b_ih', 'b_hh' when the forward had biases).
     """
-    x, h, c, i, f, g, o, tanh_c, u, W_ih, W_hh, W_hr, has_bias, m = cache
+    x, h, c, i, f, g, o, tanh_c, u, W_ih, W_hh, W_hr, has_bias, m, rm, zone = cache
     T, N, H = i.shape
     P = h.shape[2]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
@@ -196,15 +222,22 @@ def lstmp_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (7)
-        dz[t], dh_prev, dc_prev = lstmp_cell_backward(dh, dc, c[t], i[t], f[t], g[t], o[t],
+        dh_c, dc_c = dh, dc
+        if zone is not None:
+            (dh_c, dc_c), kept = zone_backward(at_step(zone, t), (dh, dc))       # (20)
+        dz[t], dh_prev, dc_prev = lstmp_cell_backward(dh_c, dc_c, c[t], i[t], f[t], g[t], o[t],
                                                       tanh_c[t], W_hh, W_hr)   # (8)-(14)
-        dhs[t] = dh
+        dh_prev = masked_input(dh_prev, rm)             # (21)
+        if zone is not None:
+            dh_prev, dc_prev = add_kept((dh_prev, dc_prev), kept)             # (21)
+        dhs[t] = dh_c
         if m is not None:                               # padded steps pass (dh, dc) straight back
-            dz[t], dhs[t] = valid_only(xp, dz[t], m[t]), valid_only(xp, dh, m[t])
+            dz[t], dhs[t] = valid_only(xp, dz[t], m[t]), valid_only(xp, dh_c, m[t])
             dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
         dh, dc = dh_prev, dc_prev
     dz = xp.stack(dz)                                   # (T, N, 4H)
-    dx, grads = input_and_weight_grads(dz, dz, x, h[:-1], W_ih, has_bias, m)   # (15), (16)
+    dx, grads = input_and_weight_grads(dz, dz, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (15), (16), (21)
     dh_all = xp.stack(dhs).reshape(-1, P)               # (T*N, P), 0 at padded steps
     u_valid = valid_only(xp, u, m).reshape(-1, H)       # (T*N, H), padding kept out
     grads["W_hr"] = xp.dot(dh_all.T, u_valid)           # (17)

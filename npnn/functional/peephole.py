@@ -31,6 +31,19 @@ and over the whole sequence:
     (12) dx_t = dz_t W_ih,  dW_ih = sum dz^T x,  dW_hh = sum dz^T h_{t-1},
          db_ih = db_hh = sum dz,
          dw_ci = sum dz_i * c_{t-1},  dw_cf = sum dz_f * c_{t-1},  dw_co = sum dz_o * c_t
+
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"), as in ``lstm.py``: a recurrent mask m
+(N, H) on h_{t-1} in the product only (the peepholes read c unmasked), zoneout
+keep-masks d^h_t, d^c_t (N, H) (or p_h, p_c in eval mode) on the step's results,
+which become candidates h~_t, c~_t (o_t sees the candidate c~_t, and (12)'s c_t
+is c~_t):
+
+    (13) z_t = x_t W_ih^T + b_ih + (m * h_{t-1}) W_hh^T + b_hh
+    (14) h_t = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t,   c_t = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t
+    (15) dh~_t = (1 - d^h_t) * dh_t,  dc~_t = (1 - d^c_t) * dc_t     (these enter (7)-(10))
+    (16) dh_{t-1}^next = (dz_t W_hh) * m + d^h_t * dh_t,  dc_{t-1}^next += d^c_t * dc_t,
+         dW_hh = sum_t dz_t^T (m * h_{t-1})
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
@@ -44,6 +57,8 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          masked_output, output_grads, pass_padded, split_gates, step_mask,
                          valid_only)
 from .activations import sigmoid, tanh
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 GATES = ("i", "f", "g", "o")  # order of the gate blocks in W_ih, W_hh, b_ih, b_hh (as lstm.py)
 
@@ -98,6 +113,9 @@ class PeepholeLSTMCache(NamedTuple):
     peep: Any           # (w_ci, w_cf, w_co)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (13), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d^h, d^c) of (14), or None
+    c_candidate: Optional[Any] = None   # (T, N, H) c~_t where zoneout is on
 
 
 def _check_peepholes(H: int, dtype: DTypeLike, w_ci: Array, w_cf: Array, w_co: Array) -> None:
@@ -109,18 +127,28 @@ def _check_peepholes(H: int, dtype: DTypeLike, w_ci: Array, w_cf: Array, w_co: A
 def peephole_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array,
                           W_hh: Array, w_ci: Array, w_cf: Array, w_co: Array,
                           b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                          mask: Optional[Array] = None
+                          mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+                          zoneout: Any = None
 ) -> Tuple[Array, Array, Array, PeepholeLSTMCache]:
-    """Run a peephole LSTM over a sequence: x (T, N, D) -> out (T, N, H), h_n, c_n, cache."""
+    """Run a peephole LSTM over a sequence: x (T, N, D) -> out (T, N, H), h_n, c_n, cache;
+    ``recurrent_mask`` (N, H) and ``zoneout`` as in ``lstm_forward``, (13)-(14)."""
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0}, W_ih, W_hh, b_ih, b_hh, mask)
     _check_peepholes(H, x.dtype, w_ci, w_cf, w_co)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H, H), x.dtype)
+    rm = recurrent_mask
+    cand = []
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, 4H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
     c = [initial_state(xp, c0, N, H, x.dtype)]
     saved = []
     for t in range(T):
-        h_t, c_t, s = peephole_lstm_cell(xw[t], h[t], c[t], W_hh, w_ci, w_cf, w_co, b_hh)
+        h_t, c_t, s = peephole_lstm_cell(xw[t], masked_input(h[t], rm), c[t], W_hh, w_ci, w_cf,
+                                         w_co, b_hh)   # (1)-(5), (13)
+        if zone is not None:
+            cand.append(c_t)
+            h_t, c_t = zone_forward(at_step(zone, t), (h_t, c_t), (h[t], c[t]))   # (14)
         if m is not None:                               # padded steps keep (h, c)_{t-1}
             h_t, c_t = keep_padded(xp, m[t], (h_t, c_t), (h[t], c[t]))
         h.append(h_t)
@@ -129,7 +157,8 @@ def peephole_lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_
     h, c = xp.stack(h), xp.stack(c)                     # (T + 1, N, H)
     i, f, g, o, tanh_c = (xp.stack(a) for a in zip(*saved))
     cache = PeepholeLSTMCache(x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co),
-                              b_ih is not None, m)
+                              b_ih is not None, m, rm, zone,
+                              xp.stack(cand) if zone is not None else None)
     return masked_output(xp, h[1:], m), h[T], c[T], cache
 
 
@@ -138,7 +167,7 @@ def peephole_lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: O
 ) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """BPTT for ``peephole_lstm_forward`` -> dx, dh0, dc0, grads (W_ih, W_hh, w_ci, w_cf,
     w_co, and b_ih, b_hh with biases)."""
-    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m = cache
+    x, h, c, i, f, g, o, tanh_c, W_ih, W_hh, (w_ci, w_cf, w_co), has_bias, m, rm, zone, cc = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh, dc) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n, "dc_n": dc_n})
@@ -146,16 +175,23 @@ def peephole_lstm_backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: O
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (6)
+        dh_c, dc_c = dh, dc
+        if zone is not None:
+            (dh_c, dc_c), kept = zone_backward(at_step(zone, t), (dh, dc))       # (15)
         dz[t], dh_prev, dc_prev = peephole_lstm_cell_backward(
-            dh, dc, c[t], i[t], f[t], g[t], o[t], tanh_c[t], W_hh, w_ci, w_cf, w_co)  # (7)-(11)
+            dh_c, dc_c, c[t], i[t], f[t], g[t], o[t], tanh_c[t], W_hh, w_ci, w_cf, w_co)  # (7)-(11)
+        dh_prev = masked_input(dh_prev, rm)             # (16)
+        if zone is not None:
+            dh_prev, dc_prev = add_kept((dh_prev, dc_prev), kept)             # (16)
         if m is not None:                               # padded steps pass (dh, dc) straight back
             dz[t] = valid_only(xp, dz[t], m[t])
             dh_prev, dc_prev = pass_padded(xp, m[t], (dh_prev, dc_prev), (dh, dc))
         dh, dc = dh_prev, dc_prev
     dz = xp.stack(dz)                                   # (T, N, 4H)
-    dx, grads = input_and_weight_grads(dz, dz, x, h[:-1], W_ih, has_bias, m)   # (12)
+    dx, grads = input_and_weight_grads(dz, dz, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (12), (16)
     dz_i, dz_f, _, dz_o = split_gates(dz, 4)
     grads["w_ci"] = (dz_i * c[:-1]).sum(axis=(0, 1))
     grads["w_cf"] = (dz_f * c[:-1]).sum(axis=(0, 1))
-    grads["w_co"] = (dz_o * c[1:]).sum(axis=(0, 1))
+    grads["w_co"] = (dz_o * (c[1:] if cc is None else cc)).sum(axis=(0, 1))
     return dx, dh, dc, grads

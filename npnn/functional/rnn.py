@@ -23,6 +23,19 @@ and, over the whole sequence, the input and the parameters:
     (8) dW_ih = sum_t da_t^T x_t,   dW_hh = sum_t da_t^T h_{t-1},
         db_ih = db_hh = sum_t sum_n da_t
 
+Recurrent dropout and zoneout (``regularisers``, docs/derivations.md, section
+"Recurrent dropout, zoneout and weight-drop"): with a recurrent mask m (N, H), one
+for the whole sequence, and zoneout keep-masks d_t (N, H) (or their expectation p in
+eval mode), (1) reads the masked state and (2) gives the candidate h~_t:
+
+    (9)  a_t = x_t W_ih^T + b_ih + (m * h_{t-1}) W_hh^T + b_hh
+    (10) h_t = d_t * h_{t-1} + (1 - d_t) * h~_t
+
+and backward, dh_t the gradient reaching the zoned state h_t:
+
+    (11) dh~_t = (1 - d_t) * dh_t                   (this enters (5), phi' read at h~_t)
+    (12) dh_{t-1}^next = (da_t W_hh) * m + d_t * dh_t,   dW_hh = sum_t da_t^T (m * h_{t-1})
+
 ``rnn_forward`` runs (1)-(2) for t = 1 .. T with the input half of (1),
 x_t W_ih^T + b_ih, computed for all steps in one product before the loop;
 ``rnn_backward`` runs (4)-(6) for t = T .. 1, then (7)-(8) as single products
@@ -42,6 +55,8 @@ from ._recurrent import (initial_state, input_and_weight_grads, input_half, keep
                          masked_output, output_grads, pass_padded, state_grads, step_mask,
                          valid_only)
 from .activations import relu, relu_backward, tanh, tanh_backward
+from .regularisers import (add_kept, at_step, check_recurrent_mask, masked_input, zone_backward,
+                           zone_forward, zoneout_states)
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -72,12 +87,16 @@ class RNNCache(NamedTuple):
     has_bias: bool
     nonlinearity: str
     mask: Optional[Any]      # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) m of (9), or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # (d,) of (10), or None
+    candidate: Optional[Any] = None  # (T, N, H) h~_t of (10) where zoneout is on
 
 
 def rnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
                 b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-                nonlinearity: str = "tanh",
-                mask: Optional[Array] = None) -> Tuple[Array, Array, RNNCache]:
+                nonlinearity: str = "tanh", mask: Optional[Array] = None,
+                recurrent_mask: Optional[Array] = None,
+                zoneout: Any = None) -> Tuple[Array, Array, RNNCache]:
     """Run an RNN over a whole sequence.
 
     Args:
@@ -86,6 +105,9 @@ def rnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
         W_ih: (H, D), W_hh: (H, H), b_ih, b_hh: (H,) or both None.
         nonlinearity: 'tanh' or 'relu'.
         mask: optional (T, N) valid-step mask (see ``_recurrent``).
+        recurrent_mask: optional (N, H) recurrent-dropout mask m of (9).
+        zoneout: optional zoneout of h, (10): a ``regularisers.Zoneout`` or a 1-tuple of
+            keep-masks (T, N, H), an expectation p or None.
 
     Returns:
         out: (T, N, H) every step's state (zero at masked steps),
@@ -94,16 +116,24 @@ def rnn_forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
     """
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     xw = input_half(x, W_ih, b_ih)                      # (1), input half: (T, N, H)
     h = [initial_state(xp, h0, N, H, x.dtype)]
+    cand = []
     for t in range(T):
-        h_t = rnn_cell(xw[t], h[t], W_hh, b_hh, nonlinearity)        # (1)-(2)
+        h_t = rnn_cell(xw[t], masked_input(h[t], rm), W_hh, b_hh, nonlinearity)  # (1)-(2), (9)
+        if zone is not None:
+            cand.append(h_t)
+            h_t, = zone_forward(at_step(zone, t), (h_t,), (h[t],))          # (10)
         if m is not None:                               # padded steps keep h_{t-1}
             h_t, = keep_padded(xp, m[t], (h_t,), (h[t],))
         h.append(h_t)
     h = xp.stack(h)                                     # (T + 1, N, H)
-    cache = RNNCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m)
+    cache = RNNCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m, rm, zone,
+                     xp.stack(cand) if zone is not None else None)
     return masked_output(xp, h[1:], m), h[T], cache    # (3)
 
 
@@ -120,7 +150,7 @@ def rnn_backward(dout: Optional[Array], dh_n: Optional[Array],
         dx (T, N, D), dh0 (N, H), grads: dict with 'W_ih', 'W_hh' (and
         'b_ih', 'b_hh' when the forward had biases), shaped like the parameters.
     """
-    x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
+    x, h, W_ih, W_hh, has_bias, nonlinearity, m, rm, zone, cand = cache
     T = x.shape[0]
     # the gradients reaching the outputs and final states (None: zeros; padding dropped)
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n})
@@ -128,13 +158,22 @@ def rnn_backward(dout: Optional[Array], dh_n: Optional[Array],
     for t in range(T - 1, -1, -1):
         if dout is not None:
             dh = dh + dout[t]                           # (4)
-        da[t], dh_prev = rnn_cell_backward(dh, h[t + 1], W_hh, nonlinearity)   # (5)-(6)
+        if zone is None:
+            da[t], dh_prev = rnn_cell_backward(dh, h[t + 1], W_hh, nonlinearity)   # (5)-(6)
+        else:
+            (dh_c,), kept = zone_backward(at_step(zone, t), (dh,))                # (11)
+            da[t], dh_prev = rnn_cell_backward(dh_c, cand[t], W_hh,  # type: ignore[index]
+                                               nonlinearity)       # (5)-(6), cand set with zone
+        dh_prev = masked_input(dh_prev, rm)             # (12)
+        if zone is not None:
+            dh_prev, = add_kept((dh_prev,), kept)      # (12)
         if m is not None:                               # padded steps pass dh straight back
             da[t] = valid_only(xp, da[t], m[t])
             dh_prev, = pass_padded(xp, m[t], (dh_prev,), (dh,))
         dh = dh_prev
     da = xp.stack(da)                                   # (T, N, H)
-    dx, grads = input_and_weight_grads(da, da, x, h[:-1], W_ih, has_bias, m)   # (7), (8)
+    dx, grads = input_and_weight_grads(da, da, x, masked_input(h[:-1], rm), W_ih, has_bias,
+                                       m)                                  # (7), (8), (12)
     return dx, dh, grads
 
 

@@ -13,7 +13,12 @@ composition here; the maths stays in ``npnn.functional``:
   *within its length*, and its output is reversed back, so with ``lengths`` it
   starts at each sequence's last valid element (PyTorch's packed semantics);
 * ``lengths`` becomes a (T, N) mask that holds the state after each
-  sequence's end and zeroes its outputs (see ``functional/_recurrent.py``).
+  sequence's end and zeroes its outputs (see ``functional/_recurrent.py``);
+* recurrent dropout, zoneout and weight-drop (``recurrent_dropout=``, ``zoneout=``,
+  ``weight_drop=``; ``functional/regularisers.py``) draw their masks here, in
+  training mode only, from the layer's generator, one draw per forward and
+  (layer, direction); the cells apply the first two inside their equations, and
+  weight-drop is composition: the op runs with W_hh * M, and M scales the gradient.
 
 Parameters are named and shaped as in PyTorch (``weight_ih_l0``,
 ``bias_hh_l1_reverse``, ...), so ``load_state_dict(torch_module.state_dict())``
@@ -34,8 +39,10 @@ from .._checks import (check_bool, check_choice, check_dropout, check_dtype, che
                        check_integer, check_layer_dtype, check_positive_int, check_same_backend,
                        check_shape)
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import (INITIALIZERS, Cell, Param, as_states, from_states, get_cell,
-                                  resolve, size_options)
+from ..functional.regularisers import SPLITMIX_UNIFORM, Zoneout
+from ..functional.registry import (INITIALIZERS, Cell, InitSpec, Param, as_states,
+                                  check_forget_bias, from_states, get_cell, init_param,
+                                  initializer_names, resolve, size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
 from .._typing import Array, ArrayModule, Seed, States
 from .base import Module, make_rng
@@ -48,17 +55,16 @@ class _StackCache(NamedTuple):
     batched: bool
     T: int
     N: int
+    # weight-drop's mask M of each (layer, direction)'s recurrent weight, or None
+    weight_masks: Optional[List[Optional[Array]]] = None
 
 
 #: A device's dropout mask in one kernel: element i is kept when u_i >= p, u_i in [0, 1)
 #: the top 53 bits of splitmix64(key + i * golden), a counter-based hash: no generator
 #: state on the device, and the same key gives the same mask on any device.
 DROPOUT_KERNEL = ("uint64 key, float64 p, T scale", "T mask", """
-    unsigned long long z = key + (unsigned long long)i * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z = z ^ (z >> 31);
-    mask = (double)(z >> 11) * (1.0 / 9007199254740992.0) >= p ? scale : (T)0;
+    const unsigned long long c = (unsigned long long)i;""" + SPLITMIX_UNIFORM + """
+    mask = u >= p ? scale : (T)0;
     """, "npnn_dropout_mask")
 
 
@@ -85,19 +91,55 @@ class Recurrent(Module):
 
     ``npnn.Recurrent(cell, input_size, hidden_size, num_layers=1, bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
-    **options)``, ``cell`` a name from ``npnn.functional.registry.CELLS`` and
-    ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn') and size
-    options (``proj_size`` for 'lstm', which then runs the variant 'lstmp':
-    ``functional.registry.resolve``). The named subclasses below fix the cell and
-    take PyTorch's signatures, plus ``bptt_memory``.
+    bptt_memory=None, init=None, forget_bias=None, **options)``, ``cell`` a name from
+    ``npnn.functional.registry.CELLS`` and ``options`` that cell's extra options (e.g.
+    ``nonlinearity`` for 'rnn') and size options (``proj_size`` for 'lstm', which then
+    runs the variant 'lstmp': ``functional.registry.resolve``). The named subclasses
+    below fix the cell and take PyTorch's signatures, plus ``bptt_memory``, ``init`` and
+    ``forget_bias``.
+
+    ``init`` chooses the initialisers (``functional.registry.initializer_names``): None,
+    each parameter's own (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for the weights and biases,
+    1 and 0 for layer-norm gains and biases); a name ('orthogonal', 'xavier_uniform',
+    'xavier_normal', 'uniform', 'zeros', 'ones') for every weight matrix; or a mapping from
+    parameter names to names, e.g. ``{'weight_hh': 'orthogonal', 'weight_ih':
+    'xavier_uniform'}`` (Keras's defaults). 'orthogonal' draws each gate's H x H (or H x D)
+    block of a stacked weight orthogonal on its own. ``forget_bias`` (cells with a forget
+    gate: the LSTMs) is added to the forget gate's slice of every ``bias_ih`` after it is
+    drawn, so b_ih + b_hh starts that much higher for f (Jozefowicz et al. 2015: 1.0);
+    ``bias_hh`` is left as drawn. Cells without a forget gate refuse it.
+
+    ``recurrent_dropout``, ``zoneout`` and ``weight_drop`` (each a probability in [0, 1),
+    default 0: off) regularise inside the recurrence (``functional/regularisers.py``,
+    docs/derivations.md, "Recurrent dropout, zoneout and weight-drop"):
+
+    * ``recurrent_dropout=p``: one mask m (N, S) per sequence, layer and direction,
+      1/(1 - p) or 0, on the state where it enters the recurrent product (Gal and
+      Ghahramani's variational dropout), the same at every step;
+    * ``zoneout=p`` (or one p per state, ``(p_h, p_c)`` for the LSTMs): each unit of
+      each state keeps its previous value with probability p at each step (Krueger
+      et al.); the output is the zoned state; in eval mode the expectation,
+      s_t = p s_{t-1} + (1 - p) s~_t;
+    * ``weight_drop=p``: the recurrent weight matrix (``weight_hh``; the Jordan
+      network's ``weight_yh``) masked once per forward, W * M, M 1/(1 - p) or 0 (Merity
+      et al.'s AWD-LSTM); its gradient goes to the unmasked weight, dW = M * dW'.
+      A cell with no recurrent weight matrix refuses it.
+
+    All three draw their masks only in training mode (``train()``, the default), from
+    the layer's generator (``rng``, saved in checkpoints: a resumed run draws the same
+    masks), on the arrays' device; in eval mode recurrent dropout and weight-drop are
+    the identity and zoneout its expectation. A forward-only ``stepper`` always runs
+    the eval form (it is for decoding and generation).
 
     ``bptt_memory`` bounds what a forward keeps for the backward (``functional/bptt.py``):
     None keeps every step's cache (full BPTT), an int m keeps states at the checkpoints
     of Gruslys et al.'s optimal schedule for m slots (one slot: one step's cache) and
     recomputes the rest in the backward, 'sqrt' checkpoints every ceil(sqrt(T)) steps.
     The gradients are full BPTT's (bit for bit where m >= T, within 1e-12 relative
-    otherwise); the dropout between layers is drawn here, outside the recomputed op,
-    so it needs no replay. It may be changed between forwards (``layer.bptt_memory``).
+    otherwise); the dropout between layers, weight-drop and recurrent dropout are
+    drawn here, outside the recomputed op, and zoneout's masks are regenerated from
+    their key for each recomputed segment, so nothing is stored for a replay. It may
+    be changed between forwards (``layer.bptt_memory``).
 
     To step the cell by hand (a decoder, a gradient analysis): ``spec`` is the registry
     ``Cell``, ``cell_params(layer, direction)`` its parameters by argument name,
@@ -117,7 +159,10 @@ class Recurrent(Module):
     def _build(self, cell: Cell, input_size: int, hidden_size: int, num_layers: int = 1,
                bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                bidirectional: bool = False, dtype: DTypeLike = "float32", seed: Seed = None,
-               bptt_memory: Union[int, str, None] = None, **options: Any) -> None:
+               bptt_memory: Union[int, str, None] = None, init: InitSpec = None,
+               forget_bias: Optional[float] = None, recurrent_dropout: float = 0.0,
+               zoneout: Union[float, Sequence[float]] = 0.0, weight_drop: float = 0.0,
+               **options: Any) -> None:
         super().__init__()
         self.bptt_memory = check_memory(bptt_memory)
         self.input_size = check_positive_int("input_size", input_size)
@@ -139,8 +184,12 @@ class Recurrent(Module):
         self.output_size = cell.output_size(self.hidden_size, **self.sizes)
         self.state_sizes = tuple(S for _, S in cell.state_shapes(1, self.hidden_size,
                                                                  **self.sizes))
+        self._check_regularisers(recurrent_dropout, zoneout, weight_drop)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.bias = check_bool("bias", bias)
+        self.init = init
+        self._inits = initializer_names(cell, init)         # parameter name -> initialiser
+        self.forget_bias = check_forget_bias(cell, forget_bias, self.bias)
         self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = check_dropout(dropout)
         if self.dropout > 0 and self.num_layers == 1:
@@ -158,6 +207,58 @@ class Recurrent(Module):
                 for p, shape in self._param_shapes(d_in):
                     self._add_param(p.name + sfx, self._init_param(p, shape))
 
+    def _check_regularisers(self, recurrent_dropout: Any, zoneout: Any, weight_drop: Any) -> None:
+        """Check and keep ``recurrent_dropout``, ``zoneout`` (one p, or one per state) and
+        ``weight_drop``; refuse those the cell cannot take."""
+        cell = self.spec
+        self.recurrent_dropout = check_dropout(recurrent_dropout, "recurrent_dropout")
+        self.weight_drop = check_dropout(weight_drop, "weight_drop")
+        if isinstance(zoneout, (tuple, list)):
+            if len(zoneout) != cell.n_states:
+                raise ValueError(f"expected zoneout to be one probability or one per state "
+                                 f"({', '.join(cell.states)}) of cell '{cell.name}', "
+                                 f"got {len(zoneout)}: {tuple(zoneout)!r}")
+            rates = tuple(check_dropout(p, f"zoneout[{k}]") for k, p in enumerate(zoneout))
+            self.zoneout: Union[float, Tuple[float, ...]] = rates
+        else:
+            self.zoneout = check_dropout(zoneout, "zoneout")
+        if (self.recurrent_dropout or any(self._zoneout_rates)) and not cell.regularisers:
+            raise ValueError(f"cell '{cell.name}' does not take recurrent_dropout or zoneout "
+                             f"(its ops have no recurrent_mask= and zoneout=)")
+        if self.weight_drop and cell.recurrent is None:
+            raise ValueError(f"weight_drop masks the recurrent weight matrix, and cell "
+                             f"'{cell.name}' has none: got weight_drop={self.weight_drop}")
+
+    @property
+    def _zoneout_rates(self) -> Tuple[float, ...]:
+        """Zoneout's p per state (``zoneout`` may be one p for all)."""
+        z = self.zoneout
+        return tuple(z) if isinstance(z, tuple) else (z,) * self.spec.n_states
+
+    def _draw_regularisers(self, weights: Dict[str, Array], like: Array, N: int
+                           ) -> Tuple[Dict[str, Array], Dict[str, Any], Optional[Array]]:
+        """One (layer, direction)'s masks for this forward: the weights it runs with
+        (weight-drop's W * M), the op's options (``recurrent_mask``, ``zoneout``) and M.
+        Training mode draws, in this order, M, the recurrent mask and zoneout's key from
+        ``rng``; eval mode draws nothing (zoneout's expectation only)."""
+        noise: Dict[str, Any] = {}
+        M = None
+        if self.training:
+            rec = self.spec.recurrent
+            if self.weight_drop and rec is not None:
+                W = weights[rec]
+                M = dropout_mask(self.rng, tuple(W.shape), self.weight_drop, W)
+                weights = {**weights, rec: W * M}               # (R6)
+            if self.recurrent_dropout:
+                noise["recurrent_mask"] = dropout_mask(self.rng, (N, self.state_sizes[0]),
+                                                       self.recurrent_dropout, like)
+            if any(self._zoneout_rates):
+                noise["zoneout"] = Zoneout(self._zoneout_rates,
+                                           int(self.rng.integers(0, 2 ** 63)))
+        elif any(self._zoneout_rates):
+            noise["zoneout"] = Zoneout(self._zoneout_rates)
+        return weights, noise, M
+
     @property
     def n_states(self) -> int:
         return self.spec.n_states
@@ -167,9 +268,11 @@ class Recurrent(Module):
         return self.spec.param_shapes(d_in, self.hidden_size, self.bias, **self.sizes)
 
     def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
-        """Parameter ``p`` (a registry Param) drawn by its initialiser from ``self.rng``
-        (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's cells)."""
-        return INITIALIZERS[p.init](self.rng, shape, self.hidden_size).astype(self.dtype)
+        """Parameter ``p`` (a registry Param) drawn by its initialiser (``init``; by default
+        PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's parameters) from
+        ``self.rng``, ``forget_bias`` added where it goes."""
+        return init_param(self.spec, p, shape, self.rng, self.hidden_size, self._inits[p.name],
+                          self.forget_bias).astype(self.dtype)
 
     def _op_options(self, xp: ArrayModule) -> Dict[str, Any]:
         """The cell options passed to its op with every call."""
@@ -208,7 +311,10 @@ class Recurrent(Module):
         function (x (N, D_l), tuple of states each (N, H)) -> tuple of new states, D_l
         the layer's input size. Make one per run of steps (a decoding): it may keep what
         it derived from the parameters, so it does not follow later updates."""
-        return self.spec.stepper(self.cell_params(layer, direction), **self.cell_options)
+        options = self.cell_options
+        if any(self._zoneout_rates):                # zoneout's eval form (its expectation)
+            options = {**options, "zoneout": Zoneout(self._zoneout_rates)}
+        return self.spec.stepper(self.cell_params(layer, direction), **options)
 
     @functools.cached_property
     def _arg_names(self) -> List[Tuple[str, str]]:
@@ -227,8 +333,14 @@ class Recurrent(Module):
                 s += f", {name}={getattr(self, name)}"
         for name, value in self.sizes.items():
             s += f", {name}={value}"
+        for name in ("recurrent_dropout", "zoneout", "weight_drop"):
+            if getattr(self, name):
+                s += f", {name}={getattr(self, name)!r}"
         if self.bptt_memory is not None:
             s += f", bptt_memory={self.bptt_memory!r}"
+        for name in ("init", "forget_bias"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)!r}"
         for name, default in self.spec.options.items():
             if self.options[name] != default:
                 s += f", {name}={self.options[name]!r}"
@@ -359,7 +471,7 @@ class Recurrent(Module):
             lengths, T, N, batched, xp)
         dirs = self.num_directions
         keep = self.keeps_caches()
-        caches, drops = [], []
+        caches, drops, weight_masks = [], [], []
         finals: List[List[Array]] = [[] for _ in range(self.n_states)]
         layer_in = x
         for layer in range(self.num_layers):
@@ -369,6 +481,9 @@ class Recurrent(Module):
                 xin = layer_in if direction == 0 else self._reverse(layer_in, rev)
                 s0 = [None if s is None else s[idx] for s in init]
                 weights, options = self._weights(layer, direction), self._op_options(xp)
+                weights, noise, M = self._draw_regularisers(weights, x, N)
+                options = {**options, **noise}
+                weight_masks.append(M)
                 if keep:
                     out, final, cache = self.spec.run(xin, s0, weights, mask,
                                                       bptt_memory=self.bptt_memory, **options)
@@ -388,7 +503,7 @@ class Recurrent(Module):
                 layer_out *= drop
             drops.append(drop)
             layer_in = layer_out
-        self._push(_StackCache(caches, drops, rev, batched, T, N))
+        self._push(_StackCache(caches, drops, rev, batched, T, N, weight_masks))
         h_n = [xp.stack(f) for f in finals]                  # (L*dirs, N, H) each, copies
         out = layer_in
         if not batched:
@@ -436,6 +551,10 @@ class Recurrent(Module):
                     dx = self._reverse(dx, c.rev)
                 sfx = self._suffix(layer, direction)
                 d_in = self.params["weight_ih" + sfx].shape[1]
+                M = None if c.weight_masks is None else c.weight_masks[idx]
+                rec = self.spec.recurrent
+                if M is not None and rec is not None:
+                    grads = {**grads, rec: grads[rec] * M}                      # (R7)
                 for p, _ in self._param_shapes(d_in):   # fixed (non-parameter) inputs skipped
                     self._accumulate(p.name + sfx, grads[p.arg])
                 for k in range(self.n_states):
@@ -455,16 +574,22 @@ class RNN(Recurrent):
     """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
 
     ``npnn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
-    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, init=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
+    (``forget_bias``: refused, it has no forget gate)
     """
     cell = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype: DTypeLike = "float32",
-                 seed: Seed = None, bptt_memory: Union[int, str, None] = None) -> None:
+                 seed: Seed = None, bptt_memory: Union[int, str, None] = None,
+                 init: InitSpec = None, forget_bias: Optional[float] = None,
+                 recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
+                 weight_drop: float = 0.0) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, bptt_memory, nonlinearity=nonlinearity)
+                         bidirectional, dtype, seed, bptt_memory, init, forget_bias,
+                         recurrent_dropout, zoneout, weight_drop, nonlinearity=nonlinearity)
 
     @property
     def nonlinearity(self) -> str:
@@ -475,7 +600,9 @@ class LSTM(Recurrent):
     """LSTM with gate order i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c).
 
     ``npnn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, dtype='float32', seed=None, proj_size=0)``
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None, bptt_memory=None,
+    recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0, proj_size=0)``; ``zoneout`` may
+    be a pair (p_h, p_c) for h and c.
 
     With ``0 < proj_size < hidden_size`` it is PyTorch's LSTM with projections (the
     registry's 'lstmp', ``functional/lstmp.py``): h = W_hr (o * tanh(c)) of size P =
@@ -489,7 +616,8 @@ class GRU(Recurrent):
     """GRU with gate order r, z, n and PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``.
 
     ``npnn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, dtype='float32', seed=None)``
+    dropout=0.0, bidirectional=False, dtype='float32', seed=None, bptt_memory=None,
+    recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
     """
     cell = "gru"
 
@@ -515,12 +643,15 @@ class CTRNN(Recurrent):
                  tau: float = 2.0, learn_tau: bool = True, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = "float32", seed: Seed = None,
-                 bptt_memory: Union[int, str, None] = None) -> None:
+                 bptt_memory: Union[int, str, None] = None, init: InitSpec = None,
+                 forget_bias: Optional[float] = None, recurrent_dropout: float = 0.0,
+                 zoneout: Union[float, Sequence[float]] = 0.0, weight_drop: float = 0.0) -> None:
         if not float(dt) > 0 or not float(tau) > 0:
             raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
         self.tau, self.learn_tau = float(tau), bool(learn_tau)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, bptt_memory, dt=float(dt))
+                         bidirectional, dtype, seed, bptt_memory, init, forget_bias,
+                         recurrent_dropout, zoneout, weight_drop, dt=float(dt))
 
     @property
     def dt(self) -> float:
@@ -531,7 +662,7 @@ class CTRNN(Recurrent):
         return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "log_tau"]
 
     def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
-        if p.init == "log_tau":
+        if self._inits[p.name] == "log_tau":
             draw = INITIALIZERS["log_tau"]
             # INITIALIZERS' type is the common (rng, shape, H); 'log_tau' also takes tau
             init = draw(self.rng, shape, self.hidden_size, self.tau)  # type: ignore[call-arg]
@@ -552,6 +683,34 @@ class JordanRNN(Recurrent):
     is the output y. Parameters per layer and direction: ``weight_ih`` (H, D),
     ``weight_yh`` (H, H), ``weight_hy`` (H, H), ``bias_h``, ``bias_y`` (H,)."""
     cell = "jordan"
+
+
+class LayerNormLSTM(Recurrent):
+    """Layer-normalised LSTM (Ba et al. 2016, ``functional/layernorm_lstm.py``), gate order
+    i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c), c carried un-normalised.
+
+    ``npnn.LayerNormLSTM(input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, init=None, forget_bias=None)``. Per layer and direction: PyTorch's
+    ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (so an ``nn.LSTM``'s weights
+    load with ``strict=False``) and the layer normalisations' ``ln_ih_weight``,
+    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,), ``ln_c_weight``, ``ln_c_bias``
+    (H,), gains initialised to 1 and biases to 0. ``bias=False`` drops every bias.
+    """
+    cell = "layernorm_lstm"
+
+
+class LayerNormGRU(Recurrent):
+    """Layer-normalised GRU (``functional/layernorm_gru.py``), gate order r, z, n, PyTorch's
+    GRU with x W_ih^T and h W_hh^T each layer-normalised over its 3H features.
+
+    ``npnn.LayerNormGRU(input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, init=None)``. Per layer and direction: PyTorch's four parameters and
+    ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (3H,), gains
+    initialised to 1 and biases to 0. ``bias=False`` drops every bias.
+    """
+    cell = "layernorm_gru"
 
 
 def layer_class(cell: str) -> Type[Recurrent]:

@@ -253,6 +253,9 @@ def validate_meta(meta):
         raise CheckpointError(f"its meta is a JSON {type(meta).__name__}, not an object")
     if isinstance(meta.get("run"), dict):       # written before --bptt-memory: keep all
         meta["run"].setdefault("bptt_memory", None)
+    if isinstance(meta.get("model"), dict):     # written before --forget-bias and --init
+        meta["model"].setdefault("forget_bias", None)
+        meta["model"].setdefault("init", None)
     _check(meta, SCHEMA, "")
     try:
         model = ModelConfig(**meta["model"]).validate()

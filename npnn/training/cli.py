@@ -31,7 +31,7 @@ from .config import ITERATORS, PREPROCESS, ConfigError, TrainConfig
 from . import distributed
 from .data import TOKEN_MODES, Vocab
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import cell_choices
+from ..functional.registry import INIT_CHOICES, cell_choices
 from ..optim import OPTIMIZERS
 from .rundir import RunBusyError, check_folder
 from .trainer import Trainer, default_prefix, load_model
@@ -106,6 +106,12 @@ def _train_parser(sub):
                                     f"(default: {d.dropout:g})")
     a("--tie", action="store_const", const=True,
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
+    a("--forget-bias", type=float, dest="forget_bias",
+      help="added to the forget gate's bias (bias_ih) of the LSTM cells, e.g. 1 (default: "
+           "none)")
+    a("--init", choices=INIT_CHOICES,
+      help="initialiser of every weight matrix, e.g. orthogonal (per gate block) (default: "
+           "PyTorch's uniform)")
     a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")
     a("--steps", type=int, help=f"BPTT steps per batch (default: {d.steps})")
     a("--bptt-memory", type=_bptt_memory, dest="bptt_memory",

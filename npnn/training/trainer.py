@@ -81,7 +81,8 @@ def build_model(config, vocab=None, seed=None):
     return RNNLM(vocab_size=config.vocab_size, hidden_size=config.hidden, cell=config.cell,
                  num_layers=config.layers, embedding_dim=config.embedding,
                  dropout=config.dropout, tie_weights=config.tie, dtype=config.dtype, seed=seed,
-                 vocab=vocab, token=config.tokens)
+                 vocab=vocab, token=config.tokens, init=config.init,
+                 forget_bias=config.forget_bias)
 
 
 def parameter_count(config):

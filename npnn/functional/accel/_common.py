@@ -11,6 +11,7 @@ from numpy.typing import DTypeLike
 from ..._typing import Array, ArrayModule
 from ...backend import cupy_module
 from .._recurrent import initial_state, input_half, keep_padded, masked_output, step_mask
+from ..regularisers import zone_forward
 from . import _numba
 
 #: sigmoid(a) = SIGMOID_SCALE * tanh(SIGMOID_SCALE * a) + SIGMOID_SHIFT, i.e.
@@ -91,11 +92,14 @@ class Kernels(NamedTuple):
 
 
 def kernel_set(xp: ArrayModule, dtype: DTypeLike, fused_set: Kernels,
-               numba_set: Callable[[], Kernels], ufunc_set: Callable[[], Kernels]) -> Kernels:
+               numba_set: Callable[[], Kernels], ufunc_set: Callable[[], Kernels],
+               folding: bool = True) -> Kernels:
     """The kernel set for arrays of module ``xp`` and ``dtype``: ``fused_set`` on CuPy
     (``fused``), ``numba_set()`` where numba runs (``_numba.use``), else ``ufunc_set()``
-    (the last two are functions, so that only the chosen set is made)."""
-    if fused(xp):
+    (the last two are functions, so that only the chosen set is made). Without
+    ``folding`` (zoneout: the loop works between the kernel's steps), never a set that
+    folds: on CuPy the ufunc set."""
+    if fused(xp) and folding:
         return fused_set
     if _numba.use(xp, dtype):
         return numba_set()
@@ -125,6 +129,9 @@ class Prepared:
     xp: ArrayModule
     #: (xw (N, G*H): the step's input half, states) -> the new states.
     cell: Callable[[Array, Tuple[Array, ...]], Tuple[Array, ...]]
+    #: zoneout's eval form, p per state (None: none), set by ``Cell.prepare``: each step's
+    #: new states become p * s_{t-1} + (1 - p) * s~_t (``regularisers`` (R4)).
+    zone: Optional[Tuple[Optional[float], ...]] = None
 
     def start(self, states: Sequence[Optional[Array]], N: int,
               dtype: DTypeLike) -> Tuple[Array, ...]:
@@ -134,8 +141,9 @@ class Prepared:
 
     def step(self, x: Array, states: Sequence[Optional[Array]]) -> Tuple[Array, ...]:
         """One step: x (N, D), a tuple of states (each (N, H) or None) -> new states."""
-        return self.cell(input_half(x, self.W_ih, self.b_in),
-                         self.start(states, x.shape[0], x.dtype))
+        old = self.start(states, x.shape[0], x.dtype)
+        new = self.cell(input_half(x, self.W_ih, self.b_in), old)
+        return new if self.zone is None else zone_forward(self.zone, new, old)
 
     def sequence(self, x: Array, states: Sequence[Optional[Array]],
                  mask: Optional[Array] = None) -> Tuple[Array, Tuple[Array, ...]]:
@@ -150,6 +158,8 @@ class Prepared:
         out = xp.empty((T, N, self.W_hh.shape[1]), dtype=x.dtype)
         for t in range(T):
             new = self.cell(xw[t], states)
+            if self.zone is not None:
+                new = zone_forward(self.zone, new, states)
             states = new if m is None else keep_padded(xp, m[t], new, states)
             out[t] = states[0]
         return masked_output(xp, out, m), states

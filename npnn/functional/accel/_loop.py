@@ -23,6 +23,13 @@ Backward, for t = T .. 1:
     restore what padded rows pass back
 
 then the weight gradients as single products over all T*N rows (``weight_grads``).
+
+Recurrent dropout and zoneout (``regularisers``) are the loops' too, the same for
+every cell: the products read m * h_{t-1} (one buffer, (R1)) and the gradient they
+give back is scaled by m (R2); zoneout's keep-masks mix each state with its previous
+value after the kernel (R4) and split the gradients reaching the states before it
+(R5). Zoneout needs the kernel's inputs and outputs apart, so it runs with the
+sets that do not fold (on a GPU the ufunc set: ``_common.kernel_set``).
 A set that folds (``Kernels.folds``, the fused CUDA kernels) takes the output
 gradient, the mask and what padded rows pass back (``carry``) inside its kernel:
 the loop then only runs the products.
@@ -35,6 +42,7 @@ from numpy.typing import DTypeLike
 from ..._typing import Array, ArrayModule
 from ...backend import get_array_module
 from .._recurrent import valid_only
+from ..regularisers import at_step
 from ._common import FLUSH_EVERY, Kernels, flush_subnormals
 
 
@@ -52,7 +60,9 @@ def new_states(xp: ArrayModule, T: int, N: int, H: int, dtype: DTypeLike,
 
 def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Array]], Any],
             states: Sequence[Array], products: Sequence[Tuple[Array, Array]],
-            m: Optional[Array]) -> None:
+            m: Optional[Array], rm: Optional[Array] = None,
+            zone: Optional[Tuple[Any, ...]] = None,
+            candidates: Sequence[Optional[Array]] = ()) -> None:
     """(T steps of) the forward loop.
 
     states: the cell's states, each (T + 1, N, H) from ``new_states``, the first the
@@ -60,15 +70,28 @@ def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Arr
     recurrent products h_{t-1} W, ``out`` (N, K) one buffer for all steps or
     (T, N, K) a slice per step (kept for the backward); step(t, m_t) runs the
     kernel set's forward on step t's slices (m_t the valid rows (N, 1) for a set
-    that folds the mask, else None); m (T, N, 1) or None.
+    that folds the mask, else None); m (T, N, 1) or None. rm (N, H) or None: the
+    recurrent-dropout mask the products' h_{t-1} is scaled by; zone: zoneout per
+    state (``regularisers.zoneout_states``) or None (then a set that does not fold),
+    with ``candidates``, per state None or a (T, N, H) array that keeps s~_t.
     """
     h = states[0]
     pad = None if m is None or kernels.folds else ~m           # the rows the loop holds
     folded = m if kernels.folds else None
+    assert zone is None or not kernels.folds
+    h_in = None if rm is None else xp.empty_like(h[0])
     for t in range(h.shape[0] - 1):
+        src = h[t] if h_in is None else xp.multiply(h[t], rm, out=h_in)     # (R1)
         for W, out in products:
-            xp.matmul(h[t], W, out=out if out.ndim == 2 else out[t])
+            xp.matmul(src, W, out=out if out.ndim == 2 else out[t])
         step(t, None if folded is None else folded[t])
+        if zone is not None:                                    # (R4)
+            for k, (s, d) in enumerate(zip(states, at_step(zone, t))):
+                if d is not None:
+                    keep = candidates[k] if k < len(candidates) else None
+                    if keep is not None:
+                        keep[t] = s[t + 1]
+                    s[t + 1] = d * s[t] + (1 - d) * s[t + 1]
         if pad is not None:                                     # padded steps keep s_{t-1}
             for s in states:
                 xp.copyto(s[t + 1], s[t], where=pad[t])
@@ -78,7 +101,8 @@ def backward(xp: ArrayModule, kernels: Kernels,
              step: Callable[[int, Optional[Array], Optional[Array], Optional[Array]], Any],
              dz: Sequence[Array], W: Array, dh: Array, carried: Sequence[Array] = (),
              dout: Optional[Array] = None, m: Optional[Array] = None,
-             direct: Optional[Array] = None) -> Array:
+             direct: Optional[Array] = None, rm: Optional[Array] = None,
+             zone: Optional[Tuple[Any, ...]] = None) -> Array:
     """(T steps of) the backward loop; returns the gradient of h_0 (N, H).
 
     dz: the step gradients the kernel writes, a tuple of (T, N, .) arrays whose first
@@ -89,8 +113,11 @@ def backward(xp: ArrayModule, kernels: Kernels,
     kernel writes that reaches h_{t-1} besides the product (the GRU's dh z), zeros
     on entry. step(t, dout_t, m_t, carry) runs the kernel set's backward on step t
     (dout_t, m_t for a set that folds them, else None; ``carry`` the direct path or,
-    for a set that folds the mask, what padded rows pass back).
+    for a set that folds the mask, what padded rows pass back). rm, zone as ``forward``
+    takes them: dz_t W is scaled by rm (R2), and the gradients reaching the states are
+    split before the kernel, the kept parts added after the product (R5).
     """
+    assert zone is None or not kernels.folds
     folds = kernels.folds
     carry = direct
     if folds and carry is None and m is not None:
@@ -107,6 +134,12 @@ def backward(xp: ArrayModule, kernels: Kernels,
             if pad is not None:                                 # what a padded step passes back
                 for keep, d in zip(reaching, (dh, *carried)):
                     keep[...] = d
+            if zone is not None:                                # (R5), split
+                kept = []
+                for g, d_t in zip((dh, *carried), at_step(zone, t)):
+                    kept.append(None if d_t is None else d_t * g)
+                    if d_t is not None:
+                        g *= 1 - d_t
             step(t, None, None, carry)
             if pad is not None:
                 for d in dz:
@@ -115,9 +148,15 @@ def backward(xp: ArrayModule, kernels: Kernels,
                 for d in (*(d[t] for d in dz), *carried, *(() if direct is None else (direct,))):
                     flush_subnormals(xp, d)
         xp.matmul(dz[0][t], W, out=dh)
+        if rm is not None:
+            dh *= rm                                            # (R2)
         if not folds:
             if direct is not None:
                 dh += direct
+            if zone is not None:                                # (R5), what passes straight
+                for g, k in zip((dh, *carried), kept):
+                    if k is not None:
+                        g += k
             if pad is not None:
                 for keep, d in zip(reaching, (dh, *carried)):
                     xp.copyto(d, keep, where=pad[t])
@@ -125,20 +164,22 @@ def backward(xp: ArrayModule, kernels: Kernels,
 
 
 def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bias: bool,
-                 m: Optional[Array]) -> Tuple[Array, Dict[str, Array]]:
+                 m: Optional[Array],
+                 rm: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
     """After the loop, as single products over all T*N rows: dx (T, N, D) and
     {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases) in the layout of dzi, dzh.
 
     dzi, dzh (T, N, K): the gradients of the input half and of the recurrent half
     (the same array where both enter one sum); x (T, N, D); h (T + 1, N, H) the
-    states; m keeps whatever the padding of x holds out of dW_ih."""
+    states; m keeps whatever the padding of x holds out of dW_ih; rm (N, H) or None the
+    recurrent-dropout mask the products read h_{t-1} through (R3)."""
     xp = get_array_module(x)
     T, N, D = x.shape
     H, K = h.shape[2], dzi.shape[2]
     dzi2, dzh2 = dzi.reshape(T * N, K), dzh.reshape(T * N, dzh.shape[2])    # (T*N, K)
     dx = (dzi2 @ W_ih).reshape(T, N, D)
     grads = {"W_ih": dzi2.T @ valid_only(xp, x, m).reshape(T * N, D),
-             "W_hh": dzh2.T @ h[:-1].reshape(T * N, H)}
+             "W_hh": dzh2.T @ (h[:-1] if rm is None else h[:-1] * rm).reshape(T * N, H)}
     if has_bias:
         ones = xp.ones(T * N, dtype=x.dtype)        # sums over steps and sequences as GEMVs
         grads["b_ih"] = ones @ dzi2

@@ -47,6 +47,7 @@ from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
+from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _loop, _numba
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
@@ -63,6 +64,8 @@ class GRUAccelCache(NamedTuple):
     W_hh: Any           # (3H, H)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of h, or None
 
 
 Cache = GRUAccelCache
@@ -261,19 +264,25 @@ def _fused_backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, 
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0) -> Kernels:
+def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
+             folding: bool = True) -> Kernels:
     """The kernel set for these arrays; N, H size the ufunc set's buffers."""
-    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype))
+    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype),
+                      folding)
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
-            b_hh: Optional[Array] = None,
-            mask: Optional[Array] = None) -> Tuple[Array, Array, GRUAccelCache]:
+            b_hh: Optional[Array] = None, mask: Optional[Array] = None,
+            recurrent_mask: Optional[Array] = None,
+            zoneout: Any = None) -> Tuple[Array, Array, GRUAccelCache]:
     """``functional.gru_forward``'s arguments and results (checked as it checks them),
     with a ``GRUAccelCache``."""
     xp, T, N, D, H = check_sequence_args(3, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
+    rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
     h, = _loop.new_states(xp, T, N, H, dt, (h0,))
@@ -290,33 +299,33 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
     gh_rz = xp.empty((N, 2 * H), dtype=dt)
     gh_n = xp.empty((T, N, H), dtype=dt)           # (2), n rows (b_hn added by the kernel)
     b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)  # type: ignore[index]
-    kernels = _kernels(xp, dt, N, H)
+    kernels = _kernels(xp, dt, N, H, zone is None)
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t],
                                                   h[t + 1], m_t),
-                  (h,), ((W_hrz_T, gh_rz), (W_hn_T, gh_n)), m)              # (2)-(5)
-    cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m)
+                  (h,), ((W_hrz_T, gh_rz), (W_hn_T, gh_n)), m, rm, zone)   # (2)-(5), (16)-(17)
+    cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], cache                         # (6)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array],
              cache: GRUAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.gru_backward`` for a cache of ``forward`` above."""
-    x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m = cache
+    x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m, rm, zone = cache
     T, N, _ = x.shape
     H = W_hh.shape[1]
     xp, dout, (dh,) = output_grads(x, m, H, dout, {"dh_n": dh_n}, copy=True)
     W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))    # W_hh's blocks as (n, r, z)
     dgh = xp.empty((T, N, 3 * H), dtype=x.dtype)   # blocks n, r, z
     dgi = xp.empty((T, N, 3 * H), dtype=x.dtype)   # blocks r, z, n
-    kernels = _kernels(xp, x.dtype, N, H)
+    kernels = _kernels(xp, x.dtype, N, H, zone is None)
     bwd = kernels.backward
     dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(rz[t], n[t], h[t], gh_n[t],
                                                                    dh, dgh[t], dgi[t], d, m_t,
                                                                    carry),
                          (dgh, dgi), W_hh_nrz, dh, (), dout, m,
-                         direct=xp.zeros_like(dh))                          # (7)-(13)
-    dx, grads = _loop.weight_grads(x, h, W_ih, dgi, dgh, has_bias, m)       # (14)-(15)
+                         direct=xp.zeros_like(dh), rm=rm, zone=zone)        # (7)-(13), (18)-(19)
+    dx, grads = _loop.weight_grads(x, h, W_ih, dgi, dgh, has_bias, m, rm)   # (14)-(15), (19)
     for k in ("W_hh", "b_hh"):                      # back to PyTorch's order r, z, n
         if k in grads:
             grads[k] = xp.concatenate((grads[k][H:], grads[k][:H]))

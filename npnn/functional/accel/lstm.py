@@ -37,6 +37,7 @@ from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
+from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _loop, _numba
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
@@ -79,6 +80,8 @@ class LSTMAccelCache(NamedTuple):
     W_hh: Any           # (4H, H)
     has_bias: bool
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of (h, c), or None
 
 
 Cache = LSTMAccelCache
@@ -283,20 +286,26 @@ def _fused_backward(y: Array, c_prev: Array, tc: Array, dh: Array, dc: Array, dz
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0) -> Kernels:
+def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
+             folding: bool = True) -> Kernels:
     """The kernel set for these arrays; N, H size the ufunc set's buffers."""
-    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype))
+    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _ufuncs(xp, N, H, dtype),
+                      folding)
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
 def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-            mask: Optional[Array] = None) -> Tuple[Array, Array, Array, LSTMAccelCache]:
+            mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
+            zoneout: Any = None) -> Tuple[Array, Array, Array, LSTMAccelCache]:
     """``functional.lstm_forward``'s arguments and results (checked as it checks them),
     with an ``LSTMAccelCache``."""
     xp, T, N, D, H = check_sequence_args(4, x, {"h0": h0, "c0": c0},
                                          W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H, H), x.dtype)
+    rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
     h, c = _loop.new_states(xp, T, N, H, dt, (h0, c0))
@@ -307,29 +316,29 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
         gates += (b_ih + b_hh) * s
     W_hh_sT = xp.ascontiguousarray((W_hh * s[:, None]).T)    # (H, 4H)
     rec = xp.empty((N, 4 * H), dtype=dt)
-    kernels = _kernels(xp, dt, N, H)
+    kernels = _kernels(xp, dt, N, H, zone is None)
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(gates[t], rec, c[t], h[t], c[t + 1],
                                                   tanh_c[t], h[t + 1], m_t),
-                  (h, c), ((W_hh_sT, rec),), m)                             # (1)-(4)
-    cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m)
+                  (h, c), ((W_hh_sT, rec),), m, rm, zone)                   # (1)-(4), (15)-(16)
+    cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m, rm, zone)
     return masked_output(xp, h[1:], m), h[T], c[T], cache                   # (5)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
              cache: LSTMAccelCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """``functional.lstm_backward`` for a cache of ``forward`` above."""
-    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m = cache
+    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m, rm, zone = cache
     T, N, _ = x.shape
     H = W_hh.shape[1]
     xp, dout, (dh, dc) = output_grads(x, m, H, dout, {"dh_n": dh_n, "dc_n": dc_n}, copy=True)
     dz = xp.empty((T, N, 4 * H), dtype=x.dtype)
-    kernels = _kernels(xp, x.dtype, N, H)
+    kernels = _kernels(xp, x.dtype, N, H, zone is None)
     bwd = kernels.backward
     dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(gates[t], c[t], tanh_c[t],
                                                                    dh, dc, dz[t], d, m_t, carry),
-                         (dz,), W_hh, dh, (dc,), dout, m)                   # (6)-(12)
-    dx, grads = _loop.weight_grads(x, h, W_ih, dz, dz, has_bias, m)         # (13)-(14)
+                         (dz,), W_hh, dh, (dc,), dout, m, rm=rm, zone=zone)  # (6)-(12), (17)-(18)
+    dx, grads = _loop.weight_grads(x, h, W_ih, dz, dz, has_bias, m, rm)     # (13)-(14), (19)
     return dx, dh0, dc, grads
 
 

@@ -25,6 +25,7 @@ from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_choice, check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
+from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _loop, _numba
 from ._common import Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
@@ -39,6 +40,9 @@ class RNNAccelCache(NamedTuple):
     has_bias: bool
     nonlinearity: str
     mask: Optional[Any]      # (T, N, 1) boolean valid-step mask, or None
+    recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
+    zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of h, or None
+    candidate: Optional[Any] = None  # (T, N, H) h~_t where zoneout is on
 
 
 Cache = RNNAccelCache
@@ -158,46 +162,52 @@ def _fused_backward(g: Array, h: Array, da: Array, relu: bool, dout: Optional[Ar
 _FUSED = Kernels(_fused_forward, _fused_backward, _ufunc_prepared, folds=True)
 
 
-def _kernels(xp: ArrayModule, dtype: DTypeLike) -> Kernels:
-    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _UFUNCS)
+def _kernels(xp: ArrayModule, dtype: DTypeLike, folding: bool = True) -> Kernels:
+    return kernel_set(xp, dtype, _FUSED, _numba_kernels, lambda: _UFUNCS, folding)
 
 
 # -- the sequence ops ---------------------------------------------------------------------
 
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
-            nonlinearity: str = "tanh",
-            mask: Optional[Array] = None) -> Tuple[Array, Array, RNNAccelCache]:
+            nonlinearity: str = "tanh", mask: Optional[Array] = None,
+            recurrent_mask: Optional[Array] = None,
+            zoneout: Any = None) -> Tuple[Array, Array, RNNAccelCache]:
     """``functional.rnn_forward``'s arguments and results (checked as it checks them),
     with an ``RNNAccelCache``."""
     check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
     xp, T, N, D, H = check_sequence_args(1, x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, mask)
+    check_recurrent_mask(recurrent_mask, N, H)
+    zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
+    rm = recurrent_mask
     m = step_mask(mask)
     h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,))
+    cand = None if zone is None else xp.empty((T, N, H), dtype=x.dtype)   # h~_t, (10)
     a = input_half(x, W_ih)                         # (1), input half: every step at once
     if b_ih is not None:
         a += b_ih + b_hh
     rec = xp.empty((N, H), dtype=x.dtype)
-    kernels, relu = _kernels(xp, x.dtype), nonlinearity == "relu"
+    kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(a[t], rec, h[t], h[t + 1], relu, m_t),
-                  (h,), ((xp.ascontiguousarray(W_hh.T), rec),), m)
-    cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m)
+                  (h,), ((xp.ascontiguousarray(W_hh.T), rec),), m, rm, zone, (cand,))
+    cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m, rm, zone, cand)
     return masked_output(xp, h[1:], m), h[T], cache                         # (3)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array],
              cache: RNNAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.rnn_backward`` for a cache of ``forward`` above."""
-    x, h, W_ih, W_hh, has_bias, nonlinearity, m = cache
+    x, h, W_ih, W_hh, has_bias, nonlinearity, m, rm, zone, cand = cache
     xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n}, copy=True)
     da = xp.empty(h[1:].shape, dtype=x.dtype)       # (T, N, H)
-    kernels, relu = _kernels(xp, x.dtype), nonlinearity == "relu"
+    kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
     bwd = kernels.backward
-    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dh, h[t + 1], da[t], relu, d,
+    new = h[1:] if cand is None else cand           # h~_t, what phi' reads (11)
+    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dh, new[t], da[t], relu, d,
                                                                    m_t, carry),
-                         (da,), W_hh, dh, (), dout, m)                      # (4)-(6)
-    dx, grads = _loop.weight_grads(x, h, W_ih, da, da, has_bias, m)         # (7)-(8)
+                         (da,), W_hh, dh, (), dout, m, rm=rm, zone=zone)   # (4)-(6), (11)-(12)
+    dx, grads = _loop.weight_grads(x, h, W_ih, da, da, has_bias, m, rm)     # (7)-(8), (12)
     return dx, dh0, grads
 
 
