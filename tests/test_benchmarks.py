@@ -93,6 +93,21 @@ def test_bench_steps_runs(monkeypatch, capsys, torch_peer):
         assert rows and all(r.endswith("| yes |") for r in rows)
 
 
+def test_lm_timemachine_runs_on_the_shipped_text(monkeypatch, tmp_path, capsys):
+    """Issue 21: the d2l reproduction reads The Time Machine shipped with npnn; it used to
+    print 'skipped' and do nothing where ../shared/data held no copy."""
+    from npnn.training.data import TIME_MACHINE
+    lm = _load("lm_timemachine", monkeypatch)
+    assert lm.DEFAULT_TEXT == TIME_MACHINE
+    monkeypatch.setitem(lm.MODELS, "rnn", ("rnn", 16) + lm.MODELS["rnn"][2:])   # (H 512)
+    results = tmp_path / "RESULTS.md"
+    assert lm.main(["--models", "rnn", "--epochs", "1", "--out", str(tmp_path / "runs"),
+                    "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "vocabulary 28, 10,000 training" in out
+    assert "| rnn (H 16, 1 layer) | 1 |" in results.read_text()
+
+
 def test_bench_memory_measures_a_case_in_a_fresh_process(monkeypatch):
     bench = _load("bench_memory", monkeypatch)
     full, bounded = bench.measure(60, None), bench.measure(60, 3)

@@ -421,7 +421,8 @@ class Recurrent(Module):
         """The gradients of a backward, checked against the forward of cache ``c`` ->
         time-major d_out (T, N, dirs*H_out) and the list of final-state gradients."""
         H, dirs = self.output_size, self.num_directions
-        xp = get_array_module(c.caches[0].x)
+        # the parameters' backend (a registered cell's cache is its own business: any type)
+        xp = get_array_module(next(iter(self.params.values())))
         shape = (c.T, c.N, dirs * H)
         if d_out is None:
             d_layer = xp.zeros(shape, dtype=self.dtype)

@@ -134,7 +134,8 @@ def _train_parser(sub):
     a("--dtype", choices=DTYPES, help=f"(default: {d.dtype})")
     a("--backend", choices=BACKENDS, help=f"(default: {d.backend})")
     a("--sample-every", type=int, dest="sample_every",
-      help=f"show a sample every so many epochs (default: {d.sample_every})")
+      help=f"show a sample after the first epoch, then every so many epochs (default: "
+           f"{d.sample_every})")
     a("--sample-length", type=int, dest="sample_length",
       help=f"tokens of each sample (default: {d.sample_length})")
     a("--prefix", help="prompt of the samples (default: the text's first characters; 'def ' "
@@ -184,9 +185,9 @@ def _train(args):
         return 0 if trainer.nothing_to_do else _exit_status(trainer)
     print("\n--- generated text ---")
     print(trainer.sample(n=trainer.config.sample_length * 2))
-    if trainer.history:
-        last = trainer.history[-1]
-        print(f"--- after {last['epoch']} epochs: {trainer.describe(last)}")
+    last = trainer.last_evaluation()        # what the time-budget line above says too
+    if last is not None:
+        print(f"--- {last}")
     print(f"--- checkpoint: {trainer.out_dir}/checkpoint.npz; more text: npnn generate "
           f"{trainer.out_dir}")
     return _exit_status(trainer)
