@@ -22,9 +22,10 @@ best-epoch validation perplexity (small data overfits: the plain model's is its
 best before it memorises), with the epoch where it occurs and the run's time. Every
 run trains through ``npnn.Trainer`` into ``--out``/<config>-s<seed>/ (checkpoints
 every epoch: an interrupted table continues with the same command; a finished run
-is read back, not trained again). The text is npnn's own copy of The Time Machine
-when it ships one, else ``../shared/data/timemachine.txt``; without either the script
-says so and exits cleanly.
+is read back, not trained again: runs are known by their settings and the text's
+SHA-256). The text is the copy shipped with npnn (``npnn.training.data.TIME_MACHINE``),
+else ``../shared/data/timemachine.txt``; without either the script says so and exits
+cleanly.
 """
 
 import argparse
@@ -65,21 +66,16 @@ CONFIGS["all"] = ({k: v for settings, _ in CONFIGS.values() for k, v in settings
 
 
 def find_text():
-    """npnn's own copy of The Time Machine (package data) if it ships one, else the
-    shared copy; None if neither is here."""
+    """The Time Machine shipped with npnn (``npnn.training.data.TIME_MACHINE``), else the
+    shared copy beside this checkout or beside the main one of its git worktrees; None
+    if there is none."""
     try:
-        from importlib import resources
-        root = resources.files("npnn")
-        stack = [root]
-        while stack:                      # its place in the package: wherever it is put
-            for entry in stack.pop().iterdir():
-                if entry.is_dir() and entry.name != "__pycache__":
-                    stack.append(entry)
-                elif entry.name == "timemachine.txt":
-                    return str(entry)
-    except (ImportError, OSError, TypeError):
+        from npnn.training.data import TIME_MACHINE
+        if os.path.exists(TIME_MACHINE):
+            return TIME_MACHINE
+    except ImportError:                   # an npnn from before the text was shipped
         pass
-    for root in (ROOT, _main_checkout()):     # ../shared beside this checkout, or the main one
+    for root in (ROOT, _main_checkout()):
         if root is not None:
             path = os.path.normpath(os.path.join(root, "..", "shared", "data", "timemachine.txt"))
             if os.path.exists(path):
@@ -99,6 +95,12 @@ def _main_checkout():
     return os.path.dirname(common) if common.endswith(".git") else None
 
 
+def _digest(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def run_one(name, seed, text, epochs, out_root, log=print):
     """Train (or read back) configuration ``name`` with ``seed``; returns its result."""
     from npnn.training.trainer import TrainConfig, Trainer, read_checkpoint
@@ -107,8 +109,8 @@ def run_one(name, seed, text, epochs, out_root, log=print):
     if os.path.exists(path):
         with open(path) as f:
             result = json.load(f)
-        if (result["epochs"], result["text"], result["settings"], result["base"]) == (
-                epochs, os.path.abspath(text), CONFIGS[name][0], BASE):
+        if (result["epochs"], result.get("text_sha256"), result["settings"], result["base"]) == (
+                epochs, _digest(text), CONFIGS[name][0], BASE):
             return result
     settings = {**BASE, **CONFIGS[name][0]}
     config = TrainConfig(text=text, epochs=epochs, seed=seed, **settings)
@@ -131,6 +133,7 @@ def run_one(name, seed, text, epochs, out_root, log=print):
         raise RuntimeError(f"{name} seed {seed} stopped after {len(hist)} of {epochs} epochs")
     best = min(hist, key=lambda h: h["val_ppl"])
     result = {"config": name, "seed": seed, "epochs": len(hist), "text": os.path.abspath(text),
+              "text_sha256": _digest(text),
               "settings": CONFIGS[name][0], "base": BASE, "best_val_ppl": best["val_ppl"],
               "best_epoch": best["epoch"], "train_ppl_at_best": best["train_ppl"],
               "final_val_ppl": hist[-1]["val_ppl"], "final_train_ppl": hist[-1]["train_ppl"],
@@ -166,12 +169,12 @@ def _source(text):
     """Where the text came from, for the table."""
     import npnn
     package = os.path.dirname(os.path.abspath(npnn.__file__))
-    if os.path.abspath(text).startswith(package + os.sep):
-        return "npnn's copy of The Time Machine (package data)"
-    return f"`{os.path.basename(text)}` from the shared data folder ({text})"
+    where = ("the copy shipped with npnn (npnn/training/timemachine.txt)"
+             if os.path.abspath(text).startswith(package + os.sep) else f"`{text}`")
+    return f"{where}, SHA-256 {_digest(text)[:12]}..."
 
 
-def table(results, epochs, seeds):
+def table(results, epochs, seeds, text):
     s = summary(results)
     first = results[0]
     lines = ["## AWD-style regularisers: a word-level LSTM on The Time Machine", "",
@@ -183,7 +186,7 @@ def table(results, epochs, seeds):
              f"(the last 10%); batch {BASE['batch']} x {BASE['steps']} steps, state carried, "
              f"Adam lr {BASE['lr']:g}, clip {BASE['clip']:g}. The measure: the validation "
              "perplexity of each run's best epoch (mean over seeds; spread: min-max).", "",
-             f"Text: {_source(first['text'])}. Machine: {first['machine']}; shared with "
+             f"Text: {_source(text)}. Machine: {first['machine']}; shared with "
              "other jobs, so the times are rough.", "",
              "| configuration | flags | best val ppl, mean | min-max | std | vs plain | "
              "best epochs | train ppl at best | final val ppl | s per run |",
@@ -235,7 +238,7 @@ def table(results, epochs, seeds):
 
 def cli_command(name, seed, epochs):
     """The ``npnn train`` command of one run (the text as the shared copy's path)."""
-    flags = {"text": "../shared/data/timemachine.txt", **{k: v for k, v in BASE.items()
+    flags = {"text": "npnn/training/timemachine.txt", **{k: v for k, v in BASE.items()
              if k not in ("minutes", "sample_every", "sample_length", "prefix", "cell",
                           "layers", "iterator", "optimizer", "clip")},
              **CONFIGS[name][0], "epochs": epochs, "seed": seed}
@@ -246,8 +249,7 @@ def cli_command(name, seed, epochs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--text", help="timemachine.txt (default: npnn's copy, else "
-                                  "../shared/data/timemachine.txt)")
+    p.add_argument("--text", help="timemachine.txt (default: the copy shipped with npnn)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
     p.add_argument("--epochs", type=int, default=16, help="epochs of every run (default: 16)")
     p.add_argument("--configs", default=",".join(CONFIGS),
@@ -271,7 +273,7 @@ def main(argv=None):
     with blas_threads(args.threads):
         results = [run_one(name, seed, text, args.epochs, args.out)
                    for name in names for seed in seeds]
-    section = table(results, args.epochs, seeds)
+    section = table(results, args.epochs, seeds, text)
     print(section)
     print(f"({time.time() - t0:.0f} s in all)")
     if args.write:

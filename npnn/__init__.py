@@ -28,8 +28,8 @@ from ._version import __version__
 #: Public names of the library wing and where they live.
 _LIBRARY = {name: "npnn.layers" for name in (
     "Module", "no_grad", "enable_grad", "Recurrent", "RNN", "LSTM", "GRU", "PeepholeLSTM",
-    "CTRNN", "JordanRNN", "DotAttention", "AdditiveAttention", "RNNCell", "LSTMCell",
-    "GRUCell", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss",
+    "CTRNN", "JordanRNN", "LayerNormLSTM", "LayerNormGRU", "DotAttention", "AdditiveAttention",
+    "RNNCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell", "Linear", "Embedding", "Dropout", "SoftmaxCrossEntropy", "MSELoss",
     "Sequential")}
 
 #: Public names of the training wing (reached lazily, never by ``import npnn``).

@@ -249,6 +249,12 @@ def positive_number(v: Any) -> None:
         raise ValueError(f"expected a positive, finite number, got {v!r}")
 
 
+def finite_number(v: Any) -> None:
+    """The rule: a finite int or float."""
+    if not _is_number(v) or not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v!r}")
+
+
 def fraction(v: Any) -> None:
     """The rule: a number in [0, 1)."""
     if not _is_number(v) or not 0 <= v < 1:

@@ -93,6 +93,90 @@ def test_bench_steps_runs(monkeypatch, capsys, torch_peer):
         assert rows and all(r.endswith("| yes |") for r in rows)
 
 
+def test_lm_timemachine_runs_on_the_shipped_text(monkeypatch, tmp_path, capsys):
+    """Issue 21: the d2l reproduction reads The Time Machine shipped with npnn; it used to
+    print 'skipped' and do nothing where ../shared/data held no copy."""
+    from npnn.training.data import TIME_MACHINE
+    lm = _load("lm_timemachine", monkeypatch)
+    assert lm.DEFAULT_TEXT == TIME_MACHINE
+    monkeypatch.setitem(lm.MODELS, "rnn", ("rnn", 16) + lm.MODELS["rnn"][2:])   # (H 512)
+    results = tmp_path / "RESULTS.md"
+    assert lm.main(["--models", "rnn", "--epochs", "1", "--out", str(tmp_path / "runs"),
+                    "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "vocabulary 28, 10,000 training" in out
+    assert "| rnn (H 16, 1 layer) | 1 |" in results.read_text()
+
+
+def test_bench_memory_measures_a_case_in_a_fresh_process(monkeypatch):
+    bench = _load("bench_memory", monkeypatch)
+    full, bounded = bench.measure(60, None), bench.measure(60, 3)
+    assert (full["steps"], full["predicted"]) == (60, 60)
+    assert bounded["steps"] == bounded["predicted"] > 2 * 60
+    for r in (full, bounded):
+        assert r["seconds"] > 0 and r["rss"] > 0 and len(r["times"]) == 1
+    # tracemalloc counts bytes: 3 slots keep less than 60 steps' caches
+    assert bounded["tracemalloc"] < full["tracemalloc"]
+
+
+def test_bench_memory_records_tables_and_extrapolates(monkeypatch, tmp_path, capsys):
+    bench = _load("bench_memory", monkeypatch)
+    # each case in this process (the fresh process is the test above)
+    monkeypatch.setattr(bench, "measure", bench.one)
+    monkeypatch.setattr(bench, "FULL_MAX_T", 30)
+    for name, size in (("N", 2), ("D", 3), ("H", 4)):
+        monkeypatch.setattr(bench, name, size)
+    results = str(tmp_path / "memory.json")
+    assert bench.main(["--T", "30", "--budgets", "3", "--repeat", "2", "--json", results]) == 0
+    sqrt = bench.bptt_policy.sqrt_policy(30).slots
+    cases = {(r["T"], r["memory"]): r for r in bench.load(results)["records"]}
+    assert set(cases) == {(30, None), (30, "sqrt"), (30, sqrt), (30, 3)}
+    assert all(len(r["times"]) == 2 for r in cases.values())     # timed, interleaved
+    # a later run adds its cases and replaces those it measures again; beyond FULL_MAX_T
+    # there is no full BPTT run: the table extrapolates it, and says so
+    assert bench.main(["--T", "40", "--budgets", "3", "--repeat", "1", "--json", results]) == 0
+    assert bench.main(["--T", "30", "--budgets", "3", "--repeat", "1", "--json", results]) == 0
+    records = bench.load(results)["records"]
+    assert sorted((r["T"], str(r["memory"])) for r in records) == sorted(
+        [(30, "None"), (30, "sqrt"), (30, str(sqrt)), (30, "3"), (40, "sqrt"), (40, "3")])
+    table = bench.table(records)
+    assert "| 30 | full BPTT | 30 |" in table and "| 40 | DP | 3 |" in table
+    assert "| 40 | full BPTT (extrapolated from T = 30) | 40 |" in table
+
+
+def test_bench_memory_plot(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    bench = _load("bench_memory", monkeypatch)
+    monkeypatch.setattr(bench, "measure", bench.one)
+    for name, size in (("N", 2), ("D", 3), ("H", 4)):
+        monkeypatch.setattr(bench, name, size)
+    results = str(tmp_path / "memory.json")
+    assert bench.main(["--T", "20", "--budgets", "2", "--repeat", "1", "--json", results]) == 0
+    png = tmp_path / "curves.png"
+    bench.plot(bench.load(results)["records"], str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_bptt_figure_draws_what_the_checkpointed_op_runs(monkeypatch):
+    """docs/figures/bptt_schedule.py records the calls of bptt.py's own checkpointed op:
+    the worked example of docs/derivations.md, T = 6 steps in m = 3 slots."""
+    path = os.path.join(HERE, "..", "docs", "figures", "bptt_schedule.py")
+    if not os.path.exists(path):
+        pytest.skip("docs/ is not beside these tests")
+    spec = importlib.util.spec_from_file_location("bptt_schedule", path)
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+    calls, first_pass, stored, plan = figure.schedule(6, 3)
+    # the first pass: steps 1-2 and 3-4 advanced (caches dropped), 5 advanced, 6 kept;
+    # then 6 backpropagated, 5 recomputed from s_4, 3-4 from s_2, 1-2 from s_0
+    assert [tuple(c) for c in calls] == [
+        ("run", 0, 2, False), ("run", 2, 4, False), ("run", 4, 5, False), ("run", 5, 6, True),
+        ("back", 5, 6, False), ("run", 4, 5, True), ("back", 4, 5, False),
+        ("run", 2, 4, True), ("back", 2, 4, False), ("run", 0, 2, True), ("back", 0, 2, False)]
+    assert first_pass == 4 and stored == [2, 4]
+    assert sum(b - a for kind, a, b, _ in calls if kind == "run") == 11 == plan.predicted_steps()
+
+
 def test_awd_lm_runs_reads_back_and_writes_its_section(monkeypatch, capsys, tmp_path):
     """benchmarks/awd_lm.py on a tiny model: every configuration trains, a second call
     reads the runs back instead of training again, and --write fills its section."""

@@ -84,7 +84,8 @@ def test_checkpointed_equals_full_bptt(name, path, T, N, D, H, memory, masked, s
     assert sum(cache.steps_run) == plan.predicted_steps()
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm", "layernorm_lstm",
+                                  "layernorm_gru"])
 @pytest.mark.parametrize("memory", [1, 3, "sqrt", 20])
 def test_device_no_extra_syncs(name, memory):
     """On the strict CuPy stand-in the checkpointed op runs, equals the NumPy results,
@@ -192,7 +193,7 @@ def test_layer_option_checked_and_shown():
     assert "bptt_memory='sqrt'" in repr(LSTM(2, 3, bptt_memory="sqrt"))
 
 
-def test_bench_memory_runs(monkeypatch, capsys):
+def test_bench_memory_runs(monkeypatch, capsys, tmp_path):
     """benchmarks/bench_memory.py, tiny: its table has every policy and the counts agree."""
     import importlib.util
     import os
@@ -206,9 +207,11 @@ def test_bench_memory_runs(monkeypatch, capsys):
     monkeypatch.setattr(module, "N", 2)
     monkeypatch.setattr(module, "D", 3)
     monkeypatch.setattr(module, "H", 4)
-    assert module.main(["--T", "30", "--budgets", "4", "--repeat", "1"]) == 0
+    monkeypatch.setattr(module, "measure", module.one)         # in this process: tiny sizes
+    assert module.main(["--T", "30", "--budgets", "4", "--repeat", "1",
+                        "--json", str(tmp_path / "records.json")]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 30 ")]
     assert [r.split("|")[2].strip() for r in rows] == ["full BPTT", "sqrt", "DP", "DP"]
     for r in rows:
         cells = [c.strip() for c in r.split("|")]
-        assert cells[8] == cells[9]             # steps predicted == steps run
+        assert cells[9] == cells[10]            # steps predicted == steps run

@@ -1,13 +1,16 @@
 """Text pipeline: tokenizers, Vocab, d2l's two minibatch schemes, corpus loading."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npnn.training.data import (TextCorpus, Vocab, default_corpus, num_batches, read_text,
-                       seq_data_iter_random, seq_data_iter_sequential, split_corpus,
-                       timemachine_lines, tokenize)
+from npnn.training import data
+from npnn.training.data import (TIME_MACHINE, TextCorpus, Vocab, default_corpus, num_batches,
+                                read_text, seq_data_iter_random, seq_data_iter_sequential,
+                                split_corpus, time_machine, timemachine_lines, tokenize)
 
 
 def test_tokenize():
@@ -106,6 +109,19 @@ def test_default_corpus_and_text_corpus():
     assert list(cut.ids) == cut.vocab[list("abca")] and len(cut.vocab) == 7   # vocab: all text
     words = TextCorpus.from_text("a b a\nc a", "word", val_fraction=0.0)
     assert words.vocab.idx_to_token[:2] == ["<unk>", "a"] and len(words.val) == 0
+
+
+def test_the_time_machine_ships_with_npnn():
+    """The text of d2l's chapter 8, package data (no download, no ../shared): the whole
+    book, and d2l's pipeline on it gives d2l's vocabulary of 28 (letters, space, <unk>)."""
+    text = time_machine()
+    assert os.path.dirname(TIME_MACHINE) == os.path.dirname(os.path.abspath(data.__file__))
+    assert text.startswith("The Time Machine\n") and len(text) == 179_693
+    assert text.rstrip().endswith("still lived on in the heart of man.")
+    corpus = TextCorpus.from_text("".join(timemachine_lines(text)), "char", val_fraction=0.0,
+                                  max_tokens=10_000)
+    assert len(corpus.vocab) == 28 and len(corpus) == 10_000
+    assert corpus.vocab.idx_to_token[:5] == ["<unk>", " ", "e", "t", "a"]
 
 
 def test_timemachine_preprocessing_and_split():

@@ -71,6 +71,8 @@ def test_command_line_checks_every_op():
     assert run.returncode == 0, run.stdout + run.stderr
     for op in ("rnn_tanh", "rnn_relu", "lstm", "gru", "linear", "embedding",
                "cross_entropy(mean)", "mse", "sigmoid", "lstm [reference]",
-               "gru(masked) [reference]", "peephole_lstm", "ctrnn", "jordan(O", "gru_step"):
+               "gru(masked) [reference]", "peephole_lstm", "ctrnn", "jordan(O", "gru_step",
+               "layernorm_lstm", "layernorm_lstm(masked)", "layernorm_gru(no bias)",
+               "layernorm_gru_step", "layer_norm"):
         assert f"\n{op} " in run.stdout, op
     assert "FAIL" not in run.stdout and run.stdout.rstrip().endswith("passed")

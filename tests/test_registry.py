@@ -51,6 +51,33 @@ def test_a_registered_cell_runs_everywhere(seventh_cell):
     assert gradient_norms("gru_again", layer, rng.standard_normal((6, 2, 2))).shape == (7,)
 
 
+def test_a_registered_cell_may_keep_any_cache():
+    """Issue 21 (tutorial 6's own cell): the layer read ``cache.x`` of the op's cache, so
+    a cell whose forward returned a cache without that field (a plain tuple) ran forward
+    and failed in backward with AttributeError. The cache is the cell's own business."""
+    def forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, mask=None):
+        out, h_n, cache = F.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, mask=mask)
+        return out, h_n, ("my cache", cache)
+
+    def backward(dout, dh_n, cache):
+        return F.gru_backward(dout, dh_n, cache[1])
+
+    cell = register(Cell("gru_tupled", 3, ("h",), STANDARD, forward, backward))
+    try:
+        rng = np.random.default_rng(0)
+        mine = npnn.Recurrent("gru_tupled", 2, 3, num_layers=2, bidirectional=True,
+                              dtype="float64", seed=0)
+        ref = npnn.GRU(2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+        ref.load_state_dict(mine.state_dict())
+        x = rng.standard_normal((4, 2, 2))
+        out, _ = mine(x, lengths=[4, 2])
+        np.testing.assert_array_equal(out, ref(x, lengths=[4, 2])[0])
+        dout = rng.standard_normal(out.shape)
+        np.testing.assert_array_equal(mine.backward(dout)[0], ref.backward(dout)[0])
+    finally:
+        del CELLS[cell.name]
+
+
 def test_unknown_cells_and_options_are_named():
     with pytest.raises(ValueError, match="expected cell to be one of 'rnn', 'lstm'"):
         get_cell("transformer")

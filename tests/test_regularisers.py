@@ -15,16 +15,20 @@ from hypothesis import strategies as st
 import npnn
 from npnn.backend import to_backend, to_numpy
 from npnn.functional import accel
-from npnn.functional.registry import CELLS, STANDARD, Cell, register
+from npnn.functional.registry import CELLS, STANDARD, Cell, cell_choices, register
 from npnn.functional.regularisers import Zoneout, hash_uniform, zoneout_mask
 from npnn.gradcheck import cases, check_gradients
 from npnn.layers.recurrent import layer_class
 
 from test_accel import TOL, VARIANTS, assert_equal_to_reference, kernel_set, make_case
+from test_gradients import _rounding_level
+from test_layernorm import _torch_formulation
 
 dims = st.integers(1, 5)
 seeds = st.integers(0, 2**32 - 1)
 CELL_NAMES = sorted(CELLS)
+#: the layers' cells ('lstmp' is 'lstm' with proj_size) and the size options each runs with
+LAYER_CELLS = [(c, {}) for c in cell_choices()] + [("lstm", {"proj_size": 1})]
 ACCELERATED = ("rnn", "lstm", "gru")
 
 
@@ -61,15 +65,32 @@ def fixed_masks(rng, cell, T, N, H, which, p=0.4, eval_form=False, backend="nump
          eval_form=False, seed=1)
 @example(cell="jordan", which="rd+zo", T=2, N=1, D=2, H=1, bias=True, masked=False,
          eval_form=True, seed=2)
+@example(cell="layernorm_lstm", which="rd+zo", T=1, N=1, D=1, H=1, bias=True, masked=False,
+         eval_form=False, seed=0)
+@example(cell="layernorm_lstm", which="rd+zo", T=4, N=3, D=2, H=3, bias=False, masked=True,
+         eval_form=False, seed=3)
+@example(cell="layernorm_gru", which="rd+zo", T=3, N=2, D=2, H=3, bias=True, masked=True,
+         eval_form=False, seed=1)
+@example(cell="layernorm_gru", which="zo", T=2, N=2, D=3, H=2, bias=True, masked=False,
+         eval_form=True, seed=4)
 def test_reference_gradients_with_masks_fixed(backend, cell, which, T, N, D, H, bias, masked,
                                               eval_form, seed):
-    """(R1)-(R5) in each cell's reference: dx, the initial states and every parameter."""
+    """(R1)-(R5) in each cell's reference: dx, the initial states and every parameter.
+
+    The layer-normalised cells get test_gradients' rounding floor where a gradient is
+    O(eps_LN) (``_rounding_level``): D or H = 1, or a recurrent mask that keeps at most
+    one unit of a row, whose normalised product m * h_{t-1} W_hh^T then depends on that
+    unit only through its sign."""
     rng = np.random.default_rng(seed)
     options = {**CELLS[cell].options,
                **fixed_masks(rng, cell, T, N, H, which, eval_form=eval_form, backend=backend)}
-    f, inputs = cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend,
-                                     path="reference", sizes=_sizes(cell, H), **options)
-    check_gradients(f, inputs, tol=1e-6, seed=seed, raise_on_failure=True)
+    built = cases.recurrent_case(rng, cell, T, N, D, H, bias, masked, backend,
+                                 path="reference", sizes=_sizes(cell, H), **options)
+    rm = options.get("recurrent_mask")
+    degenerate = cell.startswith("layernorm") and (
+        min(D, H) == 1 or (rm is not None and (to_numpy(rm) != 0).sum(axis=1).min() <= 1))
+    check_gradients(*built, tol=1e-6, seed=seed, raise_on_failure=True,
+                    atol=_rounding_level(built, seed) if degenerate else 0.0)
 
 
 @given(cell=st.sampled_from(ACCELERATED), which=st.sampled_from(["rd", "zo", "rd+zo"]),
@@ -189,6 +210,8 @@ def test_bounded_memory_bptt_replays_zoneout(cell, memory):
     runs = []
     for m in (None, memory):
         out, finals, cache = spec.run(x, [None] * len(S), params, mask, bptt_memory=m, **options)
+        if m == 2:                          # the masks kept: the last segment's, not T steps'
+            assert cache.tail[1].zoneout[0].shape[0] < T and cache.options["zoneout"].key == 123
         dout = np.cos(np.arange(out.size)).reshape(out.shape)
         dx, dinits, grads = spec.run_backward(dout, [np.ones((N, s)) for s in S], cache)
         runs.append([out, *finals, dx, *dinits, *(grads[k] for k in sorted(grads))])
@@ -213,18 +236,15 @@ def _plain_copy(layer, cell):
     return plain
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_layer_gradients_with_every_option_on(cell):
+@pytest.mark.parametrize("cell, sizes", LAYER_CELLS)
+def test_layer_gradients_with_every_option_on(cell, sizes):
     """Two layers, both directions, lengths: the layer's masks fixed by replaying its
     generator from the same state for each forward; every input and parameter entry
     against central differences, with and without bounded memory."""
-    if cell == "lstmp":
-        pytest.skip("the LSTM with projections is 'lstm' with proj_size (below)")
-    sizes = {"proj_size": 1} if cell == "lstm" else {}
-    for kw in ({}, {"bptt_memory": 2}, sizes):
+    for kw in ({}, {"bptt_memory": 2}):
         layer = layer_class(cell)(2, 2, num_layers=2, bidirectional=True, dtype="float64",
                                   seed=0, recurrent_dropout=0.3, zoneout=0.3, weight_drop=0.3,
-                                  **kw)
+                                  **sizes, **kw)
         x = np.random.default_rng(1).standard_normal((4, 3, 2))
         lengths = np.array([4, 2, 3])
         start = layer.rng.bit_generator.state
@@ -245,20 +265,19 @@ def test_layer_gradients_with_every_option_on(cell):
         check_gradients(f, inputs, tol=1e-6, raise_on_failure=True)
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell):
+@pytest.mark.parametrize("cell, sizes", LAYER_CELLS)
+def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes):
     """In eval mode recurrent dropout and weight-drop change nothing and draw nothing;
     zoneout is s_t = p s_{t-1} + (1 - p) s~_t, the reference op given p."""
-    if cell == "lstmp":
-        pytest.skip("reached as 'lstm' with proj_size")
     x = np.random.default_rng(2).standard_normal((6, 2, 3))
-    layer = _layer(cell, recurrent_dropout=0.5, weight_drop=0.5).eval()
-    plain = _plain_copy(layer, cell).eval()
+    layer = _layer(cell, recurrent_dropout=0.5, weight_drop=0.5, **sizes).eval()
+    plain = _layer(cell, seed=99, **sizes).eval()
+    plain.load_state_dict(layer.state_dict())
     state = layer.rng.bit_generator.state
     out, h = layer(x)
     np.testing.assert_array_equal(out, plain(x)[0])
     assert layer.rng.bit_generator.state == state              # nothing drawn
-    zoned = _layer(cell, zoneout=0.25, num_layers=1, bidirectional=False).eval()
+    zoned = _layer(cell, zoneout=0.25, num_layers=1, bidirectional=False, **sizes).eval()
     out, _ = zoned(x)
     spec, S = zoned.spec, zoned.state_sizes
     with accel.use_reference():      # (eval forwards run the prepared steps: to 1e-12)
@@ -415,6 +434,13 @@ def test_ops_refuse_masks_of_the_wrong_shape():
         F.lstm_forward(x, None, None, W_ih, W_hh, zoneout=(None, np.ones((3, 2, 3))))
     with pytest.raises(ValueError, match="expected zoneout for 2 state"):
         F.lstm_forward(x, None, None, W_ih, W_hh, zoneout=(0.5,))
+    g8, g2 = np.ones(8), np.ones(2)                 # the layer-normalised cells' ops alike
+    with pytest.raises(ValueError, match=r"expected recurrent_mask of shape \(N, S\) = \(2, 2\)"):
+        F.layernorm_lstm_forward(x, None, None, W_ih, W_hh, g8, g8, g2,
+                                 recurrent_mask=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"expected zoneout\[0\] of shape \(T, N, S\)"):
+        F.layernorm_gru_forward(x, None, W_ih[:6], W_hh[:6], g8[:6], g8[:6],
+                                zoneout=(np.ones((2, 2, 2)),))
 
 
 # -- a training run with the options on resumes bit for bit -----------------------------
@@ -447,3 +473,66 @@ def test_a_run_with_the_regularisers_resumes_bit_for_bit(tmp_path, monkeypatch):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+# -- the formulation, against PyTorch's autograd -----------------------------------------
+
+def _plain_formulation(torch, cell, tx, h, c, W_ih, W_hh, b_ih, b_hh, tm, zone):
+    """The LSTM's (torch's own cell) or the GRU's step, fed m * h_{t-1} in the recurrent
+    product only, each state zoned: -> out (T, N, H)."""
+    H, outs = h.shape[1], []
+    for t in range(tx.shape[0]):
+        d_h = torch.tensor(zone[0][t])
+        if cell == "lstm":
+            h_new, c_new = torch._VF.lstm_cell(tx[t], (tm * h, c), W_ih, W_hh, b_ih, b_hh)
+            d_c = torch.tensor(zone[1][t])
+            c = d_c * c + (1 - d_c) * c_new
+        else:
+            gi, gh = tx[t] @ W_ih.T + b_ih, (tm * h) @ W_hh.T + b_hh
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h_new = (1 - z) * n + z * h
+        h = d_h * h + (1 - d_h) * h_new
+        outs.append(h)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "layernorm_lstm", "layernorm_gru"])
+def test_the_layers_formulation_against_pytorch(cell):
+    """The papers' equations written with torch's cells and autograd, given the masks the
+    layer drew (read from its cache): W_hh * M (weight-drop); the cell fed m * h_{t-1}
+    in its recurrent product only (the GRU's interpolation reads h_{t-1}; the
+    layer-normalised cells' product is masked before its layer norm); zoneout mixing each
+    state with its previous value (the LSTMs' c un-normalised). Outputs and every
+    gradient, float64."""
+    torch = pytest.importorskip("torch")
+    T, N, D, H = 6, 3, 2, 4
+    layer = layer_class(cell)(D, H, dtype="float64", seed=11, recurrent_dropout=0.4,
+                              zoneout=0.3, weight_drop=0.5)
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((T, N, D)), rng.standard_normal((T, N, H))
+    out, _ = layer(x)
+    stack = layer._caches[-1]
+    cache, M = stack.caches[0], stack.weight_masks[0]
+    m, zone = cache.recurrent_mask, cache.zoneout
+    dx, _ = layer.backward(dout)
+
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    W_ih, b_ih, b_hh = P["weight_ih_l0"], P["bias_ih_l0"], P["bias_hh_l0"]
+    W_hh = P["weight_hh_l0"] * torch.tensor(M)                      # (R6)
+    tm = torch.tensor(m)
+    h, c = torch.zeros(N, H, dtype=torch.float64), torch.zeros(N, H, dtype=torch.float64)
+    if cell.startswith("layernorm"):                                # test_layernorm's equations
+        args = {p.name + "_l0": p.arg for p in CELLS[cell].params}
+        theirs, _ = _torch_formulation(torch, cell, tx, [h, c],
+                                       {**{args[k]: v for k, v in P.items()}, "W_hh": W_hh},
+                                       None, tm, tuple(torch.tensor(d) for d in zone))
+    else:
+        theirs = _plain_formulation(torch, cell, tx, h, c, W_ih, W_hh, b_ih, b_hh, tm, zone)
+    (theirs * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(out, theirs.detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-12)
+    for k, p in P.items():
+        np.testing.assert_allclose(layer.grads[k], p.grad.numpy(), rtol=0, atol=1e-12, err_msg=k)

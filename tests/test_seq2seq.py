@@ -176,3 +176,27 @@ def test_attention_steps_equal_full_calls_and_keep_their_order(kind):
         layer.attend_backward(dcs[0])
     with pytest.raises(RuntimeError, match="no attend_backward"):
         layer.project_backward()
+
+
+@pytest.mark.parametrize("context", ["attention", "luong"])
+def test_attention_weights_of_every_decoder_step(context):
+    """Issue 21 (the tutorials' heat map): a forward keeps every step's weights, (N, T, S),
+    not only the last step's; each row sums to 1 over the source's valid positions, and
+    step t's row is what an attention call on step t's query gives."""
+    rng = np.random.default_rng(3)
+    src, lengths, tgt = _batch(rng, N=3, S=6, T=4)
+    model = Seq2Seq(9, 7, 4, 6, cell="gru", context=context, seed=0)
+    assert model.attention_weights is None
+    model.eval()
+    model(src, lengths, tgt)
+    w = model.attention_weights
+    assert w.shape == (3, 4, 6)
+    valid = np.arange(6)[None, None, :] < lengths[:, None, None]
+    np.testing.assert_allclose(w.sum(axis=2), 1.0, rtol=1e-5)
+    assert np.all(w[~np.broadcast_to(valid, w.shape)] == 0)
+    assert not np.allclose(w[:, 0], w[:, -1])          # the steps differ: not one row repeated
+    if context == "luong":                              # all steps in one call
+        np.testing.assert_array_equal(w, model.attention.weights)
+    else:                                               # the last step is the layer's last call
+        np.testing.assert_array_equal(w[:, -1], model.attention.weights[:, 0])
+    assert Seq2Seq(9, 7, 4, 6, context="concat", seed=0).attention_weights is None

@@ -148,7 +148,7 @@ def test_training_reduces_perplexity_and_samples(text_file, tmp_path):
 def test_config_errors(text_file, tmp_path):
     # lstmp (npnn.LSTM's proj_size) is a cell but no choice: registry.cell_choices()
     with pytest.raises(ValueError, match="cell: expected one of rnn, lstm, gru, peephole_lstm, ctrnn, "
-                                         "jordan, got 'tcn'"):
+                                         "jordan, layernorm_lstm, layernorm_gru, got 'tcn'"):
         Trainer(_config(text_file, cell="tcn"), tmp_path)
     with pytest.raises(ValueError, match="expected a budget"):
         Trainer(_config(text_file, epochs=None, minutes=None), tmp_path)

@@ -21,6 +21,9 @@ from .attention import (AdditiveAttentionCache, AdditiveProjectedCache, DotAtten
 from .ctrnn import CTRNNCache, ctrnn_backward, ctrnn_forward
 from .gru import GRUCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .jordan import JordanCache, jordan_backward, jordan_forward
+from .layernorm import layer_norm, layer_norm_backward
+from .layernorm_gru import LayerNormGRUCache, layernorm_gru_backward, layernorm_gru_forward
+from .layernorm_lstm import LayerNormLSTMCache, layernorm_lstm_backward, layernorm_lstm_forward
 from .linear import (EmbeddingCache, LinearCache, embedding_backward, embedding_forward,
                      linear_backward, linear_forward)
 from .losses import (CrossEntropyCache, MSECache, mse_loss, mse_loss_backward,
@@ -47,6 +50,9 @@ __all__ = [
     "ctrnn_forward", "ctrnn_backward", "CTRNNCache",
     "jordan_forward", "jordan_backward", "JordanCache",
     "peephole_lstm_forward", "peephole_lstm_backward", "PeepholeLSTMCache",
+    "layer_norm", "layer_norm_backward",
+    "layernorm_lstm_forward", "layernorm_lstm_backward", "LayerNormLSTMCache",
+    "layernorm_gru_forward", "layernorm_gru_backward", "LayerNormGRUCache",
     "dot_attention_forward", "dot_attention_backward", "dot_attention_query_backward",
     "DotAttentionCache",
     "additive_attention_forward", "additive_attention_backward", "AdditiveAttentionCache",

@@ -11,6 +11,15 @@ is positive whatever value a gradient step gives log_tau, so a learnt tau can
 never step to zero or below (learning tau itself, one step could, and the next
 forward would fail).
 
+Derived in the site's page "Backpropagation through time, derived", section
+"Continuous-time RNN" (derivations.html#continuous-time-rnn-ctrnn-py;
+docs/derivations.md in the repository, and installed with the wheel as
+share/doc/npnn/derivations.md under ``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.ctrnn_forward``/``_backward``, ``npnn.CTRNN``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
+
 One step forward (``ctrnn_cell``), with k = dt / tau = dt * exp(-log_tau) (H,):
 
     (1) a_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh

@@ -6,6 +6,15 @@ W_yh, so the state carried between steps is the output itself.
 Shapes: D input, H hidden, O output; parameters W_ih (H, D), W_yh (H, O),
 b_h (H,), W_hy (O, H), b_y (O,).
 
+Derived in the site's page "Backpropagation through time, derived", section "Jordan
+network" (derivations.html#jordan-network-jordan-py; docs/derivations.md in the
+repository, and installed with the wheel as share/doc/npnn/derivations.md under
+``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.jordan_forward``/``_backward``, ``npnn.JordanRNN``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
+
 One step forward (``jordan_cell``), from y_{t-1} (y_0 zeros unless given):
 
     (1) h_t = tanh(x_t W_ih^T + b_h + y_{t-1} W_yh^T)

@@ -58,6 +58,15 @@ straight back; they add nothing to (15)-(17).
 
 This file is the reference and there is no acceleration for it: it runs as
 written, on NumPy and CuPy alike.
+
+Derived in the site's page "Backpropagation through time, derived", section "LSTM with
+projections" (derivations.html#lstm-with-projections-lstmp-py; docs/derivations.md in
+the repository, and installed with the wheel as share/doc/npnn/derivations.md under
+``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.lstmp_forward``/``_backward``, ``npnn.LSTM(..., proj_size=P)``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple

@@ -6,6 +6,15 @@ diagonal ("peephole") weight vector, so a gate can time its opening on the
 cell's content rather than only on h. Gate order i, f, g, o as in the LSTM;
 peephole weights w_ci, w_cf, w_co (H,).
 
+Derived in the site's page "Backpropagation through time, derived", section "Peephole
+LSTM" (derivations.html#peephole-lstm-peephole-py; docs/derivations.md in the
+repository, and installed with the wheel as share/doc/npnn/derivations.md under
+``sys.prefix``), with the same equation numbers.
+
+When this code runs: always. The cell has no acceleration, so
+``npnn.functional.peephole_lstm_forward``/``_backward``, ``npnn.PeepholeLSTM``, the models and
+``npnn.functional.fast`` all run this file (on NumPy and on CuPy).
+
 One step forward (``peephole_lstm_cell``), from h_{t-1} and c_{t-1}:
 
     (1) z_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh            (N, 4H)

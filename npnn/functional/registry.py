@@ -35,10 +35,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import accel, bptt, ctrnn, gru, jordan, lstm, lstmp, peephole, rnn
+from . import (accel, bptt, ctrnn, gru, jordan, layernorm_gru, layernorm_lstm, lstm, lstmp,
+               peephole, rnn)
 from .regularisers import Zoneout, zone_forward
-from .._checks import check_step_input
+from .._checks import check_choice, check_step_input
 from .._typing import Array
+
+
 def uniform(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
     """PyTorch's initialisation of every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
     k = 1.0 / math.sqrt(H)
@@ -52,9 +55,71 @@ def log_tau(rng: np.random.Generator, shape: Tuple[int, ...], H: int,
     return np.full(shape, math.log(tau))
 
 
+def zeros(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
+    """0 everywhere (the layer normalisations' biases); draws nothing from ``rng``."""
+    return np.zeros(shape)
+
+
+def ones(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
+    """1 everywhere (the layer normalisations' gains); draws nothing from ``rng``."""
+    return np.ones(shape)
+
+
+def _check_matrix(name: str, shape: Tuple[int, ...]) -> Tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"initialiser {name!r} is for weight matrices, got a parameter of "
+                         f"shape {shape}")
+    return shape[0], shape[1]
+
+
+def orthogonal(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
+    """Orthogonal blocks, as ``torch.nn.init.orthogonal_`` draws one matrix (Saxe et al. 2014).
+
+    A (G*H, C) weight (rows a multiple of H: W_ih, W_hh) is G gate blocks (H, C), each
+    drawn orthogonal on its own, so that every gate's map is; another matrix (H, C),
+    (P, H) is one block. A block (R, C) is Q of the QR factorisation of a standard normal
+    (R, C) (of its transpose when R < C), its columns' signs fixed by diag(R): Haar
+    distributed, with orthonormal columns (R >= C) or rows (R < C)."""
+    rows, cols = _check_matrix("orthogonal", shape)
+    block = H if rows % H == 0 else rows
+    out = np.empty(shape)
+    for k in range(rows // block):
+        a = rng.standard_normal((block, cols))
+        if block < cols:
+            a = a.T
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))                        # (R, C) or (C, R): the Haar measure
+        out[k * block:(k + 1) * block] = q.T if block < cols else q
+    return out
+
+
+def xavier_uniform(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
+    """U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010), the fans those of
+    the whole (rows, cols) matrix (fan_in = cols, fan_out = rows), as
+    ``torch.nn.init.xavier_uniform_`` gives a stacked (G*H, D) weight."""
+    rows, cols = _check_matrix("xavier_uniform", shape)
+    a = math.sqrt(6.0 / (rows + cols))
+    return rng.uniform(-a, a, size=shape)
+
+
+def xavier_normal(rng: np.random.Generator, shape: Tuple[int, ...], H: int) -> np.ndarray:
+    """N(0, s^2), s = sqrt(2 / (fan_in + fan_out)), the fans as ``xavier_uniform``'s."""
+    rows, cols = _check_matrix("xavier_normal", shape)
+    return math.sqrt(2.0 / (rows + cols)) * rng.standard_normal(shape)
+
+
 #: Initialisers by name: ``f(rng, shape, H) -> float64 array``, ``rng`` a NumPy Generator.
 Initializer = Callable[[np.random.Generator, Tuple[int, ...], int], np.ndarray]
-INITIALIZERS: Dict[str, Initializer] = {"uniform": uniform, "log_tau": log_tau}
+INITIALIZERS: Dict[str, Initializer] = {
+    "uniform": uniform, "log_tau": log_tau, "zeros": zeros, "ones": ones,
+    "orthogonal": orthogonal, "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal}
+#: The initialisers a layer's ``init=`` may name (log_tau is the CTRNN's own).
+INIT_CHOICES = ("uniform", "orthogonal", "xavier_uniform", "xavier_normal", "zeros", "ones")
+#: Those that need a matrix.
+MATRIX_INITS = ("orthogonal", "xavier_uniform", "xavier_normal")
+#: A layer's ``init=``: None (each parameter's own), one name for every weight matrix,
+#: or a mapping from parameter names ('weight_hh') to initialiser names.
+InitSpec = Union[None, str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -107,6 +172,9 @@ class Cell:
     ``state_sizes`` gives each state's size symbol (default H for all) and
     ``output`` the output's (default H). ``variant_of`` names the cell whose layer
     runs this one when given this one's size options (see ``resolve``).
+    ``forget_gate`` is the index of the forget gate's block among the G stacked gate
+    blocks (1 in i, f, g, o), or None for a cell without one: a layer's ``forget_bias``
+    goes there (``forget_bias_slice``).
     ``recurrent`` is the argument name of the cell's recurrent weight matrix (the one
     weight-drop masks; None: the cell has none) and ``regularisers`` whether its
     sequence ops take ``recurrent_mask=`` and ``zoneout=`` (``regularisers``).
@@ -126,6 +194,7 @@ class Cell:
     state_sizes: Optional[Tuple[str, ...]] = None
     output: str = "H"
     variant_of: Optional[str] = None
+    forget_gate: Optional[int] = None
     recurrent: Optional[str] = "W_hh"
     regularisers: bool = False
 
@@ -178,7 +247,9 @@ class Cell:
         parameters by argument name -> out (T, N, H), tuple of final states, cache.
         The acceleration's forward where it pays (``accel.pays``), else the reference.
         ``bptt_memory`` (slots or 'sqrt', ``bptt_policy``) keeps states at checkpoints
-        only and recomputes the segments in the backward (``bptt``); None keeps all."""
+        only and recomputes the segments in the backward (``bptt``); None keeps all.
+        ``options`` may hold ``recurrent_mask`` and ``zoneout`` for a cell with
+        ``regularisers`` (``functional/regularisers.py``)."""
         if bptt_memory is not None:
             return bptt.checkpointed_forward(self, x, states, params, mask, bptt_memory,
                                              **options)
@@ -348,6 +419,69 @@ def resolve(name: Optional[str], H: int, options: Mapping[str, Any]
     return cell, {k: given[k] for k in cell.sizes if k in given}, rest
 
 
+def initializer_names(cell: Cell, init: InitSpec = None) -> Dict[str, str]:
+    """Parameter name -> initialiser name for a layer of ``cell`` given ``init``: each
+    parameter's own (``Param.init``) where ``init`` is None; one name of
+    ``INIT_CHOICES`` for every weight matrix (the 2-D parameters; biases, gains and time
+    constants keep theirs); or a mapping from some of the cell's parameter names
+    ('weight_hh', 'weight_ih', ...) to names, the others keeping theirs."""
+    names = {p.name: p.init for p in cell.params}
+    matrices = {p.name for p in cell.params if len(p.shape) == 2}
+    if init is None:
+        return names
+    if isinstance(init, str):
+        check_choice("init", init, INIT_CHOICES)
+        return {k: init if k in matrices else v for k, v in names.items()}
+    if not isinstance(init, Mapping):
+        raise TypeError(f"expected init to be None, an initialiser's name or a mapping from "
+                        f"parameter names to initialisers' names, got {type(init).__name__}")
+    for k, v in init.items():
+        check_choice(f"a key of init (cell '{cell.name}')", k, tuple(names))
+        check_choice(f"init[{k!r}]", v, INIT_CHOICES)
+        if v in MATRIX_INITS and k not in matrices:
+            raise ValueError(f"expected init[{k!r}] to be an initialiser for vectors "
+                             f"({k} is not a matrix), got {v!r}")
+    return {**names, **init}
+
+
+def check_forget_bias(cell: Cell, forget_bias: Optional[float], bias: bool) -> Optional[float]:
+    """A layer's ``forget_bias``: None, or a finite number for a cell with a forget gate and
+    biases (it is added to the forget gate's slice of bias_ih: ``forget_bias_slice``)."""
+    if forget_bias is None:
+        return None
+    if cell.forget_gate is None:
+        raise ValueError(f"expected forget_bias=None for cell '{cell.name}', which has no "
+                         f"forget gate, got {forget_bias!r}")
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.floating,
+                                                                     np.integer)) \
+            or not math.isfinite(forget_bias):
+        raise ValueError(f"expected forget_bias to be a finite number or None, "
+                         f"got {forget_bias!r}")
+    if not bias:
+        raise ValueError(f"expected bias=True with forget_bias={forget_bias!r} (it is added to "
+                         f"bias_ih), got bias=False")
+    return float(forget_bias)
+
+
+def forget_bias_slice(cell: Cell, H: int) -> slice:
+    """The forget gate's rows of a (G*H,) bias: where ``forget_bias`` goes."""
+    if cell.forget_gate is None:
+        raise ValueError(f"cell '{cell.name}' has no forget gate")
+    return slice(cell.forget_gate * H, (cell.forget_gate + 1) * H)
+
+
+def init_param(cell: Cell, p: Param, shape: Tuple[int, ...], rng: np.random.Generator, H: int,
+               init: Optional[str] = None, forget_bias: Optional[float] = None) -> np.ndarray:
+    """Parameter ``p`` of ``cell`` (float64) drawn from ``rng`` by the initialiser ``init``
+    (its own, ``p.init``, where None), with ``forget_bias`` added to the forget gate's slice
+    where ``p`` is bias_ih: b_ih + b_hh then starts forget_bias above the other gates'
+    (Gers et al. 2000; Jozefowicz et al. 2015 set the forget gate's bias to 1)."""
+    value = INITIALIZERS[init or p.init](rng, shape, H)
+    if forget_bias is not None and p.name == "bias_ih":
+        value[forget_bias_slice(cell, H)] += forget_bias
+    return value
+
+
 def cell_choices() -> Tuple[str, ...]:
     """The cells a model, config or CLI may offer: those that are no variant of another
     (a variant is reached through its base's size option: 'lstm' + proj_size)."""
@@ -369,14 +503,14 @@ register(Cell("rnn", 1, ("h",), STANDARD, rnn.rnn_forward, rnn.rnn_backward,
               choices={"nonlinearity": rnn.NONLINEARITIES}, regularisers=True))
 register(Cell("lstm", 4, ("h", "c"), STANDARD, lstm.lstm_forward, lstm.lstm_backward,
               accelerated=accel.lstm, step_forward=lstm.lstm_step_forward,
-              step_backward=lstm.lstm_step_backward, regularisers=True))
+              step_backward=lstm.lstm_step_backward, forget_gate=1, regularisers=True))
 register(Cell("gru", 3, ("h",), STANDARD, gru.gru_forward, gru.gru_backward,
               accelerated=accel.gru, step_forward=gru.gru_step_forward,
               step_backward=gru.gru_step_backward, regularisers=True))
 register(Cell("peephole_lstm", 4, ("h", "c"),
               STANDARD + (Param("weight_ci", "w_ci", ("H",)), Param("weight_cf", "w_cf", ("H",)),
                           Param("weight_co", "w_co", ("H",))),
-              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward,
+              peephole.peephole_lstm_forward, peephole.peephole_lstm_backward, forget_gate=1,
               regularisers=True))
 register(Cell("ctrnn", 1, ("h",), STANDARD + (Param("log_tau", "log_tau", ("H",), init="log_tau"),),
               ctrnn.ctrnn_forward, ctrnn.ctrnn_backward, {"dt": 1.0}, regularisers=True))
@@ -389,4 +523,21 @@ register(Cell("jordan", 1, ("y",),
 register(Cell("lstmp", 4, ("h", "c"), (STANDARD[0], Param("weight_hh", "W_hh", ("G*H", "P")))
               + STANDARD[2:] + (Param("weight_hr", "W_hr", ("P", "H")),),
               lstmp.lstmp_forward, lstmp.lstmp_backward, sizes={"proj_size": "P"},
-              state_sizes=("P", "H"), output="P", variant_of="lstm", regularisers=True))
+              state_sizes=("P", "H"), output="P", variant_of="lstm", forget_gate=1,
+              regularisers=True))
+register(Cell("layernorm_lstm", 4, ("h", "c"),
+              STANDARD + (Param("ln_ih_weight", "gamma_ih", ("G*H",), init="ones"),
+                          Param("ln_ih_bias", "beta_ih", ("G*H",), bias=True, init="zeros"),
+                          Param("ln_hh_weight", "gamma_hh", ("G*H",), init="ones"),
+                          Param("ln_hh_bias", "beta_hh", ("G*H",), bias=True, init="zeros"),
+                          Param("ln_c_weight", "gamma_c", ("H",), init="ones"),
+                          Param("ln_c_bias", "beta_c", ("H",), bias=True, init="zeros")),
+              layernorm_lstm.layernorm_lstm_forward, layernorm_lstm.layernorm_lstm_backward,
+              forget_gate=1, regularisers=True))
+register(Cell("layernorm_gru", 3, ("h",),
+              STANDARD + (Param("ln_ih_weight", "gamma_ih", ("G*H",), init="ones"),
+                          Param("ln_ih_bias", "beta_ih", ("G*H",), bias=True, init="zeros"),
+                          Param("ln_hh_weight", "gamma_hh", ("G*H",), init="ones"),
+                          Param("ln_hh_bias", "beta_hh", ("G*H",), bias=True, init="zeros")),
+              layernorm_gru.layernorm_gru_forward, layernorm_gru.layernorm_gru_backward,
+              regularisers=True))

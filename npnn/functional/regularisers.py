@@ -61,16 +61,23 @@ from ..backend import elementwise_kernel
 GOLDEN = 0x9E3779B97F4A7C15
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
+#: The hash in CUDA C, shared by the device kernels: from ``c`` (unsigned long long, the
+#: element's counter) and ``key``, ``u`` (double) in [0, 1), as ``hash_uniform`` computes it.
+SPLITMIX_UNIFORM = """
+    unsigned long long z = key + c * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z = z ^ (z >> 31);
+    const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
+"""
+
 #: Zoneout's keep-masks of steps [start, start + T) for state k of K, one kernel:
 #: element i (of T * NS) is step start + i / NS, counter ((t * K + k) * NS + i % NS).
 ZONEOUT_KERNEL = ("uint64 key, int64 start, int64 K, int64 k, int64 NS, float64 p", "T keep", """
     const long long t = start + (long long)(i / NS), j = (long long)(i % NS);
-    unsigned long long z = key + (unsigned long long)((t * K + k) * NS + j)
-                                 * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z = z ^ (z >> 31);
-    keep = (double)(z >> 11) * (1.0 / 9007199254740992.0) < p ? (T)1 : (T)0;
+    const unsigned long long c = (unsigned long long)((t * K + k) * NS + j);""" +
+                  SPLITMIX_UNIFORM + """
+    keep = u < p ? (T)1 : (T)0;
     """, "npnn_zoneout_mask")
 
 

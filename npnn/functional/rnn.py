@@ -45,6 +45,20 @@ This file is the reference; ``accel/rnn.py`` computes the same numbers faster
 and is tested against it. Called directly, the functions here always run
 this reference; the registry (``Cell.run``) and ``npnn.functional.fast`` choose
 the acceleration where it pays (``NPNN_ACCEL=0`` keeps the work here).
+
+Derived in the site's page "Backpropagation through time, derived", section "Vanilla
+RNN" (derivations.html#vanilla-rnn-rnn-py; docs/derivations.md in the repository, and
+installed with the wheel as share/doc/npnn/derivations.md under ``sys.prefix``), with
+the same equation numbers.
+
+When this code runs: at every call of ``npnn.functional.rnn_forward`` and
+``rnn_backward`` (and of the step functions), at any size: a breakpoint here
+stops. ``npnn.RNN``, the models and ``npnn.functional.fast`` run ``accel/rnn.py``
+instead where ``accel.pays`` for the input (sequences long enough to repay its
+set-up), and the forward-only steps of ``accel/rnn.py`` for a forward that keeps no
+cache (eval mode, ``no_grad``, decoding); they run this file for short
+sequences, for single steps of a cell layer, and everywhere inside
+``npnn.functional.accel.use_reference()`` or with ``NPNN_ACCEL=0``.
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple

@@ -16,6 +16,7 @@ from .. import functional as F
 from .._typing import Array, CheckedFunction, Vjp
 from ..backend import to_backend
 from ..functional.accel import use_acceleration, use_reference
+from ..functional.layernorm import layer_norm, layer_norm_backward
 from ..functional.registry import CELLS
 
 #: A case: the checked function and its inputs by name.
@@ -223,6 +224,28 @@ def activation_case(rng: np.random.Generator, name: str, shape: Tuple[int, ...] 
     return f, inputs
 
 
+def layer_norm_case(rng: np.random.Generator, lead: Tuple[int, ...] = (2, 3), K: int = 4,
+                    beta: bool = True, backend: str = "numpy") -> Case:
+    """Layer normalisation over the last axis (``functional/layernorm.py``): gradients
+    w.r.t. the input, the gain and the bias. The input's spread (0.01) is of the order of
+    sqrt(eps): eps matters in (L3), and K = 2 stays well conditioned (for a spread much
+    larger than sqrt(eps), a_hat is +-1 up to O(eps) there, and da is O(eps), at the
+    finite differences' rounding level)."""
+    inputs = {"a": _normal(rng, tuple(lead) + (K,), backend, 0.01),
+              "gamma": _normal(rng, (K,), backend, 1.0)}
+    if beta:
+        inputs["beta"] = _normal(rng, (K,), backend)
+
+    def f(a: Array, gamma: Array, beta: Optional[Array] = None) -> Tuple[Array, Vjp]:
+        y, a_hat, rstd = layer_norm(a, gamma, beta)
+
+        def vjp(dy: Array) -> Dict[str, Array]:
+            da, dgamma, dbeta = layer_norm_backward(dy, a_hat, rstd, gamma)
+            return {"a": da, "gamma": dgamma, **({"beta": dbeta} if beta is not None else {})}
+        return y, vjp
+    return f, inputs
+
+
 def _key_mask(rng: np.random.Generator, N: int, S: int, backend: str) -> Array:
     """Random valid-key mask (N, S) with at least one valid key per row."""
     lengths = rng.integers(1, S + 1, size=N)
@@ -301,6 +324,7 @@ def builtin_cases(rng: np.random.Generator, backend: str = "numpy") -> Iterator[
                                                                label_smoothing=0.1, backend=b)
     yield "cross_entropy(weights)", cross_entropy_case(rng, weighted=True, backend=b)
     yield "mse", mse_case(rng, backend=b)
+    yield "layer_norm", layer_norm_case(rng, backend=b)
     yield "attention(scaled dot, masked)", attention_case(rng, "dot", backend=b)
     yield "attention(dot)", attention_case(rng, "dot", scale=1.0, masked=False, backend=b)
     yield "attention(additive, masked)", attention_case(rng, "additive", backend=b)

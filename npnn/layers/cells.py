@@ -4,7 +4,8 @@ For models that step by hand (decoders, generation): call ``forward`` once per
 step, then ``backward`` once per step in reverse order; each backward consumes
 the most recent forward's cache. Parameters: ``weight_ih`` (G*H, D),
 ``weight_hh`` (G*H, H), ``bias_ih``, ``bias_hh`` (G*H,), initialised
-U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch. A step is the registry cell's step
+U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch (``init`` and ``forget_bias`` as for the
+recurrent layers, ``npnn.Recurrent``). A step is the registry cell's step
 (``npnn.functional.registry``), so every registered cell could have one; its
 parameters' initialisers, its states' sizes and its options' allowed values
 come from there too.
@@ -17,7 +18,8 @@ from numpy.typing import DTypeLike
 from .._checks import (check_bool, check_choice, check_dtype, check_float, check_layer_dtype,
                        check_positive_int, check_same_backend, check_shape)
 from .._typing import Array, Seed, States
-from ..functional.registry import INITIALIZERS, from_states, resolve
+from ..functional.registry import (InitSpec, check_forget_bias, from_states, init_param,
+                                  initializer_names, resolve)
 from .base import Module, make_rng
 
 
@@ -26,7 +28,8 @@ class _Cell(Module):
     cell: Optional[str] = None
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 dtype: DTypeLike = "float32", seed: Seed = None, **options: Any) -> None:
+                 dtype: DTypeLike = "float32", seed: Seed = None, init: InitSpec = None,
+                 forget_bias: Optional[float] = None, **options: Any) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -38,17 +41,25 @@ class _Cell(Module):
         self.state_sizes = tuple(S for _, S in self.spec.state_shapes(1, self.hidden_size,
                                                                       **self.sizes))
         self.bias = check_bool("bias", bias)
+        self.init = init
+        inits = initializer_names(self.spec, init)          # parameter name -> initialiser
+        self.forget_bias = check_forget_bias(self.spec, forget_bias, self.bias)
         self.dtype = check_dtype(dtype)
         rng = make_rng(seed)
         shapes = self.spec.param_shapes(self.input_size, self.hidden_size, self.bias,
                                         **self.sizes)
         for p, shape in shapes:
-            init = INITIALIZERS[p.init](rng, shape, self.hidden_size)
-            self._add_param(p.name, init.astype(self.dtype))
+            value = init_param(self.spec, p, shape, rng, self.hidden_size, inits[p.name],
+                               self.forget_bias)
+            self._add_param(p.name, value.astype(self.dtype))
         self._args = {p.arg: p.name for p, _ in shapes}     # op argument -> parameter name
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        s = f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        for name in ("init", "forget_bias"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
 
     def _weights(self) -> Dict[str, Array]:
         """Op argument name -> parameter."""
@@ -142,8 +153,10 @@ class RNNCell(_Cell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", dtype: DTypeLike = "float32",
-                 seed: Seed = None) -> None:
-        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
+                 seed: Seed = None, init: InitSpec = None,
+                 forget_bias: Optional[float] = None) -> None:
+        super().__init__(input_size, hidden_size, bias, dtype, seed, init, forget_bias,
+                         nonlinearity=nonlinearity)
 
     @property
     def nonlinearity(self) -> str:
@@ -164,3 +177,18 @@ class LSTMCell(_Cell):
     def backward(self, dh: Optional[Array],  # type: ignore[override]
                  dc: Optional[Array] = None) -> Tuple[Array, States]:
         return super().backward(dh, dc)
+
+
+class LayerNormLSTMCell(LSTMCell):
+    """One step of ``npnn.LayerNormLSTM`` (``functional/layernorm_lstm.py``); states are
+    tuples (h, c), c un-normalised. Parameters: PyTorch's four and ``ln_ih_weight``,
+    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,), ``ln_c_weight``, ``ln_c_bias``
+    (H,). ``backward(dh, dc=None)`` -> dx, (dh0, dc0)."""
+    cell = "layernorm_lstm"
+
+
+class LayerNormGRUCell(_Cell):
+    """One step of ``npnn.LayerNormGRU`` (``functional/layernorm_gru.py``), gate order r, z, n.
+    Parameters: PyTorch's four and ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``,
+    ``ln_hh_bias`` (3H,)."""
+    cell = "layernorm_gru"

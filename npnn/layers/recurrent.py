@@ -39,9 +39,10 @@ from .._checks import (check_bool, check_choice, check_dropout, check_dtype, che
                        check_integer, check_layer_dtype, check_positive_int, check_same_backend,
                        check_shape)
 from ..functional.bptt_policy import check_memory
-from ..functional.regularisers import Zoneout
-from ..functional.registry import (INITIALIZERS, Cell, Param, as_states, from_states, get_cell,
-                                  resolve, size_options)
+from ..functional.regularisers import SPLITMIX_UNIFORM, Zoneout
+from ..functional.registry import (INITIALIZERS, Cell, InitSpec, Param, as_states,
+                                  check_forget_bias, from_states, get_cell, init_param,
+                                  initializer_names, resolve, size_options)
 from ..backend import backend_name, elementwise_kernel, get_array_module, is_array, to_backend
 from .._typing import Array, ArrayModule, Seed, States
 from .base import Module, make_rng
@@ -62,11 +63,8 @@ class _StackCache(NamedTuple):
 #: the top 53 bits of splitmix64(key + i * golden), a counter-based hash: no generator
 #: state on the device, and the same key gives the same mask on any device.
 DROPOUT_KERNEL = ("uint64 key, float64 p, T scale", "T mask", """
-    unsigned long long z = key + (unsigned long long)i * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z = z ^ (z >> 31);
-    mask = (double)(z >> 11) * (1.0 / 9007199254740992.0) >= p ? scale : (T)0;
+    const unsigned long long c = (unsigned long long)i;""" + SPLITMIX_UNIFORM + """
+    mask = u >= p ? scale : (T)0;
     """, "npnn_dropout_mask")
 
 
@@ -93,11 +91,23 @@ class Recurrent(Module):
 
     ``npnn.Recurrent(cell, input_size, hidden_size, num_layers=1, bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
-    **options)``, ``cell`` a name from ``npnn.functional.registry.CELLS`` and
-    ``options`` that cell's extra options (e.g. ``nonlinearity`` for 'rnn') and size
-    options (``proj_size`` for 'lstm', which then runs the variant 'lstmp':
-    ``functional.registry.resolve``). The named subclasses below fix the cell and
-    take PyTorch's signatures, plus ``bptt_memory``.
+    bptt_memory=None, init=None, forget_bias=None, **options)``, ``cell`` a name from
+    ``npnn.functional.registry.CELLS`` and ``options`` that cell's extra options (e.g.
+    ``nonlinearity`` for 'rnn') and size options (``proj_size`` for 'lstm', which then
+    runs the variant 'lstmp': ``functional.registry.resolve``). The named subclasses
+    below fix the cell and take PyTorch's signatures, plus ``bptt_memory``, ``init`` and
+    ``forget_bias``.
+
+    ``init`` chooses the initialisers (``functional.registry.initializer_names``): None,
+    each parameter's own (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for the weights and biases,
+    1 and 0 for layer-norm gains and biases); a name ('orthogonal', 'xavier_uniform',
+    'xavier_normal', 'uniform', 'zeros', 'ones') for every weight matrix; or a mapping from
+    parameter names to names, e.g. ``{'weight_hh': 'orthogonal', 'weight_ih':
+    'xavier_uniform'}`` (Keras's defaults). 'orthogonal' draws each gate's H x H (or H x D)
+    block of a stacked weight orthogonal on its own. ``forget_bias`` (cells with a forget
+    gate: the LSTMs) is added to the forget gate's slice of every ``bias_ih`` after it is
+    drawn, so b_ih + b_hh starts that much higher for f (Jozefowicz et al. 2015: 1.0);
+    ``bias_hh`` is left as drawn. Cells without a forget gate refuse it.
 
     ``recurrent_dropout``, ``zoneout`` and ``weight_drop`` (each a probability in [0, 1),
     default 0: off) regularise inside the recurrence (``functional/regularisers.py``,
@@ -149,7 +159,8 @@ class Recurrent(Module):
     def _build(self, cell: Cell, input_size: int, hidden_size: int, num_layers: int = 1,
                bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                bidirectional: bool = False, dtype: DTypeLike = "float32", seed: Seed = None,
-               bptt_memory: Union[int, str, None] = None, recurrent_dropout: float = 0.0,
+               bptt_memory: Union[int, str, None] = None, init: InitSpec = None,
+               forget_bias: Optional[float] = None, recurrent_dropout: float = 0.0,
                zoneout: Union[float, Sequence[float]] = 0.0, weight_drop: float = 0.0,
                **options: Any) -> None:
         super().__init__()
@@ -176,6 +187,9 @@ class Recurrent(Module):
         self._check_regularisers(recurrent_dropout, zoneout, weight_drop)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.bias = check_bool("bias", bias)
+        self.init = init
+        self._inits = initializer_names(cell, init)         # parameter name -> initialiser
+        self.forget_bias = check_forget_bias(cell, forget_bias, self.bias)
         self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = check_dropout(dropout)
         if self.dropout > 0 and self.num_layers == 1:
@@ -208,14 +222,18 @@ class Recurrent(Module):
             self.zoneout: Union[float, Tuple[float, ...]] = rates
         else:
             self.zoneout = check_dropout(zoneout, "zoneout")
-            rates = (self.zoneout,) * cell.n_states
-        self._zoneout_rates = rates
-        if (self.recurrent_dropout or any(rates)) and not cell.regularisers:
+        if (self.recurrent_dropout or any(self._zoneout_rates)) and not cell.regularisers:
             raise ValueError(f"cell '{cell.name}' does not take recurrent_dropout or zoneout "
                              f"(its ops have no recurrent_mask= and zoneout=)")
         if self.weight_drop and cell.recurrent is None:
             raise ValueError(f"weight_drop masks the recurrent weight matrix, and cell "
                              f"'{cell.name}' has none: got weight_drop={self.weight_drop}")
+
+    @property
+    def _zoneout_rates(self) -> Tuple[float, ...]:
+        """Zoneout's p per state (``zoneout`` may be one p for all)."""
+        z = self.zoneout
+        return tuple(z) if isinstance(z, tuple) else (z,) * self.spec.n_states
 
     def _draw_regularisers(self, weights: Dict[str, Array], like: Array, N: int
                            ) -> Tuple[Dict[str, Array], Dict[str, Any], Optional[Array]]:
@@ -250,9 +268,11 @@ class Recurrent(Module):
         return self.spec.param_shapes(d_in, self.hidden_size, self.bias, **self.sizes)
 
     def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
-        """Parameter ``p`` (a registry Param) drawn by its initialiser from ``self.rng``
-        (PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's cells)."""
-        return INITIALIZERS[p.init](self.rng, shape, self.hidden_size).astype(self.dtype)
+        """Parameter ``p`` (a registry Param) drawn by its initialiser (``init``; by default
+        PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for all of PyTorch's parameters) from
+        ``self.rng``, ``forget_bias`` added where it goes."""
+        return init_param(self.spec, p, shape, self.rng, self.hidden_size, self._inits[p.name],
+                          self.forget_bias).astype(self.dtype)
 
     def _op_options(self, xp: ArrayModule) -> Dict[str, Any]:
         """The cell options passed to its op with every call."""
@@ -318,6 +338,9 @@ class Recurrent(Module):
                 s += f", {name}={getattr(self, name)!r}"
         if self.bptt_memory is not None:
             s += f", bptt_memory={self.bptt_memory!r}"
+        for name in ("init", "forget_bias"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)!r}"
         for name, default in self.spec.options.items():
             if self.options[name] != default:
                 s += f", {name}={self.options[name]!r}"
@@ -398,7 +421,8 @@ class Recurrent(Module):
         """The gradients of a backward, checked against the forward of cache ``c`` ->
         time-major d_out (T, N, dirs*H_out) and the list of final-state gradients."""
         H, dirs = self.output_size, self.num_directions
-        xp = get_array_module(c.caches[0].x)
+        # the parameters' backend (a registered cell's cache is its own business: any type)
+        xp = get_array_module(next(iter(self.params.values())))
         shape = (c.T, c.N, dirs * H)
         if d_out is None:
             d_layer = xp.zeros(shape, dtype=self.dtype)
@@ -551,7 +575,8 @@ class RNN(Recurrent):
 
     ``npnn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
-    bptt_memory=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
+    bptt_memory=None, init=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
+    (``forget_bias``: refused, it has no forget gate)
     """
     cell = "rnn"
 
@@ -559,11 +584,12 @@ class RNN(Recurrent):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype: DTypeLike = "float32",
                  seed: Seed = None, bptt_memory: Union[int, str, None] = None,
+                 init: InitSpec = None, forget_bias: Optional[float] = None,
                  recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
                  weight_drop: float = 0.0) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, bptt_memory, recurrent_dropout, zoneout,
-                         weight_drop, nonlinearity=nonlinearity)
+                         bidirectional, dtype, seed, bptt_memory, init, forget_bias,
+                         recurrent_dropout, zoneout, weight_drop, nonlinearity=nonlinearity)
 
     @property
     def nonlinearity(self) -> str:
@@ -617,14 +643,15 @@ class CTRNN(Recurrent):
                  tau: float = 2.0, learn_tau: bool = True, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = "float32", seed: Seed = None,
-                 bptt_memory: Union[int, str, None] = None, recurrent_dropout: float = 0.0,
+                 bptt_memory: Union[int, str, None] = None, init: InitSpec = None,
+                 forget_bias: Optional[float] = None, recurrent_dropout: float = 0.0,
                  zoneout: Union[float, Sequence[float]] = 0.0, weight_drop: float = 0.0) -> None:
         if not float(dt) > 0 or not float(tau) > 0:
             raise ValueError(f"expected dt > 0 and tau > 0, got dt={dt!r}, tau={tau!r}")
         self.tau, self.learn_tau = float(tau), bool(learn_tau)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, bptt_memory, recurrent_dropout, zoneout,
-                         weight_drop, dt=float(dt))
+                         bidirectional, dtype, seed, bptt_memory, init, forget_bias,
+                         recurrent_dropout, zoneout, weight_drop, dt=float(dt))
 
     @property
     def dt(self) -> float:
@@ -635,7 +662,7 @@ class CTRNN(Recurrent):
         return shapes if self.learn_tau else [(p, s) for p, s in shapes if p.name != "log_tau"]
 
     def _init_param(self, p: Param, shape: Tuple[int, ...]) -> Array:
-        if p.init == "log_tau":
+        if self._inits[p.name] == "log_tau":
             draw = INITIALIZERS["log_tau"]
             # INITIALIZERS' type is the common (rng, shape, H); 'log_tau' also takes tau
             init = draw(self.rng, shape, self.hidden_size, self.tau)  # type: ignore[call-arg]
@@ -656,6 +683,39 @@ class JordanRNN(Recurrent):
     is the output y. Parameters per layer and direction: ``weight_ih`` (H, D),
     ``weight_yh`` (H, H), ``weight_hy`` (H, H), ``bias_h``, ``bias_y`` (H,)."""
     cell = "jordan"
+
+
+class LayerNormLSTM(Recurrent):
+    """Layer-normalised LSTM (Ba et al. 2016, ``functional/layernorm_lstm.py``), gate order
+    i, f, g, o; ``hx`` and ``h_n`` are tuples (h, c), c carried un-normalised.
+
+    ``npnn.LayerNormLSTM(input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, init=None, forget_bias=None, recurrent_dropout=0.0, zoneout=0.0,
+    weight_drop=0.0)``; ``zoneout`` may be a pair (p_h, p_c), c the un-normalised cell
+    state, and recurrent dropout masks h_{t-1} before the recurrent layer norm. Per layer
+    and direction: PyTorch's ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (so an
+    ``nn.LSTM``'s weights load with ``strict=False``) and the layer normalisations'
+    ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,),
+    ``ln_c_weight``, ``ln_c_bias`` (H,), gains initialised to 1 and biases to 0.
+    ``bias=False`` drops every bias.
+    """
+    cell = "layernorm_lstm"
+
+
+class LayerNormGRU(Recurrent):
+    """Layer-normalised GRU (``functional/layernorm_gru.py``), gate order r, z, n, PyTorch's
+    GRU with x W_ih^T and h W_hh^T each layer-normalised over its 3H features.
+
+    ``npnn.LayerNormGRU(input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, dtype='float32', seed=None,
+    bptt_memory=None, init=None, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0)``
+    (recurrent dropout masks h_{t-1} before the recurrent layer norm). Per layer and
+    direction: PyTorch's four parameters and ``ln_ih_weight``, ``ln_ih_bias``,
+    ``ln_hh_weight``, ``ln_hh_bias`` (3H,), gains initialised to 1 and biases to 0.
+    ``bias=False`` drops every bias.
+    """
+    cell = "layernorm_gru"
 
 
 def layer_class(cell: str) -> Type[Recurrent]:

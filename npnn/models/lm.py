@@ -20,7 +20,7 @@ from .._checks import (check_choice, check_dropout, check_dtype, check_index_ran
 from .._typing import Array, Seed, States
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..functional import log_softmax
-from ..functional.registry import CELLS, as_states, from_states, get_cell
+from ..functional.registry import CELLS, InitSpec, as_states, from_states, get_cell
 from ..layers import Dropout, Embedding, Linear, Module, no_grad
 from ..layers.base import make_rng
 from ..layers.recurrent import layer_class, select_state
@@ -64,6 +64,8 @@ class RNNLM(Module):
             inside the recurrence (``npnn.Recurrent``; ``functional/regularisers.py``),
             each a probability in [0, 1), zoneout also one per state; 0: off.
         vocab, token: a ``npnn.data.Vocab`` and 'char'/'word', for ``generate`` on text.
+        init, forget_bias: the recurrent layers' initialisers and forget-gate bias
+            (``npnn.Recurrent``); None: PyTorch's initialisation.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int = 256, cell: str = "gru",
@@ -71,6 +73,7 @@ class RNNLM(Module):
                  tie_weights: bool = False, nonlinearity: str = "tanh",
                  dtype: DTypeLike = "float32", seed: Seed = None,
                  vocab: Optional[Vocabulary] = None, token: str = "char",
+                 init: InitSpec = None, forget_bias: Optional[float] = None,
                  recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
                  weight_drop: float = 0.0, embedding_dropout: float = 0.0) -> None:
         super().__init__()
@@ -98,8 +101,9 @@ class RNNLM(Module):
         self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,
                                      num_layers=num_layers,
                                      dropout=dropout if num_layers > 1 else 0.0, dtype=dtype,
-                                     seed=self.rng, recurrent_dropout=recurrent_dropout,
-                                     zoneout=zoneout, weight_drop=weight_drop, **extra)
+                                     seed=self.rng, init=init, forget_bias=forget_bias,
+                                     recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                                     weight_drop=weight_drop, **extra)
         self.drop = Dropout(dropout, seed=self.rng)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype, seed=self.rng)
         self.tie_weights = bool(tie_weights)

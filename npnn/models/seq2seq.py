@@ -78,7 +78,15 @@ class Seq2Seq(Module):
         reverse_source: reverse each source within its length before encoding.
         decoder_init: 'state' (the encoder's final states, (h, c) for an LSTM) or
             'h' (h alone, the other states zero).
+
+    After a forward with context 'attention' or 'luong', ``attention_weights`` holds
+    the attention weights of every decoder step over the source positions, (N, T, S)
+    (each row sums to 1 over a source's valid positions), for plotting; None before
+    one, and with the other contexts.
     """
+
+    #: (N, T, S) attention weights of the last forward (see the class docstring)
+    attention_weights: Optional[Array] = None
 
     def __init__(self, src_vocab: int, tgt_vocab: int, embed_size: int = 32,
                  hidden_size: int = 64, num_layers: int = 1, cell: str = "gru",
@@ -256,19 +264,23 @@ class Seq2Seq(Module):
             dec_out, _ = self.decoder(xp.concatenate([emb, ctx], axis=2), state0)
         elif self.context == "attention":
             keys = self.attention.project(enc_out)     # what depends on the keys alone: once
-            state, outs, ctxs = state0, [], []
+            state, outs, ctxs, weights = state0, [], [], []
             for t in range(T):
                 query = as_states(state)[0][-1]                                # (N, H)
                 c = self.attention.attend(query, keys, enc_out, mask)          # (N, dirs*H)
+                # index: attend() has just set the weights, (N, 1, S)
+                weights.append(self.attention.weights[:, 0])  # type: ignore[index]
                 out, state = self.decoder(xp.concatenate([c, emb[t]], axis=1)[None], state)
                 outs.append(out[0])
                 ctxs.append(c)
             dec_out = xp.stack(outs)                                           # (T, N, H)
             ctx = xp.stack(ctxs)                                               # (T, N, dirs*H)
+            self.attention_weights = xp.stack(weights, axis=1)                 # (N, T, S)
         else:                                                                  # 'luong'
             dec_out, _ = self.decoder(emb, state0)                             # (T, N, H)
             ctx = self.attention(dec_out.transpose(1, 0, 2), enc_out, enc_out, mask)
             ctx = ctx.transpose(1, 0, 2)                                       # (T, N, dirs*H)
+            self.attention_weights = self.attention.weights                   # (N, T, S)
         if self.output_context:
             logits = self.out(xp.concatenate([ctx, dec_out], axis=2))          # (T, N, V)
         else:

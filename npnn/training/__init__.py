@@ -6,7 +6,8 @@
   ``load_model``);
 * ``checkpoint``, ``rundir``, ``config``: a run's checkpoint, its folder and lock,
   its settings;
-* ``data``: text, tokens, vocabularies, the d2l iterators and the embedded corpus;
+* ``data``: text, tokens, vocabularies, the d2l iterators, the embedded corpus and
+  *The Time Machine* (``time_machine()``, shipped with npnn);
 * ``plot``: training curves; ``distributed``: data-parallel training over MPI;
 * ``seq2seq``: teacher-forced training of ``npnn.models.Seq2Seq`` (``fit_seq2seq``);
 * ``cli``: the ``npnn`` command.
@@ -26,7 +27,7 @@ _NAMES = {
     "ConfigError": "config", "ModelConfig": "config", "TrainConfig": "config",
     "RunDir": "rundir", "RunBusyError": "rundir",
     "Vocab": "data", "TextCorpus": "data", "tokenize": "data", "read_text": "data",
-    "default_corpus": "data", "seq_data_iter_random": "data",
+    "default_corpus": "data", "time_machine": "data", "seq_data_iter_random": "data",
     "seq_data_iter_sequential": "data",
     "plot_curves": "plot", "world": "distributed",
     "fit_seq2seq": "seq2seq", "teacher_forcing": "seq2seq", "seq2seq_batches": "seq2seq",

@@ -256,8 +256,10 @@ def validate_meta(meta):
         raise CheckpointError(f"its meta is a JSON {type(meta).__name__}, not an object")
     if isinstance(meta.get("run"), dict):       # written before --bptt-memory: keep all
         meta["run"].setdefault("bptt_memory", None)
-    if isinstance(meta.get("model"), dict):     # written before the AWD regularisers: none
-        for name in MODEL_DEFAULTS_ADDED:
+    if isinstance(meta.get("model"), dict):     # written before --forget-bias and --init
+        meta["model"].setdefault("forget_bias", None)
+        meta["model"].setdefault("init", None)
+        for name in MODEL_DEFAULTS_ADDED:        # written before the AWD regularisers: none
             meta["model"].setdefault(name, 0.0)
     _check(meta, SCHEMA, "")
     try:

@@ -31,7 +31,7 @@ from .config import ITERATORS, PREPROCESS, ConfigError, TrainConfig
 from . import distributed
 from .data import TOKEN_MODES, Vocab
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import cell_choices
+from ..functional.registry import INIT_CHOICES, cell_choices
 from ..optim import OPTIMIZERS
 from .rundir import RunBusyError, check_folder
 from .trainer import Trainer, default_prefix, load_model
@@ -118,6 +118,12 @@ def _train_parser(sub):
            f"(AWD-LSTM's weight-drop; default: {d.weight_drop:g})")
     a("--tie", action="store_const", const=True,
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
+    a("--forget-bias", type=float, dest="forget_bias",
+      help="added to the forget gate's bias (bias_ih) of the LSTM cells, e.g. 1 (default: "
+           "none)")
+    a("--init", choices=INIT_CHOICES,
+      help="initialiser of every weight matrix, e.g. orthogonal (per gate block) (default: "
+           "PyTorch's uniform)")
     a("--batch", type=int, help=f"sequences per batch (default: {d.batch})")
     a("--steps", type=int, help=f"BPTT steps per batch (default: {d.steps})")
     a("--bptt-memory", type=_bptt_memory, dest="bptt_memory",
@@ -140,7 +146,8 @@ def _train_parser(sub):
     a("--dtype", choices=DTYPES, help=f"(default: {d.dtype})")
     a("--backend", choices=BACKENDS, help=f"(default: {d.backend})")
     a("--sample-every", type=int, dest="sample_every",
-      help=f"show a sample every so many epochs (default: {d.sample_every})")
+      help=f"show a sample after the first epoch, then every so many epochs (default: "
+           f"{d.sample_every})")
     a("--sample-length", type=int, dest="sample_length",
       help=f"tokens of each sample (default: {d.sample_length})")
     a("--prefix", help="prompt of the samples (default: the text's first characters; 'def ' "
@@ -190,9 +197,9 @@ def _train(args):
         return 0 if trainer.nothing_to_do else _exit_status(trainer)
     print("\n--- generated text ---")
     print(trainer.sample(n=trainer.config.sample_length * 2))
-    if trainer.history:
-        last = trainer.history[-1]
-        print(f"--- after {last['epoch']} epochs: {trainer.describe(last)}")
+    last = trainer.last_evaluation()        # what the time-budget line above says too
+    if last is not None:
+        print(f"--- {last}")
     print(f"--- checkpoint: {trainer.out_dir}/checkpoint.npz; more text: npnn generate "
           f"{trainer.out_dir}")
     return _exit_status(trainer)

@@ -14,11 +14,11 @@ into its flag: ``argument --max-tokens: expected a positive integer, got -5000``
 import dataclasses
 from typing import Optional
 
-from .._checks import (DTYPES, boolean, fraction, int_at_least, non_empty_string, one_of,
-                       optional, positive_number)
+from .._checks import (DTYPES, boolean, finite_number, fraction, int_at_least,
+                       non_empty_string, one_of, optional, positive_number)
 from ..backend import BACKENDS
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import CELLS, cell_choices
+from ..functional.registry import CELLS, INIT_CHOICES, cell_choices, get_cell
 from ..optim import OPTIMIZERS
 from .data import TOKEN_MODES
 
@@ -48,6 +48,7 @@ RULES = {
     "embedding_dropout": fraction, "recurrent_dropout": fraction, "zoneout": fraction,
     "weight_drop": fraction,
     "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKEN_MODES),
+    "forget_bias": optional(finite_number), "init": optional(one_of(*INIT_CHOICES)),
     # the data
     "text": optional(non_empty_string), "preprocess": one_of(*PREPROCESS),
     "min_freq": int_at_least(0), "max_tokens": optional(int_at_least(1)),
@@ -79,6 +80,9 @@ def _validate(obj):
     if getattr(obj, "tie", False) and obj.embedding != obj.hidden:
         raise ConfigError("tie", f"expected --embedding equal to --hidden ({obj.hidden}) to tie "
                                  f"the embedding and the decoder, got --embedding {obj.embedding}")
+    if getattr(obj, "forget_bias", None) is not None and get_cell(obj.cell).forget_gate is None:
+        raise ConfigError("forget_bias", f"expected no --forget-bias for --cell {obj.cell}, which "
+                                         f"has no forget gate, got {obj.forget_bias!r}")
     if getattr(obj, "embedding_dropout", 0) and not obj.embedding:
         raise ConfigError("embedding_dropout", f"expected an embedding (--embedding above 0) to "
                                                f"drop words of, got one-hot inputs (--embedding "
@@ -111,6 +115,8 @@ class ModelConfig:
     tie: bool = False                   # the decoder shares the embedding's weight
     dtype: str = "float32"
     tokens: str = "char"                # 'char' or 'word': how text becomes tokens
+    forget_bias: Optional[float] = None  # added to the LSTMs' forget-gate bias_ih slice
+    init: Optional[str] = None          # the weight matrices' initialiser; None: PyTorch's
 
     def validate(self):
         return _validate(self)
@@ -139,6 +145,8 @@ class TrainConfig:
     zoneout: float = 0.0
     weight_drop: float = 0.0
     tie: bool = False
+    forget_bias: Optional[float] = None  # LSTM cells: added to the forget gate's bias_ih
+    init: Optional[str] = None          # every weight matrix's initialiser; None: PyTorch's
     batch: int = 32
     steps: int = 64
     iterator: str = "sequential"        # or 'random' (d2l's two schemes)

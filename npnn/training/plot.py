@@ -1,7 +1,9 @@
 """Curves to PNG, when matplotlib is installed (``pip install -e ".[plot]"``).
 
 Drawn on a ``matplotlib.figure.Figure`` of its own: no pyplot, no global backend
-switch, nothing left open; written atomically under a unique temporary name.
+switch, nothing left open; written atomically under a unique temporary name. A
+logarithmic axis is labelled in plain numbers (20.8, 21, 30), not matplotlib's
+default scientific notation (2.08x10^1), at its major and minor ticks.
 """
 
 from ..durable import atomic_write
@@ -15,6 +17,7 @@ def plot_curves(path, curves, xlabel, ylabel, title="", logy=False):
     """
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import LogFormatter
     except ImportError:
         return None
     fig = Figure(figsize=(6, 4))
@@ -25,6 +28,10 @@ def plot_curves(path, curves, xlabel, ylabel, title="", logy=False):
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
+        # plain numbers; minor ticks labelled where the axis spans few decades (as matplotlib
+        # decides), so a curve within one decade still has labels
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     if title:
         ax.set_title(title)
     if len(curves) > 1:

@@ -81,7 +81,8 @@ def build_model(config, vocab=None, seed=None):
     return RNNLM(vocab_size=config.vocab_size, hidden_size=config.hidden, cell=config.cell,
                  num_layers=config.layers, embedding_dim=config.embedding,
                  dropout=config.dropout, tie_weights=config.tie, dtype=config.dtype, seed=seed,
-                 vocab=vocab, token=config.tokens, embedding_dropout=config.embedding_dropout,
+                 vocab=vocab, token=config.tokens, init=config.init,
+                 forget_bias=config.forget_bias, embedding_dropout=config.embedding_dropout,
                  recurrent_dropout=config.recurrent_dropout, zoneout=config.zoneout,
                  weight_drop=config.weight_drop)
 
@@ -319,6 +320,19 @@ class Trainer(Hooks):
     batch = property(lambda self: self.state.batch)
     interrupted = property(lambda self: self.state.stopped in ("SIGINT", "SIGTERM", "SIGHUP"))
 
+    def last_evaluation(self):
+        """The run's latest evaluation, where it was and what it measured, as one line
+        ('at epoch 3, batch 388: train perplexity 3.461, ...' where a time budget stopped
+        the run inside an epoch, else 'after epoch 2: ...'); None before any. The
+        time-budget line and ``npnn train``'s closing summary both report it."""
+        state = self.state
+        if state.stopped == "time" and state.batch and state.mid_epoch:
+            return (f"at epoch {state.epoch + 1}, batch {state.batch}: "
+                    f"{self.describe(state.mid_epoch[-1])}")
+        if not state.history:
+            return None
+        return f"after epoch {state.history[-1]['epoch']}: {self.describe(state.history[-1])}"
+
     def fit(self):
         """Train until the budget is spent, a signal, or divergence (``Diverged``, after
         which the last checkpoint stays as it was); returns the history."""
@@ -349,11 +363,8 @@ class Trainer(Hooks):
         elif state.stopped in ("SIGTERM", "SIGHUP"):
             self.log(f"stopped by {state.stopped}: checkpoint saved in {self.out_dir}; {resume}")
         elif state.stopped == "time":
-            last = (state.mid_epoch if state.batch else state.history)[-1]
-            where = (f"at epoch {state.epoch + 1}, batch {state.batch}" if state.batch else
-                     f"after epoch {state.epoch}")
-            self.log(f"time budget of {cfg.minutes:g} min reached {where}: "
-                     f"{self.describe(last)}; checkpoint in {self.out_dir}")
+            self.log(f"time budget of {cfg.minutes:g} min reached {self.last_evaluation()}; "
+                     f"checkpoint in {self.out_dir}")
         return self.history
 
     # -- the Hooks of npnn.fit ---------------------------------------------------
@@ -392,7 +403,9 @@ class Trainer(Hooks):
         return {"ppl": f"{math.exp(min(loss, 700.0)):.2f}"}
 
     def end_epoch(self, state, record):
-        if state.epoch % self.config.sample_every == 0 and self.world.rank == 0:
+        # after the first epoch (a short run shows one), then every ``sample_every``
+        if (state.epoch == 1 or state.epoch % self.config.sample_every == 0) and \
+                self.world.rank == 0:
             self.log("sample: " + self.sample())
 
     def save(self, state=None):
@@ -514,8 +527,11 @@ class Trainer(Hooks):
             curves = {"train": (xs, [r["train_ppl"] for r in points])}
             if all("val_ppl" in r for r in points):
                 curves["validation"] = (xs, [r["val_ppl"] for r in points])
-            plot_curves(self.run.file("history.png"), curves, "epoch", "perplexity",
-                        f"{cfg.cell.upper()} H={cfg.hidden}", logy=True)
+            drawn = plot_curves(self.run.file("history.png"), curves, "epoch", "perplexity",
+                                f"{cfg.cell.upper()} H={cfg.hidden}", logy=True)
+            if drawn is None and not getattr(self, "_said_no_plot", False):
+                self._said_no_plot = True          # once a run
+                self.log('(matplotlib not installed: no history.png; pip install -e ".[plot]")')
         except Exception as e:
             self.log(f"could not draw history.png ({type(e).__name__}: {e}); training goes on")
 
