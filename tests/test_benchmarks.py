@@ -175,3 +175,42 @@ def test_the_bptt_figure_draws_what_the_checkpointed_op_runs(monkeypatch):
         ("run", 2, 4, True), ("back", 2, 4, False), ("run", 0, 2, True), ("back", 0, 2, False)]
     assert first_pass == 4 and stored == [2, 4]
     assert sum(b - a for kind, a, b, _ in calls if kind == "run") == 11 == plan.predicted_steps()
+
+
+def test_awd_lm_runs_reads_back_and_writes_its_section(monkeypatch, capsys, tmp_path):
+    """benchmarks/awd_lm.py on a tiny model: every configuration trains, a second call
+    reads the runs back instead of training again, and --write fills its section."""
+    module = _load("awd_lm", monkeypatch)
+    monkeypatch.setitem(module.BASE, "hidden", 8)
+    monkeypatch.setitem(module.BASE, "embedding", 4)
+    monkeypatch.setitem(module.BASE, "batch", 4)
+    monkeypatch.setitem(module.BASE, "steps", 5)
+    monkeypatch.setitem(module.BASE, "min_freq", 1)
+    text = tmp_path / "tm.txt"
+    text.write_text("The Time Traveller (for so it will be convenient to speak of him) was "
+                    "expounding a recondite matter to us.\n" * 30, encoding="utf-8")
+    results = tmp_path / "RESULTS.md"
+    args = ["--text", str(text), "--seeds", "0,1", "--epochs", "2", "--out",
+            str(tmp_path / "runs"), "--results", str(results), "--write"]
+    assert module.main(args) == 0
+    out = capsys.readouterr().out
+    for name in module.CONFIGS:
+        assert f"| {name.replace('_', ' ')} |" in out
+    assert "the target (lower by more than the seed spread) is" in out
+    section = results.read_text()
+    assert "<!-- awd:begin -->" in section and "npnn train --text" in section
+    from npnn.training import trainer
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(trainer, "Trainer", no_training)    # the runs are read back
+    assert module.main(args) == 0
+    again = capsys.readouterr().out
+    table = out[out.index("## AWD-style"):out.rindex("s in all)")]
+    assert again.startswith("## AWD-style") and table.rsplit("(", 1)[0] in again
+
+
+def test_awd_lm_skips_cleanly_without_the_text(monkeypatch, capsys, tmp_path):
+    module = _load("awd_lm", monkeypatch)
+    assert module.main(["--text", str(tmp_path / "missing.txt")]) == 0
+    assert capsys.readouterr().out.startswith("skipped: The Time Machine not found")

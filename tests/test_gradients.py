@@ -128,10 +128,13 @@ def test_linear(backend, lead, D, O, bias, seed):
 
 
 @given(lead=st.lists(dims, min_size=1, max_size=3), V=dims, E=dims,
-       pad=st.booleans(), seed=seeds)
-def test_embedding(backend, lead, V, E, pad, seed):
+       pad=st.booleans(), dropout=st.sampled_from([0.0, 0.3, 0.7]), seed=seeds)
+@example(lead=[1], V=1, E=1, pad=False, dropout=0.3, seed=0)
+def test_embedding(backend, lead, V, E, pad, dropout, seed):
+    """The lookup, and with embedding dropout's row scale (fixed: drawn once) (5), (6)."""
     rng = np.random.default_rng(seed)
-    _check(cases.embedding_case(rng, tuple(lead), V, E, 0 if pad else None, backend), seed)
+    _check(cases.embedding_case(rng, tuple(lead), V, E, 0 if pad else None, backend, dropout),
+           seed)
 
 
 @given(lead=st.lists(dims, min_size=1, max_size=3), C=dims,

@@ -13,6 +13,13 @@ Embedding, PyTorch's ``nn.Embedding`` layout W (V, E):
     (4) dW[v] = sum of dy[...] over the positions where idx[...] == v
         (a scatter-add: an index that occurs k times collects k gradients);
         the row ``padding_idx`` gets no gradient.
+
+Embedding dropout (AWD-LSTM's ``embedded_dropout``, Gal & Ghahramani's word dropout):
+a scale per row of W, m (V,), 0 for a dropped word and 1 / (1 - p) for a kept one,
+so a dropped word's vector is zero at every position it occurs:
+
+    (5) y[...] = m[idx[...]] W[idx[...]]                (the lookup of diag(m) W)
+    (6) dW[v] = m[v] sum of dy[...] over the positions where idx[...] == v
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
@@ -67,11 +74,14 @@ class EmbeddingCache(NamedTuple):
     num_embeddings: int          # V
     W_dtype: Any
     padding_idx: Optional[int]
+    row_scale: Any = None        # (V,) embedding dropout's m, or None
 
 
-def embedding_forward(idx: Array, W: Array,
-                      padding_idx: Optional[int] = None) -> Tuple[Array, EmbeddingCache]:
-    """(3) y = W[idx] for integer idx (...) and W (V, E) -> y (..., E), cache."""
+def embedding_forward(idx: Array, W: Array, padding_idx: Optional[int] = None,
+                      row_scale: Optional[Array] = None) -> Tuple[Array, EmbeddingCache]:
+    """(3) y = W[idx] for integer idx (...) and W (V, E) -> y (..., E), cache; with
+    ``row_scale`` m (V,) (embedding dropout's mask: ``npnn.Embedding(dropout=p)`` draws it),
+    (5) y = m[idx] W[idx]."""
     check_float("W", W)
     if W.ndim != 2:
         check_shape("W", W, (None, None), "VE")
@@ -79,18 +89,28 @@ def embedding_forward(idx: Array, W: Array,
     idx = check_indices("idx", idx, 0, V, W)       # host ids: checked there, then copied
     if padding_idx is not None:
         padding_idx = check_padding_idx(padding_idx, V)
-    return W[idx], EmbeddingCache(idx, V, W.dtype, padding_idx)
+    y = W[idx]                                      # (..., E)
+    if row_scale is not None:
+        check_float("row_scale", row_scale, W.dtype)
+        check_shape("row_scale", row_scale, (V,))
+        check_same_backend(W=W, row_scale=row_scale)
+        y = y * row_scale[idx][..., None]           # (5) (..., E)
+    return y, EmbeddingCache(idx, V, W.dtype, padding_idx, row_scale)
 
 
 def embedding_backward(dy: Array, cache: EmbeddingCache) -> Dict[str, Array]:
-    """(4) dy (..., E) -> grads {'W': (V, E)} (indices have no gradient)."""
-    idx, V, dtype, padding_idx = cache
+    """(4) dy (..., E) -> grads {'W': (V, E)} (indices have no gradient); (6) with a
+    ``row_scale``."""
+    idx, V, dtype, padding_idx, row_scale = cache
     check_float("dy", dy, dtype)
     E = dy.shape[-1] if dy.ndim else 0
     check_shape("dy", dy, tuple(idx.shape) + (E,))
     xp = get_array_module(dy)
     dW = xp.zeros((V, E), dtype=dtype)
     scatter_add(dW, idx.reshape(-1), dy.reshape(-1, E))
+    if row_scale is not None:
+        dW *= row_scale[:, None]                    # (6) (V, E): m[v] times row v's sum
     if padding_idx is not None:
         dW[padding_idx] = 0
     return {"W": dW}
+

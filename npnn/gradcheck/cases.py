@@ -157,10 +157,14 @@ def linear_case(rng: np.random.Generator, lead: Tuple[int, ...] = (2, 3), D: int
 
 
 def embedding_case(rng: np.random.Generator, lead: Tuple[int, ...] = (3, 2), V: int = 5, E: int = 3,
-                   padding_idx: Optional[int] = None, backend: str = "numpy") -> Case:
-    """Embedding lookup; indices repeat, so the scatter-add is exercised."""
+                   padding_idx: Optional[int] = None, backend: str = "numpy",
+                   dropout: float = 0.0) -> Case:
+    """Embedding lookup; indices repeat, so the scatter-add is exercised. With ``dropout``
+    p, embedding dropout's row scale (0 or 1 / (1 - p) per word), drawn once and fixed."""
     idx = to_backend(rng.integers(0, V, size=tuple(lead)), backend)
     inputs = {"W": _normal(rng, (V, E), backend, 1.0)}
+    row_scale = None if not dropout else to_backend(
+        (rng.random(V) >= dropout) / (1.0 - dropout), backend)              # (V,)
 
     frozen = None if padding_idx is None else inputs["W"][padding_idx].copy()
 
@@ -168,7 +172,7 @@ def embedding_case(rng: np.random.Generator, lead: Tuple[int, ...] = (3, 2), V: 
         if padding_idx is not None:  # the padding row is a constant: no gradient by design
             W = W.copy()
             W[padding_idx] = frozen
-        y, cache = F.embedding_forward(idx, W, padding_idx)
+        y, cache = F.embedding_forward(idx, W, padding_idx, row_scale)
 
         def vjp(dy: Any) -> Dict[str, Array]:
             return F.embedding_backward(dy, cache)
@@ -314,6 +318,7 @@ def builtin_cases(rng: np.random.Generator, backend: str = "numpy") -> Iterator[
                                                backend=b)
     yield "linear", linear_case(rng, backend=b)
     yield "embedding", embedding_case(rng, padding_idx=0, backend=b)
+    yield "embedding(dropout)", embedding_case(rng, V=8, dropout=0.5, backend=b)
     for reduction in ("mean", "sum", "none"):
         yield f"cross_entropy({reduction})", cross_entropy_case(rng, reduction=reduction,
                                                                label_smoothing=0.1, backend=b)

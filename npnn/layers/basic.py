@@ -58,10 +58,17 @@ class Linear(Module):
 
 class Embedding(Module):
     """Lookup table, weight (num_embeddings, embedding_dim) ~ N(0, 1) as PyTorch;
-    the ``padding_idx`` row starts at zero and receives no gradient."""
+    the ``padding_idx`` row starts at zero and receives no gradient.
+
+    ``dropout`` p is embedding dropout (AWD-LSTM's ``embedded_dropout``): in training, each
+    forward drops whole rows of the weight, each with probability p (a dropped word's
+    vector is zero wherever it occurs in the batch), and scales the others by
+    1 / (1 - p); one mask (V,) per forward, drawn from the layer's generator; the
+    backward masks and scales the weight's gradient alike. The identity in eval mode.
+    (``functional.linear`` (5), (6).)"""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None,
-                 dtype: DTypeLike = "float32", seed: Seed = None) -> None:
+                 dtype: DTypeLike = "float32", seed: Seed = None, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
@@ -69,18 +76,24 @@ class Embedding(Module):
         if padding_idx is not None:
             padding_idx = check_padding_idx(padding_idx, self.num_embeddings)
         self.padding_idx = padding_idx
-        W = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim))
+        self.dropout = check_dropout(dropout)
+        self.rng = make_rng(seed)
+        W = self.rng.standard_normal((self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:
             W[padding_idx] = 0
         self._add_param("weight", W.astype(self.dtype))
 
     def extra_repr(self) -> str:
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
-        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+        drop = f", dropout={self.dropout}" if self.dropout else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}{drop}"
 
     def forward(self, idx: Array) -> Array:
         """Integer idx (...) -> (..., embedding_dim)."""
-        y, cache = F.embedding_forward(idx, self.params["weight"], self.padding_idx)
+        W = self.params["weight"]
+        mask = dropout_mask(self.rng, (self.num_embeddings,), self.dropout, W) \
+            if self.training and self.dropout else None                    # (V,)
+        y, cache = F.embedding_forward(idx, W, self.padding_idx, mask)
         self._push(cache)
         return y
 

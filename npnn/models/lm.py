@@ -1,6 +1,7 @@
 """A recurrent language model: tokens -> embedding (or one-hot) -> RNN/LSTM/GRU -> logits.
 
     (1) e_t = E[x_t]  (embedding)   or   e_t = onehot(x_t)  (d2l's input)
+        in training, with embedding dropout: e_t = m[x_t] E[x_t], m (V,) one mask per forward
     (2) h_t, state = rnn(e_t, state)          any cell, layers, dropout between layers
     (3) logits_t = dropout(h_t) W_dec^T + b_dec        W_dec may be tied to E (E must be H wide)
 
@@ -54,6 +55,9 @@ class RNNLM(Module):
         num_layers: stacked recurrent layers.
         embedding_dim: E, or 0/None for one-hot inputs (d2l's models).
         dropout: between recurrent layers and before the decoder.
+        embedding_dropout: AWD-LSTM's embedding dropout, whole words (rows of the
+            embedding) dropped in training, one mask per forward (``Embedding(dropout=)``);
+            needs an embedding.
         tie_weights: share the decoder's weight with the embedding (needs E == H).
         nonlinearity: 'tanh' or 'relu', for cells with that option ('rnn').
         recurrent_dropout, zoneout, weight_drop: the recurrent layer's regularisers
@@ -71,7 +75,7 @@ class RNNLM(Module):
                  vocab: Optional[Vocabulary] = None, token: str = "char",
                  init: InitSpec = None, forget_bias: Optional[float] = None,
                  recurrent_dropout: float = 0.0, zoneout: Union[float, Sequence[float]] = 0.0,
-                 weight_drop: float = 0.0) -> None:
+                 weight_drop: float = 0.0, embedding_dropout: float = 0.0) -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -79,14 +83,19 @@ class RNNLM(Module):
         self.embedding_dim = int(embedding_dim or 0)
         self.dtype = check_dtype(dtype)
         check_dropout(dropout)
+        embedding_dropout = check_dropout(embedding_dropout, "embedding_dropout")
         self.vocab, self.token = vocab, token
         self.rng = make_rng(seed)
         if tie_weights and self.embedding_dim != self.hidden_size:
             raise ValueError(f"expected embedding_dim == hidden_size ({self.hidden_size}) to tie "
                              f"weights, got embedding_dim={embedding_dim}")
+        if embedding_dropout and not self.embedding_dim:
+            raise ValueError(f"expected an embedding (embedding_dim > 0) for embedding_dropout="
+                             f"{embedding_dropout}, got one-hot inputs (embedding_dim="
+                             f"{embedding_dim})")
         if self.embedding_dim:
             self.embedding = Embedding(self.vocab_size, self.embedding_dim, dtype=dtype,
-                                       seed=self.rng)
+                                       seed=self.rng, dropout=embedding_dropout)
         extra = {"nonlinearity": nonlinearity} if "nonlinearity" in get_cell(cell).options else {}
         # the layer's dropout acts between its layers only (Dropout below does the decoder's)
         self.rnn = layer_class(cell)(self.embedding_dim or self.vocab_size, self.hidden_size,

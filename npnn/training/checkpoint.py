@@ -199,6 +199,9 @@ def _fields(names):
     return {name: (lambda v, where: None) for name in names}
 
 
+#: Model settings added after format 2 was fixed: a checkpoint without them had them off.
+MODEL_DEFAULTS_ADDED = ("embedding_dropout", "recurrent_dropout", "zoneout", "weight_drop")
+
 PROGRESS = {"epoch": _count, "batch": _count, "rng": _rng, "epoch_rng": Nullable(_rng),
             "totals": _totals, "history": ListOf(_record), "mid_epoch": ListOf(_record),
             "elapsed": _finite}
@@ -256,6 +259,8 @@ def validate_meta(meta):
     if isinstance(meta.get("model"), dict):     # written before --forget-bias and --init
         meta["model"].setdefault("forget_bias", None)
         meta["model"].setdefault("init", None)
+        for name in MODEL_DEFAULTS_ADDED:        # written before the AWD regularisers: none
+            meta["model"].setdefault(name, 0.0)
     _check(meta, SCHEMA, "")
     try:
         model = ModelConfig(**meta["model"]).validate()

@@ -104,6 +104,18 @@ def _train_parser(sub):
       help=f"embedding size, 0 for one-hot inputs (default: {d.embedding})")
     a("--dropout", type=float, help=f"between layers and before the decoder, in [0, 1) "
                                     f"(default: {d.dropout:g})")
+    a("--embedding-dropout", type=float, dest="embedding_dropout", metavar="P",
+      help="drop whole words: each batch, each row of the embedding with this probability, in "
+           f"[0, 1) (AWD-LSTM's embedding dropout; default: {d.embedding_dropout:g})")
+    a("--recurrent-dropout", type=float, dest="recurrent_dropout", metavar="P",
+      help="dropout on the recurrent state where it enters the next step, one mask per "
+           f"sequence (Gal and Ghahramani), in [0, 1) (default: {d.recurrent_dropout:g})")
+    a("--zoneout", type=float, metavar="P",
+      help="each unit keeps its previous value with this probability at each step, in "
+           f"[0, 1) (Krueger et al.; eval: the expectation; default: {d.zoneout:g})")
+    a("--weight-drop", type=float, dest="weight_drop", metavar="P",
+      help="DropConnect on the recurrent weight matrix, one mask per batch, in [0, 1) "
+           f"(AWD-LSTM's weight-drop; default: {d.weight_drop:g})")
     a("--tie", action="store_const", const=True,
       help="tie the embedding and the decoder (needs --embedding equal to --hidden)")
     a("--forget-bias", type=float, dest="forget_bias",

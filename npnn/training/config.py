@@ -18,7 +18,7 @@ from .._checks import (DTYPES, boolean, finite_number, fraction, int_at_least,
                        non_empty_string, one_of, optional, positive_number)
 from ..backend import BACKENDS
 from ..functional.bptt_policy import check_memory
-from ..functional.registry import INIT_CHOICES, cell_choices, get_cell
+from ..functional.registry import CELLS, INIT_CHOICES, cell_choices, get_cell
 from ..optim import OPTIMIZERS
 from .data import TOKEN_MODES
 
@@ -45,6 +45,8 @@ RULES = {
     # the model
     "vocab_size": int_at_least(1), "cell": one_of(*cell_choices()), "hidden": int_at_least(1),
     "layers": int_at_least(1), "embedding": int_at_least(0), "dropout": fraction,
+    "embedding_dropout": fraction, "recurrent_dropout": fraction, "zoneout": fraction,
+    "weight_drop": fraction,
     "tie": boolean, "dtype": one_of(*DTYPES), "tokens": one_of(*TOKEN_MODES),
     "forget_bias": optional(finite_number), "init": optional(one_of(*INIT_CHOICES)),
     # the data
@@ -81,6 +83,19 @@ def _validate(obj):
     if getattr(obj, "forget_bias", None) is not None and get_cell(obj.cell).forget_gate is None:
         raise ConfigError("forget_bias", f"expected no --forget-bias for --cell {obj.cell}, which "
                                          f"has no forget gate, got {obj.forget_bias!r}")
+    if getattr(obj, "embedding_dropout", 0) and not obj.embedding:
+        raise ConfigError("embedding_dropout", f"expected an embedding (--embedding above 0) to "
+                                               f"drop words of, got one-hot inputs (--embedding "
+                                               f"{obj.embedding})")
+    spec = CELLS.get(obj.cell)
+    if spec is not None and not spec.regularisers:
+        for name in ("recurrent_dropout", "zoneout"):
+            if getattr(obj, name, 0):
+                raise ConfigError(name, f"cell {obj.cell} does not take it (its ops have no "
+                                        "recurrent mask or zoneout); expected 0")
+    if spec is not None and spec.recurrent is None and getattr(obj, "weight_drop", 0):
+        raise ConfigError("weight_drop", f"cell {obj.cell} has no recurrent weight matrix to "
+                                         "drop from; expected 0")
     return obj
 
 
@@ -93,6 +108,10 @@ class ModelConfig:
     layers: int = 1
     embedding: int = 64                 # 0: one-hot inputs (d2l)
     dropout: float = 0.0
+    embedding_dropout: float = 0.0      # whole words dropped (AWD-LSTM's embedding dropout)
+    recurrent_dropout: float = 0.0      # one mask per sequence on the recurrent state
+    zoneout: float = 0.0                # units keep their previous value, every state alike
+    weight_drop: float = 0.0            # DropConnect on the recurrent weight (AWD-LSTM)
     tie: bool = False                   # the decoder shares the embedding's weight
     dtype: str = "float32"
     tokens: str = "char"                # 'char' or 'word': how text becomes tokens
@@ -121,6 +140,10 @@ class TrainConfig:
     layers: int = 1
     embedding: int = 64                 # 0: one-hot inputs (d2l)
     dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    weight_drop: float = 0.0
     tie: bool = False
     forget_bias: Optional[float] = None  # LSTM cells: added to the forget gate's bias_ih
     init: Optional[str] = None          # every weight matrix's initialiser; None: PyTorch's

@@ -82,7 +82,9 @@ def build_model(config, vocab=None, seed=None):
                  num_layers=config.layers, embedding_dim=config.embedding,
                  dropout=config.dropout, tie_weights=config.tie, dtype=config.dtype, seed=seed,
                  vocab=vocab, token=config.tokens, init=config.init,
-                 forget_bias=config.forget_bias)
+                 forget_bias=config.forget_bias, embedding_dropout=config.embedding_dropout,
+                 recurrent_dropout=config.recurrent_dropout, zoneout=config.zoneout,
+                 weight_drop=config.weight_drop)
 
 
 def parameter_count(config):
