@@ -648,10 +648,12 @@ def _modules():
     from npnn import layers as L
     from npnn import models as M
     yield L.Recurrent("gru", 3, 4)
-    for cls in (L.RNN, L.LSTM, L.GRU, L.PeepholeLSTM, L.CTRNN, L.JordanRNN):
+    for cls in (L.RNN, L.LSTM, L.GRU, L.PeepholeLSTM, L.CTRNN, L.JordanRNN, L.LayerNormLSTM,
+                L.LayerNormGRU):
         yield cls(3, 4, num_layers=2, dropout=0.1, seed=0)
     yield L.LSTM(3, 4, proj_size=2)
-    for cls in (L.RNNCell, L.LSTMCell, L.GRUCell):
+    yield L.LSTM(3, 4, recurrent_dropout=0.2, zoneout=(0.1, 0.2), weight_drop=0.3, seed=0)
+    for cls in (L.RNNCell, L.LSTMCell, L.GRUCell, L.LayerNormLSTMCell, L.LayerNormGRUCell):
         yield cls(3, 4)
     yield L.DotAttention()
     yield L.AdditiveAttention(4, 4, 5)

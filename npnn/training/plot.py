@@ -9,6 +9,18 @@ default scientific notation (2.08x10^1), at its major and minor ticks.
 from ..durable import atomic_write
 
 
+def available():
+    """Whether matplotlib is installed, importing it now if it is: a run with a time budget
+    calls this during its set-up, so that the import (about half a second) is counted
+    there and not after the budget, at the closing plot."""
+    try:
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot_curves(path, curves, xlabel, ylabel, title="", logy=False):
     """Write ``curves`` ({label: (xs, ys)}, every point marked) to the PNG ``path``.
 

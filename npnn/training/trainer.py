@@ -44,6 +44,7 @@ from ..layers import SoftmaxCrossEntropy, no_grad
 from ..models import RNNLM
 from ..functional.registry import CELLS
 from ..optim import OPTIMIZERS, perplexity
+from .plot import available as plot_available
 from .plot import plot_curves
 from .rundir import RunDir
 
@@ -347,6 +348,8 @@ class Trainer(Hooks):
             self.run.acquire()
         minutes = cfg.minutes
         if minutes is not None:      # the set-up (reading, tokenising) counts against it
+            if self.world.rank == 0:
+                plot_available()     # and so does importing matplotlib for the closing plot
             end = self._started + 60.0 * minutes
             self._eval_deadline = end + 60.0 * minutes * EVAL_GRACE
             left = end - 60.0 * minutes * TRAIN_RESERVE - time.perf_counter()
