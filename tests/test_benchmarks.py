@@ -214,3 +214,17 @@ def test_awd_lm_skips_cleanly_without_the_text(monkeypatch, capsys, tmp_path):
     module = _load("awd_lm", monkeypatch)
     assert module.main(["--text", str(tmp_path / "missing.txt")]) == 0
     assert capsys.readouterr().out.startswith("skipped: The Time Machine not found")
+
+
+def test_bench_layout_products_agree_in_both_layouts(monkeypatch):
+    """The two layouts' products are the same numbers, transposed (what bench_layout
+    times is the same work), and the script runs."""
+    bench = _load("bench_layout", monkeypatch)
+    for N, H, G in ((1, 3, 4), (5, 2, 3), (4, 6, 1)):
+        fns, (z, zT, dh, dhT) = bench.products(N, H, G, dtype="float64")
+        for fn in fns:
+            fn()
+        np.testing.assert_allclose(z, zT.T, rtol=1e-12)
+        np.testing.assert_allclose(dh, dhT.T, rtol=1e-12)
+    monkeypatch.setattr(bench, "SHAPES", [("tiny", 2, 3, 4)])
+    assert bench.main(["--repeat", "2", "--no-torch"]) == 0
