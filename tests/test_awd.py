@@ -5,7 +5,7 @@ dropout (whole words), and ``npnn train``'s --embedding-dropout, --recurrent-dro
 import numpy as np
 import pytest
 
-from _helpers import TEXT, main, one_line_error, quiet, tiny_config
+from _helpers import TEXT, main, one_line_error, quiet, stop_at, tiny_config
 from npnn import Embedding
 from npnn import functional as F
 from npnn.backend import to_backend, to_numpy
@@ -152,16 +152,8 @@ def _config(text, **kw):
 def test_resume_is_bit_for_bit_with_the_regularisers_on(words_file, tmp_path):
     straight = Trainer(_config(words_file), tmp_path / "a", log=quiet, progress=False)
     straight.fit()
-    cut = Trainer(_config(words_file), tmp_path / "b", log=quiet, progress=False)
-    step, original = [0], cut.train_step
     stop = straight.optimizer.step_count // 2 + 2         # Ctrl-C inside the second epoch
-
-    def interrupt(*args):
-        step[0] += 1
-        if step[0] == stop:
-            raise KeyboardInterrupt
-        return original(*args)
-    cut.train_step = interrupt
+    cut = stop_at(Trainer(_config(words_file), tmp_path / "b", log=quiet, progress=False), stop)
     cut.fit()
     assert cut.interrupted
     meta = read_checkpoint(tmp_path / "b").meta
