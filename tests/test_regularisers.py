@@ -106,6 +106,7 @@ def test_accelerated_gradients_with_masks_fixed(cell, which, T, N, D, H, bias, m
 
 # -- the accelerations against the reference, masks on -----------------------------------
 
+@pytest.mark.parametrize("layout", ["batch", "feature"])
 @pytest.mark.parametrize("kernels", ["ufuncs", "numba"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @given(T=dims, N=dims, D=dims, H=dims, dtype=st.sampled_from(["float64", "float32"]),
@@ -113,9 +114,10 @@ def test_accelerated_gradients_with_masks_fixed(cell, which, T, N, D, H, bias, m
        seed=seeds)
 @example(T=1, N=1, D=1, H=1, dtype="float64", which="rd+zo", masked=False, seed=0)
 @example(T=4, N=3, D=2, H=2, dtype="float64", which="rd+zo", masked=True, seed=3)
-def test_accelerations_equal_the_reference_with_masks(kernels, variant, T, N, D, H, dtype,
-                                                     which, masked, seed):
-    """Forward, final states and every gradient, NaN/inf in the padding included."""
+def test_accelerations_equal_the_reference_with_masks(layout, kernels, variant, T, N, D, H,
+                                                     dtype, which, masked, seed):
+    """Forward, final states and every gradient, NaN/inf in the padding included, in
+    both layouts of the acceleration's loops."""
     cell, options = VARIANTS[variant][:2]
     case = make_case(variant, T, N, D, H, dtype, True, masked, True, "both", masked, seed)
     rng = np.random.default_rng(seed + 1)
@@ -127,13 +129,14 @@ def test_accelerations_equal_the_reference_with_masks(kernels, variant, T, N, D,
     results = []
     with kernel_set(kernels):
         for force in (accel.use_reference, accel.use_acceleration):
-            with force():
+            with force(), accel.use_layout(layout):
                 out, finals, cache = spec.run(case["x"], case["states"], case["params"],
                                               case["mask"], **options, **masks)
                 dx, dinits, grads = spec.run_backward(case["dout"], case["dfinals"], cache)
             results.append((cache, out, *finals, dx, *dinits, *(grads[k] for k in sorted(grads))))
     (ref_cache, *ref), (fast_cache, *fast) = results
     assert "accel" in type(fast_cache).__module__ and "accel" not in type(ref_cache).__module__
+    assert fast_cache.feature == (layout == "feature")
     for k, (a, b) in enumerate(zip(fast, ref)):
         assert_equal_to_reference(a, b, dtype, f"result {k}")
 

@@ -45,6 +45,11 @@ the cell's ``Prepared`` steps (biases summed once, one tanh pass for a step's
 gates, no checks, no cache) wherever ``pays`` says no, unless ``enabled`` says
 the accelerations are switched off (``_common.Prepared``).
 
+A sequence's loop keeps its states batch-major, (N, H) as the library's layout, or
+feature-major, (H, N), whichever runs faster on this machine for its shape
+(``_layout``: timed once per shape; ``NPNN_LAYOUT=batch|feature`` or
+``with use_layout(...)`` forces one; CuPy stays batch-major).
+
 Each accelerated cell module offers ``forward`` (with the reference's arguments,
 checked as the reference checks them), ``backward``, its cache type ``Cache``
 and ``Prepared``.
@@ -59,6 +64,7 @@ import numpy as np
 
 from ..._typing import Array
 from ._common import MIN_ROWS, MIN_SHORT_ROWS, MIN_STEPS, ROWS_PER_WIDTH
+from ._layout import use_layout  # noqa: F401  (the layout of the loops: forced in a block)
 
 _FORCE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_accel_force",
                                                                        default=None)

@@ -33,6 +33,10 @@ sets that do not fold (on a GPU the ufunc set: ``_common.kernel_set``).
 A set that folds (``Kernels.folds``, the fused CUDA kernels) takes the output
 gradient, the mask and what padded rows pass back (``carry``) inside its kernel:
 the loop then only runs the products.
+
+Both layouts (``_layout``) run these loops. Feature-major (``feature=True``), a state of
+a step is (H, N) and a product W h_{t-1}^T (the weight on the left), its masks (T, 1, N)
+and its recurrent-dropout mask (H, N); everything else is the same code.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -47,13 +51,14 @@ from ._common import FLUSH_EVERY, Kernels, flush_subnormals
 
 
 def new_states(xp: ArrayModule, T: int, N: int, H: int, dtype: DTypeLike,
-               initial: Sequence[Optional[Array]]) -> List[Array]:
+               initial: Sequence[Optional[Array]], feature: bool = False) -> List[Array]:
     """States stacked over time, s[0] the given initial state (or 0): for each of
-    ``initial`` ((N, H) or None), an array (T + 1, N, H)."""
+    ``initial`` ((N, H) or None), an array (T + 1, N, H), or feature-major
+    (T + 1, H, N)."""
     states = []
     for s0 in initial:
-        s = xp.empty((T + 1, N, H), dtype=dtype)
-        s[0] = 0 if s0 is None else s0
+        s = xp.empty((T + 1, H, N) if feature else (T + 1, N, H), dtype=dtype)
+        s[0] = 0 if s0 is None else (s0.T if feature else s0)
         states.append(s)
     return states
 
@@ -62,7 +67,7 @@ def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Arr
             states: Sequence[Array], products: Sequence[Tuple[Array, Array]],
             m: Optional[Array], rm: Optional[Array] = None,
             zone: Optional[Tuple[Any, ...]] = None,
-            candidates: Sequence[Optional[Array]] = ()) -> None:
+            candidates: Sequence[Optional[Array]] = (), feature: bool = False) -> None:
     """(T steps of) the forward loop.
 
     states: the cell's states, each (T + 1, N, H) from ``new_states``, the first the
@@ -74,6 +79,8 @@ def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Arr
     recurrent-dropout mask the products' h_{t-1} is scaled by; zone: zoneout per
     state (``regularisers.zoneout_states``) or None (then a set that does not fold),
     with ``candidates``, per state None or a (T, N, H) array that keeps s~_t.
+    ``feature``: every array feature-major, the products W h_{t-1}^T with W (K, H)
+    into ``out`` (K, N) or (T, K, N).
     """
     h = states[0]
     pad = None if m is None or kernels.folds else ~m           # the rows the loop holds
@@ -83,7 +90,10 @@ def forward(xp: ArrayModule, kernels: Kernels, step: Callable[[int, Optional[Arr
     for t in range(h.shape[0] - 1):
         src = h[t] if h_in is None else xp.multiply(h[t], rm, out=h_in)     # (R1)
         for W, out in products:
-            xp.matmul(src, W, out=out if out.ndim == 2 else out[t])
+            if feature:
+                xp.matmul(W, src, out=out if out.ndim == 2 else out[t])
+            else:
+                xp.matmul(src, W, out=out if out.ndim == 2 else out[t])
         step(t, None if folded is None else folded[t])
         if zone is not None:                                    # (R4)
             for k, (s, d) in enumerate(zip(states, at_step(zone, t))):
@@ -102,7 +112,7 @@ def backward(xp: ArrayModule, kernels: Kernels,
              dz: Sequence[Array], W: Array, dh: Array, carried: Sequence[Array] = (),
              dout: Optional[Array] = None, m: Optional[Array] = None,
              direct: Optional[Array] = None, rm: Optional[Array] = None,
-             zone: Optional[Tuple[Any, ...]] = None) -> Array:
+             zone: Optional[Tuple[Any, ...]] = None, feature: bool = False) -> Array:
     """(T steps of) the backward loop; returns the gradient of h_0 (N, H).
 
     dz: the step gradients the kernel writes, a tuple of (T, N, .) arrays whose first
@@ -116,6 +126,8 @@ def backward(xp: ArrayModule, kernels: Kernels,
     for a set that folds the mask, what padded rows pass back). rm, zone as ``forward``
     takes them: dz_t W is scaled by rm (R2), and the gradients reaching the states are
     split before the kernel, the kept parts added after the product (R5).
+    ``feature``: every array feature-major (dz (T, K, N), dh (H, N)), W (H, K) and the
+    product W dz_t^T.
     """
     assert zone is None or not kernels.folds
     folds = kernels.folds
@@ -147,7 +159,10 @@ def backward(xp: ArrayModule, kernels: Kernels,
             if t % FLUSH_EVERY == 0:
                 for d in (*(d[t] for d in dz), *carried, *(() if direct is None else (direct,))):
                     flush_subnormals(xp, d)
-        xp.matmul(dz[0][t], W, out=dh)
+        if feature:
+            xp.matmul(W, dz[0][t], out=dh)
+        else:
+            xp.matmul(dz[0][t], W, out=dh)
         if rm is not None:
             dh *= rm                                            # (R2)
         if not folds:
@@ -164,21 +179,38 @@ def backward(xp: ArrayModule, kernels: Kernels,
 
 
 def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bias: bool,
-                 m: Optional[Array],
-                 rm: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
+                 m: Optional[Array], rm: Optional[Array] = None,
+                 feature: bool = False) -> Tuple[Array, Dict[str, Array]]:
     """After the loop, as single products over all T*N rows: dx (T, N, D) and
     {'W_ih', 'W_hh'} (and 'b_ih', 'b_hh' with biases) in the layout of dzi, dzh.
 
     dzi, dzh (T, N, K): the gradients of the input half and of the recurrent half
     (the same array where both enter one sum); x (T, N, D); h (T + 1, N, H) the
-    states; m keeps whatever the padding of x holds out of dW_ih; rm (N, H) or None the
-    recurrent-dropout mask the products read h_{t-1} through (R3)."""
+    states; m (T, N, 1) keeps whatever the padding of x holds out of dW_ih; rm (N, H)
+    or None the recurrent-dropout mask the products read h_{t-1} through (R3).
+    ``feature``: dzi, dzh (T, K, N), h (T + 1, H, N) and rm (H, N) feature-major
+    (x and m as above); each is copied once to (K, T*N), the layout of one product."""
     xp = get_array_module(x)
     T, N, D = x.shape
+    x2 = valid_only(xp, x, m).reshape(T * N, D)
+    if feature:
+        H = h.shape[1]
+        h_prev = h[:-1] if rm is None else h[:-1] * rm
+        hT = xp.ascontiguousarray(h_prev.transpose(1, 0, 2)).reshape(H, T * N)
+        dziT = xp.ascontiguousarray(dzi.transpose(1, 0, 2)).reshape(dzi.shape[1], T * N)
+        dzhT = dziT if dzh is dzi else \
+            xp.ascontiguousarray(dzh.transpose(1, 0, 2)).reshape(dzh.shape[1], T * N)
+        dx = (dziT.T @ W_ih).reshape(T, N, D)
+        grads = {"W_ih": dziT @ x2, "W_hh": dzhT @ hT.T}
+        if has_bias:
+            ones = xp.ones(T * N, dtype=x.dtype)    # sums over steps and sequences as GEMVs
+            grads["b_ih"] = dziT @ ones
+            grads["b_hh"] = grads["b_ih"].copy() if dzh is dzi else dzhT @ ones
+        return dx, grads
     H, K = h.shape[2], dzi.shape[2]
     dzi2, dzh2 = dzi.reshape(T * N, K), dzh.reshape(T * N, dzh.shape[2])    # (T*N, K)
     dx = (dzi2 @ W_ih).reshape(T, N, D)
-    grads = {"W_ih": dzi2.T @ valid_only(xp, x, m).reshape(T * N, D),
+    grads = {"W_ih": dzi2.T @ x2,
              "W_hh": dzh2.T @ (h[:-1] if rm is None else h[:-1] * rm).reshape(T * N, H)}
     if has_bias:
         ones = xp.ones(T * N, dtype=x.dtype)        # sums over steps and sequences as GEMVs

@@ -38,7 +38,7 @@ Equation numbers refer to ``functional/gru.py``. What differs from the reference
 """
 
 import functools
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -48,7 +48,7 @@ from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _loop, _numba
+from . import _layout, _loop, _numba
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -66,6 +66,9 @@ class GRUAccelCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
     recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
     zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of h, or None
+    #: feature-major (``_layout``): h (T + 1, H, N), rz (T, 2H, N), n and gh_n
+    #: (T, H, N), the recurrent-dropout mask (H, N) and zoneout's masks (T, H, N)
+    feature: bool = False
 
 
 Cache = GRUAccelCache
@@ -273,6 +276,12 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 
 # -- the sequence ops ---------------------------------------------------------------------
 
+def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
+    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
+    time (made only where it times)."""
+    return lambda: _layout.trial(forward, backward, 3, 1, N, H, dtype)
+
+
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
             b_hh: Optional[Array] = None, mask: Optional[Array] = None,
             recurrent_mask: Optional[Array] = None,
@@ -285,51 +294,83 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
     rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
-    h, = _loop.new_states(xp, T, N, H, dt, (h0,))
+    feature = _layout.is_feature(xp, N, H, 3, dt, _trial(N, H, dt))
+    h, = _loop.new_states(xp, T, N, H, dt, (h0,), feature)
+    b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)  # type: ignore[index]
     # (1) for every step at once, r and z apart from n, the r, z rows scaled
     # (sigmoid via tanh); b_hr and b_hz are folded in too
-    rz = input_half(x, W_ih[:2 * H] * SIGMOID_SCALE)                      # (T, N, 2H)
-    n = input_half(x, W_ih[2 * H:])                                       # (T, N, H)
+    if feature:                  # (T, 2H, N) and (T, H, N); rm, zone's masks transposed
+        rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
+            None if m is None else m.transpose(0, 2, 1))
+        rz = _layout.input_half(xp, x, W_ih[:2 * H] * SIGMOID_SCALE)
+        n = _layout.input_half(xp, x, W_ih[2 * H:])
+        col = (slice(None), None)                       # a bias is a column, (K, 1)
+        W_hrz = W_hh[:2 * H] * SIGMOID_SCALE             # (2H, H): W h_{t-1}^T
+        W_hn = W_hh[2 * H:]                              # (H, H)
+        b_hn = xp.repeat(b_hn, N)                        # the kernels' row: H*N values
+    else:                        # (T, N, 2H) and (T, N, H)
+        mk = m
+        rz = input_half(x, W_ih[:2 * H] * SIGMOID_SCALE)
+        n = input_half(x, W_ih[2 * H:])
+        col = (slice(None),)
+        W_hrz = xp.ascontiguousarray((W_hh[:2 * H] * SIGMOID_SCALE).T)  # (H, 2H): h W^T
+        W_hn = xp.ascontiguousarray(W_hh[2 * H:].T)                    # (H, H)
     # (b_ih and b_hh: both given or both None, as check_sequence_args checked)
     if b_ih is not None:
-        rz += (b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE  # type: ignore[index]
-        n += b_ih[2 * H:]
-    W_hrz_T = xp.ascontiguousarray((W_hh[:2 * H] * SIGMOID_SCALE).T)    # (H, 2H)
-    W_hn_T = xp.ascontiguousarray(W_hh[2 * H:].T)                       # (H, H)
-    gh_rz = xp.empty((N, 2 * H), dtype=dt)
-    gh_n = xp.empty((T, N, H), dtype=dt)           # (2), n rows (b_hn added by the kernel)
-    b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)  # type: ignore[index]
-    kernels = _kernels(xp, dt, N, H, zone is None)
+        rz += ((b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE)[col]  # type: ignore[index]
+        n += b_ih[2 * H:][col]
+    gh_rz = xp.empty(rz.shape[1:], dtype=dt)
+    gh_n = xp.empty(n.shape, dtype=dt)             # (2), n rows (b_hn added by the kernel)
+    rows, R, C = _layout.kernel_rows(feature, N, H)     # feature-major: one row of H*N
+    rzk, gh_rzk, nk, gh_nk, hk = rows(rz), rows(gh_rz), rows(n), rows(gh_n), rows(h)
+    kernels = _kernels(xp, dt, R, C, zone is None)
     fwd = kernels.forward
-    _loop.forward(xp, kernels, lambda t, m_t: fwd(rz[t], gh_rz, n[t], gh_n[t], b_hn, h[t],
-                                                  h[t + 1], m_t),
-                  (h,), ((W_hrz_T, gh_rz), (W_hn_T, gh_n)), m, rm, zone)   # (2)-(5), (16)-(17)
-    cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m, rm, zone)
+    _loop.forward(xp, kernels, lambda t, m_t: fwd(rzk[t], gh_rzk, nk[t], gh_nk[t], b_hn, hk[t],
+                                                  hk[t + 1], m_t),
+                  (h,), ((W_hrz, gh_rz), (W_hn, gh_n)), mk, rm, zone,
+                  feature=feature)                                           # (2)-(5), (16)-(17)
+    cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m, rm, zone, feature)
+    if feature:
+        return masked_output(xp, _layout.to_batch(xp, h[1:]), m), _layout.to_batch(xp, h[T]), \
+            cache                                                           # (6)
     return masked_output(xp, h[1:], m), h[T], cache                         # (6)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array],
              cache: GRUAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.gru_backward`` for a cache of ``forward`` above."""
-    x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m, rm, zone = cache
+    x, h, rz, n, gh_n, W_ih, W_hh, has_bias, m, rm, zone, feature = cache
     T, N, _ = x.shape
     H = W_hh.shape[1]
     xp, dout, (dh,) = output_grads(x, m, H, dout, {"dh_n": dh_n}, copy=True)
     W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))    # W_hh's blocks as (n, r, z)
-    dgh = xp.empty((T, N, 3 * H), dtype=x.dtype)   # blocks n, r, z
-    dgi = xp.empty((T, N, 3 * H), dtype=x.dtype)   # blocks r, z, n
-    kernels = _kernels(xp, x.dtype, N, H, zone is None)
+    if feature:
+        dout, dh = _layout.to_feature(xp, dout), _layout.to_feature(xp, dh)
+        mk, W_back, shape = None if m is None else m.transpose(0, 2, 1), W_hh_nrz.T, (
+            T, 3 * H, N)                                                  # W^T dz_t^T
+    else:
+        mk, W_back, shape = m, W_hh_nrz, (T, N, 3 * H)                   # dz_t W
+    dgh = xp.empty(shape, dtype=x.dtype)           # blocks n, r, z
+    dgi = xp.empty(shape, dtype=x.dtype)           # blocks r, z, n
+    direct = xp.zeros_like(dh)
+    rows, R, C = _layout.kernel_rows(feature, N, H)
+    rzk, nk, hk, gh_nk, dhk, dghk, dgik = (rows(a) for a in (rz, n, h, gh_n, dh, dgh, dgi))
+    kernels = _kernels(xp, x.dtype, R, C, zone is None)
     bwd = kernels.backward
-    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(rz[t], n[t], h[t], gh_n[t],
-                                                                   dh, dgh[t], dgi[t], d, m_t,
-                                                                   carry),
-                         (dgh, dgi), W_hh_nrz, dh, (), dout, m,
-                         direct=xp.zeros_like(dh), rm=rm, zone=zone)        # (7)-(13), (18)-(19)
-    dx, grads = _loop.weight_grads(x, h, W_ih, dgi, dgh, has_bias, m, rm)   # (14)-(15), (19)
+    # (the direct path: ``carry`` is ``direct``, seen as the kernels see it)
+    directk = rows(direct)
+    dh0 = _loop.backward(xp, kernels,
+                         lambda t, d, m_t, carry: bwd(rzk[t], nk[t], hk[t], gh_nk[t], dhk,
+                                                      dghk[t], dgik[t], d, m_t,
+                                                      directk if carry is direct else carry),
+                         (dgh, dgi), W_back, dh, (), dout, mk,
+                         direct=direct, rm=rm, zone=zone, feature=feature)  # (7)-(13), (18)-(19)
+    dx, grads = _loop.weight_grads(x, h, W_ih, dgi, dgh, has_bias, m, rm,
+                                   feature)                                 # (14)-(15), (19)
     for k in ("W_hh", "b_hh"):                      # back to PyTorch's order r, z, n
         if k in grads:
             grads[k] = xp.concatenate((grads[k][H:], grads[k][:H]))
-    return dx, dh0, grads
+    return dx, _layout.to_batch(xp, dh0) if feature else dh0, grads
 
 
 class Prepared(_Prepared):

@@ -28,7 +28,7 @@ Equation numbers refer to ``functional/lstm.py``. What differs from the referenc
 """
 
 import functools
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -38,7 +38,7 @@ from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _loop, _numba
+from . import _layout, _loop, _numba
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -82,6 +82,9 @@ class LSTMAccelCache(NamedTuple):
     mask: Optional[Any]  # (T, N, 1) boolean valid-step mask, or None
     recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
     zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of (h, c), or None
+    #: feature-major (``_layout``): h, c (T + 1, H, N), gates (T, 4H, N), tanh_c
+    #: (T, H, N), the recurrent-dropout mask (H, N) and zoneout's masks (T, H, N)
+    feature: bool = False
 
 
 Cache = LSTMAccelCache
@@ -295,6 +298,13 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 
 # -- the sequence ops ---------------------------------------------------------------------
 
+def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
+    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
+    time (made only where it times)."""
+    return lambda: _layout.trial(forward, backward, 4, 2, N, H, dtype)
+
+
+
 def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
             mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,
@@ -308,37 +318,67 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
     rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
-    h, c = _loop.new_states(xp, T, N, H, dt, (h0, c0))
-    tanh_c = xp.empty((T, N, H), dtype=dt)
+    feature = _layout.is_feature(xp, N, H, 4, dt, _trial(N, H, dt))
     s = _gate_affine(xp, H, dt)[0]
-    gates = input_half(x, W_ih * s[:, None])        # (1) scaled by s, input half: (T, N, 4H)
-    if b_ih is not None:
-        gates += (b_ih + b_hh) * s
-    W_hh_sT = xp.ascontiguousarray((W_hh * s[:, None]).T)    # (H, 4H)
-    rec = xp.empty((N, 4 * H), dtype=dt)
-    kernels = _kernels(xp, dt, N, H, zone is None)
+    if feature:       # (1) scaled by s, input half: (T, 4H, N); rm, zone's masks transposed
+        rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
+            None if m is None else m.transpose(0, 2, 1))
+        gates = _layout.input_half(xp, x, W_ih * s[:, None])
+        bias = None if b_ih is None else ((b_ih + b_hh) * s)[:, None]
+        W_rec = W_hh * s[:, None]                           # (4H, H): W h_{t-1}^T
+        rec = xp.empty((4 * H, N), dtype=dt)
+    else:             # (1) scaled by s, input half: (T, N, 4H)
+        mk = m
+        gates = input_half(x, W_ih * s[:, None])
+        bias = None if b_ih is None else (b_ih + b_hh) * s
+        W_rec = xp.ascontiguousarray((W_hh * s[:, None]).T)     # (H, 4H): h_{t-1} W^T
+        rec = xp.empty((N, 4 * H), dtype=dt)
+    if bias is not None:
+        gates += bias
+    rows, R, C = _layout.kernel_rows(feature, N, H)        # feature-major: one row of H*N
+    h, c = _loop.new_states(xp, T, N, H, dt, (h0, c0), feature)
+    tanh_c = xp.empty(h[1:].shape, dtype=dt)
+    gk, reck, hk, ck, tck = rows(gates), rows(rec), rows(h), rows(c), rows(tanh_c)
+    kernels = _kernels(xp, dt, R, C, zone is None)
     fwd = kernels.forward
-    _loop.forward(xp, kernels, lambda t, m_t: fwd(gates[t], rec, c[t], h[t], c[t + 1],
-                                                  tanh_c[t], h[t + 1], m_t),
-                  (h, c), ((W_hh_sT, rec),), m, rm, zone)                   # (1)-(4), (15)-(16)
-    cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m, rm, zone)
+    _loop.forward(xp, kernels, lambda t, m_t: fwd(gk[t], reck, ck[t], hk[t], ck[t + 1],
+                                                  tck[t], hk[t + 1], m_t),
+                  (h, c), ((W_rec, rec),), mk, rm, zone,
+                  feature=feature)                                          # (1)-(4), (15)-(16)
+    cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m, rm, zone,
+                           feature)
+    if feature:
+        return (masked_output(xp, _layout.to_batch(xp, h[1:]), m), _layout.to_batch(xp, h[T]),
+                _layout.to_batch(xp, c[T]), cache)                          # (5)
     return masked_output(xp, h[1:], m), h[T], c[T], cache                   # (5)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array],
              cache: LSTMAccelCache) -> Tuple[Array, Array, Array, Dict[str, Array]]:
     """``functional.lstm_backward`` for a cache of ``forward`` above."""
-    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m, rm, zone = cache
+    x, h, c, gates, tanh_c, W_ih, W_hh, has_bias, m, rm, zone, feature = cache
     T, N, _ = x.shape
     H = W_hh.shape[1]
     xp, dout, (dh, dc) = output_grads(x, m, H, dout, {"dh_n": dh_n, "dc_n": dc_n}, copy=True)
-    dz = xp.empty((T, N, 4 * H), dtype=x.dtype)
-    kernels = _kernels(xp, x.dtype, N, H, zone is None)
+    if feature:
+        dout, dh, dc = (_layout.to_feature(xp, a) for a in (dout, dh, dc))
+        mk, W_back = None if m is None else m.transpose(0, 2, 1), W_hh.T   # W^T dz_t^T
+    else:
+        mk, W_back = m, W_hh                                              # dz_t W
+    rows, R, C = _layout.kernel_rows(feature, N, H)
+    dz = xp.empty(gates.shape, dtype=x.dtype)
+    gk, ck, tck, dhk, dck, dzk = rows(gates), rows(c), rows(tanh_c), rows(dh), rows(dc), rows(dz)
+    kernels = _kernels(xp, x.dtype, R, C, zone is None)
     bwd = kernels.backward
-    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(gates[t], c[t], tanh_c[t],
-                                                                   dh, dc, dz[t], d, m_t, carry),
-                         (dz,), W_hh, dh, (dc,), dout, m, rm=rm, zone=zone)  # (6)-(12), (17)-(18)
-    dx, grads = _loop.weight_grads(x, h, W_ih, dz, dz, has_bias, m, rm)     # (13)-(14), (19)
+    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(gk[t], ck[t], tck[t],
+                                                                   dhk, dck, dzk[t], d, m_t,
+                                                                   carry),
+                         (dz,), W_back, dh, (dc,), dout, mk, rm=rm, zone=zone,
+                         feature=feature)                                   # (6)-(12), (17)-(18)
+    dx, grads = _loop.weight_grads(x, h, W_ih, dz, dz, has_bias, m, rm,
+                                   feature)                                 # (13)-(14), (19)
+    if feature:
+        return dx, _layout.to_batch(xp, dh0), _layout.to_batch(xp, dc), grads
     return dx, dh0, dc, grads
 
 

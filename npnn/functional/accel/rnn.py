@@ -17,7 +17,7 @@ The kernel set (``_common.Kernels``), the same arguments in every set:
 """
 
 import functools
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from numpy.typing import DTypeLike
 
@@ -26,7 +26,7 @@ from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_choice, check_sequence_args
 from .._recurrent import input_half, masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _loop, _numba
+from . import _layout, _loop, _numba
 from ._common import Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -43,6 +43,9 @@ class RNNAccelCache(NamedTuple):
     recurrent_mask: Optional[Any] = None    # (N, H) recurrent-dropout mask, or None
     zoneout: Optional[Tuple[Any, ...]] = None   # zoneout of h, or None
     candidate: Optional[Any] = None  # (T, N, H) h~_t where zoneout is on
+    #: feature-major (``_layout``): h (T + 1, H, N), the candidates (T, H, N), the
+    #: recurrent-dropout mask (H, N) and zoneout's masks (T, H, N)
+    feature: bool = False
 
 
 Cache = RNNAccelCache
@@ -168,6 +171,12 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, folding: bool = True) -> Kernels
 
 # -- the sequence ops ---------------------------------------------------------------------
 
+def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
+    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
+    time (made only where it times)."""
+    return lambda: _layout.trial(forward, backward, 1, 1, N, H, dtype)
+
+
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
             nonlinearity: str = "tanh", mask: Optional[Array] = None,
@@ -181,34 +190,60 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
     zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
     rm = recurrent_mask
     m = step_mask(mask)
-    h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,))
-    cand = None if zone is None else xp.empty((T, N, H), dtype=x.dtype)   # h~_t, (10)
-    a = input_half(x, W_ih)                         # (1), input half: every step at once
-    if b_ih is not None:
-        a += b_ih + b_hh
-    rec = xp.empty((N, H), dtype=x.dtype)
+    feature = _layout.is_feature(xp, N, H, 1, x.dtype, _trial(N, H, x.dtype))
+    h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,), feature)
+    if feature:                     # (1), input half (T, H, N); rm, zone's masks transposed
+        rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
+            None if m is None else m.transpose(0, 2, 1))
+        a = _layout.input_half(xp, x, W_ih)
+        bias = None if b_ih is None else (b_ih + b_hh)[:, None]
+        W_rec = W_hh                                     # W h_{t-1}^T
+    else:                           # (1), input half: every step at once, (T, N, H)
+        mk, a = m, input_half(x, W_ih)
+        bias = None if b_ih is None else b_ih + b_hh
+        W_rec = xp.ascontiguousarray(W_hh.T)             # h_{t-1} W^T
+    if bias is not None:
+        a += bias
+    cand = None if zone is None else xp.empty(h[1:].shape, dtype=x.dtype)   # h~_t, (10)
+    rec = xp.empty(h.shape[1:], dtype=x.dtype)
+    rows = _layout.kernel_rows(feature, N, H)[0]        # feature-major: one row of H*N
+    ak, reck, hk = rows(a), rows(rec), rows(h)
     kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
     fwd = kernels.forward
-    _loop.forward(xp, kernels, lambda t, m_t: fwd(a[t], rec, h[t], h[t + 1], relu, m_t),
-                  (h,), ((xp.ascontiguousarray(W_hh.T), rec),), m, rm, zone, (cand,))
-    cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m, rm, zone, cand)
+    _loop.forward(xp, kernels, lambda t, m_t: fwd(ak[t], reck, hk[t], hk[t + 1], relu, m_t),
+                  (h,), ((W_rec, rec),), mk, rm, zone, (cand,), feature=feature)
+    cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m, rm, zone, cand,
+                          feature)
+    if feature:
+        return masked_output(xp, _layout.to_batch(xp, h[1:]), m), _layout.to_batch(xp, h[T]), \
+            cache                                                           # (3)
     return masked_output(xp, h[1:], m), h[T], cache                         # (3)
 
 
 def backward(dout: Optional[Array], dh_n: Optional[Array],
              cache: RNNAccelCache) -> Tuple[Array, Array, Dict[str, Array]]:
     """``functional.rnn_backward`` for a cache of ``forward`` above."""
-    x, h, W_ih, W_hh, has_bias, nonlinearity, m, rm, zone, cand = cache
-    xp, dout, (dh,) = output_grads(x, m, h.shape[2], dout, {"dh_n": dh_n}, copy=True)
-    da = xp.empty(h[1:].shape, dtype=x.dtype)       # (T, N, H)
+    x, h, W_ih, W_hh, has_bias, nonlinearity, m, rm, zone, cand, feature = cache
+    H, N = W_hh.shape[1], x.shape[1]
+    xp, dout, (dh,) = output_grads(x, m, H, dout, {"dh_n": dh_n}, copy=True)
+    if feature:
+        dout, dh = _layout.to_feature(xp, dout), _layout.to_feature(xp, dh)
+        mk, W_back = None if m is None else m.transpose(0, 2, 1), W_hh.T      # W^T da_t^T
+    else:
+        mk, W_back = m, W_hh                                                  # da_t W
+    da = xp.empty(h[1:].shape, dtype=x.dtype)       # (T, N, H) or (T, H, N)
     kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
     bwd = kernels.backward
-    new = h[1:] if cand is None else cand           # h~_t, what phi' reads (11)
-    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dh, new[t], da[t], relu, d,
+    rows = _layout.kernel_rows(feature, N, H)[0]
+    new = rows(h[1:] if cand is None else cand)     # h~_t, what phi' reads (11)
+    dhk, dak = rows(dh), rows(da)
+    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dhk, new[t], dak[t], relu, d,
                                                                    m_t, carry),
-                         (da,), W_hh, dh, (), dout, m, rm=rm, zone=zone)   # (4)-(6), (11)-(12)
-    dx, grads = _loop.weight_grads(x, h, W_ih, da, da, has_bias, m, rm)     # (7)-(8), (12)
-    return dx, dh0, grads
+                         (da,), W_back, dh, (), dout, mk, rm=rm, zone=zone,
+                         feature=feature)                                   # (4)-(6), (11)-(12)
+    dx, grads = _loop.weight_grads(x, h, W_ih, da, da, has_bias, m, rm,
+                                   feature)                                 # (7)-(8), (12)
+    return dx, _layout.to_batch(xp, dh0) if feature else dh0, grads
 
 
 class Prepared(_Prepared):

@@ -1,0 +1,258 @@
+"""The layout a sequence's accelerated loop keeps its states and gates in, and the
+choice between the two.
+
+**Batch-major** (the library's layout, the reference's): a state is (N, H), a step's
+gate pre-activations (N, G*H), and a step's recurrent product is
+
+    z = h_{t-1} W_hh^T         (N, H) @ (H, G*H)
+
+**Feature-major**: the same numbers kept transposed, a state (H, N), the gates
+(G*H, N), and the products
+
+    z^T = W_hh h_{t-1}^T       (G*H, H) @ (H, N)         forward
+    dh^T = W_hh^T dz^T         (H, G*H) @ (G*H, N)       backward
+
+They are the same sums, but a BLAS runs them with different kernels: OpenBLAS 0.3.31's
+SkylakeX kernels ran the feature-major products 1.2x to 2.4x faster at the sizes of
+benchmarks/bench_layout.py (RESULTS.md), and which one wins depends on the BLAS, the
+CPU and the shape. So the layout is chosen by measurement, as cuDNN chooses an
+algorithm:
+
+* ``choose(xp, N, H, G, dtype, trial)`` times a short sequence of the cell (its
+  forward and backward, ``TRIAL_STEPS`` steps: the products, the kernels and the
+  copies that the layout changes) in both layouts the first time a shape is met (tens
+  of milliseconds) and keeps the faster for that (N, H, G, dtype) for the life of the
+  process. The products alone are not a fair test: measured in a loop of their own they
+  ran 2x faster feature-major at LSTM L here, inside the cell's loop (the kernels
+  between them evicting the weights from cache) both layouts took the same time;
+* ``NPNN_LAYOUT=batch|feature`` in the environment forces one layout;
+* ``use_layout("batch"|"feature")`` forces one within a block (this thread or task;
+  it wins over the environment): the tests run each layout this way, and a training
+  run keeps its choice for its whole life with it (``npnn.training``: the choice is
+  stored in the checkpoint, reused on resume, and made by rank 0 for every process);
+* on CuPy the layout is batch-major: its fused kernels are written for it, and no GPU
+  measurement of the other has been made.
+
+The two layouts give the same numbers up to rounding (the products sum in another
+order); the loops and the elementwise kernels are the same code in both
+(``_loop``: a feature-major state of a step, (H, N) contiguous, is handed to the
+kernels as one row of H*N values, and every gate block of (G*H, N) is then one
+contiguous run of H*N values, the layout the kernels vectorise best). What changes
+is the order of each product's operands, and one transposing copy per sequence of
+the inputs and outputs that the caller sees batch-major.
+"""
+
+import contextlib
+import contextvars
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..._typing import Array, ArrayModule
+
+BATCH, FEATURE = "batch", "feature"
+LAYOUTS = (BATCH, FEATURE)
+
+_FORCED: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_layout",
+                                                                        default=None)
+#: (N, H, G, dtype) -> the layout timed faster in this process
+_CHOSEN: Dict[Tuple[int, int, int, str], str] = {}
+
+#: The feature-major products must be this much faster to be chosen: a tie keeps the
+#: library's own layout (and spares the transposing copies).
+MARGIN = 1.03
+#: Seconds of timing spent on one shape's products, at least 3 runs each (both layouts).
+BUDGET_S = 0.02
+#: The products of one timed run of ``time_products``: a loop runs them in a row.
+STEPS = 8
+#: ... and of a trial of the cell (``time_trial``): its steps, and its budget in seconds.
+TRIAL_STEPS = 4
+TRIAL_BUDGET_S = 0.05
+#: Fewer gate values a step than this (G*H*N) run batch-major untimed: the copies that
+#: feature-major needs would cost more than any product could gain.
+MIN_TIMED = 8192
+
+
+def check_layout(layout: str, where: str = "layout") -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"expected {where} 'batch' or 'feature', got {layout!r}")
+    return layout
+
+
+@contextlib.contextmanager
+def use_layout(layout: Optional[str]) -> Iterator[None]:
+    """Within this block (this thread or task), accelerated sequences run in ``layout``
+    ('batch' or 'feature'; None: as outside the block). Wins over ``NPNN_LAYOUT``."""
+    token = _FORCED.set(None if layout is None else check_layout(layout))
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def forced() -> Optional[str]:
+    """The layout forced by ``use_layout`` or ``NPNN_LAYOUT``, or None (timed)."""
+    layout = _FORCED.get()
+    if layout is not None:
+        return layout
+    env = os.environ.get("NPNN_LAYOUT", "")
+    return check_layout(env, "NPNN_LAYOUT to be") if env else None
+
+
+def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
+           make_trial: Optional[Callable[[], Callable[[str], None]]] = None) -> str:
+    """The layout for a sequence of N rows, hidden size H, G gate blocks: forced, or on
+    CuPy batch-major, or batch-major where a step's gates are too few to repay a copy
+    (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
+    (N, H, G, dtype) and kept for the process. ``make_trial()`` makes a function that
+    runs a short sequence of the cell in a given layout (``trial``, timed by
+    ``time_trial``; made only when a shape is timed); without it only the products are
+    timed (``time_products``)."""
+    layout = forced()
+    if layout is not None:
+        return layout
+    if xp is not np or G * H * N < MIN_TIMED:
+        return BATCH
+    key = (int(N), int(H), int(G), np.dtype(dtype).str)
+    if key not in _CHOSEN:
+        batch, feature = (time_trial(make_trial()) if make_trial is not None else
+                          time_products(N, H, G, dtype))
+        _CHOSEN[key] = FEATURE if batch > MARGIN * feature else BATCH
+    return _CHOSEN[key]
+
+
+def is_feature(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
+               make_trial: Optional[Callable[[], Callable[[str], None]]] = None) -> bool:
+    """Whether ``choose`` says feature-major."""
+    return choose(xp, N, H, G, dtype, make_trial) == FEATURE
+
+
+def _best_of(fns: Sequence[Callable[[], None]], budget_s: float,
+             runs: int = 64) -> List[float]:
+    """The best time of each of ``fns`` in seconds, over alternating runs (a b, b a, ...)
+    after one untimed call each; at least 3 runs each, then until ``budget_s``."""
+    for fn in fns:
+        fn()
+    best = [np.inf] * len(fns)
+    start = time.perf_counter()
+    for run in range(runs):
+        order = range(len(fns)) if run % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            best[k] = min(best[k], time.perf_counter() - t0)
+        if run >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return best
+
+
+def time_trial(trial: Callable[[str], None], budget_s: float = TRIAL_BUDGET_S) -> Tuple[
+        float, float]:
+    """Seconds of ``trial`` (a short forward and backward of the cell) in each layout,
+    (batch, feature): everything the layout changes, copies and kernels included."""
+    best = _best_of([lambda: trial(BATCH), lambda: trial(FEATURE)], budget_s)
+    return best[0], best[1]
+
+
+def time_products(N: int, H: int, G: int, dtype: DTypeLike,
+                  budget_s: float = BUDGET_S) -> Tuple[float, float]:
+    """Seconds of one step's recurrent products (forward and backward) in each layout,
+    (batch, feature), each run as a loop runs them (``STEPS`` in a row): the best of a
+    few alternating runs on operands of the loops' shapes."""
+    rng = np.random.default_rng(0)
+    W = (0.1 * rng.standard_normal((G * H, H))).astype(dtype)      # (G*H, H)
+    Wt = np.ascontiguousarray(W.T)                                 # (H, G*H), as prepared
+    h = rng.standard_normal((N, H)).astype(dtype)
+    dz = rng.standard_normal((N, G * H)).astype(dtype)
+    hT, dzT = np.ascontiguousarray(h.T), np.ascontiguousarray(dz.T)
+    z, zT = np.empty((N, G * H), dtype), np.empty((G * H, N), dtype)
+    dh, dhT = np.empty((N, H), dtype), np.empty((H, N), dtype)
+
+    def batch() -> None:
+        for _ in range(STEPS):
+            np.matmul(h, Wt, out=z)
+            np.matmul(dz, W, out=dh)
+
+    def feature() -> None:
+        for _ in range(STEPS):
+            np.matmul(W, hT, out=zT)
+            np.matmul(W.T, dzT, out=dhT)
+
+    best = _best_of([batch, feature], budget_s)
+    return best[0], best[1]
+
+
+def trial(forward: Callable[..., Any], backward: Callable[..., Any], G: int, S: int, N: int,
+          H: int, dtype: DTypeLike) -> Callable[[str], None]:
+    """A trial for ``time_trial``: ``TRIAL_STEPS`` steps of an accelerated cell's
+    ``forward`` and ``backward`` (S states, G gate blocks; D = H, biases on) in a given
+    layout, on random numbers made once."""
+    rng = np.random.default_rng(0)
+    k = 1 / np.sqrt(H)
+    x = rng.standard_normal((TRIAL_STEPS, N, H)).astype(dtype)
+    W = [rng.uniform(-k, k, shape).astype(dtype)
+         for shape in ((G * H, H), (G * H, H), (G * H,), (G * H,))]
+    dout = rng.standard_normal((TRIAL_STEPS, N, H)).astype(dtype)
+    none = (None,) * S
+
+    def run(layout: str) -> None:
+        with use_layout(layout):
+            *_, cache = forward(x, *none, *W)
+            backward(dout, *none, cache)
+    return run
+
+
+def chosen() -> Dict[Tuple[int, int, int, str], str]:
+    """The layouts timed so far in this process (a copy), by (N, H, G, dtype)."""
+    return dict(_CHOSEN)
+
+
+# -- moving arrays between the layouts (one transposing copy each) -----------------------
+
+def to_feature(xp: ArrayModule, a: Optional[Array]) -> Optional[Array]:
+    """(..., N, S) -> (..., S, N), contiguous (None stays None)."""
+    return None if a is None else xp.ascontiguousarray(xp.swapaxes(a, -1, -2))
+
+
+def to_batch(xp: ArrayModule, a: Array) -> Array:
+    """(..., S, N) -> (..., N, S), contiguous."""
+    return xp.ascontiguousarray(xp.swapaxes(a, -1, -2))
+
+
+def rows(a: Array) -> Array:
+    """A feature-major step's block (K, N), contiguous, as the kernels take it: one row
+    of K*N values (a view; a stacked (T, K, N) array becomes (T, 1, K*N))."""
+    return a.reshape(a.shape[:-2] + (1, a.shape[-2] * a.shape[-1]))
+
+
+def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
+    """W x_t^T for every step: x (T, N, D), W (K, D) -> (T, K, N) contiguous, as one
+    (K, D) x (D, T*N) product and one copy that moves blocks of N values."""
+    T, N, D = x.shape
+    K = W.shape[0]
+    return xp.ascontiguousarray((W @ x.reshape(T * N, D).T).reshape(K, T, N).transpose(1, 0, 2))
+
+
+def zone_to_feature(xp: ArrayModule, zone: Optional[Tuple[object, ...]]) -> Optional[
+        Tuple[object, ...]]:
+    """Zoneout per state (``regularisers.zoneout_states``), its (T, N, S) masks as
+    (T, S, N); rates and None as they are."""
+    if zone is None:
+        return None
+    return tuple(d if d is None or isinstance(d, (int, float)) else to_feature(xp, d)
+                 for d in zone)
+
+
+def same(a: Array) -> Array:
+    """Batch-major arrays go to the kernels as they are."""
+    return a
+
+
+def kernel_rows(feature: bool, N: int, H: int) -> Tuple[Callable[[Array], Array], int, int]:
+    """How the kernels see a step's arrays: (the view to take of each, its rows R, the
+    width C of a state's row): feature-major ``rows``, 1, H*N; batch-major as they
+    are, N, H. A kernel set sized (R, C) then serves either layout."""
+    return (rows, 1, H * N) if feature else (same, N, H)

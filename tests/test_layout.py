@@ -1,0 +1,124 @@
+"""The layout of the accelerations' loops (``npnn/functional/accel/_layout.py``): how it
+is chosen (timed once per shape, forced by ``NPNN_LAYOUT`` or ``use_layout``, CuPy and
+tiny steps batch-major), and that the timed choice reaches the cells.
+
+That both layouts give the reference's numbers is test_accel.py's and
+test_regularisers.py's (each layout forced); a training run keeping its layout across a
+resume is test_checkpoint.py's.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+from npnn import functional as F
+from npnn.functional import accel
+from npnn.functional.accel import _layout
+from npnn.functional.accel._layout import BATCH, FEATURE, choose, use_layout
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No layout forced, none chosen yet; timing replaced by ``timed[0]`` (batch s,
+    feature s), calls counted in ``timed[1]``."""
+    monkeypatch.delenv("NPNN_LAYOUT", raising=False)
+    monkeypatch.setattr(_layout, "_CHOSEN", {})
+    timed = [(1.0, 1.0), []]
+
+    def time_trial(trial):
+        timed[1].append(trial)
+        return timed[0]
+    monkeypatch.setattr(_layout, "time_trial", time_trial)
+    return timed
+
+
+def test_the_faster_layout_is_chosen_once_per_shape(fresh):
+    fresh[0] = (2.0, 1.0)                               # feature-major twice as fast
+    assert choose(np, 32, 256, 4, "float32", lambda: "trial") == FEATURE
+    assert choose(np, 32, 256, 4, "float32", lambda: "trial") == FEATURE
+    assert fresh[1] == ["trial"]                        # timed once, then remembered
+    fresh[0] = (1.0, 2.0)
+    assert choose(np, 32, 256, 4, "float64", lambda: "trial") == BATCH     # another dtype
+    assert choose(np, 16, 256, 4, "float32", lambda: "trial") == BATCH     # another N
+    assert len(fresh[1]) == 3
+    assert _layout.chosen() == {(32, 256, 4, "<f4"): FEATURE, (32, 256, 4, "<f8"): BATCH,
+                                (16, 256, 4, "<f4"): BATCH}
+
+
+def test_a_tie_keeps_the_librarys_layout(fresh):
+    """Feature-major must win by MARGIN: within it the copies it needs are not repaid."""
+    fresh[0] = (1.0 * _layout.MARGIN * 0.999, 1.0)
+    assert choose(np, 32, 256, 4, "float32", lambda: None) == BATCH
+
+
+def test_cupy_and_tiny_steps_are_batch_major_untimed(fresh):
+    fresh[0] = (2.0, 1.0)
+    assert choose(object(), 32, 256, 4, "float32", lambda: None) == BATCH   # not NumPy
+    small = _layout.MIN_TIMED // 4 - 1                  # G*H*N below MIN_TIMED
+    assert choose(np, 1, small, 4, "float32", lambda: None) == BATCH
+    assert fresh[1] == []
+
+
+def test_the_environment_and_use_layout_force_a_layout(fresh, monkeypatch):
+    fresh[0] = (2.0, 1.0)
+    monkeypatch.setenv("NPNN_LAYOUT", "batch")
+    assert choose(np, 32, 256, 4, "float32", lambda: None) == BATCH
+    with use_layout("feature"):                         # the block wins over the environment
+        assert choose(np, 32, 256, 4, "float32", lambda: None) == FEATURE
+        assert choose(object(), 1, 1, 1, "float32") == FEATURE
+    with use_layout(None):                              # None: as outside
+        assert choose(np, 32, 256, 4, "float32", lambda: None) == BATCH
+    assert fresh[1] == []
+    monkeypatch.setenv("NPNN_LAYOUT", "rows")
+    with pytest.raises(ValueError, match="expected NPNN_LAYOUT to be 'batch' or 'feature', "
+                                         "got 'rows'"):
+        choose(np, 32, 256, 4, "float32")
+    with pytest.raises(ValueError, match="expected layout 'batch' or 'feature', got 'Feature'"):
+        with use_layout("Feature"):
+            pass
+
+
+def test_use_layout_is_local_to_its_thread():
+    seen = []
+    with use_layout("feature"):
+        worker = threading.Thread(target=lambda: seen.append(_layout._FORCED.get()))
+        worker.start()
+        worker.join()
+        assert _layout._FORCED.get() == FEATURE
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("fast", [BATCH, FEATURE])
+def test_the_timed_choice_reaches_the_cells(fresh, fast):
+    """Untouched by ``use_layout``, an accelerated sequence runs in the layout timed
+    faster for its shape, and gives the reference's numbers in it."""
+    fresh[0] = (2.0, 1.0) if fast == FEATURE else (1.0, 2.0)
+    rng = np.random.default_rng(0)
+    T, N, D, H = 5, 8, 3, 300                           # 4 * H * N above MIN_TIMED
+    x = rng.standard_normal((T, N, D))
+    W = [0.1 * rng.standard_normal(s) for s in ((4 * H, D), (4 * H, H), (4 * H,), (4 * H,))]
+    with accel.use_acceleration():
+        out, h, c, cache = F.fast.lstm_forward(x, None, None, *W)
+    assert cache.feature == (fast == FEATURE) and len(fresh[1]) == 1
+    with accel.use_reference():
+        ref = F.lstm_forward(x, None, None, *W)
+    for a, b in zip((out, h, c), ref[:3]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_a_trial_runs_the_cell_in_the_layout_it_is_given(monkeypatch):
+    seen = []
+    real = _layout.choose
+
+    def spy(xp, N, H, G, dtype, make_trial=None):
+        layout = real(xp, N, H, G, dtype, make_trial)
+        seen.append(layout)
+        return layout
+    monkeypatch.setattr(_layout, "choose", spy)
+    trial = _layout.trial(accel.gru.forward, accel.gru.backward, 3, 1, 4, 5, "float64")
+    trial(FEATURE)
+    trial(BATCH)
+    assert seen == [FEATURE, BATCH]                     # (the backward follows the cache)
+    b, f = _layout.time_trial(trial, budget_s=0.001)
+    assert 0 < b < 1 and 0 < f < 1
