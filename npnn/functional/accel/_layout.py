@@ -86,7 +86,10 @@ def check_layout(layout: str, where: str = "layout") -> str:
 def use_layout(layout: Optional[str]) -> Iterator[None]:
     """Within this block (this thread or task), accelerated sequences run in ``layout``
     ('batch' or 'feature'; None: as outside the block). Wins over ``NPNN_LAYOUT``."""
-    token = _FORCED.set(None if layout is None else check_layout(layout))
+    if layout is None:
+        yield
+        return
+    token = _FORCED.set(check_layout(layout))
     try:
         yield
     finally:

@@ -304,7 +304,7 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
             None if m is None else m.transpose(0, 2, 1))
         rz = _layout.input_half(xp, x, W_ih[:2 * H] * SIGMOID_SCALE)
         n = _layout.input_half(xp, x, W_ih[2 * H:])
-        col = (slice(None), None)                       # a bias is a column, (K, 1)
+        col: Tuple[Any, ...] = (slice(None), None)      # a bias is a column, (K, 1)
         W_hrz = W_hh[:2 * H] * SIGMOID_SCALE             # (2H, H): W h_{t-1}^T
         W_hn = W_hh[2 * H:]                              # (H, H)
         b_hn = xp.repeat(b_hn, N)                        # the kernels' row: H*N values
