@@ -112,6 +112,25 @@ def case_resume(out, run, epochs):
         np.savez(os.path.join(out, "params.npz"), **trainer.model.state_dict())
 
 
+def case_layout(out, text, run):
+    """Each rank's timing would choose another layout (rank 0 'feature', the others
+    'batch'): every rank must run in rank 0's, and the checkpoint must say it."""
+    from npnn.functional.accel import _layout
+    from npnn.functional.registry import Cell
+    rank = distributed.world().rank
+    Cell.layout = lambda self, N, H, dtype, xp: "feature" if rank == 0 else "batch"
+    trainer = Trainer(lm_config(text, epochs=1), run, log=quiet, progress=False,
+                      world=distributed.world())
+    seen, step = set(), trainer.train_step
+
+    def spying(*args):
+        seen.add(_layout.forced())
+        return step(*args)
+    trainer.train_step = spying
+    trainer.fit()
+    write_rank(out, trainer, layout=trainer.layout, seen=sorted(seen))
+
+
 def case_budget(out, text, run):
     """A time budget far below the run's epochs: every rank must stop after the same step."""
     trainer = Trainer(lm_config(text, epochs=1000, minutes=0.02), run, log=quiet,

@@ -230,6 +230,17 @@ def test_a_time_budget_stops_every_process_after_the_same_step(text_file, tmp_pa
 
 
 @needs_mpi
+def test_rank_0_chooses_the_layout_of_every_process(text_file, tmp_path):
+    """The layouts round differently: every process runs in rank 0's choice, and the
+    checkpoint keeps it for a resume."""
+    run, out = tmp_path / "run", tmp_path / "out"
+    worker(2, "layout", out, text_file, run)
+    record = ranks(out, 2)                      # every rank: the same layout, in every step
+    assert record["layout"] == "feature" and record["seen"] == ["feature"]
+    assert read_checkpoint(run).meta["layout"] == "feature"
+
+
+@needs_mpi
 def test_ctrl_c_on_mpiexec_stops_every_process_and_saves(text_file, tmp_path):
     """mpiexec forwards SIGINT to every process; they agree to stop after one step."""
     run = tmp_path / "run"

@@ -182,3 +182,80 @@ def test_ctrl_c_inside_a_step_lets_the_step_finish(text_file, tmp_path):
     resumed.fit()
     _same(_params(straight), _params(resumed))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+
+
+# -- the layout of the accelerations' loops: chosen once, kept for the run's whole life -----
+
+def _layouts_seen(trainer, seen):
+    """Record the layout forced on the accelerations at each training step."""
+    from npnn.functional.accel import _layout
+    step = trainer.train_step
+
+    def spying(*args):
+        seen.append(_layout.forced())
+        return step(*args)
+    trainer.train_step = spying
+    return trainer
+
+
+def test_a_run_keeps_its_layout_through_a_resume(text_file, tmp_path, monkeypatch):
+    """The layout is stored in the checkpoint and a resumed run takes it from there, over
+    NPNN_LAYOUT and over the timed choice; and, feature-major with the accelerations on
+    at every length, a resumed run ends bit for bit where an uninterrupted one does."""
+    from npnn.functional import accel
+    monkeypatch.setenv("NPNN_LAYOUT", "feature")
+    with accel.use_acceleration():
+        straight = Trainer(_config(text_file), tmp_path / "a", log=_quiet, progress=False)
+        assert straight.layout == "feature"
+        straight.fit()
+        seen = []
+        first = _layouts_seen(Trainer(_config(text_file, epochs=1), tmp_path / "b", log=_quiet,
+                                      progress=False), seen)
+        first.fit()
+        assert set(seen) == {"feature"}
+        assert read_checkpoint(tmp_path / "b").meta["layout"] == "feature"
+        monkeypatch.setenv("NPNN_LAYOUT", "batch")          # the checkpoint's layout wins
+        seen.clear()
+        resumed = _layouts_seen(Trainer.resume(tmp_path / "b", log=_quiet, progress=False,
+                                               epochs=3), seen)
+        assert resumed.layout == "feature"
+        resumed.fit()
+    assert set(seen) == {"feature"}
+    _same(_params(straight), _params(resumed))
+    assert _ppl(straight.history) == _ppl(resumed.history)
+    assert read_checkpoint(tmp_path / "b").meta["layout"] == "feature"
+
+
+def test_a_checkpoint_from_before_layouts_resumes_batch_major(text_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPNN_LAYOUT", "feature")
+    Trainer(_config(text_file, epochs=1), tmp_path / "run", log=_quiet, progress=False).fit()
+    path = tmp_path / "run" / "checkpoint.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["layout"]                                      # as npnn wrote it before
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    seen = []
+    resumed = _layouts_seen(Trainer.resume(tmp_path / "run", log=_quiet, progress=False,
+                                           epochs=2), seen)
+    assert resumed.layout == "batch"
+    resumed.fit()
+    assert set(seen) == {"batch"}
+    assert read_checkpoint(path).meta["layout"] == "batch"
+
+
+def test_a_new_run_times_its_layout_for_its_own_shape(text_file, tmp_path, monkeypatch):
+    """Unforced, a new run asks the registry's cell for the layout of its shape (rows per
+    process, hidden size, dtype) once, and keeps that."""
+    from npnn.functional.registry import Cell
+    monkeypatch.delenv("NPNN_LAYOUT", raising=False)
+    asked = []
+
+    def layout(self, N, H, dtype, xp):
+        asked.append((self.name, N, H, dtype))
+        return "feature"
+    monkeypatch.setattr(Cell, "layout", layout)
+    trainer = Trainer(_config(text_file, cell="gru", epochs=1), tmp_path / "run", log=_quiet,
+                      progress=False)
+    assert asked == [("gru", 4, 16, "float32")] and trainer.layout == "feature"

@@ -320,6 +320,13 @@ class Cell:
             return zone_forward(rates, new, old)            # regularisers (R4), eval
         return step
 
+    def layout(self, N: int, H: int, dtype: Any, xp: Any = np) -> str:
+        """The layout ('batch' or 'feature', ``accel._layout``) this cell's accelerated
+        sequences of N rows and hidden size H run in (timed on first use; 'batch' for a
+        cell without acceleration unless one is forced). A training run keeps it for its
+        whole life (``accel.use_layout``)."""
+        return accel.layout_for(self.accelerated, N, H, dtype, xp)
+
     def prepare(self, params: Dict[str, Array], x: Optional[Array] = None,
                 **options: Any) -> Any:
         """The acceleration's ``Prepared`` steps for forward-only use, or None where they

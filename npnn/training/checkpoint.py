@@ -15,6 +15,9 @@ names are paths, ``model/rnn.weight_ih_l0``, ``optimizer/0/exp_avg``,
     module_rngs  states of the model's random generators (dropout), in module order
     optimizer    {"step_count", "lr"}; its buffers are the optimizer/<i>/<name> arrays
     carried      the number of carried/<i> arrays: the recurrent state between batches
+    layout       the layout the accelerations' loops ran in, 'batch' or 'feature'
+                 (``npnn.functional.accel.use_layout``): a resumed run keeps it; None (or
+                 absent, written before layouts were chosen) is 'batch'
 
 ``read_checkpoint`` checks the file (a regular file: a FIFO or a device is refused
 before it is read; each member's declared size, from its ``.npy`` header, must be
@@ -166,6 +169,11 @@ def _string(v, where):
         raise CheckpointError(f"{where}: expected a string, got {v!r}")
 
 
+def _layout(v, where):
+    if v not in ("batch", "feature"):
+        raise CheckpointError(f"{where}: expected 'batch' or 'feature', got {_short(v)}")
+
+
 def _rng(v, where):
     """A numpy PCG64 state (``default_rng().bit_generator.state``)."""
     try:
@@ -216,6 +224,7 @@ SCHEMA = {
     "module_rngs": ListOf(_rng),
     "optimizer": {"step_count": _count, "lr": _finite},
     "carried": _count,
+    "layout": Nullable(_layout),
 }
 
 
@@ -254,6 +263,8 @@ def validate_meta(meta):
     returns the TrainConfig it describes. Raises CheckpointError."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"its meta is a JSON {type(meta).__name__}, not an object")
+    if isinstance(meta, dict):                  # written before layouts were chosen
+        meta.setdefault("layout", None)
     if isinstance(meta.get("run"), dict):       # written before --bptt-memory: keep all
         meta["run"].setdefault("bptt_memory", None)
     if isinstance(meta.get("model"), dict):     # written before --forget-bias and --init

@@ -42,6 +42,7 @@ from .loop import Diverged, Hooks, TrainState, fit
 from ..functional import softmax_cross_entropy
 from ..layers import SoftmaxCrossEntropy, no_grad
 from ..models import RNNLM
+from ..functional.accel import use_layout
 from ..functional.registry import CELLS
 from ..optim import OPTIMIZERS, perplexity
 from .plot import available as plot_available
@@ -214,6 +215,19 @@ class Trainer(Hooks):
             self.carried = None
         else:
             self._restore(ckpt)
+        self.layout = self._choose_layout(ckpt) if self.world.rank == 0 else None
+
+    def _choose_layout(self, ckpt):
+        """The layout of the accelerations' loops for the whole run (rank 0 chooses,
+        ``_share_progress`` tells the others): the checkpoint's on resume (the layouts round
+        differently, and a resumed run must go on bit for bit; a checkpoint written before
+        layouts were chosen ran batch-major), else timed now for this run's rows per
+        process (or forced by NPNN_LAYOUT)."""
+        if ckpt is not None:
+            return ckpt.meta.get("layout") or "batch"
+        cfg = self.config
+        rows = len(range(cfg.batch)[self.world.rows(cfg.batch)])
+        return CELLS[cfg.cell].layout(rows, cfg.hidden, cfg.dtype, get_backend(cfg.backend))
 
     def _share_progress(self):
         """Rank 0's position, generators and carried state, on every rank; each keeps its
@@ -223,8 +237,8 @@ class Trainer(Hooks):
         if w.size == 1:
             return
         carried = None if self.carried is None else [to_numpy(a) for a in _states(self.carried)]
-        progress, rngs, carried = w.bcast((self.state.to_dict(), [
-            g.bit_generator.state for g in module_generators(self.model)], carried))
+        progress, rngs, carried, self.layout = w.bcast((self.state.to_dict(), [
+            g.bit_generator.state for g in module_generators(self.model)], carried, self.layout))
         if w.rank:
             self.state = TrainState.from_dict(progress)
             for g, s in zip(module_generators(self.model), rngs):
@@ -355,9 +369,10 @@ class Trainer(Hooks):
             left = end - 60.0 * minutes * TRAIN_RESERVE - time.perf_counter()
             minutes = max(left / 60.0, 1e-9)
         try:
-            fit(self.model, self.loss_fn, self._batches, self.optimizer, epochs=cfg.epochs,
-                minutes=minutes, clip=cfg.clip, state=state, hooks=self, step=self._step,
-                log=self.log, progress=self.progress, world=self.world)
+            with use_layout(self.layout):       # the run's layout, kept for its whole life
+                fit(self.model, self.loss_fn, self._batches, self.optimizer, epochs=cfg.epochs,
+                    minutes=minutes, clip=cfg.clip, state=state, hooks=self, step=self._step,
+                    log=self.log, progress=self.progress, world=self.world)
         finally:
             self.close()
         resume = f"continue with `npnn train --resume {self.out_dir}`"
@@ -425,7 +440,8 @@ class Trainer(Hooks):
                     "vocab": self.corpus.vocab.idx_to_token, "run": self.config.run_settings(),
                     "text_sha256": self.text_sha256, "progress": self.state.to_dict(),
                     "module_rngs": [g.bit_generator.state
-                                    for g in module_generators(self.model)]}
+                                    for g in module_generators(self.model)],
+                    "layout": self.layout}
             write_checkpoint(self.run.file(CHECKPOINT), meta, self.model, self.optimizer, full)
             self._plot()
             return True

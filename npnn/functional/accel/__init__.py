@@ -58,11 +58,12 @@ and ``Prepared``.
 import contextlib
 import contextvars
 import os
-from typing import ContextManager, Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..._typing import Array
+from ..._typing import Array, ArrayModule
 from ._common import MIN_ROWS, MIN_SHORT_ROWS, MIN_STEPS, ROWS_PER_WIDTH
 from ._layout import use_layout  # noqa: F401  (the layout of the loops: forced in a block)
 
@@ -124,3 +125,15 @@ def pays(x: Array, H: Optional[int] = None) -> bool:
 
 
 from . import gru, lstm, rnn  # noqa: E402,F401  (the accelerated cells)
+from . import _layout  # noqa: E402
+
+
+def layout_for(cell: Any, N: int, H: int, dtype: DTypeLike, xp: ArrayModule = np) -> str:
+    """The layout ('batch' or 'feature') an accelerated cell module (``lstm``, ``gru``,
+    ``rnn``, or None for a cell without one) runs sequences of N rows, hidden size H in:
+    ``_layout.choose``'s, timed now if this shape was not yet. A training run asks this
+    once and keeps the answer (``use_layout``) for its whole life."""
+    if cell is None:
+        return _layout.forced() or _layout.BATCH
+    return _layout.choose(xp, N, H, cell.GATES, dtype, lambda: _layout.trial(
+        cell.forward, cell.backward, cell.GATES, cell.STATES, N, H, dtype))

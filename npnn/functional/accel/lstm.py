@@ -298,10 +298,14 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 
 # -- the sequence ops ---------------------------------------------------------------------
 
+#: gate blocks of W_hh's rows, and states
+GATES, STATES = 4, 2
+
+
 def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
     """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
     time (made only where it times)."""
-    return lambda: _layout.trial(forward, backward, 4, 2, N, H, dtype)
+    return lambda: _layout.trial(forward, backward, GATES, STATES, N, H, dtype)
 
 
 
@@ -318,7 +322,7 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
     rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
-    feature = _layout.is_feature(xp, N, H, 4, dt, _trial(N, H, dt))
+    feature = _layout.is_feature(xp, N, H, GATES, dt, _trial(N, H, dt))
     s = _gate_affine(xp, H, dt)[0]
     if feature:       # (1) scaled by s, input half: (T, 4H, N); rm, zone's masks transposed
         rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (

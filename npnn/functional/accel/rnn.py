@@ -171,10 +171,14 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, folding: bool = True) -> Kernels
 
 # -- the sequence ops ---------------------------------------------------------------------
 
+#: gate blocks of W_hh's rows, and states
+GATES, STATES = 1, 1
+
+
 def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
     """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
     time (made only where it times)."""
-    return lambda: _layout.trial(forward, backward, 1, 1, N, H, dtype)
+    return lambda: _layout.trial(forward, backward, GATES, STATES, N, H, dtype)
 
 
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
@@ -190,7 +194,7 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
     zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
     rm = recurrent_mask
     m = step_mask(mask)
-    feature = _layout.is_feature(xp, N, H, 1, x.dtype, _trial(N, H, x.dtype))
+    feature = _layout.is_feature(xp, N, H, GATES, x.dtype, _trial(N, H, x.dtype))
     h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,), feature)
     if feature:                     # (1), input half (T, H, N); rm, zone's masks transposed
         rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
