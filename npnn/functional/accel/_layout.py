@@ -52,6 +52,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..._typing import Array, ArrayModule
+from . import _pool
 
 BATCH, FEATURE = "batch", "feature"
 LAYOUTS = (BATCH, FEATURE)
@@ -217,12 +218,19 @@ def chosen() -> Dict[Tuple[int, int, int, str], str]:
 
 def to_feature(xp: ArrayModule, a: Optional[Array]) -> Optional[Array]:
     """(..., N, S) -> (..., S, N), contiguous (None stays None)."""
-    return None if a is None else xp.ascontiguousarray(xp.swapaxes(a, -1, -2))
+    return None if a is None else _swapped(xp, a)
 
 
 def to_batch(xp: ArrayModule, a: Array) -> Array:
     """(..., S, N) -> (..., N, S), contiguous."""
-    return xp.ascontiguousarray(xp.swapaxes(a, -1, -2))
+    return _swapped(xp, a)
+
+
+def _swapped(xp: ArrayModule, a: Array) -> Array:
+    view = xp.swapaxes(a, -1, -2)
+    out = _pool.empty(xp, view.shape, a.dtype)
+    out[...] = view
+    return out
 
 
 def rows(a: Array) -> Array:
@@ -236,7 +244,9 @@ def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
     (K, D) x (D, T*N) product and one copy that moves blocks of N values."""
     T, N, D = x.shape
     K = W.shape[0]
-    return xp.ascontiguousarray((W @ x.reshape(T * N, D).T).reshape(K, T, N).transpose(1, 0, 2))
+    out = _pool.empty(xp, (T, K, N), x.dtype)
+    out[...] = _pool.matmul(xp, W, x.reshape(T * N, D).T).reshape(K, T, N).transpose(1, 0, 2)
+    return out
 
 
 def zone_to_feature(xp: ArrayModule, zone: Optional[Tuple[object, ...]]) -> Optional[

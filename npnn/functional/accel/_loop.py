@@ -47,6 +47,7 @@ from ..._typing import Array, ArrayModule
 from ...backend import get_array_module
 from .._recurrent import valid_only
 from ..regularisers import at_step
+from . import _pool
 from ._common import FLUSH_EVERY, Kernels, flush_subnormals
 
 
@@ -57,7 +58,7 @@ def new_states(xp: ArrayModule, T: int, N: int, H: int, dtype: DTypeLike,
     (T + 1, H, N)."""
     states = []
     for s0 in initial:
-        s = xp.empty((T + 1, H, N) if feature else (T + 1, N, H), dtype=dtype)
+        s = _pool.empty(xp, (T + 1, H, N) if feature else (T + 1, N, H), dtype)
         s[0] = 0 if s0 is None else (s0.T if feature else s0)
         states.append(s)
     return states
@@ -196,11 +197,9 @@ def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bi
     if feature:
         H = h.shape[1]
         h_prev = h[:-1] if rm is None else h[:-1] * rm
-        hT = xp.ascontiguousarray(h_prev.transpose(1, 0, 2)).reshape(H, T * N)
-        dziT = xp.ascontiguousarray(dzi.transpose(1, 0, 2)).reshape(dzi.shape[1], T * N)
-        dzhT = dziT if dzh is dzi else \
-            xp.ascontiguousarray(dzh.transpose(1, 0, 2)).reshape(dzh.shape[1], T * N)
-        dx = (dziT.T @ W_ih).reshape(T, N, D)
+        hT, dziT = _transposed(xp, h_prev), _transposed(xp, dzi)
+        dzhT = dziT if dzh is dzi else _transposed(xp, dzh)
+        dx = _pool.matmul(xp, dziT.T, W_ih).reshape(T, N, D)
         grads = {"W_ih": dziT @ x2, "W_hh": dzhT @ hT.T}
         if has_bias:
             ones = xp.ones(T * N, dtype=x.dtype)    # sums over steps and sequences as GEMVs
@@ -209,7 +208,7 @@ def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bi
         return dx, grads
     H, K = h.shape[2], dzi.shape[2]
     dzi2, dzh2 = dzi.reshape(T * N, K), dzh.reshape(T * N, dzh.shape[2])    # (T*N, K)
-    dx = (dzi2 @ W_ih).reshape(T, N, D)
+    dx = _pool.matmul(xp, dzi2, W_ih).reshape(T, N, D)
     grads = {"W_ih": dzi2.T @ x2,
              "W_hh": dzh2.T @ (h[:-1] if rm is None else h[:-1] * rm).reshape(T * N, H)}
     if has_bias:
@@ -217,3 +216,11 @@ def weight_grads(x: Array, h: Array, W_ih: Array, dzi: Array, dzh: Array, has_bi
         grads["b_ih"] = ones @ dzi2
         grads["b_hh"] = grads["b_ih"].copy() if dzh is dzi else ones @ dzh2
     return dx, grads
+
+
+def _transposed(xp: ArrayModule, a: Array) -> Array:
+    """(T, K, N) -> (K, T*N) contiguous: the steps of a feature-major array side by side."""
+    T, K, N = a.shape
+    out = _pool.empty(xp, (K, T, N), a.dtype)
+    out[...] = a.transpose(1, 0, 2)
+    return out.reshape(K, T * N)

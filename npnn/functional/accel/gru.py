@@ -46,9 +46,9 @@ from numpy.typing import DTypeLike
 from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
-from .._recurrent import input_half, masked_output, output_grads, step_mask
+from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _layout, _loop, _numba
+from . import _layout, _loop, _numba, _pool
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -314,17 +314,17 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
         b_hn = xp.repeat(b_hn, N)                        # the kernels' row: H*N values
     else:                        # (T, N, 2H) and (T, N, H)
         mk = m
-        rz = input_half(x, W_ih[:2 * H] * SIGMOID_SCALE)
-        n = input_half(x, W_ih[2 * H:])
+        rz = _pool.input_half(xp, x, W_ih[:2 * H] * SIGMOID_SCALE)
+        n = _pool.input_half(xp, x, W_ih[2 * H:])
         col = (slice(None),)
-        W_hrz = xp.ascontiguousarray((W_hh[:2 * H] * SIGMOID_SCALE).T)  # (H, 2H): h W^T
-        W_hn = xp.ascontiguousarray(W_hh[2 * H:].T)                    # (H, H)
+        W_hrz = _pool.transposed(xp, W_hh[:2 * H], SIGMOID_SCALE)      # (H, 2H): h W^T
+        W_hn = _pool.transposed(xp, W_hh[2 * H:])                      # (H, H)
     # (b_ih and b_hh: both given or both None, as check_sequence_args checked)
     if b_ih is not None:
         rz += ((b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE)[col]  # type: ignore[index]
         n += b_ih[2 * H:][col]
-    gh_rz = xp.empty(rz.shape[1:], dtype=dt)
-    gh_n = xp.empty(n.shape, dtype=dt)             # (2), n rows (b_hn added by the kernel)
+    gh_rz = _pool.empty(xp, rz.shape[1:], dt)
+    gh_n = _pool.empty(xp, n.shape, dt)             # (2), n rows (b_hn added by the kernel)
     rows, R, C = _layout.kernel_rows(feature, N, H)     # feature-major: one row of H*N
     rzk, gh_rzk, nk, gh_nk, hk = rows(rz), rows(gh_rz), rows(n), rows(gh_n), rows(h)
     kernels = _kernels(xp, dt, R, C, zone is None)
@@ -354,8 +354,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
             T, 3 * H, N)                                                  # W^T dz_t^T
     else:
         mk, W_back, shape = m, W_hh_nrz, (T, N, 3 * H)                   # dz_t W
-    dgh = xp.empty(shape, dtype=x.dtype)           # blocks n, r, z
-    dgi = xp.empty(shape, dtype=x.dtype)           # blocks r, z, n
+    dgh = _pool.empty(xp, shape, x.dtype)          # blocks n, r, z
+    dgi = _pool.empty(xp, shape, x.dtype)          # blocks r, z, n
     direct = xp.zeros_like(dh)
     rows, R, C = _layout.kernel_rows(feature, N, H)
     rzk, nk, hk, gh_nk, dhk, dghk, dgik = (rows(a) for a in (rz, n, h, gh_n, dh, dgh, dgi))

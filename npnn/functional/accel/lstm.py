@@ -36,9 +36,9 @@ from numpy.typing import DTypeLike
 from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_sequence_args
-from .._recurrent import input_half, masked_output, output_grads, step_mask
+from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _layout, _loop, _numba
+from . import _layout, _loop, _numba, _pool
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -330,18 +330,18 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
         gates = _layout.input_half(xp, x, W_ih * s[:, None])
         bias = None if b_ih is None else ((b_ih + b_hh) * s)[:, None]
         W_rec = W_hh * s[:, None]                           # (4H, H): W h_{t-1}^T
-        rec = xp.empty((4 * H, N), dtype=dt)
+        rec = _pool.empty(xp, (4 * H, N), dt)
     else:             # (1) scaled by s, input half: (T, N, 4H)
         mk = m
-        gates = input_half(x, W_ih * s[:, None])
+        gates = _pool.input_half(xp, x, W_ih * s[:, None])
         bias = None if b_ih is None else (b_ih + b_hh) * s
-        W_rec = xp.ascontiguousarray((W_hh * s[:, None]).T)     # (H, 4H): h_{t-1} W^T
-        rec = xp.empty((N, 4 * H), dtype=dt)
+        W_rec = _pool.transposed(xp, W_hh, s)                # (H, 4H): h_{t-1} W^T
+        rec = _pool.empty(xp, (N, 4 * H), dt)
     if bias is not None:
         gates += bias
     rows, R, C = _layout.kernel_rows(feature, N, H)        # feature-major: one row of H*N
     h, c = _loop.new_states(xp, T, N, H, dt, (h0, c0), feature)
-    tanh_c = xp.empty(h[1:].shape, dtype=dt)
+    tanh_c = _pool.empty(xp, h[1:].shape, dt)
     gk, reck, hk, ck, tck = rows(gates), rows(rec), rows(h), rows(c), rows(tanh_c)
     kernels = _kernels(xp, dt, R, C, zone is None)
     fwd = kernels.forward
@@ -370,7 +370,7 @@ def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array]
     else:
         mk, W_back = m, W_hh                                              # dz_t W
     rows, R, C = _layout.kernel_rows(feature, N, H)
-    dz = xp.empty(gates.shape, dtype=x.dtype)
+    dz = _pool.empty(xp, gates.shape, x.dtype)
     gk, ck, tck, dhk, dck, dzk = rows(gates), rows(c), rows(tanh_c), rows(dh), rows(dc), rows(dz)
     kernels = _kernels(xp, x.dtype, R, C, zone is None)
     bwd = kernels.backward

@@ -24,9 +24,9 @@ from numpy.typing import DTypeLike
 from ..._typing import Array, ArrayModule
 from ...backend import elementwise_kernel, get_array_module
 from ..._checks import check_choice, check_sequence_args
-from .._recurrent import input_half, masked_output, output_grads, step_mask
+from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
-from . import _layout, _loop, _numba
+from . import _layout, _loop, _numba, _pool
 from ._common import Kernels, Prepared as _Prepared, kernel_set
 from ._numba import const as _const, tanh as _tanh
 
@@ -203,13 +203,13 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
         bias = None if b_ih is None else (b_ih + b_hh)[:, None]
         W_rec = W_hh                                     # W h_{t-1}^T
     else:                           # (1), input half: every step at once, (T, N, H)
-        mk, a = m, input_half(x, W_ih)
+        mk, a = m, _pool.input_half(xp, x, W_ih)
         bias = None if b_ih is None else b_ih + b_hh
-        W_rec = xp.ascontiguousarray(W_hh.T)             # h_{t-1} W^T
+        W_rec = _pool.transposed(xp, W_hh)               # h_{t-1} W^T
     if bias is not None:
         a += bias
-    cand = None if zone is None else xp.empty(h[1:].shape, dtype=x.dtype)   # h~_t, (10)
-    rec = xp.empty(h.shape[1:], dtype=x.dtype)
+    cand = None if zone is None else _pool.empty(xp, h[1:].shape, x.dtype)  # h~_t, (10)
+    rec = _pool.empty(xp, h.shape[1:], x.dtype)
     rows = _layout.kernel_rows(feature, N, H)[0]        # feature-major: one row of H*N
     ak, reck, hk = rows(a), rows(rec), rows(h)
     kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
@@ -235,7 +235,7 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
         mk, W_back = None if m is None else m.transpose(0, 2, 1), W_hh.T      # W^T da_t^T
     else:
         mk, W_back = m, W_hh                                                  # da_t W
-    da = xp.empty(h[1:].shape, dtype=x.dtype)       # (T, N, H) or (T, H, N)
+    da = _pool.empty(xp, h[1:].shape, x.dtype)      # (T, N, H) or (T, H, N)
     kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
     bwd = kernels.backward
     rows = _layout.kernel_rows(feature, N, H)[0]

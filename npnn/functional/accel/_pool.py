@@ -1,0 +1,144 @@
+"""Memory the accelerations reuse from call to call, instead of fresh pages each time.
+
+A training step allocates the same large arrays at every call: the gates and states an
+accelerated forward keeps for its backward, the backward's step gradients, the prepared
+weights. Above glibc's mmap threshold each fresh array is new pages from the kernel, and
+every page costs a fault and its zeroing on first touch: measured at LSTM S on this
+project's machine, the forward's input product took 1.8 ms in place of 0.5 and the
+backward's kernels 2.8 ms in place of 1.0, a quarter of the whole step
+(benchmarks/RESULTS.md). PyTorch's CUDA allocator and CuPy's pool keep freed memory for
+the same reason.
+
+``empty(xp, shape, dtype)`` hands out arrays backed by buffers this module keeps. A
+buffer is handed out again only when nothing but the pool refers to it: every NumPy
+view holds a reference to the buffer at its base, so as long as any array made from it
+lives (in a cache, in a result the caller kept, a view of a view), the buffer's
+reference count says so and it is not reused. Nothing is ever freed under an array
+still in use.
+
+* On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
+  ones come from the heap without page faults).
+* At most ``limit()`` bytes are kept (``NPNN_POOL_MB``, default ``LIMIT_MB``); beyond it,
+  free buffers are dropped oldest first, and an array that still does not fit is a
+  plain ``np.empty``. ``NPNN_POOL=0`` switches the pool off; ``release()`` drops every
+  free buffer now.
+* Buffers are 64-byte aligned (a cache line, an AVX-512 register).
+"""
+
+import os
+import sys
+import threading
+from typing import Any, List, Tuple
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..._typing import Array, ArrayModule
+
+#: Arrays smaller than this are not pooled (bytes).
+MIN_BYTES = 1 << 17
+#: The bytes the pool keeps at most, unless NPNN_POOL_MB says otherwise.
+LIMIT_MB = 512
+#: A free buffer serves an array of at least 1 / WASTE of its size.
+WASTE = 4
+ALIGN = 64
+
+_LOCK = threading.Lock()
+#: (raw uint8 buffer, offset of its aligned start, aligned capacity in bytes), oldest first
+_BUFFERS: List[Tuple[Array, int, int]] = []
+
+
+def enabled() -> bool:
+    return os.environ.get("NPNN_POOL", "1") != "0"
+
+
+def limit() -> int:
+    """The bytes the pool keeps at most."""
+    try:
+        return int(float(os.environ.get("NPNN_POOL_MB", LIMIT_MB)) * 2 ** 20)
+    except ValueError:
+        raise ValueError(f"expected NPNN_POOL_MB to be a number of megabytes, got "
+                         f"{os.environ['NPNN_POOL_MB']!r}") from None
+
+
+def _free(k: int) -> bool:
+    """Whether nothing but the pool refers to buffer k: its entry in the list, and
+    ``sys.getrefcount``'s own argument (no name here is bound to the buffer)."""
+    return sys.getrefcount(_BUFFERS[k][0]) <= 2
+
+
+def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
+    """``xp.empty(shape, dtype)``, from a reused buffer where this module pools."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if xp is not np or size < MIN_BYTES or not enabled():
+        return xp.empty(shape, dtype=dtype)
+    with _LOCK:
+        best = -1
+        for k in range(len(_BUFFERS)):
+            capacity = _BUFFERS[k][2]
+            if size <= capacity <= WASTE * size and _free(k) and (
+                    best < 0 or capacity < _BUFFERS[best][2]):
+                best = k
+        if best < 0:
+            best = _new(size)
+            if best < 0:
+                return np.empty(shape, dtype=dtype)
+        offset = _BUFFERS[best][1]
+        return _BUFFERS[best][0][offset:offset + size].view(dtype).reshape(shape)
+
+
+def _new(size: int) -> int:
+    """A new buffer of ``size`` bytes at the end of the list (its index), dropping free
+    buffers oldest first to stay within ``limit()``; -1 where it would not fit."""
+    cap = limit()
+    kept = sum(entry[2] for entry in _BUFFERS)
+    k = 0
+    while kept + size > cap and k < len(_BUFFERS):
+        if _free(k):
+            kept -= _BUFFERS[k][2]
+            del _BUFFERS[k]
+        else:
+            k += 1
+    if kept + size > cap:
+        return -1
+    raw = np.empty(size + ALIGN, dtype=np.uint8)
+    _BUFFERS.append((raw, -raw.ctypes.data % ALIGN, size))
+    return len(_BUFFERS) - 1
+
+
+def release() -> None:
+    """Drop every buffer no array uses (they go back to the allocator)."""
+    with _LOCK:
+        _BUFFERS[:] = [_BUFFERS[k] for k in range(len(_BUFFERS)) if not _free(k)]
+
+
+def kept() -> Tuple[int, int]:
+    """(bytes the pool keeps, bytes of it in use now)."""
+    with _LOCK:
+        return (sum(entry[2] for entry in _BUFFERS),
+                sum(_BUFFERS[k][2] for k in range(len(_BUFFERS)) if not _free(k)))
+
+
+def matmul(xp: ArrayModule, a: Array, b: Array) -> Array:
+    """a @ b (2-D) into an array of ``empty``'s."""
+    out = empty(xp, (a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
+    return xp.matmul(a, b, out=out)
+
+
+def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
+    """x_t W^T for every step (``_recurrent.input_half``) into an array of ``empty``'s:
+    x (T, N, D), W (K, D) -> (T, N, K)."""
+    T, N, D = x.shape
+    return matmul(xp, x.reshape(T * N, D), W.T).reshape(T, N, W.shape[0])
+
+
+def transposed(xp: ArrayModule, W: Array, scale: Any = None) -> Array:
+    """(W * scale[:, None])^T contiguous (scale None: W^T), in one pass into an array of
+    ``empty``'s: the prepared recurrent weight of the batch-major products."""
+    out = empty(xp, W.shape[::-1], W.dtype)
+    if scale is None:
+        out[...] = W.T
+    else:
+        xp.multiply(W.T, scale, out=out)
+    return out
