@@ -84,11 +84,18 @@ class Kernels(NamedTuple):
     ``prepared`` one forward-only step (``Prepared``). ``folds`` is True for a set
     whose kernels take the valid mask and the output gradient of the step themselves
     (the fused ones: fewer launches); the loops (``_loop``) do that work for the others,
-    which are then given None for those arguments."""
+    which are then given None for those arguments. ``bias``: the forward kernel adds the
+    summed biases itself (one pass less over the gates of every step), else the cell
+    adds them to the input half first and gives the kernel None. ``own``: the backward
+    kernel takes the step's output gradient (unless zoneout splits the gradient first)
+    and flushes what it writes (``flush_subnormals``, every step) itself, so the loop
+    does neither (the numba set)."""
     forward: Callable[..., Any]
     backward: Callable[..., Any]
     prepared: Callable[..., Any]
     folds: bool = False
+    bias: bool = False
+    own: bool = False
 
 
 def kernel_set(xp: ArrayModule, dtype: DTypeLike, fused_set: Kernels,

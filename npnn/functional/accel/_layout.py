@@ -269,3 +269,24 @@ def kernel_rows(feature: bool, N: int, H: int) -> Tuple[Callable[[Array], Array]
     width C of a state's row): feature-major ``rows``, 1, H*N; batch-major as they
     are, N, H. A kernel set sized (R, C) then serves either layout."""
     return (rows, 1, H * N) if feature else (same, N, H)
+
+
+def kernel_bias(xp: ArrayModule, kernels: Any, bias: Optional[Array], parts: Sequence[Array],
+                feature: bool, N: int) -> Optional[Array]:
+    """The summed biases (K,) of the input half (None: zeros) as a kernel set's forward
+    takes them: where the set adds them itself (``Kernels.bias``), in the kernels' row
+    form (feature-major each repeated N times: one row of K*N values); else added now to
+    the input half, ``parts`` its arrays ((T, N, K_i), feature-major (T, K_i, N)) whose
+    K_i add up to K, and None for the kernels."""
+    if not kernels.bias:
+        start = 0
+        for z in parts:
+            K = z.shape[-2] if feature else z.shape[-1]
+            if bias is not None:
+                z += bias[start:start + K, None] if feature else bias[start:start + K]
+            start += K
+        return None
+    if bias is None:
+        K = sum(z.shape[-2] if feature else z.shape[-1] for z in parts)
+        bias = xp.zeros(K, dtype=parts[0].dtype)
+    return xp.repeat(bias, N) if feature else bias

@@ -18,7 +18,8 @@ Backward, for t = T .. 1:
     keep dh_t (and the carried gradients) what a padded step passes straight back
     kernel(t)                             dz_t, the carried gradients (dc), the direct path
     dz_t = 0 at padded rows
-    flush dz_t (every FLUSH_EVERY steps)  ``_common.flush_subnormals`` (NumPy only)
+    flush dz_t (every FLUSH_EVERY steps)  ``_common.flush_subnormals`` (NumPy only; or in
+                                          the kernel, every step)
     dh_{t-1} = dz_t W (+ direct path)     the product
     restore what padded rows pass back
 
@@ -132,6 +133,7 @@ def backward(xp: ArrayModule, kernels: Kernels,
     """
     assert zone is None or not kernels.folds
     folds = kernels.folds
+    own = kernels.own and zone is None and not folds    # the kernel adds dout_t, flushes
     carry = direct
     if folds and carry is None and m is not None:
         carry = xp.zeros_like(dh)
@@ -142,7 +144,7 @@ def backward(xp: ArrayModule, kernels: Kernels,
         if folds:
             step(t, None if dout is None else dout[t], None if m is None else m[t], carry)
         else:
-            if dout is not None:
+            if dout is not None and not own:
                 dh += dout[t]
             if pad is not None:                                 # what a padded step passes back
                 for keep, d in zip(reaching, (dh, *carried)):
@@ -153,11 +155,11 @@ def backward(xp: ArrayModule, kernels: Kernels,
                     kept.append(None if d_t is None else d_t * g)
                     if d_t is not None:
                         g *= 1 - d_t
-            step(t, None, None, carry)
+            step(t, None if dout is None or not own else dout[t], None, carry)
             if pad is not None:
                 for d in dz:
                     xp.copyto(d[t], 0, where=pad[t])
-            if t % FLUSH_EVERY == 0:
+            if t % FLUSH_EVERY == 0 and not own:
                 for d in (*(d[t] for d in dz), *carried, *(() if direct is None else (direct,))):
                     flush_subnormals(xp, d)
         if feature:

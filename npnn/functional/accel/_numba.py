@@ -121,6 +121,13 @@ def const(like: Array, value: float) -> float:
     return value
 
 
+def flush_below(like: Array) -> float:
+    """The backward's flush threshold (``_common.flush_subnormals``), tiny / eps of the
+    dtype of ``like``: a kernel writes 0 for any |value| below it (NaN stays NaN)."""
+    info = np.finfo(like.dtype)
+    return float(info.tiny / info.eps)
+
+
 def _register(module: ModuleType) -> None:
     """Teach numba the two helpers above, by the type of their arguments."""
     from numba import types
@@ -147,3 +154,9 @@ def _register(module: ModuleType) -> None:
     def _const(like, value):  # type: ignore[no-untyped-def]  # see above
         dtype = like.dtype
         return lambda like, value: dtype(value)
+
+    @overload(flush_below)
+    def _flush_below(like):  # type: ignore[no-untyped-def]  # see above
+        info = np.finfo(np.dtype(str(like.dtype)))
+        below = np.dtype(str(like.dtype)).type(info.tiny / info.eps)
+        return lambda like: below

@@ -27,11 +27,13 @@ Equation numbers refer to ``functional/gru.py``. What differs from the reference
   (float32) one compiled loop; elsewhere ufunc passes. The three kernel sets
   (``_common.Kernels``) take the same arguments; the loops are ``_loop``'s:
 
-    forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid)   (3)-(5): rz (N, 2H)
+    forward(rz, gh_rz, n, gh_n, b_hn, h_prev, h, valid, bias)   (3)-(5): rz (N, 2H)
         holds the scaled input half of r, z and becomes r, z; n (N, H) holds gi_n
-        and becomes n; gh_n holds h W_hn^T and gains b_hn
+        and becomes n; gh_n holds h W_hn^T and gains b_hn; bias (3H,) the input
+        half's biases (r, z scaled, then n's b_in), or None where they are in rz, n
     backward(rz, n, h_prev, gh_n, dh, dgh, dgi, dout, valid, carry)   (8)-(12):
-        dh = dh_t; fills dgh, dgi (N, 3H) and ``carry``, the direct path dh z of (13)
+        dh = dh_t (dh_t + dout_t where dout is given); fills dgh, dgi (N, 3H) and
+        ``carry``, the direct path dh z of (13)
     prepared(xw, gh, h_prev) -> h       (3)-(5) for a forward-only step, xw = gi
         and gh (N, 3H) with their biases
 * Padded steps are handled by selection, as in the reference.
@@ -50,7 +52,7 @@ from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _layout, _loop, _numba, _pool
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
-from ._numba import const as _const, tanh as _tanh
+from ._numba import const as _const, flush_below as _flush_below, tanh as _tanh
 
 
 class GRUAccelCache(NamedTuple):
@@ -81,7 +83,11 @@ def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
     drz, rz_slope = xp.empty((N, 2 * H), dtype=dtype), xp.empty((N, 2 * H), dtype=dtype)
 
     def forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
-                h_prev: Array, h: Array, valid: Optional[Array]) -> None:
+                h_prev: Array, h: Array, valid: Optional[Array],
+                bias: Optional[Array] = None) -> None:
+        if bias is not None:                        # (1)'s biases
+            rz += bias[:2 * H]
+            n += bias[2 * H:]
         rz += gh_rz                                 # (3) r, z = sigmoid(.) in one pass
         xp.tanh(rz, out=rz)
         rz *= SIGMOID_SCALE
@@ -115,7 +121,7 @@ def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
         xp.multiply(da_n, r, out=dgh[:, :H])        # (12) dgh = [da_n r | da_r | da_z]
         dgh[:, H:] = da_rz
 
-    return Kernels(forward, backward, _ufunc_prepared)
+    return Kernels(forward, backward, _ufunc_prepared, bias=True)
 
 
 def _ufunc_prepared(xw: Array, gh: Array, h_prev: Array) -> Array:
@@ -139,19 +145,22 @@ def _ufunc_prepared(xw: Array, gh: Array, h_prev: Array) -> Array:
 # -- numba (NumPy): one compiled loop over (n, j) a step -------------------------------
 
 def _numba_forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
-                   h_prev: Array, h: Array, valid: Optional[Array]) -> None:
+                   h_prev: Array, h: Array, valid: Optional[Array], bias: Array) -> None:
     N, H = h.shape
     s, b = _const(h, SIGMOID_SCALE), _const(h, SIGMOID_SHIFT)
+    br, bz, bn = bias[:H], bias[H:2 * H], bias[2 * H:]
     for row in range(N):
         zr, zz, gr, gz = rz[row, :H], rz[row, H:], gh_rz[row, :H], gh_rz[row, H:]
         nn, ghn, hp, hn = n[row], gh_n[row], h_prev[row], h[row]
         for j in range(H):
-            r = _tanh(zr[j] + gr[j]) * s + b                                    # (3)
-            z = _tanh(zz[j] + gz[j]) * s + b
+            r = _tanh(zr[j] + gr[j] + br[j]) * s + b                            # (1), (3)
+            z = _tanh(zz[j] + gz[j] + bz[j]) * s + b
             zr[j], zz[j] = r, z
             g = ghn[j] + b_hn[j]                                                # (2)
             ghn[j] = g
-            nj = _tanh(nn[j] + r * g)                                           # (4)
+            gi = nn[j] + bn[j]
+            nn[j] = gi
+            nj = _tanh(gi + r * g)                                              # (4)
             nn[j] = nj
             hn[j] = nj + z * (hp[j] - nj)                                       # (5)
 
@@ -160,7 +169,7 @@ def _numba_backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, 
                     dgi: Array, dout: Optional[Array], valid: Optional[Array],
                     carry: Array) -> None:
     N, H = dh.shape
-    one = _const(dh, 1.0)
+    one, zero, below = _const(dh, 1.0), _const(dh, 0.0), _flush_below(dh)
     for row in range(N):
         yr, yz = rz[row, :H], rz[row, H:]
         hn_r, hr, hz = dgh[row, :H], dgh[row, H:2 * H], dgh[row, 2 * H:]
@@ -168,12 +177,19 @@ def _numba_backward(rz: Array, n: Array, h_prev: Array, gh_n: Array, dh: Array, 
         nn, hp, ghn, dhn, dhz = n[row], h_prev[row], gh_n[row], dh[row], carry[row]
         for j in range(H):
             r, z, nj, d = yr[j], yz[j], nn[j], dhn[j]
+            if dout is not None:
+                d += dout[row, j]                                               # (7)
             an = d * (one - z) * (one - nj * nj)                                # (8), (9)
             ar = an * ghn[j] * r * (one - r)                                    # (10), (11)
             az = d * (hp[j] - nj) * z * (one - z)
-            hn_r[j], hr[j], hz[j] = an * r, ar, az                              # (12)
+            anr, dz_ = an * r, d * z
+            # flushed (``_common.flush_subnormals``): NaN fails the test and stays
+            an = zero if abs(an) < below else an
+            ar = zero if abs(ar) < below else ar
+            az = zero if abs(az) < below else az
+            hn_r[j], hr[j], hz[j] = zero if abs(anr) < below else anr, ar, az   # (12)
             ir[j], iz[j], i_n[j] = ar, az, an
-            dhz[j] = d * z                                                      # (13)
+            dhz[j] = zero if abs(dz_) < below else dz_                          # (13)
 
 
 def _numba_prepared_loop(xw: Array, gh: Array, h_prev: Array, h: Array) -> None:
@@ -197,7 +213,8 @@ def _numba_prepared(xw: Array, gh: Array, h_prev: Array) -> Array:
 
 
 def _numba_kernels() -> Kernels:
-    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared)
+    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared,
+                   bias=True, own=True)
 
 
 # -- fused CUDA (CuPy): one kernel a step each way ---------------------------------------
@@ -224,7 +241,9 @@ def _fused_forward_source(masked: bool) -> Tuple[str, str, str, str]:
 
 
 def _fused_forward(rz: Array, gh_rz: Array, n: Array, gh_n: Array, b_hn: Array,
-                   h_prev: Array, h: Array, valid: Optional[Array]) -> None:
+                   h_prev: Array, h: Array, valid: Optional[Array],
+                   bias: Optional[Array] = None) -> None:
+    assert bias is None                 # (the set adds no bias: it is in rz, n)
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(masked))
     kernel(gh_rz, b_hn, h_prev, *((valid,) if masked else ()),
@@ -308,7 +327,6 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
             None if m is None else m.transpose(0, 2, 1))
         rz = _layout.input_half(xp, x, W_ih[:2 * H] * SIGMOID_SCALE)
         n = _layout.input_half(xp, x, W_ih[2 * H:])
-        col: Tuple[Any, ...] = (slice(None), None)      # a bias is a column, (K, 1)
         W_hrz = W_hh[:2 * H] * SIGMOID_SCALE             # (2H, H): W h_{t-1}^T
         W_hn = W_hh[2 * H:]                              # (H, H)
         b_hn = xp.repeat(b_hn, N)                        # the kernels' row: H*N values
@@ -316,21 +334,21 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
         mk = m
         rz = _pool.input_half(xp, x, W_ih[:2 * H] * SIGMOID_SCALE)
         n = _pool.input_half(xp, x, W_ih[2 * H:])
-        col = (slice(None),)
         W_hrz = _pool.transposed(xp, W_hh[:2 * H], SIGMOID_SCALE)      # (H, 2H): h W^T
         W_hn = _pool.transposed(xp, W_hh[2 * H:])                      # (H, H)
-    # (b_ih and b_hh: both given or both None, as check_sequence_args checked)
-    if b_ih is not None:
-        rz += ((b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE)[col]  # type: ignore[index]
-        n += b_ih[2 * H:][col]
+    # (1)'s biases: b_ir + b_hr, b_iz + b_hz scaled, then b_in (b_ih and b_hh: both given
+    # or both None, as check_sequence_args checked)
+    bias = None if b_ih is None else xp.concatenate(  # type: ignore[index]
+        ((b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE, b_ih[2 * H:]))     # type: ignore[index]
     gh_rz = _pool.empty(xp, rz.shape[1:], dt)
     gh_n = _pool.empty(xp, n.shape, dt)             # (2), n rows (b_hn added by the kernel)
     rows, R, C = _layout.kernel_rows(feature, N, H)     # feature-major: one row of H*N
     rzk, gh_rzk, nk, gh_nk, hk = rows(rz), rows(gh_rz), rows(n), rows(gh_n), rows(h)
     kernels = _kernels(xp, dt, R, C, zone is None)
+    b_k = _layout.kernel_bias(xp, kernels, bias, (rz, n), feature, N)
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(rzk[t], gh_rzk, nk[t], gh_nk[t], b_hn, hk[t],
-                                                  hk[t + 1], m_t),
+                                                  hk[t + 1], m_t, b_k),
                   (h,), ((W_hrz, gh_rz), (W_hn, gh_n)), mk, rm, zone,
                   feature=feature)                                           # (2)-(5), (16)-(17)
     cache = GRUAccelCache(x, h, rz, n, gh_n, W_ih, W_hh, b_ih is not None, m, rm, zone, feature)

@@ -18,10 +18,12 @@ Equation numbers refer to ``functional/lstm.py``. What differs from the referenc
   kernel sets (``_common.Kernels``) take the same arguments and fill the same
   buffers; the loops are ``_loop``'s:
 
-    forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid)   (1)-(4): z (N, 4H) holds
-        the scaled input half and becomes the gates [i f g o]
-    backward(y, c_prev, tanh_c, dh, dc, dz, dout, valid, carry)   (7)-(11): dh = dh_t,
-        dc holds dc_t^next and becomes dc_{t-1}^next; fills dz (N, 4H)
+    forward(z, rec, c_prev, h_prev, c, tanh_c, h, valid, bias)   (1)-(4): z (N, 4H)
+        holds the scaled input half and becomes the gates [i f g o]; bias (4H,) the
+        scaled b_ih + b_hh, or None where they are in z already
+    backward(y, c_prev, tanh_c, dh, dc, dz, dout, valid, carry)   (7)-(11): dh = dh_t
+        (dh_t + dout_t where dout is given), dc holds dc_t^next and becomes
+        dc_{t-1}^next; fills dz (N, 4H)
     prepared(xw, rec, c_prev, s, b) -> h, c      (1)-(4) for a forward-only step, xw
         and rec the two unscaled halves of z, s and b from ``_gate_affine``
 * Padded steps are handled by selection, as in the reference.
@@ -40,7 +42,7 @@ from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _layout, _loop, _numba, _pool
 from ._common import SIGMOID_SCALE, SIGMOID_SHIFT, Kernels, Prepared as _Prepared, kernel_set
-from ._numba import const as _const, tanh as _tanh
+from ._numba import const as _const, flush_below as _flush_below, tanh as _tanh
 
 
 def _gate_affine(xp: ArrayModule, H: int, dtype: DTypeLike) -> Tuple[Array, Array, Array]:
@@ -98,8 +100,10 @@ def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
     gate_slope = xp.empty((N, 4 * H), dtype=dtype)
 
     def forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array, tanh_c: Array,
-                h: Array, valid: Optional[Array]) -> None:
+                h: Array, valid: Optional[Array], bias: Optional[Array] = None) -> None:
         z += rec                                    # (1), scaled by s
+        if bias is not None:
+            z += bias
         xp.tanh(z, out=z)                           # (2) all four gates: s tanh(s z) + b
         z *= s
         z += b
@@ -129,7 +133,7 @@ def _ufuncs(xp: ArrayModule, N: int, H: int, dtype: DTypeLike) -> Kernels:
         xp.subtract(s2, gs, out=gs)
         dz *= gs
 
-    return Kernels(forward, backward, _ufunc_prepared)
+    return Kernels(forward, backward, _ufunc_prepared, bias=True)
 
 
 def _ufunc_prepared(xw: Array, rec: Array, c_prev: Array, s: Array,
@@ -150,18 +154,19 @@ def _ufunc_prepared(xw: Array, rec: Array, c_prev: Array, s: Array,
 # -- numba (NumPy): one compiled loop over (n, j) a step -------------------------------
 
 def _numba_forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array,
-                   tanh_c: Array, h: Array, valid: Optional[Array]) -> None:
+                   tanh_c: Array, h: Array, valid: Optional[Array], bias: Array) -> None:
     N, H = c.shape
     s, b = _const(c, SIGMOID_SCALE), _const(c, SIGMOID_SHIFT)
+    bi, bf, bg, bo = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
     for n in range(N):
         zi, zf, zg, zo = z[n, :H], z[n, H:2 * H], z[n, 2 * H:3 * H], z[n, 3 * H:]
         ri, rf, rg, ro = rec[n, :H], rec[n, H:2 * H], rec[n, 2 * H:3 * H], rec[n, 3 * H:]
         cp, cn, tc, hn = c_prev[n], c[n], tanh_c[n], h[n]
         for j in range(H):
-            ig = _tanh(zi[j] + ri[j]) * s + b                                   # (2)
-            fg = _tanh(zf[j] + rf[j]) * s + b
-            gg = _tanh(zg[j] + rg[j])
-            og = _tanh(zo[j] + ro[j]) * s + b
+            ig = _tanh(zi[j] + ri[j] + bi[j]) * s + b                           # (1), (2)
+            fg = _tanh(zf[j] + rf[j] + bf[j]) * s + b
+            gg = _tanh(zg[j] + rg[j] + bg[j])
+            og = _tanh(zo[j] + ro[j] + bo[j]) * s + b
             zi[j], zf[j], zg[j], zo[j] = ig, fg, gg, og
             cj = fg * cp[j] + ig * gg                                           # (3)
             cn[j] = cj
@@ -173,19 +178,28 @@ def _numba_forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array,
 def _numba_backward(y: Array, c_prev: Array, tanh_c: Array, dh: Array, dc: Array, dz: Array,
                     dout: Optional[Array], valid: Optional[Array], carry: Optional[Array]) -> None:
     N, H = dh.shape
-    one = _const(dh, 1.0)
+    one, zero, below = _const(dh, 1.0), _const(dh, 0.0), _flush_below(dh)
     for n in range(N):
         yi, yf, yg, yo = y[n, :H], y[n, H:2 * H], y[n, 2 * H:3 * H], y[n, 3 * H:]
         di, df, dg, do = dz[n, :H], dz[n, H:2 * H], dz[n, 2 * H:3 * H], dz[n, 3 * H:]
         cp, tc, dhn, dcn = c_prev[n], tanh_c[n], dh[n], dc[n]
         for j in range(H):
             ig, fg, gg, og, t = yi[j], yf[j], yg[j], yo[j], tc[j]
-            dct = dcn[j] + dhn[j] * og * (one - t * t)                          # (8)
-            di[j] = dct * gg * ig * (one - ig)                                  # (9), (11)
-            df[j] = dct * cp[j] * fg * (one - fg)
-            dg[j] = dct * ig * (one - gg * gg)
-            do[j] = dhn[j] * t * og * (one - og)                                # (7), (11)
-            dcn[j] = dct * fg                                                   # (10)
+            g = dhn[j]
+            if dout is not None:
+                g += dout[n, j]                                                 # (6)
+            dct = dcn[j] + g * og * (one - t * t)                               # (8)
+            a = dct * gg * ig * (one - ig)                                      # (9), (11)
+            b = dct * cp[j] * fg * (one - fg)
+            e = dct * ig * (one - gg * gg)
+            o = g * t * og * (one - og)                                         # (7), (11)
+            f = dct * fg                                                        # (10)
+            # flushed (``_common.flush_subnormals``): NaN fails the test and stays
+            di[j] = zero if abs(a) < below else a
+            df[j] = zero if abs(b) < below else b
+            dg[j] = zero if abs(e) < below else e
+            do[j] = zero if abs(o) < below else o
+            dcn[j] = zero if abs(f) < below else f
 
 
 def _numba_prepared_loop(xw: Array, rec: Array, c_prev: Array, c: Array, h: Array) -> None:
@@ -213,7 +227,8 @@ def _numba_prepared(xw: Array, rec: Array, c_prev: Array, s: Array,
 
 
 def _numba_kernels() -> Kernels:
-    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared)
+    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _numba_prepared,
+                   bias=True, own=True)
 
 
 # -- fused CUDA (CuPy): one kernel a step each way ---------------------------------------
@@ -245,7 +260,9 @@ def _fused_forward_source(masked: bool) -> Tuple[str, str, str, str]:
 
 
 def _fused_forward(z: Array, rec: Array, c_prev: Array, h_prev: Array, c: Array,
-                   tanh_c: Array, h: Array, valid: Optional[Array]) -> None:
+                   tanh_c: Array, h: Array, valid: Optional[Array],
+                   bias: Optional[Array] = None) -> None:
+    assert bias is None                 # (the set adds no bias: it is in z, Kernels.bias)
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(masked))
     kernel(rec, c_prev, h_prev, *((valid,) if masked else ()),
@@ -324,29 +341,27 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
     m = step_mask(mask)
     feature = _layout.is_feature(xp, N, H, GATES, dt, _trial(N, H, dt))
     s = _gate_affine(xp, H, dt)[0]
+    bias = None if b_ih is None else (b_ih + b_hh) * s      # (1)'s biases, scaled by s
+    rows, R, C = _layout.kernel_rows(feature, N, H)        # feature-major: one row of H*N
+    kernels = _kernels(xp, dt, R, C, zone is None)
     if feature:       # (1) scaled by s, input half: (T, 4H, N); rm, zone's masks transposed
         rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
             None if m is None else m.transpose(0, 2, 1))
         gates = _layout.input_half(xp, x, W_ih * s[:, None])
-        bias = None if b_ih is None else ((b_ih + b_hh) * s)[:, None]
         W_rec = W_hh * s[:, None]                           # (4H, H): W h_{t-1}^T
         rec = _pool.empty(xp, (4 * H, N), dt)
     else:             # (1) scaled by s, input half: (T, N, 4H)
         mk = m
         gates = _pool.input_half(xp, x, W_ih * s[:, None])
-        bias = None if b_ih is None else (b_ih + b_hh) * s
         W_rec = _pool.transposed(xp, W_hh, s)                # (H, 4H): h_{t-1} W^T
         rec = _pool.empty(xp, (N, 4 * H), dt)
-    if bias is not None:
-        gates += bias
-    rows, R, C = _layout.kernel_rows(feature, N, H)        # feature-major: one row of H*N
+    b_k = _layout.kernel_bias(xp, kernels, bias, (gates,), feature, N)
     h, c = _loop.new_states(xp, T, N, H, dt, (h0, c0), feature)
     tanh_c = _pool.empty(xp, h[1:].shape, dt)
     gk, reck, hk, ck, tck = rows(gates), rows(rec), rows(h), rows(c), rows(tanh_c)
-    kernels = _kernels(xp, dt, R, C, zone is None)
     fwd = kernels.forward
     _loop.forward(xp, kernels, lambda t, m_t: fwd(gk[t], reck, ck[t], hk[t], ck[t + 1],
-                                                  tck[t], hk[t + 1], m_t),
+                                                  tck[t], hk[t + 1], m_t, b_k),
                   (h, c), ((W_rec, rec),), mk, rm, zone,
                   feature=feature)                                          # (1)-(4), (15)-(16)
     cache = LSTMAccelCache(x, h, c, gates, tanh_c, W_ih, W_hh, b_ih is not None, m, rm, zone,

@@ -10,9 +10,12 @@ preparation and the kernels.
 
 The kernel set (``_common.Kernels``), the same arguments in every set:
 
-    forward(a, rec, h_prev, h, relu, valid)      (1)-(2): h = phi(a + rec), a (N, H)
-                                                 the input half (it becomes a + rec)
+    forward(a, rec, h_prev, h, relu, valid, bias)   (1)-(2): h = phi(a + rec + bias),
+                                                 a (N, H) the input half (it becomes the
+                                                 pre-activation); bias (H,) b_ih + b_hh, or
+                                                 None where they are in a
     backward(g, h, da, relu, dout, valid, carry)  (5): da = g * phi'(a), from h = h_t
+                                                 (g + dout_t where dout is given)
     prepared(xw, rec, relu) -> h                 (1)-(2) for a forward-only step
 """
 
@@ -28,7 +31,7 @@ from .._recurrent import masked_output, output_grads, step_mask
 from ..regularisers import check_recurrent_mask, zoneout_states
 from . import _layout, _loop, _numba, _pool
 from ._common import Kernels, Prepared as _Prepared, kernel_set
-from ._numba import const as _const, tanh as _tanh
+from ._numba import const as _const, flush_below as _flush_below, tanh as _tanh
 
 
 class RNNAccelCache(NamedTuple):
@@ -54,9 +57,11 @@ Cache = RNNAccelCache
 # -- NumPy/CuPy ufuncs -------------------------------------------------------------------
 
 def _ufunc_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
-                   valid: Optional[Array]) -> None:
+                   valid: Optional[Array], bias: Optional[Array] = None) -> None:
     xp = get_array_module(a)
     a += rec                                        # (1)
+    if bias is not None:
+        a += bias
     if relu:                                        # (2)
         xp.maximum(a, 0, out=h)
     else:
@@ -80,19 +85,19 @@ def _ufunc_prepared(xw: Array, rec: Array, relu: bool) -> Array:
     return xp.maximum(a, 0, out=a) if relu else xp.tanh(a, out=a)   # (2)
 
 
-_UFUNCS = Kernels(_ufunc_forward, _ufunc_backward, _ufunc_prepared)
+_UFUNCS = Kernels(_ufunc_forward, _ufunc_backward, _ufunc_prepared, bias=True)
 
 
 # -- numba (NumPy) ------------------------------------------------------------------------
 
 def _numba_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
-                   valid: Optional[Array]) -> None:
+                   valid: Optional[Array], bias: Array) -> None:
     N, H = h.shape
     zero = _const(h, 0.0)
     for n in range(N):
         an, rn, hn = a[n], rec[n], h[n]
         for j in range(H):
-            v = an[j] + rn[j]                                                   # (1)
+            v = an[j] + rn[j] + bias[j]                                         # (1)
             an[j] = v
             hn[j] = (v if (v > zero or v != v) else zero) if relu else _tanh(v)  # (2)
 
@@ -100,17 +105,21 @@ def _numba_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
 def _numba_backward(g: Array, h: Array, da: Array, relu: bool, dout: Optional[Array],
                     valid: Optional[Array], carry: Optional[Array]) -> None:
     N, H = h.shape
-    zero, one = _const(h, 0.0), _const(h, 1.0)
+    zero, one, below = _const(h, 0.0), _const(h, 1.0), _flush_below(h)
     for n in range(N):
         gn, hn, dn = g[n], h[n], da[n]
         for j in range(H):                                                      # (5)
-            hj = hn[j]
-            dn[j] = gn[j] * (one if hj > zero else zero) if relu else gn[j] * (one - hj * hj)
+            hj, gj = hn[j], gn[j]
+            if dout is not None:
+                gj += dout[n, j]                                                # (4)
+            d = gj * (one if hj > zero else zero) if relu else gj * (one - hj * hj)
+            dn[j] = zero if abs(d) < below else d       # flushed; NaN fails and stays
 
 
 def _numba_kernels() -> Kernels:
     """(the forward-only step is the ufuncs': one pass over one block already)"""
-    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _ufunc_prepared)
+    return Kernels(_numba.jit(_numba_forward), _numba.jit(_numba_backward), _ufunc_prepared,
+                   bias=True, own=True)
 
 
 # -- fused CUDA (CuPy) --------------------------------------------------------------------
@@ -131,7 +140,8 @@ def _fused_forward_source(relu: bool, masked: bool) -> Tuple[str, str, str, str]
 
 
 def _fused_forward(a: Array, rec: Array, h_prev: Array, h: Array, relu: bool,
-                   valid: Optional[Array]) -> None:
+                   valid: Optional[Array], bias: Optional[Array] = None) -> None:
+    assert bias is None                 # (the set adds no bias: it is in a)
     masked = valid is not None
     kernel = elementwise_kernel(*_fused_forward_source(relu, masked))
     kernel(a, rec, h_prev, *((valid,) if masked else ()), h)                # (1)-(2)
@@ -200,21 +210,20 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
         rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
             None if m is None else m.transpose(0, 2, 1))
         a = _layout.input_half(xp, x, W_ih)
-        bias = None if b_ih is None else (b_ih + b_hh)[:, None]
         W_rec = W_hh                                     # W h_{t-1}^T
     else:                           # (1), input half: every step at once, (T, N, H)
         mk, a = m, _pool.input_half(xp, x, W_ih)
-        bias = None if b_ih is None else b_ih + b_hh
         W_rec = _pool.transposed(xp, W_hh)               # h_{t-1} W^T
-    if bias is not None:
-        a += bias
     cand = None if zone is None else _pool.empty(xp, h[1:].shape, x.dtype)  # h~_t, (10)
     rec = _pool.empty(xp, h.shape[1:], x.dtype)
     rows = _layout.kernel_rows(feature, N, H)[0]        # feature-major: one row of H*N
     ak, reck, hk = rows(a), rows(rec), rows(h)
     kernels, relu = _kernels(xp, x.dtype, zone is None), nonlinearity == "relu"
+    b_k = _layout.kernel_bias(xp, kernels, None if b_ih is None else b_ih + b_hh, (a,),
+                              feature, N)               # (1)'s biases
     fwd = kernels.forward
-    _loop.forward(xp, kernels, lambda t, m_t: fwd(ak[t], reck, hk[t], hk[t + 1], relu, m_t),
+    _loop.forward(xp, kernels, lambda t, m_t: fwd(ak[t], reck, hk[t], hk[t + 1], relu, m_t,
+                                                  b_k),
                   (h,), ((W_rec, rec),), mk, rm, zone, (cand,), feature=feature)
     cache = RNNAccelCache(x, h, W_ih, W_hh, b_ih is not None, nonlinearity, m, rm, zone, cand,
                           feature)
