@@ -338,7 +338,7 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
         W_hn = _pool.transposed(xp, W_hh[2 * H:])                      # (H, H)
     # (1)'s biases: b_ir + b_hr, b_iz + b_hz scaled, then b_in (b_ih and b_hh: both given
     # or both None, as check_sequence_args checked)
-    bias = None if b_ih is None else xp.concatenate(  # type: ignore[index]
+    bias = None if b_ih is None else xp.concatenate(
         ((b_ih[:2 * H] + b_hh[:2 * H]) * SIGMOID_SCALE, b_ih[2 * H:]))     # type: ignore[index]
     gh_rz = _pool.empty(xp, rz.shape[1:], dt)
     gh_n = _pool.empty(xp, n.shape, dt)             # (2), n rows (b_hn added by the kernel)
