@@ -21,10 +21,14 @@ timed with NumPy alone (``NPNN_NUMBA=0``) and, when numba is installed
 The *BLAS floor* is also measured in the same run: the matrix products npnn's
 kernel makes (the input product for all steps, T recurrent products each way,
 the input-gradient and two weight-gradient products), on operands of the same
-shapes and layouts, with no elementwise work. No implementation built from
-these BLAS calls can be faster, so floor/PyTorch is the best ratio within
+shapes, with no elementwise work, in each of the two layouts the accelerations
+can keep their states in (``npnn/functional/accel/_layout.py``): batch-major,
+h_{t-1} W^T on (N, H) states, and feature-major, W h_{t-1}^T on (H, N) states.
+The floor is the faster of the two (the table shows both). No implementation built
+from these BLAS calls can be faster, so floor/PyTorch is the best ratio within
 reach of NumPy on this machine; npnn minus floor is the elementwise work and
-the interpreter.
+the interpreter. The *layout* column says which layout npnn's timed choice took
+(NumPy alone / with numba).
 The GEMM roofline is measured in the same run: the throughput of one large
 matrix product of the same dtype, the best a matmul-bound kernel could reach.
 Memory: peak bytes allocated by npnn's training step (tracemalloc, NumPy) and
@@ -155,13 +159,61 @@ class Case:
             dz2.T @ x2                              # dW_ih
             dz2.T @ h[:-1].reshape(T * N, H)        # dW_hh
 
+    def time_blas_feature(self):
+        """The products of ``time_blas`` feature-major: the states (H, N), each step's
+        product W h_{t-1}^T, the gradients (G*H, N) and, for the products over all steps,
+        the steps side by side (as ``accel._loop.weight_grads`` gets them)."""
+        xp, x, W = self.xp, self.x, self.W
+        T, N, D = x.shape
+        W_ih, W_hh = W[0], W[1]
+        GH, H = W_hh.shape
+        blocks = [(0, 2 * H), (2 * H, GH)] if self.cell == "gru" else [(0, GH)]
+        if not hasattr(self, "_blas_f"):
+            self._blas_f = ([xp.ascontiguousarray(W_hh[a:b]) for a, b in blocks],
+                            [xp.empty((b - a, N), dtype=x.dtype) for a, b in blocks],
+                            xp.zeros((T + 1, H, N), dtype=x.dtype), xp.empty((H, N), dtype=x.dtype),
+                            xp.full((T, GH, N), 0.01, dtype=x.dtype))
+        W_k, rec, h, dh, dz = self._blas_f
+        x2 = x.reshape(T * N, D)
+        for a, b in blocks:
+            W_ih[a:b] @ x2.T                        # input half, every step at once
+        for t in range(T):
+            for W_b, rec_b in zip(W_k, rec):
+                xp.matmul(W_b, h[t], out=rec_b)     # recurrent half, step by step
+        if self.mode == "forward+backward":
+            for t in range(T - 1, -1, -1):
+                xp.matmul(W_hh.T, dz[t], out=dh)    # gradient to h_{t-1}
+            dzT = xp.ascontiguousarray(dz.transpose(1, 0, 2)).reshape(GH, T * N)
+            hT = xp.ascontiguousarray(h[:-1].transpose(1, 0, 2)).reshape(H, T * N)
+            dzT.T @ W_ih                            # dx
+            dzT @ x2                                # dW_ih
+            dzT @ hT.T                              # dW_hh
+
+    def layout(self):
+        """The layout npnn's timed choice takes for this case (NumPy arrays)."""
+        from npnn.functional.accel import _layout
+        G = CELLS[self.cell][0]
+        N, T, D, H = SIZES[self.size]
+        return _layout.chosen().get((N, H, G, np.dtype(self.dtype).str, _numba_use(self.dtype)),
+                                    "-")
+
     def peak_memory(self):
-        """Peak bytes allocated during one npnn training step (NumPy only)."""
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        self.time_npnn()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        """Peak bytes allocated during one npnn training step (NumPy only), with the
+        accelerations' pool off (``accel/_pool.py``: with it on, a step's arrays come
+        from buffers allocated before tracing began)."""
+        old = os.environ.get("NPNN_POOL")
+        os.environ["NPNN_POOL"] = "0"
+        try:
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            self.time_npnn()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        finally:
+            if old is None:
+                del os.environ["NPNN_POOL"]
+            else:
+                os.environ["NPNN_POOL"] = old
         return peak
 
 
@@ -244,8 +296,9 @@ def main(argv=None):
         info += f"; numba {_numba.numba().__version__}"
     header = ["cell", "size", "mode", "npnn ms", "npnn/PyTorch"]
     header += ["npnn + numba ms", "npnn + numba/PyTorch"] if numba else []
-    header += ["PyTorch ms", "BLAS floor ms", "floor/PyTorch", "reference ms",
-               "reference/PyTorch", "npnn GFLOP/s", "% of GEMM roofline", "peak mem / min cache"]
+    header += ["PyTorch ms", "BLAS floor ms (batch / feature)", "floor/PyTorch", "layout",
+               "reference ms", "reference/PyTorch", "npnn GFLOP/s", "% of GEMM roofline",
+               "peak mem / min cache"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     nan = float("nan")
     for cell in args.cells.split(","):
@@ -254,20 +307,24 @@ def main(argv=None):
                 case = Case(cell, size, mode, args.dtype, xp, torch, device)
                 fns = ([with_kernels(case.time_npnn, numba=False)]
                        + ([with_kernels(case.time_npnn, numba=True)] if numba else [])
-                       + [case.time_blas, case.time_reference]
+                       + [case.time_blas, case.time_blas_feature, case.time_reference]
                        + ([case.time_torch] if torch else []))
                 times = median_ms(fns, args.repeat, sync)
                 ours, fast = times[0], (times[1] if numba else nan)
-                floor, ref = times[-3:-1] if torch else times[-2:]
+                floor_b, floor_f, ref = times[-4:-1] if torch else times[-3:]
+                floor = min(floor_b, floor_f)
                 theirs = times[-1] if torch else nan
+                layouts = "/".join(with_kernels(case.layout, numba=k)()
+                                   for k in ((False, True) if numba else (False,)))
                 gflops = case.flops / (ours * 1e-3) / 1e9
                 mem = ""
                 if mode == "forward+backward" and args.backend == "numpy":
                     mem = f"{case.peak_memory() / case.min_cache:.1f}x"
                 row = [cell, size, mode, f"{ours:.2f}", f"{ours / theirs:.2f}"]
                 row += [f"{fast:.2f}", f"{fast / theirs:.2f}"] if numba else []
-                row += [f"{theirs:.2f}", f"{floor:.2f}", f"{floor / theirs:.2f}", f"{ref:.2f}",
-                        f"{ref / theirs:.2f}", f"{gflops:.1f}", f"{100 * gflops / roof:.0f}%", mem]
+                row += [f"{theirs:.2f}", f"{floor_b:.2f} / {floor_f:.2f}",
+                        f"{floor / theirs:.2f}", layouts, f"{ref:.2f}", f"{ref / theirs:.2f}",
+                        f"{gflops:.1f}", f"{100 * gflops / roof:.0f}%", mem]
                 lines.append("| " + " | ".join(row) + " |")
                 print(lines[-1], flush=True)
     table = "\n".join(lines)
@@ -284,6 +341,11 @@ def main(argv=None):
                       f"bench_rnn:{args.backend}:{os.environ.get('OPENBLAS_CORETYPE', 'default')}",
                       section)
     return 0
+
+
+def _numba_use(dtype):
+    from npnn.functional.accel import _numba
+    return _numba.use(np, dtype)
 
 
 def with_kernels(fn, numba):

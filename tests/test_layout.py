@@ -14,7 +14,7 @@ import pytest
 
 from npnn import functional as F
 from npnn.functional import accel
-from npnn.functional.accel import _layout
+from npnn.functional.accel import _layout, _numba
 from npnn.functional.accel._layout import BATCH, FEATURE, choose, use_layout
 
 
@@ -42,8 +42,23 @@ def test_the_faster_layout_is_chosen_once_per_shape(fresh):
     assert choose(np, 32, 256, 4, "float64", lambda: "trial") == BATCH     # another dtype
     assert choose(np, 16, 256, 4, "float32", lambda: "trial") == BATCH     # another N
     assert len(fresh[1]) == 3
-    assert _layout.chosen() == {(32, 256, 4, "<f4"): FEATURE, (32, 256, 4, "<f8"): BATCH,
-                                (16, 256, 4, "<f4"): BATCH}
+    numba = _numba.use(np, "float32")
+    assert _layout.chosen() == {(32, 256, 4, "<f4", numba): FEATURE,
+                                (32, 256, 4, "<f8", _numba.use(np, "float64")): BATCH,
+                                (16, 256, 4, "<f4", numba): BATCH}
+
+
+def test_the_choice_is_timed_for_each_kernel_set(fresh, monkeypatch):
+    """NumPy's ufunc kernels and numba's may favour different layouts."""
+    if _numba.numba() is None:
+        pytest.skip("needs numba (pip install -e '.[fast]')")
+    fresh[0] = (2.0, 1.0)
+    monkeypatch.setenv("NPNN_NUMBA", "0")
+    assert choose(np, 32, 256, 4, "float32", lambda: None) == FEATURE
+    fresh[0] = (1.0, 2.0)
+    monkeypatch.setenv("NPNN_NUMBA", "1")
+    assert choose(np, 32, 256, 4, "float32", lambda: None) == BATCH
+    assert len(fresh[1]) == 2
 
 
 def test_a_tie_keeps_the_librarys_layout(fresh):

@@ -52,15 +52,15 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..._typing import Array, ArrayModule
-from . import _pool
+from . import _numba, _pool
 
 BATCH, FEATURE = "batch", "feature"
 LAYOUTS = (BATCH, FEATURE)
 
 _FORCED: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_layout",
                                                                         default=None)
-#: (N, H, G, dtype) -> the layout timed faster in this process
-_CHOSEN: Dict[Tuple[int, int, int, str], str] = {}
+#: (N, H, G, dtype, numba's kernels or not) -> the layout timed faster in this process
+_CHOSEN: Dict[Tuple[int, int, int, str, bool], str] = {}
 
 #: The feature-major products must be this much faster to be chosen: a tie keeps the
 #: library's own layout (and spares the transposing copies).
@@ -111,7 +111,7 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     """The layout for a sequence of N rows, hidden size H, G gate blocks: forced, or on
     CuPy batch-major, or batch-major where a step's gates are too few to repay a copy
     (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
-    (N, H, G, dtype) and kept for the process. ``make_trial()`` makes a function that
+    (N, H, G, dtype, kernel set: numba's or the ufuncs) and kept for the process. ``make_trial()`` makes a function that
     runs a short sequence of the cell in a given layout (``trial``, timed by
     ``time_trial``; made only when a shape is timed); without it only the products are
     timed (``time_products``)."""
@@ -120,7 +120,7 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
         return layout
     if xp is not np or G * H * N < MIN_TIMED:
         return BATCH
-    key = (int(N), int(H), int(G), np.dtype(dtype).str)
+    key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype))
     if key not in _CHOSEN:
         batch, feature = (time_trial(make_trial()) if make_trial is not None else
                           time_products(N, H, G, dtype))
@@ -209,8 +209,9 @@ def trial(forward: Callable[..., Any], backward: Callable[..., Any], G: int, S: 
     return run
 
 
-def chosen() -> Dict[Tuple[int, int, int, str], str]:
-    """The layouts timed so far in this process (a copy), by (N, H, G, dtype)."""
+def chosen() -> Dict[Tuple[int, int, int, str, bool], str]:
+    """The layouts timed so far in this process (a copy), by (N, H, G, dtype, whether the
+    numba kernels run)."""
     return dict(_CHOSEN)
 
 

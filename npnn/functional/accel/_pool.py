@@ -18,10 +18,13 @@ still in use.
 
 * On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
   ones come from the heap without page faults).
-* At most ``limit()`` bytes are kept (``NPNN_POOL_MB``, default ``LIMIT_MB``); beyond it,
-  free buffers are dropped oldest first, and an array that still does not fit is a
-  plain ``np.empty``. ``NPNN_POOL=0`` switches the pool off; ``release()`` drops every
-  free buffer now.
+* A request no free buffer fits drops every free buffer before it makes a new one: the
+  pool keeps no stock of sizes the program stopped asking for, so it holds idle only
+  what the last call of the same shapes used (a training step's arrays, between two
+  steps).
+* At most ``limit()`` bytes are kept (``NPNN_POOL_MB``, default ``LIMIT_MB``), in use or
+  not; an array beyond it is a plain ``np.empty``. ``NPNN_POOL=0`` switches the pool
+  off; ``release()`` drops every free buffer now.
 * Buffers are 64-byte aligned (a cache line, an AVX-512 register).
 """
 
@@ -89,18 +92,13 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
 
 
 def _new(size: int) -> int:
-    """A new buffer of ``size`` bytes at the end of the list (its index), dropping free
-    buffers oldest first to stay within ``limit()``; -1 where it would not fit."""
-    cap = limit()
-    kept = sum(entry[2] for entry in _BUFFERS)
-    k = 0
-    while kept + size > cap and k < len(_BUFFERS):
-        if _free(k):
-            kept -= _BUFFERS[k][2]
-            del _BUFFERS[k]
-        else:
-            k += 1
-    if kept + size > cap:
+    """A new buffer of ``size`` bytes at the end of the list (its index), -1 where it would
+    not fit within ``limit()``. Every free buffer is dropped first: none fitted this
+    request, and a pool that keeps only what the same requests used last time never
+    holds memory idle that the program's own peak did not (shapes that change, bounded
+    BPTT's segments, keep no stock of old sizes)."""
+    _BUFFERS[:] = [_BUFFERS[k] for k in range(len(_BUFFERS)) if not _free(k)]
+    if sum(entry[2] for entry in _BUFFERS) + size > limit():
         return -1
     raw = np.empty(size + ALIGN, dtype=np.uint8)
     _BUFFERS.append((raw, -raw.ctypes.data % ALIGN, size))
