@@ -194,6 +194,8 @@ class Case:
         from npnn.functional.accel import _layout
         G = CELLS[self.cell][0]
         N, T, D, H = SIZES[self.size]
+        if G * H * N < _layout.MIN_TIMED:
+            return "batch"                          # too small to be timed
         return _layout.chosen().get((N, H, G, np.dtype(self.dtype).str, _numba_use(self.dtype)),
                                     "-")
 

@@ -42,8 +42,10 @@ from ..._typing import Array, ArrayModule
 MIN_BYTES = 1 << 17
 #: The bytes the pool keeps at most, unless NPNN_POOL_MB says otherwise.
 LIMIT_MB = 512
-#: A free buffer serves an array of at least 1 / WASTE of its size.
-WASTE = 4
+#: A free buffer serves an array of at least 1 / FIT of its size: a tight fit, so that a
+#: step's smaller arrays do not take the buffers its larger ones will ask for (then those
+#: miss, and a miss drops every free buffer).
+FIT = 1.25
 ALIGN = 64
 
 _LOCK = threading.Lock()
@@ -80,7 +82,7 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
         best = -1
         for k in range(len(_BUFFERS)):
             capacity = _BUFFERS[k][2]
-            if size <= capacity <= WASTE * size and _free(k) and (
+            if size <= capacity <= FIT * size and _free(k) and (
                     best < 0 or capacity < _BUFFERS[best][2]):
                 best = k
         if best < 0:
