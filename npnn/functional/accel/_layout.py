@@ -21,10 +21,11 @@ algorithm:
 * ``choose(xp, N, H, G, dtype, trial)`` times a short sequence of the cell (its
   forward and backward, ``TRIAL_STEPS`` steps: the products, the kernels and the
   copies that the layout changes) in both layouts the first time a shape is met (tens
-  of milliseconds) and keeps the faster for that (N, H, G, dtype) for the life of the
-  process. The products alone are not a fair test: measured in a loop of their own they
-  ran 2x faster feature-major at LSTM L here, inside the cell's loop (the kernels
-  between them evicting the weights from cache) both layouts took the same time;
+  of milliseconds) and keeps the faster for that (N, H, G, dtype, kernel set) for the
+  life of the process. The products alone are not a fair test: timed in a loop of their
+  own they ran 1.5x faster feature-major at LSTM L here, inside the cell's loop (the
+  kernels between them evicting the weights from cache) 1.2-1.4x, and the copies that
+  feature-major needs took the rest of the gain (benchmarks/RESULTS.md, issue 26);
 * ``NPNN_LAYOUT=batch|feature`` in the environment forces one layout;
 * ``use_layout("batch"|"feature")`` forces one within a block (this thread or task;
   it wins over the environment): the tests run each layout this way, and a training
@@ -67,11 +68,8 @@ _CHOSEN: Dict[Tuple[int, int, int, str, bool], str] = {}
 #: long sequence (measured: GRU at N 128, H 1024, the trial 4 steps long chose
 #: feature-major, which ran 50 steps 6% slower).
 MARGIN = 1.08
-#: Seconds of timing spent on one shape's products, at least 3 runs each (both layouts).
-BUDGET_S = 0.02
-#: The products of one timed run of ``time_products``: a loop runs them in a row.
-STEPS = 8
-#: ... and of a trial of the cell (``time_trial``): its steps, and its budget in seconds.
+#: The steps of a trial of the cell (``time_trial``), and its budget in seconds (at
+#: least 3 runs of each layout).
 TRIAL_STEPS = 8
 TRIAL_BUDGET_S = 0.05
 #: Fewer gate values a step than this (G*H*N) run batch-major untimed: the copies that
@@ -113,10 +111,10 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     """The layout for a sequence of N rows, hidden size H, G gate blocks: forced, or on
     CuPy batch-major, or batch-major where a step's gates are too few to repay a copy
     (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
-    (N, H, G, dtype, kernel set: numba's or the ufuncs) and kept for the process. ``make_trial()`` makes a function that
-    runs a short sequence of the cell in a given layout (``trial``, timed by
-    ``time_trial``; made only when a shape is timed); without it only the products are
-    timed (``time_products``)."""
+    (N, H, G, dtype, kernel set: numba's or the ufuncs) and kept for the process.
+    ``make_trial()`` makes a function that runs a short sequence of the cell in a given
+    layout (``trial``, timed by ``time_trial``; made only when a shape is timed);
+    without it, a shape not yet timed stays batch-major."""
     layout = forced()
     if layout is not None:
         return layout
@@ -124,8 +122,9 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
         return BATCH
     key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype))
     if key not in _CHOSEN:
-        batch, feature = (time_trial(make_trial()) if make_trial is not None else
-                          time_products(N, H, G, dtype))
+        if make_trial is None:                  # nothing to time: the library's layout
+            return BATCH
+        batch, feature = time_trial(make_trial())
         _CHOSEN[key] = FEATURE if batch > MARGIN * feature else BATCH
     return _CHOSEN[key]
 
@@ -160,34 +159,6 @@ def time_trial(trial: Callable[[str], None], budget_s: float = TRIAL_BUDGET_S) -
     """Seconds of ``trial`` (a short forward and backward of the cell) in each layout,
     (batch, feature): everything the layout changes, copies and kernels included."""
     best = _best_of([lambda: trial(BATCH), lambda: trial(FEATURE)], budget_s)
-    return best[0], best[1]
-
-
-def time_products(N: int, H: int, G: int, dtype: DTypeLike,
-                  budget_s: float = BUDGET_S) -> Tuple[float, float]:
-    """Seconds of one step's recurrent products (forward and backward) in each layout,
-    (batch, feature), each run as a loop runs them (``STEPS`` in a row): the best of a
-    few alternating runs on operands of the loops' shapes."""
-    rng = np.random.default_rng(0)
-    W = (0.1 * rng.standard_normal((G * H, H))).astype(dtype)      # (G*H, H)
-    Wt = np.ascontiguousarray(W.T)                                 # (H, G*H), as prepared
-    h = rng.standard_normal((N, H)).astype(dtype)
-    dz = rng.standard_normal((N, G * H)).astype(dtype)
-    hT, dzT = np.ascontiguousarray(h.T), np.ascontiguousarray(dz.T)
-    z, zT = np.empty((N, G * H), dtype), np.empty((G * H, N), dtype)
-    dh, dhT = np.empty((N, H), dtype), np.empty((H, N), dtype)
-
-    def batch() -> None:
-        for _ in range(STEPS):
-            np.matmul(h, Wt, out=z)
-            np.matmul(dz, W, out=dh)
-
-    def feature() -> None:
-        for _ in range(STEPS):
-            np.matmul(W, hT, out=zT)
-            np.matmul(W.T, dzT, out=dhT)
-
-    best = _best_of([batch, feature], budget_s)
     return best[0], best[1]
 
 
