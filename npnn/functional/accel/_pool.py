@@ -13,8 +13,9 @@ the same reason.
 buffer is handed out again only when nothing but the pool refers to it: every NumPy
 view holds a reference to the buffer at its base, so as long as any array made from it
 lives (in a cache, in a result the caller kept, a view of a view), the buffer's
-reference count says so and it is not reused. Nothing is ever freed under an array
-still in use.
+reference count says so and it is not reused. (The count of a buffer nothing else
+refers to is measured once on the running interpreter, not assumed.) Nothing is ever
+freed under an array still in use.
 
 * On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
   ones come from the heap without page faults).
@@ -66,10 +67,26 @@ def limit() -> int:
                          f"{os.environ['NPNN_POOL_MB']!r}") from None
 
 
+def _refs(entries: List[Tuple[Array, int, int]], k: int) -> int:
+    """``sys.getrefcount`` of entry k's buffer, always taken by this same expression."""
+    return sys.getrefcount(entries[k][0])
+
+
+def _idle_refs() -> int:
+    """What ``_refs`` reads for a buffer that only its list entry refers to, measured on
+    this interpreter (its own argument counts in some versions of CPython, not in others:
+    the test must not assume either)."""
+    if not _IDLE:
+        _IDLE.append(_refs([(np.empty(1, dtype=np.uint8), 0, 1)], 0))
+    return _IDLE[0]
+
+
+_IDLE: List[int] = []
+
+
 def _free(k: int) -> bool:
-    """Whether nothing but the pool refers to buffer k: its entry in the list, and
-    ``sys.getrefcount``'s own argument (no name here is bound to the buffer)."""
-    return sys.getrefcount(_BUFFERS[k][0]) <= 2
+    """Whether nothing but the pool refers to buffer k (no name here is bound to it)."""
+    return _refs(_BUFFERS, k) <= _idle_refs()
 
 
 def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
