@@ -378,3 +378,35 @@ def test_use_reference_is_local_to_its_thread():
     release.set()
     t.join(5)
     assert seen == [False]
+
+
+_BOUNDS_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_accel as ta
+for variant in sorted(ta.VARIANTS):
+    for layout in ta.LAYOUTS:
+        for masked in (False, True):
+            case = ta.make_case(variant, 4, 3, 2, 5, "float64", True, masked, True, "both",
+                                masked, 7)
+            ta.compare(variant, case, "float64", layout=layout)
+print("in bounds")
+"""
+
+
+def test_the_numba_kernels_index_within_their_arrays(tmp_path):
+    """numba does not check indices unless told to; run every numba kernel, in both
+    layouts, with NUMBA_BOUNDSCHECK=1 (compiled afresh, in a cache of its own), so that an
+    index past an array's end (which reads its neighbour's memory and may even give the
+    right numbers) is an IndexError. A feature-major backward once read the step's output
+    gradient, (H, N), as if it were the kernels' one row of H*N values."""
+    import subprocess
+    import sys
+    if _numba.numba() is None:
+        pytest.skip("needs numba (pip install -e '.[fast]')")
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NPNN_NUMBA": "all",
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    script = _BOUNDS_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and "in bounds" in run.stdout, run.stderr[-3000:]

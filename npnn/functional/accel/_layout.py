@@ -234,6 +234,11 @@ def zone_to_feature(xp: ArrayModule, zone: Optional[Tuple[object, ...]]) -> Opti
                  for d in zone)
 
 
+def rows_of(view: Callable[[Array], Array], a: Optional[Array]) -> Optional[Array]:
+    """``view(a)`` (``kernel_rows``' view), None staying None."""
+    return None if a is None else view(a)
+
+
 def same(a: Array) -> Array:
     """Batch-major arrays go to the kernels as they are."""
     return a

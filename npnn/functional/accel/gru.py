@@ -383,7 +383,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
     directk = rows(direct)
     dh0 = _loop.backward(xp, kernels,
                          lambda t, d, m_t, carry: bwd(rzk[t], nk[t], hk[t], gh_nk[t], dhk,
-                                                      dghk[t], dgik[t], d, m_t,
+                                                      dghk[t], dgik[t],
+                                                      _layout.rows_of(rows, d), m_t,
                                                       directk if carry is direct else carry),
                          (dgh, dgi), W_back, dh, (), dout, mk,
                          direct=direct, rm=rm, zone=zone, feature=feature)  # (7)-(13), (18)-(19)

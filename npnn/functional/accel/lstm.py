@@ -389,9 +389,11 @@ def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array]
     gk, ck, tck, dhk, dck, dzk = rows(gates), rows(c), rows(tanh_c), rows(dh), rows(dc), rows(dz)
     kernels = _kernels(xp, x.dtype, R, C, zone is None)
     bwd = kernels.backward
+    # (a step's output gradient d, where the kernel takes it, in the kernels' rows too)
     dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(gk[t], ck[t], tck[t],
-                                                                   dhk, dck, dzk[t], d, m_t,
-                                                                   carry),
+                                                                   dhk, dck, dzk[t],
+                                                                   _layout.rows_of(rows, d),
+                                                                   m_t, carry),
                          (dz,), W_back, dh, (dc,), dout, mk, rm=rm, zone=zone,
                          feature=feature)                                   # (6)-(12), (17)-(18)
     dx, grads = _loop.weight_grads(x, h, W_ih, dz, dz, has_bias, m, rm,

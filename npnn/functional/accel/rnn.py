@@ -250,7 +250,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
     rows = _layout.kernel_rows(feature, N, H)[0]
     new = rows(h[1:] if cand is None else cand)     # h~_t, what phi' reads (11)
     dhk, dak = rows(dh), rows(da)
-    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dhk, new[t], dak[t], relu, d,
+    dh0 = _loop.backward(xp, kernels, lambda t, d, m_t, carry: bwd(dhk, new[t], dak[t], relu,
+                                                                   _layout.rows_of(rows, d),
                                                                    m_t, carry),
                          (da,), W_back, dh, (), dout, mk, rm=rm, zone=zone,
                          feature=feature)                                   # (4)-(6), (11)-(12)
