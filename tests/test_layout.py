@@ -81,7 +81,7 @@ def test_the_environment_and_use_layout_force_a_layout(fresh, monkeypatch):
     assert choose(np, 32, 256, 4, "float32", lambda: None) == BATCH
     with use_layout("feature"):                         # the block wins over the environment
         assert choose(np, 32, 256, 4, "float32", lambda: None) == FEATURE
-        assert choose(object(), 1, 1, 1, "float32") == FEATURE
+        assert choose(object(), 32, 256, 4, "float32") == BATCH     # CuPy: batch-major
         with use_layout(None):                          # None: as outside the block
             assert choose(np, 32, 256, 4, "float32", lambda: None) == FEATURE
     with use_layout(None):

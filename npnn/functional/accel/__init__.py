@@ -135,5 +135,5 @@ def layout_for(cell: Any, N: int, H: int, dtype: DTypeLike, xp: ArrayModule = np
     once and keeps the answer (``use_layout``) for its whole life."""
     if cell is None:
         return _layout.forced() or _layout.BATCH
-    return _layout.choose(xp, N, H, cell.GATES, dtype, lambda: _layout.trial(
-        cell.forward, cell.backward, cell.GATES, cell.STATES, N, H, dtype))
+    return _layout.for_cell(xp, cell.forward, cell.backward, cell.GATES, cell.STATES, N, H,
+                            dtype)

@@ -27,7 +27,7 @@ algorithm:
   own they ran 1.5x faster feature-major at LSTM L here, inside the cell's loop (the
   kernels between them evicting the weights from cache) 1.2-1.4x, and the copies that
   feature-major needs took the rest of the gain (benchmarks/RESULTS.md, issue 26);
-* ``NPNN_LAYOUT=batch|feature`` in the environment forces one layout;
+* ``NPNN_LAYOUT=batch|feature`` in the environment forces one layout (on NumPy);
 * ``use_layout("batch"|"feature")`` forces one within a block (this thread or task;
   it wins over the environment): the tests run each layout this way, and a training
   run keeps its choice for its whole life with it (``npnn.training``: the choice is
@@ -109,17 +109,19 @@ def forced() -> Optional[str]:
 
 def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
            make_trial: Optional[Callable[[], Callable[[str], None]]] = None) -> str:
-    """The layout for a sequence of N rows, hidden size H, G gate blocks: forced, or on
-    CuPy batch-major, or batch-major where a step's gates are too few to repay a copy
-    (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
+    """The layout for a sequence of N rows, hidden size H, G gate blocks: on CuPy
+    batch-major, whatever is forced; else forced, or batch-major where a step's gates
+    are too few to repay a copy (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
     (N, H, G, dtype, kernel set: numba's or the ufuncs) and kept for the process.
     ``make_trial()`` makes a function that runs a short sequence of the cell in a given
     layout (``trial``, timed by ``time_trial``; made only when a shape is timed);
     without it, a shape not yet timed stays batch-major."""
+    if xp is not np:            # CuPy: its fused kernels (masks folded in) are batch-major
+        return BATCH
     layout = forced()
     if layout is not None:
         return layout
-    if xp is not np or G * H * N < MIN_TIMED:
+    if G * H * N < MIN_TIMED:
         return BATCH
     key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype))
     if key not in _CHOSEN:
@@ -130,10 +132,11 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     return _CHOSEN[key]
 
 
-def is_feature(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
-               make_trial: Optional[Callable[[], Callable[[str], None]]] = None) -> bool:
-    """Whether ``choose`` says feature-major."""
-    return choose(xp, N, H, G, dtype, make_trial) == FEATURE
+def for_cell(xp: ArrayModule, forward: Callable[..., Any], backward: Callable[..., Any],
+             G: int, S: int, N: int, H: int, dtype: DTypeLike) -> str:
+    """``choose`` for an accelerated cell (its sequence ``forward`` and ``backward``, G gate
+    blocks, S states), timing it with ``trial`` where a shape is new."""
+    return choose(xp, N, H, G, dtype, lambda: trial(forward, backward, G, S, N, H, dtype))
 
 
 def _best_of(fns: Sequence[Callable[[], None]], budget_s: float,

@@ -40,7 +40,7 @@ Equation numbers refer to ``functional/gru.py``. What differs from the reference
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -299,11 +299,6 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 GATES, STATES = 3, 1
 
 
-def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
-    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
-    time (made only where it times)."""
-    return lambda: _layout.trial(forward, backward, GATES, STATES, N, H, dtype)
-
 
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
             b_hh: Optional[Array] = None, mask: Optional[Array] = None,
@@ -317,7 +312,7 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array, b_ih: Optio
     rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
-    feature = _layout.is_feature(xp, N, H, GATES, dt, _trial(N, H, dt))
+    feature = _layout.for_cell(xp, forward, backward, GATES, STATES, N, H, dt) == _layout.FEATURE
     h, = _loop.new_states(xp, T, N, H, dt, (h0,), feature)
     b_hn = b_hh[2 * H:] if b_ih is not None else xp.zeros(H, dtype=dt)  # type: ignore[index]
     # (1) for every step at once, r and z apart from n, the r, z rows scaled

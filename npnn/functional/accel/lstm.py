@@ -30,7 +30,7 @@ Equation numbers refer to ``functional/lstm.py``. What differs from the referenc
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -319,11 +319,6 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 GATES, STATES = 4, 2
 
 
-def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
-    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
-    time (made only where it times)."""
-    return lambda: _layout.trial(forward, backward, GATES, STATES, N, H, dtype)
-
 
 
 def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
@@ -339,7 +334,7 @@ def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_h
     rm = recurrent_mask
     dt = x.dtype
     m = step_mask(mask)
-    feature = _layout.is_feature(xp, N, H, GATES, dt, _trial(N, H, dt))
+    feature = _layout.for_cell(xp, forward, backward, GATES, STATES, N, H, dt) == _layout.FEATURE
     s = _gate_affine(xp, H, dt)[0]
     bias = None if b_ih is None else (b_ih + b_hh) * s      # (1)'s biases, scaled by s
     rows, R, C = _layout.kernel_rows(feature, N, H)        # feature-major: one row of H*N

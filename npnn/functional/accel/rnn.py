@@ -20,7 +20,7 @@ The kernel set (``_common.Kernels``), the same arguments in every set:
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from numpy.typing import DTypeLike
 
@@ -185,11 +185,6 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, folding: bool = True) -> Kernels
 GATES, STATES = 1, 1
 
 
-def _trial(N: int, H: int, dtype: DTypeLike) -> Callable[[], Callable[[str], None]]:
-    """What makes a short run of this cell in a given layout, for ``_layout.choose`` to
-    time (made only where it times)."""
-    return lambda: _layout.trial(forward, backward, GATES, STATES, N, H, dtype)
-
 
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
@@ -204,7 +199,8 @@ def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
     zone = zoneout_states(zoneout, xp, T, N, (H,), x.dtype)
     rm = recurrent_mask
     m = step_mask(mask)
-    feature = _layout.is_feature(xp, N, H, GATES, x.dtype, _trial(N, H, x.dtype))
+    feature = _layout.for_cell(xp, forward, backward, GATES, STATES, N, H,
+                               x.dtype) == _layout.FEATURE
     h, = _loop.new_states(xp, T, N, H, x.dtype, (h0,), feature)
     if feature:                     # (1), input half (T, H, N); rm, zone's masks transposed
         rm, zone, mk = _layout.to_feature(xp, rm), _layout.zone_to_feature(xp, zone), (
