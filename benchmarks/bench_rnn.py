@@ -194,10 +194,10 @@ class Case:
         from npnn.functional.accel import _layout
         G = CELLS[self.cell][0]
         N, T, D, H = SIZES[self.size]
-        if G * H * N < _layout.MIN_TIMED:
+        if G * H * N < _layout.MIN_TIMED and not (N == 1 and G * H >= _layout.MIN_TIMED_ROW):
             return "batch"                          # too small to be timed
-        return _layout.chosen().get((N, H, G, np.dtype(self.dtype).str, _numba_use(self.dtype)),
-                                    "-")
+        return _layout.chosen().get((N, H, G, np.dtype(self.dtype).str, _numba_use(self.dtype),
+                                     _layout.SEQUENCES), "-")
 
     def peak_memory(self):
         """Peak bytes allocated during one npnn training step (NumPy only), with the

@@ -43,9 +43,14 @@ def test_the_faster_layout_is_chosen_once_per_shape(fresh):
     assert choose(np, 16, 256, 4, "float32", lambda: "trial") == BATCH     # another N
     assert len(fresh[1]) == 3
     numba = _numba.use(np, "float32")
-    assert _layout.chosen() == {(32, 256, 4, "<f4", numba): FEATURE,
-                                (32, 256, 4, "<f8", _numba.use(np, "float64")): BATCH,
-                                (16, 256, 4, "<f4", numba): BATCH}
+    seq = _layout.SEQUENCES
+    assert _layout.chosen() == {(32, 256, 4, "<f4", numba, seq): FEATURE,
+                                (32, 256, 4, "<f8", _numba.use(np, "float64"), seq): BATCH,
+                                (16, 256, 4, "<f4", numba, seq): BATCH}
+    # forward-only steps are timed apart (no weight gradients to copy)
+    assert choose(np, 32, 256, 4, "float32", lambda: "steps", _layout.STEPS) == BATCH
+    assert fresh[1][-1] == "steps" and _layout.chosen()[
+        (32, 256, 4, "<f4", numba, _layout.STEPS)] == BATCH
 
 
 def test_the_choice_is_timed_for_each_kernel_set(fresh, monkeypatch):
@@ -70,9 +75,13 @@ def test_a_tie_keeps_the_librarys_layout(fresh):
 def test_cupy_and_tiny_steps_are_batch_major_untimed(fresh):
     fresh[0] = (2.0, 1.0)
     assert choose(object(), 32, 256, 4, "float32", lambda: None) == BATCH   # not NumPy
-    small = _layout.MIN_TIMED // 4 - 1                  # G*H*N below MIN_TIMED
-    assert choose(np, 1, small, 4, "float32", lambda: None) == BATCH
+    small = _layout.MIN_TIMED // 8 - 1                  # G*H*N below MIN_TIMED
+    assert choose(np, 2, small, 4, "float32", lambda: None) == BATCH
+    row = _layout.MIN_TIMED_ROW // 4                    # one row: timed from MIN_TIMED_ROW
+    assert choose(np, 1, row - 1, 4, "float32", lambda: None) == BATCH
     assert fresh[1] == []
+    assert choose(np, 1, row, 4, "float32", lambda: "one row") == FEATURE
+    assert fresh[1] == ["one row"]
 
 
 def test_the_environment_and_use_layout_force_a_layout(fresh, monkeypatch):
@@ -128,8 +137,8 @@ def test_a_trial_runs_the_cell_in_the_layout_it_is_given(monkeypatch):
     seen = []
     real = _layout.choose
 
-    def spy(xp, N, H, G, dtype, make_trial=None):
-        layout = real(xp, N, H, G, dtype, make_trial)
+    def spy(xp, N, H, G, dtype, make_trial=None, kind=_layout.SEQUENCES):
+        layout = real(xp, N, H, G, dtype, make_trial, kind)
         seen.append(layout)
         return layout
     monkeypatch.setattr(_layout, "choose", spy)
@@ -139,3 +148,38 @@ def test_a_trial_runs_the_cell_in_the_layout_it_is_given(monkeypatch):
     assert seen == [FEATURE, BATCH]                     # (the backward follows the cache)
     b, f = _layout.time_trial(trial, budget_s=0.001)
     assert 0 < b < 1 and 0 < f < 1
+
+
+@pytest.mark.parametrize("fast", [BATCH, FEATURE])
+def test_the_timed_choice_reaches_the_prepared_steps(fresh, fast):
+    """Forward-only steps (a decoder's, ``Prepared``) are timed as steps, apart from the
+    training loops, and run in the layout timed faster, with the reference's numbers."""
+    fresh[0] = (2.0, 1.0) if fast == FEATURE else (1.0, 2.0)
+    rng = np.random.default_rng(0)
+    N, D, H = 8, 3, 300                                 # 4 * H * N above MIN_TIMED
+    W = [0.1 * rng.standard_normal(s) for s in ((4 * H, D), (4 * H, H), (4 * H,), (4 * H,))]
+    prepared = accel.lstm.Prepared(*W)
+    x, h0 = rng.standard_normal((N, D)), rng.standard_normal((N, H))
+    h, c = prepared.step(x, (h0, None))
+    assert prepared.feature(N, "float64") == (fast == FEATURE) and len(fresh[1]) == 1
+    assert _layout.chosen() == {(N, H, 4, "<f8", _numba.use(np, "float64"), _layout.STEPS):
+                                fast}
+    with accel.use_reference():
+        ref = F.lstm_forward(x[None], h0, None, *W)
+    np.testing.assert_allclose(h, ref[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c, ref[2], rtol=0, atol=1e-12)
+
+
+def test_a_prepared_trial_steps_in_the_layout_it_is_given(monkeypatch):
+    rng = np.random.default_rng(0)
+    W = [rng.standard_normal(s) for s in ((9, 2), (9, 3), (9,), (9,))]
+    prepared = accel.gru.Prepared(*W)
+    seen = []
+    cell = prepared.cell
+    monkeypatch.setattr(prepared, "cell", lambda xw, s, feature=False: (
+        seen.append((feature, xw.shape)) or cell(xw, s, feature)))
+    trial = prepared.trial(4, "float64")
+    trial(FEATURE)
+    trial(BATCH)
+    steps = _layout.TRIAL_STEPS
+    assert seen == [(True, (9, 4))] * steps + [(False, (4, 9))] * steps

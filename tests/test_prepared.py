@@ -6,7 +6,9 @@ A forward whose result is never backpropagated (a layer in eval mode or under
 instead of the reference wherever ``accel.pays`` says the acceleration's sequence forward would not pay:
 they must give the reference's outputs and final states (1e-12 relative in
 float64, 1e-5 in float32), masked (NaN in the padding) or not, over
-Hypothesis-drawn shapes from 1, on NumPy and on the strict CuPy stand-in.
+Hypothesis-drawn shapes from 1, on NumPy and on the strict CuPy stand-in, in both
+layouts (``accel._layout``: each forced; feature-major keeps the states (H, N) and
+takes the products W h^T).
 """
 
 import numpy as np
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 import npnn
 from npnn.functional import accel
+from npnn.functional.accel._layout import LAYOUTS, use_layout
 from npnn.functional.registry import CELLS, as_states
 from npnn.layers.recurrent import layer_class
 from npnn.models import Seq2Seq
@@ -41,20 +44,22 @@ def prepared(variant, case):
     return p
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(T=dims, N=dims, D=dims, H=dims, bias=st.booleans(), masked=st.booleans(),
        given_states=st.booleans(), seed=seeds)
-def test_a_prepared_sequence_equals_the_reference(kernels, variant, dtype, T, N, D, H, bias,
-                                                  masked, given_states, seed):
+def test_a_prepared_sequence_equals_the_reference(layout, kernels, variant, dtype, T, N, D, H,
+                                                  bias, masked, given_states, seed):
     """(numba's kernels in float64 call the exact tanh; in float32 its approximation)"""
     case = make_case(variant, T, N, D, H, dtype, bias, masked, given_states, None, masked, seed)
     out, finals = reference_forward(variant, case)
-    with kernel_set(kernels):
+    with kernel_set(kernels), use_layout(layout):
         p = prepared(variant, case)
         assert p.kernel.__name__.startswith("_numba") == (kernels == "numba" and
                                                           variant in ("lstm", "gru"))
+        assert p.feature(N, dtype) == (layout == "feature")
         p_out, p_finals = p.sequence(case["x"], case["states"], case["mask"])
     assert_equal_to_reference(p_out, out, dtype, "out")
     assert len(p_finals) == len(finals)
@@ -62,19 +67,21 @@ def test_a_prepared_sequence_equals_the_reference(kernels, variant, dtype, T, N,
         assert_equal_to_reference(a, b, dtype, f"final state {k}")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(N=dims, D=dims, H=dims, bias=st.booleans(), given_states=st.booleans(), seed=seeds)
-def test_a_prepared_step_equals_the_reference_step(kernels, variant, dtype, N, D, H, bias,
-                                                   given_states, seed):
+def test_a_prepared_step_equals_the_reference_step(layout, kernels, variant, dtype, N, D, H,
+                                                   bias, given_states, seed):
     case = make_case(variant, 1, N, D, H, dtype, bias, False, given_states, None, False, seed)
     cell, options = VARIANTS[variant][:2]
     with accel.use_reference():
         new, _ = CELLS[cell].run_step(case["x"][0], case["states"], case["params"], **options)
-    with kernel_set(kernels):
+    with kernel_set(kernels), use_layout(layout):
         step = CELLS[cell].stepper(case["params"], **options)
         assert getattr(step, "__self__", None) is not None       # the prepared step, bound
+        assert step.__self__.feature(N, dtype) == (layout == "feature")
         stepped = step(case["x"][0], case["states"])
     for k, (a, b) in enumerate(zip(stepped, new)):
         assert_equal_to_reference(a, b, dtype, f"state {k}")

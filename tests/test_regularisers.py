@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import npnn
 from npnn.backend import to_backend, to_numpy
 from npnn.functional import accel
+from npnn.functional.accel._layout import LAYOUTS
 from npnn.functional.registry import CELLS, STANDARD, Cell, cell_choices, register
 from npnn.functional.regularisers import Zoneout, hash_uniform, zoneout_mask
 from npnn.gradcheck import cases, check_gradients
@@ -268,10 +269,12 @@ def test_layer_gradients_with_every_option_on(cell, sizes):
         check_gradients(f, inputs, tol=1e-6, raise_on_failure=True)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cell, sizes", LAYER_CELLS)
-def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes):
+def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes, layout):
     """In eval mode recurrent dropout and weight-drop change nothing and draw nothing;
-    zoneout is s_t = p s_{t-1} + (1 - p) s~_t, the reference op given p."""
+    zoneout is s_t = p s_{t-1} + (1 - p) s~_t, the reference op given p (the prepared
+    steps in either layout)."""
     x = np.random.default_rng(2).standard_normal((6, 2, 3))
     layer = _layer(cell, recurrent_dropout=0.5, weight_drop=0.5, **sizes).eval()
     plain = _layer(cell, seed=99, **sizes).eval()
@@ -281,7 +284,8 @@ def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes):
     np.testing.assert_array_equal(out, plain(x)[0])
     assert layer.rng.bit_generator.state == state              # nothing drawn
     zoned = _layer(cell, zoneout=0.25, num_layers=1, bidirectional=False, **sizes).eval()
-    out, _ = zoned(x)
+    with accel.use_layout(layout):
+        out, _ = zoned(x)
     spec, S = zoned.spec, zoned.state_sizes
     with accel.use_reference():      # (eval forwards run the prepared steps: to 1e-12)
         expected, _, _ = spec.run(x, [None] * len(S), zoned.cell_params(), None,
@@ -290,7 +294,8 @@ def test_eval_mode_is_the_identity_and_zoneout_its_expectation(cell, sizes):
     stepper = zoned.stepper()                                   # the eval form too
     states = (None,) * len(S)
     for t in range(x.shape[0]):
-        states = stepper(x[t], states)
+        with accel.use_layout(layout):
+            states = stepper(x[t], states)
         np.testing.assert_allclose(states[0], out[t], rtol=1e-12, atol=1e-14)
 
 

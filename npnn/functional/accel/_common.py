@@ -12,7 +12,7 @@ from ..._typing import Array, ArrayModule
 from ...backend import cupy_module
 from .._recurrent import initial_state, input_half, keep_padded, masked_output, step_mask
 from ..regularisers import zone_forward
-from . import _numba
+from . import _layout, _numba
 
 #: sigmoid(a) = SIGMOID_SCALE * tanh(SIGMOID_SCALE * a) + SIGMOID_SHIFT, i.e.
 #: (1 + tanh(a / 2)) / 2. Every gate is then y = s tanh(s a) + b, with
@@ -124,9 +124,18 @@ class Prepared:
     copies nothing (the products read the weights transposed, as BLAS allows), so
     it pays from the first step. Subclasses (one per accelerated cell) set
     ``W_ih`` (G*H, D), ``W_hh`` (G*H, H), ``b_in`` (G*H,) or None (added to the
-    input half) and ``xp`` (their array module), and define ``cell(xw, states)``.
+    input half), ``xp`` (their array module), ``G`` and ``S`` (gate blocks and states), and define
+    ``cell(xw, states, feature)``.
     Arguments are not checked: the layer or model calling this has checked them.
     A cell's ``cell`` runs its kernel set's ``prepared`` step after the product.
+
+    **Layout** (``_layout``). The steps run batch-major or feature-major, as
+    ``_layout.choose`` times them for N rows the first time (``STEPS``: forward-only
+    steps are timed apart from the training loops, which also pay for the weight
+    gradients). Feature-major, a step's states are (H, N), its product W_hh h^T and
+    its input half W_ih x^T; ``cell`` then takes and returns feature-major arrays.
+    ``step`` moves the states between the layouts at every call (a decoder's caller
+    holds them batch-major: at N = 1 that is a free reshape), ``sequence`` once.
     """
 
     # Set by each subclass (see above), declared for the type checker.
@@ -134,8 +143,11 @@ class Prepared:
     W_hh: Array
     b_in: Optional[Array]
     xp: ArrayModule
-    #: (xw (N, G*H): the step's input half, states) -> the new states.
-    cell: Callable[[Array, Tuple[Array, ...]], Tuple[Array, ...]]
+    G: int              # gate blocks
+    S: int              # states
+    #: (xw (N, G*H): the step's input half, states, feature-major?) -> the new states;
+    #: feature-major xw (G*H, N) and the states (H, N).
+    cell: Callable[..., Tuple[Array, ...]]
     #: zoneout's eval form, p per state (None: none), set by ``Cell.prepare``: each step's
     #: new states become p * s_{t-1} + (1 - p) * s~_t (``regularisers`` (R4)).
     zone: Optional[Tuple[Optional[float], ...]] = None
@@ -146,11 +158,51 @@ class Prepared:
         H = self.W_hh.shape[1]
         return tuple(initial_state(self.xp, s, N, H, dtype) for s in states)
 
+    def product(self, h: Array, feature: bool) -> Array:
+        """The recurrent product of a step: h W_hh^T (N, G*H), feature-major
+        W_hh h^T (G*H, N)."""
+        return self.xp.dot(self.W_hh, h) if feature else self.xp.dot(h, self.W_hh.T)
+
+    def feature(self, N: int, dtype: DTypeLike) -> bool:
+        """Whether steps of N rows run feature-major (``_layout.choose``, timed on
+        ``trial`` the first time for this shape)."""
+        H = self.W_hh.shape[1]
+        return _layout.choose(self.xp, N, H, self.G, dtype, lambda: self.trial(N, dtype),
+                              _layout.STEPS) == _layout.FEATURE
+
+    def trial(self, N: int, dtype: DTypeLike) -> Callable[[str], None]:
+        """``_layout.TRIAL_STEPS`` steps of N rows on random inputs, in a given layout."""
+        rng = np.random.default_rng(0)
+        x = self.xp.asarray(rng.standard_normal((_layout.TRIAL_STEPS, N,
+                                                 self.W_ih.shape[1])).astype(dtype))
+        states = (None,) * self.S
+
+        def run(layout: str) -> None:
+            with _layout.use_layout(layout):
+                s = states
+                for x_t in x:
+                    s = self.step(x_t, s)
+        return run
+
     def step(self, x: Array, states: Sequence[Optional[Array]]) -> Tuple[Array, ...]:
         """One step: x (N, D), a tuple of states (each (N, H) or None) -> new states."""
-        old = self.start(states, x.shape[0], x.dtype)
-        new = self.cell(input_half(x, self.W_ih, self.b_in), old)
+        N = x.shape[0]
+        old = self.start(states, N, x.dtype)
+        if self.feature(N, x.dtype):
+            xp = self.xp
+            xw = self._input_half_t(x)
+            new = self.cell(xw, tuple(xp.ascontiguousarray(s.T) for s in old), True)
+            new = tuple(xp.ascontiguousarray(s.T) for s in new)
+        else:
+            new = self.cell(input_half(x, self.W_ih, self.b_in), old)
         return new if self.zone is None else zone_forward(self.zone, new, old)
+
+    def _input_half_t(self, x: Array) -> Array:
+        """W_ih x^T (+ b_in) for one step's x (N, D): (G*H, N)."""
+        xw = self.xp.dot(self.W_ih, x.T)
+        if self.b_in is not None:
+            xw += self.b_in[:, None]
+        return xw
 
     def sequence(self, x: Array, states: Sequence[Optional[Array]],
                  mask: Optional[Array] = None) -> Tuple[Array, Tuple[Array, ...]]:
@@ -159,14 +211,28 @@ class Prepared:
         (padded steps keep the state, by selection, and output 0)."""
         xp = self.xp
         T, N, _ = x.shape
+        H = self.W_hh.shape[1]
         m = step_mask(mask)
-        xw = input_half(x, self.W_ih, self.b_in)             # (T, N, G*H), one product
-        states = self.start(states, N, x.dtype)
-        out = xp.empty((T, N, self.W_hh.shape[1]), dtype=x.dtype)
+        held = self.start(states, N, x.dtype)
+        feature = self.feature(N, x.dtype)
+        if feature:       # (T, G*H, N), states (H, N), masks (T, 1, N); one copy each way
+            xw = _layout.input_half(xp, x, self.W_ih)
+            if self.b_in is not None:
+                xw += self.b_in[:, None]
+            held = tuple(xp.ascontiguousarray(s.T) for s in held)
+            mk = None if m is None else m.transpose(0, 2, 1)
+            out = xp.empty((T, H, N), dtype=x.dtype)
+        else:
+            xw = input_half(x, self.W_ih, self.b_in)             # (T, N, G*H), one product
+            mk = m
+            out = xp.empty((T, N, H), dtype=x.dtype)
         for t in range(T):
-            new = self.cell(xw[t], states)
+            new = self.cell(xw[t], held, feature)
             if self.zone is not None:
-                new = zone_forward(self.zone, new, states)
-            states = new if m is None else keep_padded(xp, m[t], new, states)
-            out[t] = states[0]
-        return masked_output(xp, out, m), states
+                new = zone_forward(self.zone, new, held)
+            held = new if mk is None else keep_padded(xp, mk[t], new, held)
+            out[t] = held[0]
+        if feature:
+            out = xp.ascontiguousarray(out.transpose(0, 2, 1))
+            held = tuple(xp.ascontiguousarray(s.T) for s in held)
+        return masked_output(xp, out, m), held

@@ -10,7 +10,8 @@ gate pre-activations (N, G*H), and a step's recurrent product is
 (G*H, N), and the products
 
     z^T = W_hh h_{t-1}^T       (G*H, H) @ (H, N)         forward
-    dh^T = W_hh^T dz^T         (H, G*H) @ (G*H, N)       backward
+    dh^T = W_hh^T dz^T         (H, G*H) @ (G*H, N)       backward, W_hh^T copied
+                                                         contiguous once a call
 
 They are the same sums, but a BLAS runs them with different kernels: OpenBLAS 0.3.31's
 SkylakeX kernels ran the feature-major products 1.2x to 2.4x faster at the sizes of
@@ -58,11 +59,15 @@ from . import _numba, _pool
 
 BATCH, FEATURE = "batch", "feature"
 LAYOUTS = (BATCH, FEATURE)
+#: What a choice is for: a training loop's sequences (forward and backward) or
+#: forward-only steps (``_common.Prepared``: no weight gradients, so fewer copies)
+SEQUENCES, STEPS = "sequences", "steps"
 
 _FORCED: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_layout",
                                                                         default=None)
-#: (N, H, G, dtype, numba's kernels or not) -> the layout timed faster in this process
-_CHOSEN: Dict[Tuple[int, int, int, str, bool], str] = {}
+#: (N, H, G, dtype, numba's kernels or not, SEQUENCES or STEPS) -> the layout timed
+#: faster in this process
+_CHOSEN: Dict[Tuple[int, int, int, str, bool, str], str] = {}
 
 #: Feature-major must be this much faster in the trial to be chosen: a tie keeps the
 #: library's own layout. The trial's few steps understate the transposing copies of a
@@ -76,6 +81,11 @@ TRIAL_BUDGET_S = 0.05
 #: Fewer gate values a step than this (G*H*N) run batch-major untimed: the copies that
 #: feature-major needs would cost more than any product could gain.
 MIN_TIMED = 8192
+#: ... except one row (N = 1), timed from this many (an LSTM from H = 256): its two
+#: layouts hold the same memory, (1, H) or (H, 1), and differ only in the orientation
+#: of the products' matrix-vector calls, W^T dz^T on a contiguous W^T running 1.3x
+#: faster than dz W at H = 512 here (benchmarks/RESULTS.md, issue 26).
+MIN_TIMED_ROW = 1024
 
 
 def check_layout(layout: str, where: str = "layout") -> str:
@@ -108,11 +118,14 @@ def forced() -> Optional[str]:
 
 
 def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
-           make_trial: Optional[Callable[[], Callable[[str], None]]] = None) -> str:
+           make_trial: Optional[Callable[[], Callable[[str], None]]] = None,
+           kind: str = SEQUENCES) -> str:
     """The layout for a sequence of N rows, hidden size H, G gate blocks: on CuPy
     batch-major, whatever is forced; else forced, or batch-major where a step's gates
-    are too few to repay a copy (G*H*N < ``MIN_TIMED``), or the faster of the two on this machine, timed once per
-    (N, H, G, dtype, kernel set: numba's or the ufuncs) and kept for the process.
+    are too few to repay a copy (G*H*N < ``MIN_TIMED``; one row: G*H <
+    ``MIN_TIMED_ROW``), or the faster of the two on this machine, timed once per
+    (N, H, G, dtype, kernel set: numba's or the ufuncs, ``kind``: SEQUENCES or STEPS)
+    and kept for the process.
     ``make_trial()`` makes a function that runs a short sequence of the cell in a given
     layout (``trial``, timed by ``time_trial``; made only when a shape is timed);
     without it, a shape not yet timed stays batch-major."""
@@ -121,9 +134,9 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     layout = forced()
     if layout is not None:
         return layout
-    if G * H * N < MIN_TIMED:
+    if G * H * N < MIN_TIMED and not (N == 1 and G * H >= MIN_TIMED_ROW):
         return BATCH
-    key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype))
+    key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype), kind)
     if key not in _CHOSEN:
         if make_trial is None:                  # nothing to time: the library's layout
             return BATCH
@@ -186,9 +199,9 @@ def trial(forward: Callable[..., Any], backward: Callable[..., Any], G: int, S: 
     return run
 
 
-def chosen() -> Dict[Tuple[int, int, int, str, bool], str]:
+def chosen() -> Dict[Tuple[int, int, int, str, bool, str], str]:
     """The layouts timed so far in this process (a copy), by (N, H, G, dtype, whether the
-    numba kernels run)."""
+    numba kernels run, SEQUENCES or STEPS)."""
     return dict(_CHOSEN)
 
 

@@ -363,8 +363,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
     W_hh_nrz = xp.concatenate((W_hh[2 * H:], W_hh[:2 * H]))    # W_hh's blocks as (n, r, z)
     if feature:
         dout, dh = _layout.to_feature(xp, dout), _layout.to_feature(xp, dh)
-        mk, W_back, shape = None if m is None else m.transpose(0, 2, 1), W_hh_nrz.T, (
-            T, 3 * H, N)                                                  # W^T dz_t^T
+        mk, shape = None if m is None else m.transpose(0, 2, 1), (T, 3 * H, N)
+        W_back = _pool.transposed(xp, W_hh_nrz)     # W^T dz_t^T, W^T contiguous (_layout)
     else:
         mk, W_back, shape = m, W_hh_nrz, (T, N, 3 * H)                   # dz_t W
     dgh = _pool.empty(xp, shape, x.dtype)          # blocks n, r, z
@@ -395,7 +395,10 @@ class Prepared(_Prepared):
     """Forward-only steps (``_common.Prepared``): r and z take one tanh pass over
     their (N, 2H) block (the tanh form of the sigmoid), and b_hn stays inside
     r * (...), as in (4); with numba (float32), the step's elementwise work is one
-    compiled loop instead."""
+    compiled loop instead. Feature-major, the kernel takes the (3H, N) block as one
+    row (``_layout.kernel_rows``)."""
+
+    G, S = GATES, STATES
 
     def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
                  b_hh: Optional[Array] = None) -> None:
@@ -403,8 +406,12 @@ class Prepared(_Prepared):
         self.W_ih, self.W_hh, self.b_in, self.b_hh = W_ih, W_hh, b_ih, b_hh
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
-    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
-        gh = self.xp.dot(states[0], self.W_hh.T)        # (2)
+    def cell(self, xw: Array, states: Tuple[Array, ...],
+             feature: bool = False) -> Tuple[Array, ...]:
+        gh = self.product(states[0], feature)           # (2)
         if self.b_hh is not None:
-            gh += self.b_hh
-        return self.kernel(xw, gh, states[0]),
+            gh += self.b_hh[:, None] if feature else self.b_hh
+        if not feature:
+            return self.kernel(xw, gh, states[0]),
+        rows = _layout.rows
+        return self.kernel(rows(xw), rows(gh), rows(states[0])).reshape(states[0].shape),

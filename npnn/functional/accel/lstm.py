@@ -376,7 +376,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array], dc_n: Optional[Array]
     xp, dout, (dh, dc) = output_grads(x, m, H, dout, {"dh_n": dh_n, "dc_n": dc_n}, copy=True)
     if feature:
         dout, dh, dc = (_layout.to_feature(xp, a) for a in (dout, dh, dc))
-        mk, W_back = None if m is None else m.transpose(0, 2, 1), W_hh.T   # W^T dz_t^T
+        mk = None if m is None else m.transpose(0, 2, 1)
+        W_back = _pool.transposed(xp, W_hh)     # W^T dz_t^T, W^T contiguous (_layout)
     else:
         mk, W_back = m, W_hh                                              # dz_t W
     rows, R, C = _layout.kernel_rows(feature, N, H)
@@ -402,7 +403,10 @@ class Prepared(_Prepared):
     """Forward-only steps (``_common.Prepared``) in the tanh form: b_ih + b_hh summed
     once; a step is one product, then one tanh pass over the (N, 4H) block for all
     four gates, y = s tanh(s z) + b (2), then (3)-(4); with numba (float32), the
-    step's elementwise work is one compiled loop instead."""
+    step's elementwise work is one compiled loop instead. Feature-major, the kernel
+    takes the (4H, N) block as one row (``_layout.kernel_rows``)."""
+
+    G, S = GATES, STATES
 
     def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
                  b_hh: Optional[Array] = None) -> None:
@@ -411,7 +415,17 @@ class Prepared(_Prepared):
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.s, self.b, _ = _gate_affine(self.xp, W_hh.shape[1], W_ih.dtype)
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
+        self._repeated: Dict[int, Tuple[Array, Array]] = {}
 
-    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
+    def cell(self, xw: Array, states: Tuple[Array, ...],
+             feature: bool = False) -> Tuple[Array, ...]:
         h_prev, c_prev = states
-        return self.kernel(xw, self.xp.dot(h_prev, self.W_hh.T), c_prev, self.s, self.b)
+        rec = self.product(h_prev, feature)
+        if not feature:
+            return self.kernel(xw, rec, c_prev, self.s, self.b)
+        H, N = c_prev.shape
+        if N not in self._repeated:         # s, b for each of the N columns, one row
+            self._repeated[N] = (self.xp.repeat(self.s, N), self.xp.repeat(self.b, N))
+        rows = _layout.rows
+        h, c = self.kernel(rows(xw), rows(rec), rows(c_prev), *self._repeated[N])
+        return h.reshape(H, N), c.reshape(H, N)

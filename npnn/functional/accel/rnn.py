@@ -237,7 +237,8 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
     xp, dout, (dh,) = output_grads(x, m, H, dout, {"dh_n": dh_n}, copy=True)
     if feature:
         dout, dh = _layout.to_feature(xp, dout), _layout.to_feature(xp, dh)
-        mk, W_back = None if m is None else m.transpose(0, 2, 1), W_hh.T      # W^T da_t^T
+        mk = None if m is None else m.transpose(0, 2, 1)
+        W_back = _pool.transposed(xp, W_hh)     # W^T da_t^T, W^T contiguous (_layout)
     else:
         mk, W_back = m, W_hh                                                  # da_t W
     da = _pool.empty(xp, h[1:].shape, x.dtype)      # (T, N, H) or (T, H, N)
@@ -258,7 +259,9 @@ def backward(dout: Optional[Array], dh_n: Optional[Array],
 
 class Prepared(_Prepared):
     """Forward-only steps (``_common.Prepared``): (1)-(2) with b_ih + b_hh summed
-    once into the input half."""
+    once into the input half (elementwise, the same code in either layout)."""
+
+    G, S = GATES, STATES
 
     def __init__(self, W_ih: Array, W_hh: Array, b_ih: Optional[Array] = None,
                  b_hh: Optional[Array] = None, nonlinearity: str = "tanh") -> None:
@@ -268,5 +271,6 @@ class Prepared(_Prepared):
         self.relu = nonlinearity == "relu"
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
 
-    def cell(self, xw: Array, states: Tuple[Array, ...]) -> Tuple[Array, ...]:
-        return self.kernel(xw, self.xp.dot(states[0], self.W_hh.T), self.relu),
+    def cell(self, xw: Array, states: Tuple[Array, ...],
+             feature: bool = False) -> Tuple[Array, ...]:
+        return self.kernel(xw, self.product(states[0], feature), self.relu),
