@@ -19,13 +19,17 @@ freed under an array still in use.
 
 * On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
   ones come from the heap without page faults).
-* A request no free buffer fits drops every free buffer before it makes a new one: the
-  pool keeps no stock of sizes the program stopped asking for, so it holds idle only
-  what the last call of the same shapes used (a training step's arrays, between two
-  steps).
+* A request no free buffer fits first drops the free buffers that no request took in
+  the last ``STALE`` requests: the pool keeps no stock of sizes the program stopped
+  asking for (shapes that change, bounded BPTT's segments), but keeps what a training
+  step asks for at every step, in whatever order its arrays come and go. (Dropping
+  every free buffer at a miss, as it once did, made a step whose first miss comes
+  after arrays of its own were freed drop those, and miss them again at the next
+  step: the language model of bench_lm got 7 new buffers a step.)
 * At most ``limit()`` bytes are kept (``NPNN_POOL_MB``, default ``LIMIT_MB``), in use or
-  not; an array beyond it is a plain ``np.empty``. ``NPNN_POOL=0`` switches the pool
-  off; ``release()`` drops every free buffer now.
+  not: a new buffer that would pass it drops the free buffers used least recently
+  first, and where they do not make room the array is a plain ``np.empty``.
+  ``NPNN_POOL=0`` switches the pool off; ``release()`` drops every free buffer now.
 * Buffers are 64-byte aligned (a cache line, an AVX-512 register).
 """
 
@@ -48,10 +52,15 @@ LIMIT_MB = 512
 #: miss, and a miss drops every free buffer).
 FIT = 1.25
 ALIGN = 64
+#: A free buffer no request took in this many requests is dropped at the next miss.
+STALE = 64
 
 _LOCK = threading.Lock()
-#: (raw uint8 buffer, offset of its aligned start, aligned capacity in bytes), oldest first
-_BUFFERS: List[Tuple[Array, int, int]] = []
+#: [raw uint8 buffer, offset of its aligned start, aligned capacity in bytes, the request
+#: that last took it], oldest first
+_BUFFERS: List[List[Any]] = []
+#: Pooled requests so far
+_TICK = [0]
 
 
 def enabled() -> bool:
@@ -67,7 +76,7 @@ def limit() -> int:
                          f"{os.environ['NPNN_POOL_MB']!r}") from None
 
 
-def _refs(entries: List[Tuple[Array, int, int]], k: int) -> int:
+def _refs(entries: List[List[Any]], k: int) -> int:
     """``sys.getrefcount`` of entry k's buffer, always taken by this same expression."""
     return sys.getrefcount(entries[k][0])
 
@@ -77,7 +86,7 @@ def _idle_refs() -> int:
     this interpreter (its own argument counts in some versions of CPython, not in others:
     the test must not assume either)."""
     if not _IDLE:
-        _IDLE.append(_refs([(np.empty(1, dtype=np.uint8), 0, 1)], 0))
+        _IDLE.append(_refs([[np.empty(1, dtype=np.uint8), 0, 1, 0]], 0))
     return _IDLE[0]
 
 
@@ -96,6 +105,7 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
     if xp is not np or size < MIN_BYTES or not enabled():
         return xp.empty(shape, dtype=dtype)
     with _LOCK:
+        _TICK[0] += 1
         best = -1
         for k in range(len(_BUFFERS)):
             capacity = _BUFFERS[k][2]
@@ -106,21 +116,31 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
             best = _new(size)
             if best < 0:
                 return np.empty(shape, dtype=dtype)
+        _BUFFERS[best][3] = _TICK[0]
         offset = _BUFFERS[best][1]
         return _BUFFERS[best][0][offset:offset + size].view(dtype).reshape(shape)
 
 
 def _new(size: int) -> int:
     """A new buffer of ``size`` bytes at the end of the list (its index), -1 where it would
-    not fit within ``limit()``. Every free buffer is dropped first: none fitted this
-    request, and a pool that keeps only what the same requests used last time never
-    holds memory idle that the program's own peak did not (shapes that change, bounded
-    BPTT's segments, keep no stock of old sizes)."""
-    _BUFFERS[:] = [_BUFFERS[k] for k in range(len(_BUFFERS)) if not _free(k)]
-    if sum(entry[2] for entry in _BUFFERS) + size > limit():
-        return -1
+    not fit within ``limit()``. The free buffers no request took in the last ``STALE``
+    are dropped first; then, to stay within the limit, the free ones used least recently."""
+    now = _TICK[0]
+    _BUFFERS[:] = [e for k, e in enumerate(_BUFFERS) if not (_free(k) and now - e[3] > STALE)]
+    over = sum(e[2] for e in _BUFFERS) + size - limit()
+    if over > 0:
+        drop = set()
+        for k in sorted(range(len(_BUFFERS)), key=lambda k: _BUFFERS[k][3]):
+            if over <= 0:
+                break
+            if _free(k):
+                drop.add(k)
+                over -= _BUFFERS[k][2]
+        _BUFFERS[:] = [e for k, e in enumerate(_BUFFERS) if k not in drop]
+        if over > 0:
+            return -1
     raw = np.empty(size + ALIGN, dtype=np.uint8)
-    _BUFFERS.append((raw, -raw.ctypes.data % ALIGN, size))
+    _BUFFERS.append([raw, -raw.ctypes.data % ALIGN, size, now])
     return len(_BUFFERS) - 1
 
 
