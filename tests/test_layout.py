@@ -183,3 +183,22 @@ def test_a_prepared_trial_steps_in_the_layout_it_is_given(monkeypatch):
     trial(BATCH)
     steps = _layout.TRIAL_STEPS
     assert seen == [(True, (9, 4))] * steps + [(False, (4, 9))] * steps
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 7, 1), (1, 1, 3), (4, 6, 2)])
+def test_copy_blocks_moves_the_same_values_as_a_copy(shape):
+    """The steps of a feature-major array moved side by side as runs of N values (one
+    element each) and back: the values of a plain copy, in either direction, for N = 1
+    too, from views whose last axis alone is contiguous."""
+    T, K, N = shape
+    a = np.arange(T * K * N, dtype=np.float32).reshape(shape) - 7.5
+    side = np.empty((K, T, N), np.float32)
+    _layout.copy_blocks(np, side, a.transpose(1, 0, 2))
+    np.testing.assert_array_equal(side, a.transpose(1, 0, 2))
+    back = np.empty(shape, np.float32)
+    _layout.copy_blocks(np, back, side.transpose(1, 0, 2))
+    np.testing.assert_array_equal(back, a)
+    nan = np.full(shape, np.nan, np.float64)            # NaN and float64 move as they are
+    out = np.zeros((K, T, N))
+    _layout.copy_blocks(np, out, nan.transpose(1, 0, 2))
+    assert np.isnan(out).all()

@@ -236,8 +236,22 @@ def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
     T, N, D = x.shape
     K = W.shape[0]
     out = _pool.empty(xp, (T, K, N), x.dtype)
-    out[...] = _pool.matmul(xp, W, x.reshape(T * N, D).T).reshape(K, T, N).transpose(1, 0, 2)
+    copy_blocks(xp, out, _pool.matmul(xp, W, x.reshape(T * N, D).T).reshape(K, T, N)
+                .transpose(1, 0, 2))
     return out
+
+
+def copy_blocks(xp: ArrayModule, out: Array, src: Array) -> None:
+    """out[...] = src, for arrays of the same shape whose last axis is contiguous in both
+    (the steps of a feature-major array moved side by side and back): on NumPy each run of
+    N values is moved as one element of N * itemsize bytes, 2-5x faster than NumPy's
+    copy of N values at a time (measured at (T, K, N) = (64, 1024, 32), (200, 512, 16))."""
+    N = out.shape[-1]
+    if xp is np and N > 1:
+        block = np.dtype((np.void, N * out.dtype.itemsize))
+        out.view(block)[..., 0][...] = src.view(block)[..., 0]
+    else:
+        out[...] = src
 
 
 def zone_to_feature(xp: ArrayModule, zone: Optional[Tuple[object, ...]]) -> Optional[

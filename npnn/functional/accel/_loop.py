@@ -50,6 +50,7 @@ from .._recurrent import valid_only
 from ..regularisers import at_step
 from . import _pool
 from ._common import FLUSH_EVERY, Kernels, flush_subnormals
+from ._layout import copy_blocks
 
 
 def new_states(xp: ArrayModule, T: int, N: int, H: int, dtype: DTypeLike,
@@ -224,5 +225,5 @@ def _transposed(xp: ArrayModule, a: Array) -> Array:
     """(T, K, N) -> (K, T*N) contiguous: the steps of a feature-major array side by side."""
     T, K, N = a.shape
     out = _pool.empty(xp, (K, T, N), a.dtype)
-    out[...] = a.transpose(1, 0, 2)
+    copy_blocks(xp, out, a.transpose(1, 0, 2))
     return out.reshape(K, T * N)
