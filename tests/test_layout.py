@@ -162,12 +162,15 @@ def test_the_timed_choice_reaches_the_prepared_steps(fresh, fast):
     x, h0 = rng.standard_normal((N, D)), rng.standard_normal((N, H))
     h, c = prepared.step(x, (h0, None))
     assert prepared.feature(N, "float64") == (fast == FEATURE) and len(fresh[1]) == 1
-    assert _layout.chosen() == {(N, H, 4, "<f8", _numba.use(np, "float64"), _layout.STEPS):
-                                fast}
+    numba = _numba.use(np, "float64")
+    assert _layout.chosen() == {(N, H, 4, "<f8", numba, _layout.STEPS): fast}
+    out, (h2, c2) = prepared.sequence(x[None], (h0, None))      # timed apart, as sequences
+    assert len(fresh[1]) == 2
+    assert _layout.chosen()[(N, H, 4, "<f8", numba, _layout.FORWARD)] == fast
     with accel.use_reference():
         ref = F.lstm_forward(x[None], h0, None, *W)
-    np.testing.assert_allclose(h, ref[1], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(c, ref[2], rtol=0, atol=1e-12)
+    for a, b in ((h, ref[1]), (c, ref[2]), (out, ref[0]), (h2, ref[1]), (c2, ref[2])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
 def test_a_prepared_trial_steps_in_the_layout_it_is_given(monkeypatch):
@@ -178,11 +181,13 @@ def test_a_prepared_trial_steps_in_the_layout_it_is_given(monkeypatch):
     cell = prepared.cell
     monkeypatch.setattr(prepared, "cell", lambda xw, s, feature=False: (
         seen.append((feature, xw.shape)) or cell(xw, s, feature)))
-    trial = prepared.trial(4, "float64")
-    trial(FEATURE)
-    trial(BATCH)
     steps = _layout.TRIAL_STEPS
-    assert seen == [(True, (9, 4))] * steps + [(False, (4, 9))] * steps
+    for kind in (_layout.STEPS, _layout.FORWARD):
+        seen.clear()
+        trial = prepared.trial(4, "float64", kind)
+        trial(FEATURE)
+        trial(BATCH)
+        assert seen == [(True, (9, 4))] * steps + [(False, (4, 9))] * steps, kind
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 4), (2, 7, 1), (1, 1, 3), (4, 6, 2)])

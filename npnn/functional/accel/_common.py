@@ -130,9 +130,9 @@ class Prepared:
     A cell's ``cell`` runs its kernel set's ``prepared`` step after the product.
 
     **Layout** (``_layout``). The steps run batch-major or feature-major, as
-    ``_layout.choose`` times them for N rows the first time (``STEPS``: forward-only
-    steps are timed apart from the training loops, which also pay for the weight
-    gradients). Feature-major, a step's states are (H, N), its product W_hh h^T and
+    ``_layout.choose`` times them for N rows the first time (forward-only steps and
+    sequences, ``STEPS`` and ``FORWARD``, are timed apart from the training loops, which
+    also pay for the weight gradients). Feature-major, a step's states are (H, N), its product W_hh h^T and
     its input half W_ih x^T; ``cell`` then takes and returns feature-major arrays.
     ``step`` moves the states between the layouts at every call (a decoder's caller
     holds them batch-major: at N = 1 that is a free reshape), ``sequence`` once.
@@ -163,22 +163,28 @@ class Prepared:
         W_hh h^T (G*H, N)."""
         return self.xp.dot(self.W_hh, h) if feature else self.xp.dot(h, self.W_hh.T)
 
-    def feature(self, N: int, dtype: DTypeLike) -> bool:
-        """Whether steps of N rows run feature-major (``_layout.choose``, timed on
+    def feature(self, N: int, dtype: DTypeLike, kind: str = _layout.STEPS) -> bool:
+        """Whether ``kind`` (``_layout.STEPS``: ``step``; ``_layout.FORWARD``:
+        ``sequence``) of N rows runs feature-major (``_layout.choose``, timed on
         ``trial`` the first time for this shape)."""
         H = self.W_hh.shape[1]
-        return _layout.choose(self.xp, N, H, self.G, dtype, lambda: self.trial(N, dtype),
-                              _layout.STEPS) == _layout.FEATURE
+        return _layout.choose(self.xp, N, H, self.G, dtype,
+                              lambda: self.trial(N, dtype, kind), kind) == _layout.FEATURE
 
-    def trial(self, N: int, dtype: DTypeLike) -> Callable[[str], None]:
-        """``_layout.TRIAL_STEPS`` steps of N rows on random inputs, in a given layout."""
+    def trial(self, N: int, dtype: DTypeLike,
+              kind: str = _layout.STEPS) -> Callable[[str], None]:
+        """``_layout.TRIAL_STEPS`` steps of N rows on random inputs in a given layout: one
+        ``step`` call each (``_layout.STEPS``) or one ``sequence`` (``_layout.FORWARD``)."""
         rng = np.random.default_rng(0)
         x = self.xp.asarray(rng.standard_normal((_layout.TRIAL_STEPS, N,
                                                  self.W_ih.shape[1])).astype(dtype))
-        states = (None,) * self.S
+        states: Tuple[Optional[Array], ...] = (None,) * self.S
 
         def run(layout: str) -> None:
             with _layout.use_layout(layout):
+                if kind == _layout.FORWARD:
+                    self.sequence(x, states)
+                    return
                 s = states
                 for x_t in x:
                     s = self.step(x_t, s)
@@ -214,7 +220,7 @@ class Prepared:
         H = self.W_hh.shape[1]
         m = step_mask(mask)
         held = self.start(states, N, x.dtype)
-        feature = self.feature(N, x.dtype)
+        feature = self.feature(N, x.dtype, _layout.FORWARD)
         if feature:       # (T, G*H, N), states (H, N), masks (T, 1, N); one copy each way
             xw = _layout.input_half(xp, x, self.W_ih)
             if self.b_in is not None:

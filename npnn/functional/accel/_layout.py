@@ -28,6 +28,11 @@ algorithm:
   own they ran 1.5x faster feature-major at LSTM L here, inside the cell's loop (the
   kernels between them evicting the weights from cache) 1.2-1.4x, and the copies that
   feature-major needs took the rest of the gain (benchmarks/RESULTS.md, issue 26);
+* forward-only steps (``_common.Prepared``: decoders, generation, eval) are timed apart,
+  on trials of their own: steps taken one call at a time (``STEPS``) and sequences
+  (``FORWARD``); the training loops' choice is ``SEQUENCES``. With no weight gradients
+  to copy, feature-major ran 1.2-2x faster a step here at N 8 to 64; at N = 1 equal a
+  step, and 1.1-1.3x faster over a sequence (benchmarks/RESULTS.md);
 * ``NPNN_LAYOUT=batch|feature`` in the environment forces one layout (on NumPy);
 * ``use_layout("batch"|"feature")`` forces one within a block (this thread or task;
   it wins over the environment): the tests run each layout this way, and a training
@@ -59,9 +64,10 @@ from . import _numba, _pool
 
 BATCH, FEATURE = "batch", "feature"
 LAYOUTS = (BATCH, FEATURE)
-#: What a choice is for: a training loop's sequences (forward and backward) or
-#: forward-only steps (``_common.Prepared``: no weight gradients, so fewer copies)
-SEQUENCES, STEPS = "sequences", "steps"
+#: What a choice is for: a training loop's sequences (forward and backward), forward-only
+#: steps taken one call at a time (a decoder's: the states moved back to (N, H) after
+#: each), or forward-only sequences (``_common.Prepared``: no weight gradients to copy)
+SEQUENCES, STEPS, FORWARD = "sequences", "steps", "forward"
 
 _FORCED: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_layout",
                                                                         default=None)
