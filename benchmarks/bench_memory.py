@@ -110,7 +110,10 @@ def one(T, memory):
     process per case, so that the peak RSS of one case is not another's): after warming
     up, one traced run gives the tracemalloc peak, the peak RSS (VmHWM, reset before
     the run, less the resident size before it) and the steps -> a dict of the record
-    ("seconds": that run's time; ``main`` times the cases apart, interleaved)."""
+    ("seconds": that run's time; ``main`` times the cases apart, interleaved). The
+    accelerations' memory pool is off here (``NPNN_POOL=0``): buffers it kept from the
+    warm-up would be resident before the run, and hide the run's own peak."""
+    os.environ["NPNN_POOL"] = "0"
     run(case(50), None), run(case(50), 7)       # compile and warm up before measuring
     data = case(T)
     if memory is not None:
