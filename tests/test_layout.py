@@ -207,3 +207,32 @@ def test_copy_blocks_moves_the_same_values_as_a_copy(shape):
     out = np.zeros((K, T, N))
     _layout.copy_blocks(np, out, nan.transpose(1, 0, 2))
     assert np.isnan(out).all()
+    _layout.copy_blocks(np, out, a.transpose(1, 0, 2))  # another dtype: converted, as
+    np.testing.assert_array_equal(out, a.transpose(1, 0, 2))    # a plain copy does
+    strided = np.empty((K, T, 2 * N), np.float32)[..., ::2]      # a strided last axis
+    _layout.copy_blocks(np, strided, a.transpose(1, 0, 2))
+    np.testing.assert_array_equal(strided, a.transpose(1, 0, 2))
+
+
+def test_a_prepared_subclass_written_before_the_layouts_still_runs():
+    """A ``Prepared`` of one's own acceleration that sets no gate count and whose ``cell``
+    takes (xw, states) runs batch-major, as it did."""
+    from npnn.functional.accel._common import Prepared
+
+    class Old(Prepared):
+        def __init__(self, W_ih, W_hh):
+            self.xp, self.W_ih, self.W_hh, self.b_in = np, W_ih, W_hh, None
+
+        def cell(self, xw, states):
+            return (np.tanh(xw + states[0] @ self.W_hh.T),)
+    rng = np.random.default_rng(0)
+    W_ih, W_hh = rng.standard_normal((300, 3)), 0.1 * rng.standard_normal((300, 300))
+    old = Old(W_ih, W_hh)
+    x = rng.standard_normal((4, 30, 3))
+    with use_layout("feature"):
+        out, (h,) = old.sequence(x, (None,))
+        (h1,) = old.step(x[0], (None,))
+    with accel.use_reference():
+        ref = F.rnn_forward(x, None, W_ih, W_hh)
+    np.testing.assert_allclose(out, ref[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h1, ref[0][0], rtol=0, atol=1e-12)

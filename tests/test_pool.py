@@ -3,6 +3,7 @@ handed out again only when no array made from it is alive, the pool stays within
 limit, and it can be switched off."""
 
 import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -138,3 +139,42 @@ def test_a_kept_result_is_never_overwritten_by_the_next_call(pool):
     for a, b in zip((grads[0], *grads[3].values()), kept_grads):
         np.testing.assert_array_equal(a, b)
     assert pool.kept()[0] > 0
+
+
+def test_a_buffer_held_long_is_not_stale_when_it_comes_back(pool):
+    """Staleness counts from the last request that found a buffer in use: a cache held
+    over more than STALE requests, freed just before a miss, is kept for the next step."""
+    made = []
+    real = pool._new
+    pool._new = lambda size: made.append(size) or real(size)
+    try:
+        for step in range(3):
+            made.clear()
+            cache = pool.empty(np, (1 << 18,), np.float32)          # 1 MiB, held long
+            for _ in range(pool.STALE + 6):
+                pool.empty(np, (1 << 16,), np.float32)              # freed at once
+            del cache
+            pool.empty(np, ((1 << 17) + 1024 * step,), np.float32)  # a new size each step
+            if step:
+                assert made == [(1 << 19) + 4096 * step], step      # only the new size
+    finally:
+        pool._new = real
+
+
+def test_over_the_limit_the_longest_unused_free_buffers_go_and_only_to_make_room(pool,
+                                                                              monkeypatch):
+    monkeypatch.setenv("NPNN_POOL_MB", "4")
+    quarter = (1 << 18) // 4                                        # 256 KiB of float32
+    a, b, c = (pool.empty(np, ((k + 1) * quarter,), np.float32) for k in range(3))
+    bases = [weakref.ref(base(v)) for v in (a, b, c)]              # (holding none of them)
+    del a, b, c
+    pool.empty(np, (quarter,), np.float32)                          # a's buffer, taken again
+    assert pool.kept() == (6 << 18, 0)
+    huge = pool.empty(np, (1 << 21,), np.float32)                   # 8 MiB: never fits
+    assert all(base(huge) is not v() for v in bases)
+    assert pool.kept() == (6 << 18, 0)                              # and the stock is kept
+    d = pool.empty(np, (3 << 18,), np.float32)      # 3 MiB: 0.5 MiB over; b's goes, last
+    assert [v() is not None for v in bases] == [True, False, True]  # in use longest ago,
+    assert len(pool._BUFFERS) == 3                                  # and only b's
+    assert pool.kept() == (4 << 20, 3 << 20)
+    del d

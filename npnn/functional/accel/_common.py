@@ -138,7 +138,8 @@ class Prepared:
     holds them batch-major: at N = 1 that is a free reshape), ``sequence`` once.
     """
 
-    # Set by each subclass (see above), declared for the type checker.
+    # Set by each subclass (see above), declared for the type checker. A subclass that
+    # sets no G (written before the layouts) runs batch-major, its cell(xw, states).
     W_ih: Array
     W_hh: Array
     b_in: Optional[Array]
@@ -167,8 +168,11 @@ class Prepared:
         """Whether ``kind`` (``_layout.STEPS``: ``step``; ``_layout.FORWARD``:
         ``sequence``) of N rows runs feature-major (``_layout.choose``, timed on
         ``trial`` the first time for this shape)."""
+        G = getattr(self, "G", None)
+        if G is None:                       # a subclass from before the layouts: batch-major
+            return False
         H = self.W_hh.shape[1]
-        return _layout.choose(self.xp, N, H, self.G, dtype,
+        return _layout.choose(self.xp, N, H, G, dtype,
                               lambda: self.trial(N, dtype, kind), kind) == _layout.FEATURE
 
     def trial(self, N: int, dtype: DTypeLike,
@@ -233,7 +237,7 @@ class Prepared:
             mk = m
             out = xp.empty((T, N, H), dtype=x.dtype)
         for t in range(T):
-            new = self.cell(xw[t], held, feature)
+            new = self.cell(xw[t], held, True) if feature else self.cell(xw[t], held)
             if self.zone is not None:
                 new = zone_forward(self.zone, new, held)
             held = new if mk is None else keep_padded(xp, mk[t], new, held)

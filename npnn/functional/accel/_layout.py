@@ -71,8 +71,8 @@ SEQUENCES, STEPS, FORWARD = "sequences", "steps", "forward"
 
 _FORCED: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("npnn_layout",
                                                                         default=None)
-#: (N, H, G, dtype, numba's kernels or not, SEQUENCES or STEPS) -> the layout timed
-#: faster in this process
+#: (N, H, G, dtype, numba's kernels or not, SEQUENCES, STEPS or FORWARD) -> the layout
+#: timed faster in this process
 _CHOSEN: Dict[Tuple[int, int, int, str, bool, str], str] = {}
 
 #: Feature-major must be this much faster in the trial to be chosen: a tie keeps the
@@ -130,8 +130,8 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     batch-major, whatever is forced; else forced, or batch-major where a step's gates
     are too few to repay a copy (G*H*N < ``MIN_TIMED``; one row: G*H <
     ``MIN_TIMED_ROW``), or the faster of the two on this machine, timed once per
-    (N, H, G, dtype, kernel set: numba's or the ufuncs, ``kind``: SEQUENCES or STEPS)
-    and kept for the process.
+    (N, H, G, dtype, kernel set: numba's or the ufuncs, ``kind``: SEQUENCES, STEPS or
+    FORWARD) and kept for the process.
     ``make_trial()`` makes a function that runs a short sequence of the cell in a given
     layout (``trial``, timed by ``time_trial``; made only when a shape is timed);
     without it, a shape not yet timed stays batch-major."""
@@ -179,8 +179,9 @@ def _best_of(fns: Sequence[Callable[[], None]], budget_s: float,
 
 def time_trial(trial: Callable[[str], None], budget_s: float = TRIAL_BUDGET_S) -> Tuple[
         float, float]:
-    """Seconds of ``trial`` (a short forward and backward of the cell) in each layout,
-    (batch, feature): everything the layout changes, copies and kernels included."""
+    """Seconds of ``trial`` (a short forward and backward of the cell, or forward-only
+    steps) in each layout, (batch, feature): everything the layout changes, copies and
+    kernels included."""
     best = _best_of([lambda: trial(BATCH), lambda: trial(FEATURE)], budget_s)
     return best[0], best[1]
 
@@ -207,7 +208,7 @@ def trial(forward: Callable[..., Any], backward: Callable[..., Any], G: int, S: 
 
 def chosen() -> Dict[Tuple[int, int, int, str, bool, str], str]:
     """The layouts timed so far in this process (a copy), by (N, H, G, dtype, whether the
-    numba kernels run, SEQUENCES or STEPS)."""
+    numba kernels run, SEQUENCES, STEPS or FORWARD)."""
     return dict(_CHOSEN)
 
 
@@ -248,12 +249,15 @@ def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
 
 
 def copy_blocks(xp: ArrayModule, out: Array, src: Array) -> None:
-    """out[...] = src, for arrays of the same shape whose last axis is contiguous in both
-    (the steps of a feature-major array moved side by side and back): on NumPy each run of
-    N values is moved as one element of N * itemsize bytes, 2-5x faster than NumPy's
-    copy of N values at a time (measured at (T, K, N) = (64, 1024, 32), (200, 512, 16))."""
+    """out[...] = src, for arrays of the same shape (the steps of a feature-major array
+    moved side by side and back): on NumPy, where both have one dtype and a contiguous
+    last axis, each run of N values is moved as one element of N * itemsize bytes, 2-5x
+    faster than NumPy's copy of N values at a time (measured at (T, K, N) = (64, 1024, 32),
+    (200, 512, 16)); else a plain copy."""
     N = out.shape[-1]
-    if xp is np and N > 1:
+    size = out.dtype.itemsize
+    if xp is np and N > 1 and src.dtype == out.dtype and out.strides[-1] == size and \
+            src.strides[-1] == size:
         block = np.dtype((np.void, N * out.dtype.itemsize))
         out.view(block)[..., 0][...] = src.view(block)[..., 0]
     else:

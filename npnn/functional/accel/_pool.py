@@ -19,16 +19,17 @@ freed under an array still in use.
 
 * On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
   ones come from the heap without page faults).
-* A request no free buffer fits first drops the free buffers that no request took in
-  the last ``STALE`` requests: the pool keeps no stock of sizes the program stopped
+* A request no free buffer fits first drops the free buffers that no request took or
+  found in use in the last ``STALE`` requests: the pool keeps no stock of sizes the program stopped
   asking for (shapes that change, bounded BPTT's segments), but keeps what a training
   step asks for at every step, in whatever order its arrays come and go. (Dropping
   every free buffer at a miss, as it once did, made a step whose first miss comes
   after arrays of its own were freed drop those, and miss them again at the next
   step: the language model of bench_lm got 7 new buffers a step.)
 * At most ``limit()`` bytes are kept (``NPNN_POOL_MB``, default ``LIMIT_MB``), in use or
-  not: a new buffer that would pass it drops the free buffers used least recently
-  first, and where they do not make room the array is a plain ``np.empty``.
+  not: a new buffer that would pass it drops the free buffers last in use longest ago,
+  and where even all of them would not make room it drops none and the array is a
+  plain ``np.empty``.
   ``NPNN_POOL=0`` switches the pool off; ``release()`` drops every free buffer now.
 * Buffers are 64-byte aligned (a cache line, an AVX-512 register).
 """
@@ -49,15 +50,16 @@ MIN_BYTES = 1 << 17
 LIMIT_MB = 512
 #: A free buffer serves an array of at least 1 / FIT of its size: a tight fit, so that a
 #: step's smaller arrays do not take the buffers its larger ones will ask for (then those
-#: miss, and a miss drops every free buffer).
+#: would miss, and make new buffers).
 FIT = 1.25
 ALIGN = 64
-#: A free buffer no request took in this many requests is dropped at the next miss.
+#: A buffer neither taken nor seen in use in this many requests is dropped at the next
+#: miss.
 STALE = 64
 
 _LOCK = threading.Lock()
-#: [raw uint8 buffer, offset of its aligned start, aligned capacity in bytes, the request
-#: that last took it], oldest first
+#: [raw uint8 buffer, offset of its aligned start, aligned capacity in bytes, the last
+#: request that took it or found it in use], oldest first
 _BUFFERS: List[List[Any]] = []
 #: Pooled requests so far
 _TICK = [0]
@@ -108,9 +110,11 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
         _TICK[0] += 1
         best = -1
         for k in range(len(_BUFFERS)):
+            if not _free(k):                    # in use: not stale, whenever it was taken
+                _BUFFERS[k][3] = _TICK[0]
+                continue
             capacity = _BUFFERS[k][2]
-            if size <= capacity <= FIT * size and _free(k) and (
-                    best < 0 or capacity < _BUFFERS[best][2]):
+            if size <= capacity <= FIT * size and (best < 0 or capacity < _BUFFERS[best][2]):
                 best = k
         if best < 0:
             best = _new(size)
@@ -123,22 +127,23 @@ def empty(xp: ArrayModule, shape: Any, dtype: DTypeLike) -> Array:
 
 def _new(size: int) -> int:
     """A new buffer of ``size`` bytes at the end of the list (its index), -1 where it would
-    not fit within ``limit()``. The free buffers no request took in the last ``STALE``
-    are dropped first; then, to stay within the limit, the free ones used least recently."""
+    not fit within ``limit()``. The free buffers neither taken nor seen in use in the last
+    ``STALE`` requests are dropped first; then, where the new one would pass the limit
+    and dropping free buffers makes room, the free ones last in use longest ago."""
     now = _TICK[0]
     _BUFFERS[:] = [e for k, e in enumerate(_BUFFERS) if not (_free(k) and now - e[3] > STALE)]
     over = sum(e[2] for e in _BUFFERS) + size - limit()
     if over > 0:
+        free = sorted((k for k in range(len(_BUFFERS)) if _free(k)), key=lambda k: _BUFFERS[k][3])
+        if sum(_BUFFERS[k][2] for k in free) < over:
+            return -1                           # no room even without them: keep them
         drop = set()
-        for k in sorted(range(len(_BUFFERS)), key=lambda k: _BUFFERS[k][3]):
+        for k in free:
             if over <= 0:
                 break
-            if _free(k):
-                drop.add(k)
-                over -= _BUFFERS[k][2]
+            drop.add(k)
+            over -= _BUFFERS[k][2]
         _BUFFERS[:] = [e for k, e in enumerate(_BUFFERS) if k not in drop]
-        if over > 0:
-            return -1
     raw = np.empty(size + ALIGN, dtype=np.uint8)
     _BUFFERS.append([raw, -raw.ctypes.data % ALIGN, size, now])
     return len(_BUFFERS) - 1
@@ -172,7 +177,8 @@ def input_half(xp: ArrayModule, x: Array, W: Array) -> Array:
 
 def transposed(xp: ArrayModule, W: Array, scale: Any = None) -> Array:
     """(W * scale[:, None])^T contiguous (scale None: W^T), in one pass into an array of
-    ``empty``'s: the prepared recurrent weight of the batch-major products."""
+    ``empty``'s: the prepared recurrent weight of the batch-major products, and of the
+    feature-major backward's."""
     out = empty(xp, W.shape[::-1], W.dtype)
     if scale is None:
         out[...] = W.T

@@ -396,7 +396,7 @@ class Prepared(_Prepared):
     their (N, 2H) block (the tanh form of the sigmoid), and b_hn stays inside
     r * (...), as in (4); with numba (float32), the step's elementwise work is one
     compiled loop instead. Feature-major, the kernel takes the (3H, N) block as one
-    row (``_layout.kernel_rows``)."""
+    row (``_layout.rows``)."""
 
     G, S = GATES, STATES
 

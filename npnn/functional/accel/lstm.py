@@ -404,7 +404,7 @@ class Prepared(_Prepared):
     once; a step is one product, then one tanh pass over the (N, 4H) block for all
     four gates, y = s tanh(s z) + b (2), then (3)-(4); with numba (float32), the
     step's elementwise work is one compiled loop instead. Feature-major, the kernel
-    takes the (4H, N) block as one row (``_layout.kernel_rows``)."""
+    takes the (4H, N) block as one row (``_layout.rows``)."""
 
     G, S = GATES, STATES
 
@@ -415,7 +415,7 @@ class Prepared(_Prepared):
         self.b_in = None if b_ih is None else b_ih + b_hh
         self.s, self.b, _ = _gate_affine(self.xp, W_hh.shape[1], W_ih.dtype)
         self.kernel = _kernels(self.xp, W_ih.dtype).prepared
-        self._repeated: Dict[int, Tuple[Array, Array]] = {}
+        self._repeated: Tuple[int, Array, Array] = (0, self.s, self.b)   # N, s and b, N-fold
 
     def cell(self, xw: Array, states: Tuple[Array, ...],
              feature: bool = False) -> Tuple[Array, ...]:
@@ -424,8 +424,8 @@ class Prepared(_Prepared):
         if not feature:
             return self.kernel(xw, rec, c_prev, self.s, self.b)
         H, N = c_prev.shape
-        if N not in self._repeated:         # s, b for each of the N columns, one row
-            self._repeated[N] = (self.xp.repeat(self.s, N), self.xp.repeat(self.b, N))
+        if self._repeated[0] != N:          # s, b for each of the N columns, one row
+            self._repeated = (N, self.xp.repeat(self.s, N), self.xp.repeat(self.b, N))
         rows = _layout.rows
-        h, c = self.kernel(rows(xw), rows(rec), rows(c_prev), *self._repeated[N])
+        h, c = self.kernel(rows(xw), rows(rec), rows(c_prev), *self._repeated[1:])
         return h.reshape(H, N), c.reshape(H, N)
