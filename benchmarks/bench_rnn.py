@@ -131,14 +131,18 @@ class Case:
             out, _ = self.tmod(self.tx)
             out.backward(self.tdout)
 
+    def _operands(self):
+        """(xp, x, W_ih, W_hh, the forward's row blocks of W_hh) of the floors: the GRU
+        runs r, z apart from n (see gru.py)."""
+        W_hh = self.W[1]
+        GH, H = W_hh.shape
+        blocks = [(0, 2 * H), (2 * H, GH)] if self.cell == "gru" else [(0, GH)]
+        return self.xp, self.x, self.W[0], W_hh, blocks
+
     def time_blas(self):
         """The products of ``time_npnn`` alone (see the module docstring)."""
-        xp, x, W = self.xp, self.x, self.W
-        T, N, D = x.shape
-        W_ih, W_hh = W[0], W[1]
-        GH, H = W_hh.shape
-        # the forward's row blocks: the GRU runs r, z apart from n (see gru.py)
-        blocks = [(0, 2 * H), (2 * H, GH)] if self.cell == "gru" else [(0, GH)]
+        xp, x, W_ih, W_hh, blocks = self._operands()
+        (T, N, D), (GH, H) = x.shape, W_hh.shape
         if not hasattr(self, "_blas"):
             self._blas = ([xp.ascontiguousarray(W_hh[a:b].T) for a, b in blocks],
                           [xp.empty((N, b - a), dtype=x.dtype) for a, b in blocks],
@@ -163,17 +167,16 @@ class Case:
         """The products of ``time_blas`` feature-major: the states (H, N), each step's
         product W h_{t-1}^T, the gradients (G*H, N) and, for the products over all steps,
         the steps side by side (as ``accel._loop.weight_grads`` gets them)."""
-        xp, x, W = self.xp, self.x, self.W
-        T, N, D = x.shape
-        W_ih, W_hh = W[0], W[1]
-        GH, H = W_hh.shape
-        blocks = [(0, 2 * H), (2 * H, GH)] if self.cell == "gru" else [(0, GH)]
+        xp, x, W_ih, W_hh, blocks = self._operands()
+        (T, N, D), (GH, H) = x.shape, W_hh.shape
         if not hasattr(self, "_blas_f"):
             self._blas_f = ([xp.ascontiguousarray(W_hh[a:b]) for a, b in blocks],
                             [xp.empty((b - a, N), dtype=x.dtype) for a, b in blocks],
-                            xp.zeros((T + 1, H, N), dtype=x.dtype), xp.empty((H, N), dtype=x.dtype),
-                            xp.full((T, GH, N), 0.01, dtype=x.dtype))
-        W_k, rec, h, dh, dz = self._blas_f
+                            xp.zeros((T + 1, H, N), dtype=x.dtype),
+                            xp.empty((H, N), dtype=x.dtype),
+                            xp.full((T, GH, N), 0.01, dtype=x.dtype),
+                            xp.ascontiguousarray(W_hh.T))
+        W_k, rec, h, dh, dz, W_hh_T = self._blas_f
         x2 = x.reshape(T * N, D)
         for a, b in blocks:
             W_ih[a:b] @ x2.T                        # input half, every step at once
@@ -182,7 +185,7 @@ class Case:
                 xp.matmul(W_b, h[t], out=rec_b)     # recurrent half, step by step
         if self.mode == "forward+backward":
             for t in range(T - 1, -1, -1):
-                xp.matmul(W_hh.T, dz[t], out=dh)    # gradient to h_{t-1}
+                xp.matmul(W_hh_T, dz[t], out=dh)    # gradient to h_{t-1}, W^T contiguous
             dzT = xp.ascontiguousarray(dz.transpose(1, 0, 2)).reshape(GH, T * N)
             hT = xp.ascontiguousarray(h[:-1].transpose(1, 0, 2)).reshape(H, T * N)
             dzT.T @ W_ih                            # dx
@@ -194,7 +197,7 @@ class Case:
         from npnn.functional.accel import _layout
         G = CELLS[self.cell][0]
         N, T, D, H = SIZES[self.size]
-        if G * H * N < _layout.MIN_TIMED and not (N == 1 and G * H >= _layout.MIN_TIMED_ROW):
+        if _layout.too_small(N, H, G):
             return "batch"                          # too small to be timed
         return _layout.chosen().get((N, H, G, np.dtype(self.dtype).str, _numba_use(self.dtype),
                                      _layout.SEQUENCES), "-")

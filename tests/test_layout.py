@@ -236,3 +236,21 @@ def test_a_prepared_subclass_written_before_the_layouts_still_runs():
         ref = F.rnn_forward(x, None, W_ih, W_hh)
     np.testing.assert_allclose(out, ref[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(h1, ref[0][0], rtol=0, atol=1e-12)
+
+
+def test_prepared_steps_choose_once_per_shape_not_once_per_step(monkeypatch):
+    """A decoder asks at every step: the choice (its environment reads) is made at the
+    first step of each N and kind, and again only inside another ``use_layout`` block."""
+    calls = []
+    real = _layout.choose
+    monkeypatch.setattr(_layout, "choose", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    W = [rng.standard_normal(s) for s in ((9, 2), (9, 3), (9,), (9,))]
+    prepared = accel.gru.Prepared(*W)
+    for N in (4, 4, 4, 2, 2):
+        prepared.step(rng.standard_normal((N, 2)), (None,))
+    assert calls == [4, 2]
+    with use_layout(FEATURE):
+        prepared.step(rng.standard_normal((4, 2)), (None,))
+        prepared.step(rng.standard_normal((4, 2)), (None,))
+    assert calls == [4, 2, 4]

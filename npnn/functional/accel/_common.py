@@ -124,16 +124,17 @@ class Prepared:
     copies nothing (the products read the weights transposed, as BLAS allows), so
     it pays from the first step. Subclasses (one per accelerated cell) set
     ``W_ih`` (G*H, D), ``W_hh`` (G*H, H), ``b_in`` (G*H,) or None (added to the
-    input half), ``xp`` (their array module), ``G`` and ``S`` (gate blocks and states), and define
-    ``cell(xw, states, feature)``.
+    input half), ``xp`` (their array module), ``G`` and ``S`` (gate blocks and
+    states), and define ``cell(xw, states, feature)``.
     Arguments are not checked: the layer or model calling this has checked them.
     A cell's ``cell`` runs its kernel set's ``prepared`` step after the product.
 
     **Layout** (``_layout``). The steps run batch-major or feature-major, as
     ``_layout.choose`` times them for N rows the first time (forward-only steps and
     sequences, ``STEPS`` and ``FORWARD``, are timed apart from the training loops, which
-    also pay for the weight gradients). Feature-major, a step's states are (H, N), its product W_hh h^T and
-    its input half W_ih x^T; ``cell`` then takes and returns feature-major arrays.
+    also pay for the weight gradients). Feature-major, a step's states are (H, N), its
+    product W_hh h^T and its input half W_ih x^T; ``cell`` then takes and returns
+    feature-major arrays.
     ``step`` moves the states between the layouts at every call (a decoder's caller
     holds them batch-major: at N = 1 that is a free reshape), ``sequence`` once.
     """
@@ -167,13 +168,20 @@ class Prepared:
     def feature(self, N: int, dtype: DTypeLike, kind: str = _layout.STEPS) -> bool:
         """Whether ``kind`` (``_layout.STEPS``: ``step``; ``_layout.FORWARD``:
         ``sequence``) of N rows runs feature-major (``_layout.choose``, timed on
-        ``trial`` the first time for this shape)."""
+        ``trial`` the first time for this shape). Like the kernel set, chosen when these
+        steps were prepared, it is kept for their life: ``NPNN_LAYOUT`` and ``NPNN_NUMBA``
+        are read at the first step of each N (``use_layout`` at every step)."""
         G = getattr(self, "G", None)
         if G is None:                       # a subclass from before the layouts: batch-major
             return False
-        H = self.W_hh.shape[1]
-        return _layout.choose(self.xp, N, H, G, dtype,
-                              lambda: self.trial(N, dtype, kind), kind) == _layout.FEATURE
+        # asked at every step: the answer is kept per (N, dtype, kind, use_layout's block),
+        # so that a step pays a dict lookup, not the choice's environment reads (5 us)
+        key = (N, dtype, kind, _layout.in_block())
+        known = self.__dict__.setdefault("_layouts", {})
+        if key not in known:
+            known[key] = _layout.choose(self.xp, N, self.W_hh.shape[1], G, dtype,
+                                        lambda: self.trial(N, dtype, kind), kind)
+        return known[key] == _layout.FEATURE
 
     def trial(self, N: int, dtype: DTypeLike,
               kind: str = _layout.STEPS) -> Callable[[str], None]:

@@ -123,6 +123,18 @@ def forced() -> Optional[str]:
     return check_layout(env, "NPNN_LAYOUT to be") if env else None
 
 
+def in_block() -> Optional[str]:
+    """The layout forced by the innermost ``use_layout`` block, or None (cheap: no
+    environment read)."""
+    return _FORCED.get()
+
+
+def too_small(N: int, H: int, G: int) -> bool:
+    """Whether a step of N rows, hidden size H, G gate blocks runs batch-major untimed:
+    too few gate values to repay a copy (``MIN_TIMED``; one row: ``MIN_TIMED_ROW``)."""
+    return G * H * N < MIN_TIMED and not (N == 1 and G * H >= MIN_TIMED_ROW)
+
+
 def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
            make_trial: Optional[Callable[[], Callable[[str], None]]] = None,
            kind: str = SEQUENCES) -> str:
@@ -140,7 +152,7 @@ def choose(xp: ArrayModule, N: int, H: int, G: int, dtype: DTypeLike,
     layout = forced()
     if layout is not None:
         return layout
-    if G * H * N < MIN_TIMED and not (N == 1 and G * H >= MIN_TIMED_ROW):
+    if too_small(N, H, G):
         return BATCH
     key = (int(N), int(H), int(G), np.dtype(dtype).str, _numba.use(xp, dtype), kind)
     if key not in _CHOSEN:
@@ -258,7 +270,7 @@ def copy_blocks(xp: ArrayModule, out: Array, src: Array) -> None:
     size = out.dtype.itemsize
     if xp is np and N > 1 and src.dtype == out.dtype and out.strides[-1] == size and \
             src.strides[-1] == size:
-        block = np.dtype((np.void, N * out.dtype.itemsize))
+        block = np.dtype((np.void, N * size))
         out.view(block)[..., 0][...] = src.view(block)[..., 0]
     else:
         out[...] = src

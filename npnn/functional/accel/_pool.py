@@ -20,9 +20,9 @@ freed under an array still in use.
 * On NumPy only (CuPy has its own pool), for arrays of at least ``MIN_BYTES`` (smaller
   ones come from the heap without page faults).
 * A request no free buffer fits first drops the free buffers that no request took or
-  found in use in the last ``STALE`` requests: the pool keeps no stock of sizes the program stopped
-  asking for (shapes that change, bounded BPTT's segments), but keeps what a training
-  step asks for at every step, in whatever order its arrays come and go. (Dropping
+  found in use in the last ``STALE`` requests: the pool keeps no stock of sizes the
+  program stopped asking for (shapes that change, bounded BPTT's segments), but keeps
+  what a training step asks for at every step, in whatever order its arrays come and go. (Dropping
   every free buffer at a miss, as it once did, made a step whose first miss comes
   after arrays of its own were freed drop those, and miss them again at the next
   step: the language model of bench_lm got 7 new buffers a step.)

@@ -319,8 +319,6 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, N: int = 0, H: int = 0,
 GATES, STATES = 4, 2
 
 
-
-
 def forward(x: Array, h0: Optional[Array], c0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
             mask: Optional[Array] = None, recurrent_mask: Optional[Array] = None,

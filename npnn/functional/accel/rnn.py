@@ -185,7 +185,6 @@ def _kernels(xp: ArrayModule, dtype: DTypeLike, folding: bool = True) -> Kernels
 GATES, STATES = 1, 1
 
 
-
 def forward(x: Array, h0: Optional[Array], W_ih: Array, W_hh: Array,
             b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
             nonlinearity: str = "tanh", mask: Optional[Array] = None,
